@@ -1,0 +1,200 @@
+"""The bank manifest: ``lora_bank/<bank>/manifest.json``, validated on every read.
+
+One file describes a whole bank: which backbone (family and weight fingerprint) and which frozen
+encoder it was made for, the router's defaults, and per LoRA its file, rank, alpha, target modules,
+degradation embedding, training provenance and validation numbers.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import BankError
+
+FORMAT_VERSION = 1
+MANIFEST_NAME = "manifest.json"
+NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_\-]{0,63}$")
+NORMALISATIONS = ("softmax", "sum")
+
+
+@dataclass
+class EncoderSpec:
+    """The frozen image encoder and the feature it gives the router (see router/encoder.py)."""
+
+    name: str = "efficientnet-lite0"
+    blocks: list[int] = field(default_factory=lambda: [0, 1, 3, 5, 8])
+    crop: int = 224
+    crops: int = 4
+    dim: int = 0
+    feature_mean: list[float] = field(default_factory=list)
+    feature_std: list[float] = field(default_factory=list)
+
+
+@dataclass
+class RouterDefaults:
+    top_k: int = 2
+    temperature: float = 0.05
+    normalisation: str = "softmax"
+    unknown_threshold: float | None = None
+    """Best cosine below this means no LoRA fits (calibrated on the validation split)."""
+
+
+@dataclass
+class LoraEntry:
+    name: str
+    file: str
+    rank: int
+    alpha: float
+    target_modules: list[str]
+    embedding: list[float]
+    description: str = ""
+    conditioning: dict[str, float] = field(default_factory=dict)
+    provenance: dict[str, Any] = field(default_factory=dict)
+    validation: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Manifest:
+    name: str
+    backbone_family: str
+    backbone_fingerprint: str
+    encoder: EncoderSpec
+    loras: list[LoraEntry]
+    router: RouterDefaults = field(default_factory=RouterDefaults)
+    description: str = ""
+    format_version: int = FORMAT_VERSION
+
+    def lora(self, name: str) -> LoraEntry:
+        for entry in self.loras:
+            if entry.name == name:
+                return entry
+        raise BankError(f"bank {self.name!r} has no LoRA {name!r}; it has: {', '.join(self.names)}")
+
+    @property
+    def names(self) -> list[str]:
+        return [entry.name for entry in self.loras]
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _require(data: dict, key: str, kind: type | tuple[type, ...], where: str) -> Any:
+    if key not in data:
+        raise BankError(f"{where}: missing key {key!r}")
+    value = data[key]
+    if not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
+        raise BankError(f"{where}: {key!r} must be {getattr(kind, '__name__', kind)}, got {type(value).__name__}")
+    return value
+
+
+def _finite_vector(values: Any, where: str, dim: int | None = None) -> list[float]:
+    if not isinstance(values, list) or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                               for v in values):
+        raise BankError(f"{where}: must be a list of numbers")
+    if not all(math.isfinite(v) for v in values):
+        raise BankError(f"{where}: contains NaN or Inf")
+    if dim is not None and len(values) != dim:
+        raise BankError(f"{where}: has {len(values)} numbers, the encoder gives {dim}; re-run "
+                        f"`uir-lora train-router` or `uir-lora bank add` for this bank")
+    return [float(v) for v in values]
+
+
+def _parse_lora(data: Any, index: int, dim: int) -> LoraEntry:
+    where = f"loras[{index}]"
+    if not isinstance(data, dict):
+        raise BankError(f"{where}: must be an object")
+    name = _require(data, "name", str, where)
+    if not NAME_PATTERN.match(name):
+        raise BankError(f"{where}: name {name!r} must match {NAME_PATTERN.pattern}")
+    where = f"LoRA {name!r}"
+    file = _require(data, "file", str, where)
+    if Path(file).name != file or not file.endswith(".safetensors"):
+        raise BankError(f"{where}: file {file!r} must be a plain *.safetensors name inside the bank folder")
+    rank = _require(data, "rank", int, where)
+    alpha = _require(data, "alpha", (int, float), where)
+    if not 1 <= rank <= 1024 or not 0 < alpha <= 4096:
+        raise BankError(f"{where}: rank must be in [1, 1024] and alpha in (0, 4096], got {rank}, {alpha}")
+    targets = _require(data, "target_modules", list, where)
+    if not targets or not all(isinstance(t, str) for t in targets):
+        raise BankError(f"{where}: target_modules must be a non-empty list of module names")
+    conditioning = data.get("conditioning", {})
+    if not isinstance(conditioning, dict):
+        raise BankError(f"{where}: conditioning must be an object of numbers")
+    return LoraEntry(
+        name=name, file=file, rank=rank, alpha=float(alpha), target_modules=list(targets),
+        embedding=_finite_vector(_require(data, "embedding", list, where), f"{where} embedding", dim),
+        description=str(data.get("description", "")),
+        conditioning=dict(zip(conditioning, _finite_vector(list(conditioning.values()), f"{where} conditioning"))),
+        provenance=dict(data.get("provenance", {})), validation=dict(data.get("validation", {})),
+    )
+
+
+def parse_manifest(data: Any, source: str = "manifest") -> Manifest:
+    """Validate a manifest's JSON object; raise BankError naming the first problem."""
+    if not isinstance(data, dict):
+        raise BankError(f"{source}: must be a JSON object")
+    version = _require(data, "format_version", int, source)
+    if version != FORMAT_VERSION:
+        raise BankError(f"{source}: format_version {version} is not supported (this pack reads "
+                        f"{FORMAT_VERSION}); update the pack or re-export the bank")
+    backbone = _require(data, "backbone_family", str, source)
+    encoder_data = _require(data, "encoder", dict, source)
+    try:
+        encoder = EncoderSpec(**encoder_data)
+    except TypeError as exc:
+        raise BankError(f"{source}: encoder has unknown or missing fields ({exc})") from None
+    if encoder.dim <= 0:
+        raise BankError(f"{source}: encoder.dim must be positive")
+    for key in ("feature_mean", "feature_std"):
+        setattr(encoder, key, _finite_vector(getattr(encoder, key), f"{source} encoder.{key}", encoder.dim))
+    if min(encoder.feature_std) <= 0:
+        raise BankError(f"{source}: encoder.feature_std must be positive")
+    try:
+        router = RouterDefaults(**data.get("router", {}))
+    except TypeError as exc:
+        raise BankError(f"{source}: router has unknown fields ({exc})") from None
+    if router.normalisation not in NORMALISATIONS or not 1 <= router.top_k <= 64 or not router.temperature > 0:
+        raise BankError(f"{source}: router needs normalisation in {NORMALISATIONS}, top_k in [1, 64], "
+                        f"temperature > 0; got {router}")
+    loras_data = _require(data, "loras", list, source)
+    loras = [_parse_lora(item, i, encoder.dim) for i, item in enumerate(loras_data)]
+    if len({entry.name for entry in loras}) != len(loras):
+        raise BankError(f"{source}: LoRA names must be unique")
+    return Manifest(
+        name=_require(data, "name", str, source), backbone_family=backbone,
+        backbone_fingerprint=_require(data, "backbone_fingerprint", str, source),
+        encoder=encoder, loras=loras, router=router, description=str(data.get("description", "")),
+        format_version=version,
+    )
+
+
+def read_manifest(bank_dir: str | Path) -> Manifest:
+    path = Path(bank_dir) / MANIFEST_NAME
+    if not path.is_file():
+        raise BankError(f"no {MANIFEST_NAME} in {bank_dir}; a bank is a folder with {MANIFEST_NAME} "
+                        f"and one .safetensors file per LoRA")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BankError(f"{path}: not valid JSON ({exc})") from exc
+    return parse_manifest(data, str(path))
+
+
+def write_manifest(manifest: Manifest, bank_dir: str | Path) -> Path:
+    """Validate, then write atomically (temp file + rename), so a crash never leaves half a file."""
+    data = manifest.to_json()
+    parse_manifest(json.loads(json.dumps(data)), "manifest to write")
+    bank_dir = Path(bank_dir)
+    bank_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile("w", dir=bank_dir, suffix=".tmp", delete=False, encoding="utf-8") as tmp:
+        json.dump(data, tmp, indent=1)
+        tmp.write("\n")
+    os.replace(tmp.name, bank_dir / MANIFEST_NAME)
+    return bank_dir / MANIFEST_NAME

@@ -1,0 +1,158 @@
+"""Open a bank folder and attach its LoRAs to a backbone (validate everything, then hand to peft)."""
+
+from __future__ import annotations
+
+import hashlib
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from peft import LoraConfig, get_peft_model_state_dict, set_peft_model_state_dict
+from safetensors import SafetensorError
+from safetensors.torch import load_file
+
+from ..backbones.base import Backbone
+from ..errors import BankError
+from .manifest import LoraEntry, Manifest, read_manifest
+
+PICKLE_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin", ".pkl")
+
+
+def read_lora_file(path: Path) -> dict[str, torch.Tensor]:
+    """Read one LoRA's safetensors file; refuse pickles, empty, corrupt or non-finite files."""
+    if path.suffix.lower() in PICKLE_SUFFIXES:
+        raise BankError(f"{path.name}: pickle files are never loaded; convert it to .safetensors")
+    if not path.is_file():
+        raise BankError(f"LoRA file missing: expected {path}")
+    if path.stat().st_size == 0:
+        raise BankError(f"{path}: empty file; re-train or re-copy this LoRA")
+    try:
+        state = load_file(str(path))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        raise BankError(f"{path}: corrupt or truncated safetensors ({exc}); re-copy or re-train it") from exc
+    if not state:
+        raise BankError(f"{path}: holds no tensors")
+    for key, tensor in state.items():
+        if not tensor.is_floating_point() or not torch.isfinite(tensor).all():
+            raise BankError(f"{path}: tensor {key!r} is not finite floating point; the file is damaged")
+    return state
+
+
+@dataclass
+class LoraBank:
+    """A validated bank on disk; LoRA tensors are read when attached."""
+
+    root: Path
+    manifest: Manifest
+    attached_to: dict[int, dict[str, str]] = field(default_factory=dict, repr=False)
+
+    @property
+    def key(self) -> str:
+        """Short id used to namespace adapter names, so several banks can share one backbone."""
+        digest = hashlib.sha256((self.root.as_posix() + str(self.manifest.to_json())).encode()).hexdigest()
+        return f"{self.manifest.name.replace('-', '_')}_{digest[:8]}"
+
+    def adapter_name(self, lora: str) -> str:
+        self.manifest.lora(lora)  # raises with the list of names if unknown
+        return f"{self.key}__{lora}"
+
+    def check_backbone(self, backbone: Backbone) -> None:
+        manifest = self.manifest
+        if manifest.backbone_family != backbone.family:
+            raise BankError(f"bank {manifest.name!r} was made for the {manifest.backbone_family!r} backbone, "
+                            f"not {backbone.family!r}; load a bank made for this backbone")
+        if manifest.backbone_fingerprint != backbone.fingerprint:
+            raise BankError(f"bank {manifest.name!r} was trained on backbone weights "
+                            f"{manifest.backbone_fingerprint}, but the loaded weights are {backbone.fingerprint}; "
+                            f"its LoRAs would not fit: load the matching backbone or re-train the bank")
+
+    def attach(self, backbone: Backbone) -> dict[str, str]:
+        """Inject every LoRA of the bank into ``backbone`` (once); returns {lora name: adapter name}.
+
+        All files are read and checked before the backbone is touched; if anything fails, adapters
+        injected by this call are removed again.
+        """
+        if id(backbone) in self.attached_to and set(self.attached_to[id(backbone)].values()) <= set(
+            backbone.adapter_names()
+        ):
+            return self.attached_to[id(backbone)]
+        self.check_backbone(backbone)
+        states = {entry.name: read_lora_file(self.root / entry.file) for entry in self.manifest.loras}
+        names: dict[str, str] = {}
+        try:
+            for entry in self.manifest.loras:
+                adapter = self.adapter_name(entry.name)
+                if adapter not in backbone.adapter_names():
+                    _inject_and_load(backbone, adapter, entry, states[entry.name], self.root / entry.file)
+                names[entry.name] = adapter
+        except Exception:
+            for adapter in names.values():
+                _delete_adapter(backbone, adapter)
+            raise
+        finally:
+            _deactivate_all(backbone)
+        self.attached_to[id(backbone)] = names
+        return names
+
+
+def lora_config(entry: LoraEntry) -> LoraConfig:
+    return LoraConfig(r=entry.rank, lora_alpha=entry.alpha, target_modules=list(entry.target_modules),
+                      init_lora_weights=False)
+
+
+def _inject_and_load(backbone: Backbone, adapter: str, entry: LoraEntry, state: dict, path: Path) -> None:
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*peft_config.*")
+        try:
+            backbone.inject_adapter(adapter, lora_config(entry))
+        except ValueError as exc:
+            raise BankError(f"{path.name}: target modules {entry.target_modules} do not fit the "
+                            f"{backbone.family!r} backbone ({exc})") from exc
+    try:
+        backbone.load_adapter_state(adapter, state)
+    except BankError:
+        _delete_adapter(backbone, adapter)
+        raise
+
+
+def expected_adapter_state(backbone: Backbone, adapter: str) -> dict[str, torch.Tensor]:
+    return get_peft_model_state_dict(backbone.adapter_root, adapter_name=adapter)
+
+
+def check_and_load_peft_state(backbone: Backbone, adapter: str, state: dict[str, torch.Tensor]) -> None:
+    """Strict key and shape check against the injected adapter, then peft loads the tensors."""
+    expected = expected_adapter_state(backbone, adapter)
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    if missing or unexpected:
+        raise BankError(f"LoRA {adapter!r} does not match the backbone's layers: missing {missing[:4]}, "
+                        f"unexpected {unexpected[:4]} ({len(missing)} / {len(unexpected)} in all); "
+                        f"it was made for another backbone or another target list")
+    for key, tensor in state.items():
+        if tuple(tensor.shape) != tuple(expected[key].shape):
+            raise BankError(f"LoRA {adapter!r}: {key} has shape {tuple(tensor.shape)}, the backbone needs "
+                            f"{tuple(expected[key].shape)}; it was made for another backbone or rank")
+    set_peft_model_state_dict(backbone.adapter_root, state, adapter_name=adapter)
+
+
+def _delete_adapter(backbone: Backbone, adapter: str) -> None:
+    for layer in backbone.lora_layers():
+        if adapter in layer.lora_A:
+            layer.delete_adapter(adapter)
+    config = getattr(backbone.adapter_root, "peft_config", None)
+    if isinstance(config, dict):
+        config.pop(adapter, None)
+
+
+def _deactivate_all(backbone: Backbone) -> None:
+    """Base state: every adapter loaded, none active (the frozen f0 only)."""
+    for layer in backbone.lora_layers():
+        layer.enable_adapters(False)
+
+
+def open_bank(path: str | Path) -> LoraBank:
+    root = Path(path)
+    if not root.is_dir():
+        raise BankError(f"bank folder not found: {root}; banks live in lora_bank/<name>/ or models/uir_lora/<name>/")
+    return LoraBank(root=root.resolve(), manifest=read_manifest(root))

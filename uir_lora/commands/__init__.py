@@ -1,0 +1,1 @@
+"""Sub-commands of ``uir-lora``; each module has ``register(subparsers)``."""

@@ -1,0 +1,45 @@
+"""``uir-lora bank list|info``."""
+
+from __future__ import annotations
+
+import argparse
+
+from ..pipeline import DEFAULT_BANK, bank_roots, list_banks, load_bank
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    bank = subparsers.add_parser("bank", help="list banks or show one bank's LoRAs")
+    actions = bank.add_subparsers(dest="bank_command", required=True)
+    show_list = actions.add_parser("list", help="banks found in lora_bank/ and --bank-dir folders")
+    show_list.add_argument("--bank-dir", action="append", default=[])
+    show_list.set_defaults(run=run_list)
+    info = actions.add_parser("info", help="one bank's backbone, router defaults and LoRAs")
+    info.add_argument("name", nargs="?", default=DEFAULT_BANK)
+    info.add_argument("--bank-dir", action="append", default=[])
+    info.set_defaults(run=run_info)
+
+
+def run_list(args: argparse.Namespace) -> int:
+    names = list_banks(args.bank_dir)
+    print(f"banks in {', '.join(str(r) for r in bank_roots(args.bank_dir))}:")
+    for name in names:
+        bank = load_bank(name, args.bank_dir)
+        print(f"  {name:<24} {len(bank.manifest.loras):>3} LoRAs  backbone {bank.manifest.backbone_family}")
+    return 0
+
+
+def run_info(args: argparse.Namespace) -> int:
+    manifest = load_bank(args.name, args.bank_dir).manifest
+    router = manifest.router
+    print(f"bank {manifest.name}: {manifest.description}")
+    print(f"backbone {manifest.backbone_family} {manifest.backbone_fingerprint}; encoder {manifest.encoder.name} "
+          f"(dim {manifest.encoder.dim})")
+    print(f"router: top_k {router.top_k}, temperature {router.temperature}, {router.normalisation}, "
+          f"unknown below {router.unknown_threshold}")
+    print(f"{'LoRA':<16}{'rank':>5}{'alpha':>7}  {'validation':<34} description")
+    for entry in manifest.loras:
+        val = entry.validation
+        numbers = (f"{val.get('psnr_in', float('nan')):.1f} -> {val.get('psnr_out', float('nan')):.1f} dB"
+                   if "psnr_out" in val else "-")
+        print(f"{entry.name:<16}{entry.rank:>5}{entry.alpha:>7.0f}  {numbers:<34} {entry.description}")
+    return 0

@@ -1,0 +1,112 @@
+"""Weighted LoRA composition: x_out = f0(x) + sum_i s_i f_i(x) at every adapted layer.
+
+Two modes with the same result (up to float rounding):
+- unfused: peft runs the K active adapters beside the frozen layer, adapter i scaled by s_i;
+- fused (default): the weighted deltas are merged into the frozen weights, so a pass costs what
+  the bare backbone costs (unmerged LoRAs made a 512^2 pass 2.8-3.8x slower here; merging ~10 ms).
+Either way the backbone is returned to its base state afterwards, on success, error or interrupt:
+fused weights are restored from a snapshot (bit-exact, not by subtracting the delta back).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import torch
+
+from ..backbones.base import Backbone
+from ..bank.store import LoraBank
+from ..errors import InputError
+
+MAX_WEIGHT = 4.0
+
+
+@dataclass(frozen=True)
+class Composition:
+    """Which LoRAs of a bank are active, with what weights; what flows from Composer to Restore."""
+
+    bank: LoraBank
+    weights: Mapping[str, float]
+    fused: bool = True
+    source: str = "manual"
+    """"router", "manual" or "router+manual": shown to users so they know what decided."""
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+    def conditioning(self, backbone: Backbone) -> dict[str, float]:
+        """Blend the LoRAs' conditioning (e.g. FFDNet's sigma) by weight; the base default fills gaps."""
+        blended = dict(backbone.default_conditioning)
+        total = sum(abs(w) for w in self.weights.values())
+        if total == 0:
+            return blended
+        for key in {k for name in self.weights for k in self.bank.manifest.lora(name).conditioning} | set(blended):
+            blended[key] = sum(
+                abs(w) * self.bank.manifest.lora(name).conditioning.get(key, backbone.default_conditioning.get(key, 0.0))
+                for name, w in self.weights.items()
+            ) / total
+        return blended
+
+
+def check_weights(weights: Mapping[str, float], bank: LoraBank) -> dict[str, float]:
+    """Validate names and values; drops zero weights. Raises InputError naming the problem."""
+    clean: dict[str, float] = {}
+    for name, value in weights.items():
+        if name not in bank.manifest.names:
+            raise InputError(f"unknown LoRA {name!r}; bank {bank.manifest.name!r} has: {', '.join(bank.manifest.names)}")
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
+            raise InputError(f"weight of {name!r} must be a finite number, got {value!r}")
+        if abs(value) > MAX_WEIGHT:
+            raise InputError(f"weight of {name!r} must be in [-{MAX_WEIGHT}, {MAX_WEIGHT}], got {value}")
+        if value != 0:
+            clean[name] = float(value)
+    return clean
+
+
+@contextmanager
+def composed(backbone: Backbone, composition: Composition) -> Iterator[Backbone]:
+    """Activate ``composition`` on ``backbone`` for the ``with`` body, then restore the base state."""
+    weights = check_weights(composition.weights, composition.bank)
+    adapters = composition.bank.attach(backbone)
+    active = {adapters[name]: w for name, w in weights.items()}
+    layers = backbone.lora_layers()
+    snapshots: list[tuple[torch.Tensor, torch.Tensor]] = []
+    try:
+        if not active:
+            pass  # base state already: adapters disabled
+        elif composition.fused:
+            for layer in layers:
+                snapshots.append(_merge_weighted(layer, active))
+        else:
+            for layer in layers:
+                names = [a for a in active if a in layer.lora_A]
+                if not names:
+                    continue
+                layer.enable_adapters(True)
+                layer.set_adapter(names)
+                for name in names:
+                    layer.set_scale(name, active[name])
+        yield backbone
+    finally:
+        for weight, original in snapshots:
+            weight.data.copy_(original)
+        for layer in layers:
+            for name in active:
+                if name in layer.lora_A:
+                    layer.set_scale(name, 1.0)
+            layer.enable_adapters(False)
+
+
+def _merge_weighted(layer, active: Mapping[str, float]) -> tuple[torch.Tensor, torch.Tensor]:
+    """W <- W0 + sum_i s_i dW_i, computed in float32; returns (weight, snapshot of W0)."""
+    weight = layer.get_base_layer().weight
+    snapshot = weight.data.clone()
+    delta = torch.zeros_like(weight, dtype=torch.float32)
+    for name, scale in active.items():
+        if name in layer.lora_A:
+            delta += scale * layer.get_delta_weight(name).float()
+    if not torch.isfinite(delta).all():
+        raise InputError("the weighted LoRA sum is not finite; lower the weights")
+    weight.data.copy_((snapshot.float() + delta).to(weight.dtype))
+    return weight, snapshot

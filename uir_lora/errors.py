@@ -1,0 +1,38 @@
+"""Exceptions the engine raises. Every message names the bad value and the fix."""
+
+from __future__ import annotations
+
+
+class UIRError(Exception):
+    """Base class: anything the pack reports to a user on purpose."""
+
+
+class InputError(UIRError, ValueError):
+    """A value given by a user, a workflow or the CLI is out of range or malformed."""
+
+
+class UnsafePathError(UIRError, ValueError):
+    """A name tried to leave the folders it may be resolved in."""
+
+
+class BankError(UIRError, ValueError):
+    """A LoRA bank (manifest or LoRA file) is missing, corrupt or made for another backbone."""
+
+
+class BackboneError(UIRError, ValueError):
+    """A backbone's weights are missing, corrupt or of an unexpected architecture."""
+
+
+class RestoreInterrupted(UIRError):
+    """The caller's cancellation hook asked the restore to stop."""
+
+
+def check_range(field: str, value: float, low: float, high: float) -> float:
+    """Return ``value`` if ``low <= value <= high``, else raise an InputError naming the field."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise InputError(f"{field} must be a number in [{low}, {high}], got {value!r}") from None
+    if not (low <= number <= high):  # also rejects NaN
+        raise InputError(f"{field} must be in [{low}, {high}], got {value!r}")
+    return number

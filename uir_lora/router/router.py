@@ -1,0 +1,109 @@
+"""Degradation-aware router: s_o = cos(d, B), keep the top K, s = norm_K(s_o)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+from ..bank.manifest import NORMALISATIONS, Manifest
+from ..errors import InputError, check_range
+from .encoder import DegradationEncoder
+
+
+@dataclass
+class RoutingResult:
+    """The router's answer for one image: every similarity, and the kept, normalised weights."""
+
+    similarities: dict[str, float]
+    weights: dict[str, float]
+    top_k: int
+    temperature: float
+    normalisation: str
+    unknown_threshold: float | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def best(self) -> tuple[str, float]:
+        name = max(self.similarities, key=self.similarities.__getitem__)
+        return name, self.similarities[name]
+
+    @property
+    def unknown(self) -> bool:
+        """True when no LoRA is similar enough (threshold calibrated on the validation split)."""
+        return self.unknown_threshold is not None and self.best[1] < self.unknown_threshold
+
+    def table(self) -> str:
+        """A text table of similarities and weights, sorted by weight then similarity."""
+        lines = [f"{'LoRA':<16}{'similarity':>11}{'weight':>9}"]
+        order = sorted(self.similarities, key=lambda n: (-self.weights.get(n, 0.0), -self.similarities[n]))
+        for name in order:
+            lines.append(f"{name:<16}{self.similarities[name]:>11.3f}{self.weights.get(name, 0.0):>9.3f}")
+        if self.unknown:
+            lines.append(f"unknown degradation: best similarity {self.best[1]:.3f} < threshold "
+                         f"{self.unknown_threshold:.3f}; no LoRA fits well")
+        return "\n".join(lines)
+
+
+def normalise_top_k(similarities: torch.Tensor, top_k: int, temperature: float, normalisation: str) -> torch.Tensor:
+    """[..., N] similarities -> [..., N] weights, zero outside the top K, summing to 1 inside."""
+    if normalisation not in NORMALISATIONS:
+        raise InputError(f"normalisation must be one of {NORMALISATIONS}, got {normalisation!r}")
+    k = max(1, min(int(top_k), similarities.shape[-1]))
+    values, index = similarities.topk(k, dim=-1)
+    if normalisation == "softmax":
+        kept = torch.softmax(values / temperature, dim=-1)
+    else:  # plain sum-normalisation; negative similarities count as zero
+        positive = values.clamp_min(0)
+        total = positive.sum(dim=-1, keepdim=True)
+        kept = torch.where(total > 0, positive / total.clamp_min(1e-12), torch.full_like(values, 1.0 / k))
+    return torch.zeros_like(similarities).scatter(-1, index, kept)
+
+
+class Router:
+    """Frozen encoder + the bank's embeddings B (one per LoRA) and feature standardisation."""
+
+    def __init__(self, manifest: Manifest, encoder: DegradationEncoder | None = None) -> None:
+        self.manifest = manifest
+        self.encoder = encoder or DegradationEncoder(manifest.encoder)
+        self.names = manifest.names
+        spec = manifest.encoder
+        self.mean = torch.tensor(spec.feature_mean)
+        self.std = torch.tensor(spec.feature_std)
+        embeddings = torch.tensor([entry.embedding for entry in manifest.loras]).reshape(len(self.names), -1)
+        self.embeddings = F.normalize(embeddings, dim=-1)
+
+    def degradation_feature(self, images: torch.Tensor) -> torch.Tensor:
+        """d: the standardised encoder feature, [B, dim]."""
+        return (self.encoder.features(images) - self.mean) / self.std
+
+    def similarities(self, images: torch.Tensor) -> torch.Tensor:
+        """s_o = cos(d, B): [B, N]."""
+        return F.normalize(self.degradation_feature(images), dim=-1) @ self.embeddings.T
+
+    def route(
+        self,
+        images: torch.Tensor,
+        top_k: int | None = None,
+        temperature: float | None = None,
+        normalisation: str | None = None,
+    ) -> list[RoutingResult]:
+        defaults = self.manifest.router
+        top_k = int(check_range("top_k", defaults.top_k if top_k is None else top_k, 1, max(1, len(self.names))))
+        temperature = check_range("temperature", defaults.temperature if temperature is None else temperature,
+                                  1e-4, 100.0)
+        normalisation = normalisation or defaults.normalisation
+        if images.ndim != 4 or images.shape[1] != 3:
+            raise InputError(f"router expects images [B,3,H,W], got {tuple(images.shape)}")
+        sims = self.similarities(images)
+        weights = normalise_top_k(sims, top_k, temperature, normalisation)
+        return [
+            RoutingResult(
+                similarities=dict(zip(self.names, row_s.tolist())),
+                weights={n: w for n, w in zip(self.names, row_w.tolist()) if w > 0},
+                top_k=top_k, temperature=temperature, normalisation=normalisation,
+                unknown_threshold=defaults.unknown_threshold,
+            )
+            for row_s, row_w in zip(sims, weights)
+        ]

@@ -1,0 +1,128 @@
+"""The restoration sampler: composed backbone, tiles, batches, seed, progress and cancellation."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from ..backbones.base import Backbone
+from ..compose.composer import Composition, composed
+from ..errors import InputError, RestoreInterrupted, check_range
+from .tiling import count_tiles, run_tiled
+
+log = logging.getLogger(__name__)
+
+ProgressFn = Callable[[int, int], None]
+"""progress(done, total), called after each tile."""
+InterruptFn = Callable[[], None]
+"""check_interrupt(): raises (e.g. RestoreInterrupted) to stop; called before each tile."""
+
+MIN_TILE = 128
+
+
+@dataclass
+class SamplerOptions:
+    tile: int = 512
+    steps: int = 1
+    seed: int = 0
+    dtype: torch.dtype | None = None
+
+    def validate(self, backbone: Backbone) -> None:
+        check_range("tile", self.tile, 64, 8192)
+        check_range("steps", self.steps, 1, backbone.max_steps)
+        check_range("seed", self.seed, 0, 2**63 - 1)
+
+
+def as_image_batch(image: torch.Tensor) -> torch.Tensor:
+    """Validate an image batch [B,3,H,W]: float, finite (NaN/Inf replaced, with a log line), in 0..1."""
+    if not isinstance(image, torch.Tensor) or image.ndim != 4 or image.shape[1] != 3:
+        shape = tuple(image.shape) if isinstance(image, torch.Tensor) else type(image).__name__
+        raise InputError(f"expected an RGB image batch [B,3,H,W], got {shape}")
+    if image.shape[0] == 0 or image.shape[-1] == 0 or image.shape[-2] == 0:
+        raise InputError(f"image batch is empty: {tuple(image.shape)}")
+    image = image.float()
+    if not torch.isfinite(image).all():
+        log.warning("input holds NaN or Inf values; they were replaced (NaN->0, Inf->1)")
+        image = torch.nan_to_num(image, nan=0.0, posinf=1.0, neginf=0.0)
+    return image.clamp(0, 1)
+
+
+def restore_batch(
+    backbone: Backbone,
+    images: torch.Tensor,
+    compositions: list[Composition],
+    options: SamplerOptions | None = None,
+    *,
+    progress: ProgressFn | None = None,
+    check_interrupt: InterruptFn | None = None,
+) -> torch.Tensor:
+    """Restore each image of [B,3,H,W] with its own composition (one per image, or one for all)."""
+    options = options or SamplerOptions()
+    options.validate(backbone)
+    images = as_image_batch(images)
+    if len(compositions) not in (1, images.shape[0]):
+        raise InputError(f"need 1 or {images.shape[0]} compositions, got {len(compositions)}")
+    per_image = compositions * images.shape[0] if len(compositions) == 1 else compositions
+    tiles = count_tiles(*images.shape[-2:], options.tile, backbone.tile_overlap, backbone.size_multiple)
+    total, done = tiles * images.shape[0], 0
+
+    def on_tile() -> None:
+        nonlocal done
+        done += 1
+        if progress:
+            progress(done, total)
+
+    outputs = []
+    for index, composition in enumerate(per_image):
+        generator = torch.Generator(device="cpu").manual_seed(options.seed + index)
+        outputs.append(
+            restore_one(backbone, images[index : index + 1], composition, options, generator, on_tile, check_interrupt)
+        )
+    return torch.cat(outputs)
+
+
+def restore_one(
+    backbone: Backbone,
+    image: torch.Tensor,
+    composition: Composition,
+    options: SamplerOptions,
+    generator: torch.Generator,
+    on_tile: Callable[[], None] | None = None,
+    check_interrupt: InterruptFn | None = None,
+) -> torch.Tensor:
+    """One image through the composed backbone, halving the tile on out-of-memory down to 128."""
+    conditioning = composition.conditioning(backbone)
+    dtype = options.dtype or backbone.dtype
+    tile = options.tile
+
+    def step(tile_image: torch.Tensor, _box: tuple[int, int, int, int]) -> torch.Tensor:
+        if check_interrupt:
+            check_interrupt()
+        x = tile_image.to(backbone.device, dtype)
+        with torch.inference_mode():
+            y = backbone.restore_step(x, conditioning, steps=options.steps, generator=generator)
+        return y.float().clamp(0, 1).cpu()
+
+    with composed(backbone, composition):
+        while True:
+            try:
+                return run_tiled(image, step, tile=tile, overlap=backbone.tile_overlap,
+                                 multiple=backbone.size_multiple, on_tile=on_tile)
+            except torch.OutOfMemoryError:
+                if tile // 2 < MIN_TILE:
+                    raise
+                tile //= 2
+                log.warning("out of memory: retrying with %d px tiles", tile)
+
+
+def interrupt_flag(flag: Callable[[], bool]) -> InterruptFn:
+    """Make a check_interrupt hook from a polling function (True = stop)."""
+
+    def check() -> None:
+        if flag():
+            raise RestoreInterrupted("restore cancelled; the backbone was returned to its base state")
+
+    return check
