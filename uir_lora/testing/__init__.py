@@ -1,0 +1,1 @@
+"""Helpers for tests and demos: tiny banks with random (untrained) LoRAs. Never used at run time."""
