@@ -1,0 +1,10 @@
+"""Synthetic degradations for training and evaluating universal image restoration.
+
+``degrade(image, kind, generator=..., severity=...)`` applies one kind or a mixture (in physical
+order) to float images in [0, 1]; every random parameter comes from the given generator.
+"""
+
+from .kinds import CANONICAL_ORDER, DEGRADATION_INFO, KINDS
+from .registry import canonical_kinds, degrade, sample_mixture
+
+__all__ = ["CANONICAL_ORDER", "DEGRADATION_INFO", "KINDS", "canonical_kinds", "degrade", "sample_mixture"]

@@ -1,0 +1,87 @@
+"""Shared helpers: generator-driven random draws and border-safe filtering.
+
+Every random number comes from the caller's ``torch.Generator``. Kornia's augmentation classes
+draw from the global RNG, so only kornia's deterministic kernels/filters are used and the
+randomness is drawn here. Random tensors are created on the generator's device and then moved,
+so the same seed gives the same parameters whatever device the image lives on.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from kornia.filters import filter2d, gaussian_blur2d
+
+
+def lerp(low: float, high: float, weight: float) -> float:
+    return low + (high - low) * weight
+
+
+def uniform(gen: torch.Generator, low: float, high: float) -> float:
+    return lerp(low, high, float(torch.rand((1,), generator=gen, device=gen.device)))
+
+
+def randint(gen: torch.Generator, low: int, high: int) -> int:
+    """Integer in [low, high] inclusive."""
+    return int(torch.randint(low, high + 1, (1,), generator=gen, device=gen.device))
+
+
+def coin(gen: torch.Generator, probability: float) -> bool:
+    return uniform(gen, 0.0, 1.0) < probability
+
+
+def choice(gen: torch.Generator, options: Sequence[str], weights: Sequence[float] | None = None) -> str:
+    if weights is None:
+        return options[randint(gen, 0, len(options) - 1)]
+    probs = torch.tensor(list(weights), dtype=torch.float64, device=gen.device)
+    return options[int(torch.multinomial(probs, 1, generator=gen))]
+
+
+def rand(shape: Sequence[int], gen: torch.Generator, like: torch.Tensor) -> torch.Tensor:
+    return torch.rand(tuple(shape), generator=gen, device=gen.device).to(like.device, like.dtype)
+
+
+def randn(shape: Sequence[int], gen: torch.Generator, like: torch.Tensor) -> torch.Tensor:
+    return torch.randn(tuple(shape), generator=gen, device=gen.device).to(like.device, like.dtype)
+
+
+def border_mode(image: torch.Tensor, kernel_size: int) -> str:
+    """Reflect padding avoids dark borders, but needs the pad to be smaller than the image."""
+    height, width = image.shape[-2:]
+    return "reflect" if kernel_size // 2 < min(height, width) else "replicate"
+
+
+def convolve(image: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
+    """Convolve every channel with one odd-sized [k, k] kernel (normalised by the caller)."""
+    kernel = kernel.to(image.device, image.dtype)
+    return filter2d(image, kernel[None], border_type=border_mode(image, kernel.shape[-1]))
+
+
+def gaussian_blur(image: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Separable Gaussian blur with a kernel covering +-3 sigma."""
+    size = 2 * math.ceil(3.0 * sigma) + 1
+    sigma_yx = torch.tensor([[sigma, sigma]], device=image.device, dtype=image.dtype)
+    return gaussian_blur2d(image, (size, size), sigma_yx, border_type=border_mode(image, size))
+
+
+def luminance(image: torch.Tensor) -> torch.Tensor:
+    """Rec.601 luma, [B,1,H,W]."""
+    weights = torch.tensor([0.299, 0.587, 0.114], device=image.device, dtype=image.dtype)
+    return (image * weights.view(1, 3, 1, 1)).sum(dim=1, keepdim=True)
+
+
+def smooth_random_field(gen: torch.Generator, like: torch.Tensor, cells: int) -> torch.Tensor:
+    """Low-frequency random field in [0, 1], [1,1,H,W]: bicubic upsampling of a coarse grid."""
+    height, width = like.shape[-2:]
+    coarse = randn((1, 1, cells, cells), gen, like)
+    field = F.interpolate(coarse, size=(height, width), mode="bicubic", align_corners=False)
+    low, high = field.amin(), field.amax()
+    return (field - low) / (high - low).clamp_min(1e-6)
+
+
+def screen(base: torch.Tensor, layer: torch.Tensor) -> torch.Tensor:
+    """Screen blend: brightens like adding light, never exceeds 1."""
+    return 1.0 - (1.0 - base) * (1.0 - layer.clamp(0.0, 1.0))
