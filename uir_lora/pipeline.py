@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -15,7 +16,9 @@ from .compose.composer import Composition, check_weights
 from .errors import InputError, check_range
 from .paths import bundled_bank_root, safe_resolve
 from .router.router import Router, RoutingResult
+from .router.spatial import DEFAULT_WINDOW, RegionWeights, estimate_regions
 from .sampler.restore import InterruptFn, ProgressFn, SamplerOptions, as_image_batch, restore_batch
+from .sampler.spatial import restore_regions
 
 DEFAULT_BANK = "embedded-ffdnet"
 BLEND_MODES = ("manual", "override", "bias")
@@ -62,6 +65,18 @@ def estimate(
 ) -> list[RoutingResult]:
     """Route each image of [B,3,H,W]: similarities to every LoRA and the kept weights."""
     return router_for(bank).route(as_image_batch(images), top_k, temperature, normalisation)
+
+
+def estimate_spatial(
+    bank: LoraBank,
+    images: torch.Tensor,
+    window: int = DEFAULT_WINDOW,
+    top_k: int | None = None,
+    temperature: float | None = None,
+) -> list[RegionWeights]:
+    """Per-region routing of each image: per-window weights and smooth per-pixel weight maps."""
+    router = router_for(bank)
+    return [estimate_regions(router, image[None], window, top_k, temperature) for image in as_image_batch(images)]
 
 
 def parse_weights(text: str) -> dict[str, float]:
@@ -125,10 +140,14 @@ def restore(
     options: SamplerOptions | None = None,
     progress: ProgressFn | None = None,
     check_interrupt: InterruptFn | None = None,
+    spatial: bool = False,
+    window: int = DEFAULT_WINDOW,
 ) -> tuple[torch.Tensor, list[Composition]]:
     """Route each image (unless ``mode`` is "manual"), compose with ``manual`` weights, restore.
 
-    With no manual weights the mode is irrelevant: the router decides alone.
+    With no manual weights the mode is irrelevant: the router decides alone. ``spatial``: route
+    per region (windows of ``window`` px) and restore each tile with its own composition; the
+    returned compositions then hold each image's average weights, for display.
     """
     if not manual:
         mode = "override"
@@ -136,6 +155,9 @@ def restore(
     bank = bank or load_bank()
     images = as_image_batch(images)
     route_needed = mode != "manual"
+    if spatial and route_needed:
+        return _restore_spatial(images, backbone, bank, manual, mode, top_k, temperature, fused, strength,
+                                options, progress, check_interrupt, window)
     routings: list[RoutingResult | None] = (
         estimate(bank, images, top_k, temperature) if route_needed else [None] * images.shape[0]
     )
@@ -143,3 +165,17 @@ def restore(
     restored = restore_batch(backbone, images, compositions, options, progress=progress,
                              check_interrupt=check_interrupt)
     return apply_strength(images, restored, strength), compositions
+
+
+def _restore_spatial(images, backbone, bank, manual, mode, top_k, temperature, fused, strength, options,
+                     progress, check_interrupt, window) -> tuple[torch.Tensor, list[Composition]]:
+    regions = estimate_spatial(bank, images, window, top_k, temperature)
+    restored = restore_regions(backbone, images, regions, lambda r: compose(bank, r, manual, mode, fused), options,
+                               progress=progress, check_interrupt=check_interrupt)
+    summaries = [
+        replace(compose(bank, None, region.mean_weights(), "manual", fused),
+                source="router per region" + ("+manual" if manual else ""),
+                notes=(f"per-region routing: {window} px windows, {region.weights[0].numel()} of them",))
+        for region in regions
+    ]
+    return apply_strength(images, restored, strength), summaries

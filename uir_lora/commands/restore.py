@@ -10,7 +10,8 @@ from tqdm import tqdm
 from ..cli import existing_path
 from ..errors import InputError
 from ..images import IMAGE_SUFFIXES, load_image, save_image
-from ..pipeline import DEFAULT_BANK, default_backbone, estimate, load_bank, parse_weights, restore
+from ..pipeline import DEFAULT_BANK, default_backbone, estimate, estimate_spatial, load_bank, parse_weights, restore
+from ..router.spatial import DEFAULT_WINDOW, region_map_picture
 from ..sampler.restore import SamplerOptions
 
 
@@ -29,6 +30,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--strength", type=float, default=1.0, help="0 = input, 1 = full restoration")
     p.add_argument("--unfused", action="store_true", help="run LoRAs beside the weights instead of merging")
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    p.add_argument("--spatial", action="store_true",
+                   help="route per region: each part of the image gets its own LoRA weights")
+    p.add_argument("--window", type=int, default=DEFAULT_WINDOW, help="per-region window in px (default %(default)s)")
     p.set_defaults(run=run_restore)
 
     e = subparsers.add_parser("estimate", help="print the router's weight table for images")
@@ -37,6 +41,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     e.add_argument("--bank-dir", action="append", default=[])
     e.add_argument("--top-k", type=int)
     e.add_argument("--temperature", type=float)
+    e.add_argument("--map", type=Path, help="write a picture of the per-region weights here "
+                   "(a .png file for one input; a folder for a folder of inputs)")
+    e.add_argument("--window", type=int, default=DEFAULT_WINDOW, help="per-region window in px (default %(default)s)")
     e.set_defaults(run=run_estimate)
 
 
@@ -81,6 +88,7 @@ def run_restore(args: argparse.Namespace) -> int:
             restored, compositions = restore(
                 image, backbone, bank, manual=manual, mode=args.mode, top_k=args.top_k, temperature=args.temperature,
                 fused=not args.unfused, strength=args.strength, options=options, progress=progress,
+                spatial=args.spatial, window=args.window,
             )
         save_image(restored, target)
         weights = ", ".join(f"{k}={v:.2f}" for k, v in sorted(compositions[0].weights.items(), key=lambda kv: -kv[1]))
@@ -90,8 +98,16 @@ def run_restore(args: argparse.Namespace) -> int:
 
 def run_estimate(args: argparse.Namespace) -> int:
     bank = load_bank(args.bank, args.bank_dir)
+    single = args.input.is_file()
     for source in list_inputs(args.input):
-        (result,) = estimate(bank, load_image(source), args.top_k, args.temperature)
+        image = load_image(source)
+        (result,) = estimate(bank, image, args.top_k, args.temperature)
         print(f"== {source}")
         print(result.table())
+        if args.map:
+            target = args.map if single and args.map.suffix else args.map / f"{source.stem}_map.png"
+            (regions,) = estimate_spatial(bank, image, args.window, args.top_k, args.temperature)
+            save_image(region_map_picture(image, regions), target)
+            weights = ", ".join(f"{k}={v:.2f}" for k, v in regions.mean_weights().items())
+            print(f"per-region map ({regions.weights[0].numel()} windows; average {weights}) -> {target}")
     return 0

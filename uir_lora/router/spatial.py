@@ -1,0 +1,192 @@
+"""Per-region routing: the router run on overlapping windows, turned into smooth weight maps.
+
+An image damaged differently in different places (haze on the left, noise on the right) gets one
+averaged composition from global routing, which fits neither side. Here the router sees windows at
+native resolution (the encoder's features are pixel statistics, so no resize), every window gets
+its own top-K weights, and each window's weights are spread over its pixels with a raised-cosine
+(Hann) footprint; overlapping footprints are averaged, which gives maps that change smoothly
+between window centres and still sum to 1 at every pixel.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..errors import InputError, check_range
+from ..sampler.tiling import tile_starts
+from .router import Router, RoutingResult, normalise_top_k
+
+DEFAULT_WINDOW = 192
+MAP_SCALE = 8
+"""Weight maps are kept at 1/8 resolution: they are smooth, and 12 full-size maps of a 4K photo
+would take ~400 MB."""
+ENCODER_BATCH = 16
+
+
+@dataclass
+class RegionWeights:
+    """Per-window routing of one image and its smooth per-pixel weight maps (at 1/MAP_SCALE)."""
+
+    names: list[str]
+    similarities: torch.Tensor
+    """[N, rows, cols]: cosine of each window to each LoRA embedding."""
+    weights: torch.Tensor
+    """[N, rows, cols]: each window's kept, normalised weights."""
+    maps: torch.Tensor
+    """[N, h, w]: per-pixel weights at 1/MAP_SCALE resolution, summing to 1 where any window routed."""
+    size: tuple[int, int]
+    """(H, W) of the image the maps describe."""
+    window: int
+    stride: int
+    top_k: int
+    temperature: float
+    normalisation: str
+    unknown_threshold: float | None = None
+    _sim_maps: torch.Tensor | None = field(default=None, init=False, repr=False)
+
+    def full_maps(self) -> torch.Tensor:
+        """[N, H, W] weight maps at the image's resolution (bilinear upsampling of the smooth maps)."""
+        return F.interpolate(self.maps[None], size=self.size, mode="bilinear", align_corners=False)[0]
+
+    def region(self, box: tuple[int, int, int, int]) -> RoutingResult:
+        """The routing for pixels ``(y0, y1, x0, x1)``: maps and similarities averaged over the box."""
+        y0, y1, x0, x1 = box
+        height, width = self.size
+        sy, sx = self.maps.shape[-2] / height, self.maps.shape[-1] / width
+        r0, r1 = int(y0 * sy), max(int(y0 * sy) + 1, round(y1 * sy))
+        c0, c1 = int(x0 * sx), max(int(x0 * sx) + 1, round(x1 * sx))
+        weights = self.maps[:, r0:r1, c0:c1].mean(dim=(1, 2))
+        sims = self._similarity_maps()[:, r0:r1, c0:c1].mean(dim=(1, 2))
+        return RoutingResult(
+            similarities=dict(zip(self.names, sims.tolist())),
+            weights={n: w for n, w in zip(self.names, weights.tolist()) if w > 0},
+            top_k=self.top_k, temperature=self.temperature, normalisation=self.normalisation,
+            unknown_threshold=self.unknown_threshold, notes=[f"per-region routing, box {box}"],
+        )
+
+    def _similarity_maps(self) -> torch.Tensor:
+        if self._sim_maps is None:  # only tile summaries need it; computed once
+            self._sim_maps = spread(self.similarities, self.size, self.window, self.stride)
+        return self._sim_maps
+
+    def unknown_fraction(self) -> float:
+        """Share of windows whose best similarity is under the bank's unknown threshold (0 if none)."""
+        if self.unknown_threshold is None:
+            return 0.0
+        return float((self.similarities.max(dim=0).values < self.unknown_threshold).float().mean())
+
+    def mean_weights(self) -> dict[str, float]:
+        """Image-average weight per LoRA (what a one-line summary shows), largest first."""
+        mean = self.maps.mean(dim=(1, 2))
+        return dict(sorted(((n, float(w)) for n, w in zip(self.names, mean) if w > 1e-3), key=lambda kv: -kv[1]))
+
+
+def window_starts(height: int, width: int, window: int) -> tuple[list[int], list[int], int]:
+    """Window corners on a grid with 50 % overlap (the stride where Hann footprints sum flat)."""
+    stride = max(1, window // 2)
+    return tile_starts(height, window, window - stride), tile_starts(width, window, window - stride), stride
+
+
+def hann(size: int) -> torch.Tensor:
+    """[size, size] raised-cosine footprint, positive everywhere (so no pixel is left at 0/0)."""
+    ramp = torch.sin(torch.pi * (torch.arange(size) + 0.5) / size) ** 2
+    return (ramp[:, None] * ramp[None, :]).clamp_min(1e-3)
+
+
+def spread(values: torch.Tensor, size: tuple[int, int], window: int, stride: int) -> torch.Tensor:
+    """[N, rows, cols] per-window values -> [N, H/MAP_SCALE, W/MAP_SCALE] Hann-weighted averages."""
+    height, width = size
+    ys, xs, _ = window_starts(height, width, window)
+    win_h, win_w = min(window, height), min(window, width)
+    h, w = max(1, -(-height // MAP_SCALE)), max(1, -(-width // MAP_SCALE))
+    fh, fw = max(1, win_h // MAP_SCALE), max(1, win_w // MAP_SCALE)
+    footprint = hann(max(fh, fw))[None, None]
+    footprint = F.interpolate(footprint, size=(fh, fw), mode="bilinear", align_corners=False)[0, 0]
+    total = torch.zeros(values.shape[0], h, w)
+    norm = torch.zeros(h, w)
+    for i, y in enumerate(ys):
+        for j, x in enumerate(xs):
+            r, c = min(y // MAP_SCALE, h - fh), min(x // MAP_SCALE, w - fw)
+            total[:, r : r + fh, c : c + fw] += values[:, i, j, None, None] * footprint
+            norm[r : r + fh, c : c + fw] += footprint
+    return total / norm.clamp_min(1e-8)
+
+
+def estimate_regions(
+    router: Router,
+    image: torch.Tensor,
+    window: int = DEFAULT_WINDOW,
+    top_k: int | None = None,
+    temperature: float | None = None,
+    normalisation: str | None = None,
+) -> RegionWeights:
+    """Route every overlapping ``window`` x ``window`` crop of ``image`` [1,3,H,W] (batched)."""
+    if image.ndim != 4 or image.shape[:2] != (1, 3):
+        raise InputError(f"estimate_regions expects one image [1,3,H,W], got {tuple(image.shape)}")
+    window = int(check_range("window", window, 64, 4096))
+    defaults = router.manifest.router
+    top_k = int(check_range("top_k", defaults.top_k if top_k is None else top_k, 1, max(1, len(router.names))))
+    temperature = check_range("temperature", defaults.temperature if temperature is None else temperature,
+                              1e-4, 100.0)
+    normalisation = normalisation or defaults.normalisation
+    height, width = image.shape[-2:]
+    ys, xs, stride = window_starts(height, width, window)
+    win_h, win_w = min(window, height), min(window, width)
+    crops = torch.cat([image[..., y : y + win_h, x : x + win_w] for y in ys for x in xs])
+    sims = torch.cat([router.similarities(crops[i : i + ENCODER_BATCH])
+                      for i in range(0, crops.shape[0], ENCODER_BATCH)])
+    weights = normalise_top_k(sims, top_k, temperature, normalisation)
+    grid = (len(ys), len(xs))
+    sims_grid = sims.T.reshape(-1, *grid)
+    weights_grid = weights.T.reshape(-1, *grid)
+    return RegionWeights(
+        names=list(router.names), similarities=sims_grid, weights=weights_grid,
+        maps=spread(weights_grid, (height, width), window, stride), size=(height, width), window=window,
+        stride=stride, top_k=top_k, temperature=temperature, normalisation=normalisation,
+        unknown_threshold=defaults.unknown_threshold,
+    )
+
+
+PALETTE = ((230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48), (145, 30, 180),
+           (70, 240, 240), (240, 50, 230), (210, 245, 60), (250, 190, 212), (0, 128, 128), (170, 110, 40),
+           (128, 0, 0), (170, 255, 195), (128, 128, 0), (0, 0, 128))
+
+
+def region_map_picture(image: torch.Tensor, regions: RegionWeights, max_side: int = 768) -> np.ndarray:
+    """HxWx3 uint8: the photo in grey tinted by the weighted mix of LoRA colours, plus a legend.
+
+    The tint is sum_i w_i(p) colour_i, so soft transitions show as blended colours and a region
+    given one LoRA shows that LoRA's pure colour; the legend gives each LoRA's image-average weight.
+    """
+    from PIL import Image, ImageDraw  # display only; the engine's routing needs no PIL
+
+    scale = min(1.0, max_side / max(regions.size))
+    size = (max(1, round(regions.size[0] * scale)), max(1, round(regions.size[1] * scale)))
+    photo = F.interpolate(image[:1].float(), size=size, mode="area")[0]
+    grey = photo.mean(dim=0, keepdim=True)
+    maps = F.interpolate(regions.maps[None], size=size, mode="bilinear", align_corners=False)[0]
+    colours = torch.tensor([PALETTE[i % len(PALETTE)] for i in range(len(regions.names))], dtype=torch.float32) / 255
+    tint = torch.einsum("nhw,nc->chw", maps, colours)
+    picture = (0.45 * grey + 0.55 * tint).clamp(0, 1)
+    body = Image.fromarray((picture.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8))
+    means = regions.mean_weights()
+    row = 16
+    legend_h = 6 + row * (len(means) + 1)
+    canvas = Image.new("RGB", (max(body.width, 260), body.height + legend_h), (30, 30, 30))
+    canvas.paste(body, (0, 0))
+    draw = ImageDraw.Draw(canvas)
+    draw.text((4, body.height + 4), f"per-region weights ({regions.window} px windows), image average:",
+              fill=(220, 220, 220))
+    for i, (name, weight) in enumerate(means.items()):
+        y = body.height + 4 + row * (i + 1)
+        colour = PALETTE[regions.names.index(name) % len(PALETTE)]
+        draw.rectangle([4, y + 2, 16, y + 12], fill=colour)
+        draw.text((22, y + 1), f"{name}  {weight:.2f}", fill=(230, 230, 230))
+    unknown = regions.unknown_fraction()
+    if unknown > 0:
+        draw.text((150, body.height + 4 + row), f"unknown: {unknown:.0%} of windows", fill=(220, 60, 60))
+    return np.asarray(canvas)
