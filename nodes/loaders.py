@@ -1,0 +1,124 @@
+"""Backbone and LoRA-bank loader nodes: resolve files through folder_paths, hand plain paths to the engine."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import comfy.model_management as mm
+import folder_paths
+import torch
+from comfy_api.latest import io
+
+from ..uir_lora import pipeline
+from ..uir_lora.backbones.registry import load_backbone
+from ..uir_lora.errors import BackboneError, InputError
+from ..uir_lora.paths import safe_resolve
+from .common import CATEGORY, Backbone, Bank, bank_choices, bank_roots
+
+EMBEDDED = "embedded-ffdnet (built in)"
+SEP = " | "
+"""Combo entries other than the built-in one read "<family> | <folder key>/<name>"."""
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def diffusers_folders() -> list[str]:
+    """Sub-folders of models/diffusers that hold a model_index.json (as core's DiffusersLoader finds them)."""
+    found = []
+    for root in folder_paths.get_folder_paths("diffusers"):
+        if not os.path.isdir(root):
+            continue
+        for current, _dirs, files in os.walk(root, followlinks=True):
+            if "model_index.json" in files:
+                found.append(Path(current).relative_to(root).as_posix())
+    return sorted(set(found))
+
+
+def backbone_choices() -> list[str]:
+    checkpoints = [n for n in folder_paths.get_filename_list("checkpoints") if n.lower().endswith(".safetensors")]
+    return ([EMBEDDED]
+            + [f"sd-turbo{SEP}diffusers/{name}" for name in diffusers_folders()]
+            + [f"sd-turbo{SEP}checkpoints/{name}" for name in checkpoints])
+
+
+def resolve_backbone(choice: str) -> tuple[str, Path | None]:
+    """Combo entry -> (family, path); a missing file raises an error naming the folder and file expected."""
+    if choice == EMBEDDED:
+        return "embedded-ffdnet", None
+    family, sep, where = choice.partition(SEP)
+    key, _, name = where.partition("/")
+    if not sep or key not in ("diffusers", "checkpoints") or not name:
+        raise InputError(f"backbone {choice!r} is not one of: {EMBEDDED!r}, "
+                         f"'<family>{SEP}diffusers/<folder>', '<family>{SEP}checkpoints/<file>.safetensors'")
+    roots = folder_paths.get_folder_paths(key)
+    expected = f"models/{key}/{name}" + ("/model_index.json" if key == "diffusers" else "")
+    try:
+        path = safe_resolve(name, roots, what=f"{family} backbone")
+    except FileNotFoundError:
+        raise BackboneError(f"backbone file missing: expected {expected} (searched: {', '.join(roots)}); "
+                            f"download the {family} weights there") from None
+    if key == "diffusers" and not (path / "model_index.json").is_file():
+        raise BackboneError(f"{path} is not a diffusers folder: expected {expected}")
+    return family, path
+
+
+def pick_device(device: str) -> torch.device:
+    if device == "auto":
+        return mm.get_torch_device()
+    if device == "cuda" and not torch.cuda.is_available():
+        raise InputError("device 'cuda' was chosen but no CUDA GPU is available; choose 'auto' or 'cpu'")
+    return torch.device(device)
+
+
+class UIR_BackboneLoader(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="UIR_BackboneLoader", display_name="UIR Backbone Loader", category=CATEGORY,
+            description="Load the frozen restoration backbone the LoRA bank was trained on.",
+            inputs=[
+                io.Combo.Input("backbone", options=backbone_choices(), default=EMBEDDED,
+                               tooltip="built-in FFDNet, or an SD-Turbo model from models/diffusers "
+                                       "(folder with model_index.json) or models/checkpoints"),
+                io.Combo.Input("device", options=["auto", "cpu", "cuda"], default="auto"),
+                io.Combo.Input("dtype", options=list(DTYPES), default="fp32"),
+            ],
+            outputs=[Backbone.Output(display_name="backbone")],
+        )
+
+    @classmethod
+    def validate_inputs(cls, backbone: str) -> bool | str:
+        # Replaces ComfyUI's "value not in list" with a message naming the folder and file to add.
+        try:
+            resolve_backbone(backbone)
+        except (InputError, BackboneError) as exc:
+            return str(exc)
+        return True
+
+    @classmethod
+    def execute(cls, backbone: str, device: str, dtype: str) -> io.NodeOutput:
+        family, path = resolve_backbone(backbone)
+        model = load_backbone(family, path)
+        model.to(pick_device(device), DTYPES[dtype])  # cached instance: the latest loader's settings win
+        return io.NodeOutput(model)
+
+
+class UIR_LoraBankLoader(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="UIR_LoraBankLoader", display_name="UIR LoRA Bank Loader", category=CATEGORY,
+            description="Open a LoRA bank (the pack's lora_bank/ or models/uir_lora/<bank>/) and attach it "
+                        "to the backbone; a bank made for other backbone weights is refused.",
+            inputs=[
+                Backbone.Input("backbone"),
+                io.Combo.Input("bank", options=bank_choices(), default=pipeline.DEFAULT_BANK),
+            ],
+            outputs=[Bank.Output(display_name="bank")],
+        )
+
+    @classmethod
+    def execute(cls, backbone, bank: str) -> io.NodeOutput:
+        loaded = pipeline.load_bank(bank, bank_roots())
+        loaded.attach(backbone)  # validates family + fingerprint, reads and checks every LoRA file
+        return io.NodeOutput(loaded)

@@ -1,0 +1,66 @@
+"""The Restore node: the composed backbone over tiles, with ComfyUI's progress bar and interrupt."""
+
+from __future__ import annotations
+
+import inspect
+
+from comfy_api.latest import io
+
+from ..uir_lora import pipeline
+from ..uir_lora.errors import InputError
+from ..uir_lora.sampler.restore import SamplerOptions, as_image_batch, restore_batch
+from .common import CATEGORY, Backbone, Composition, hooks, to_comfy, to_engine
+
+
+def spatial_supported() -> bool:
+    """Per-region routing lands in the engine separately; the node keeps the input either way."""
+    return "spatial" in inspect.signature(pipeline.restore).parameters
+
+
+class UIR_Restore(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="UIR_Restore", display_name="UIR Restore", category=CATEGORY,
+            description="Restore images with the backbone and the composed LoRAs (tiled, any size).",
+            inputs=[
+                io.Image.Input("image"),
+                Backbone.Input("backbone"),
+                Composition.Input("composition"),
+                io.Float.Input("strength", default=1.0, min=0.0, max=1.0, step=0.01,
+                               tooltip="0 = the input, 1 = the full restoration"),
+                io.Int.Input("tile", default=512, min=64, max=4096, step=32,
+                             tooltip="tile size in pixels; halved automatically on out-of-memory"),
+                io.Int.Input("seed", default=0, min=0, max=2**63 - 1, control_after_generate=True),
+                io.Boolean.Input("spatial", default=False,
+                                 tooltip="route each region of the image separately (mixed damage)"),
+            ],
+            outputs=[io.Image.Output(display_name="image")],
+        )
+
+    @classmethod
+    def execute(cls, image, backbone, composition: list, strength: float, tile: int, seed: int,
+                spatial: bool) -> io.NodeOutput:
+        images = to_engine(image)
+        options = SamplerOptions(tile=tile, seed=seed)
+        progress, check_interrupt = hooks()
+        if spatial:
+            restored = restore_spatial(images, backbone, composition, strength, options, progress, check_interrupt)
+        else:
+            restored = restore_batch(backbone, images, composition, options,
+                                     progress=progress, check_interrupt=check_interrupt)
+            restored = pipeline.apply_strength(as_image_batch(images), restored, strength)
+        return io.NodeOutput(to_comfy(restored))
+
+
+def restore_spatial(images, backbone, compositions: list, strength, options, progress, check_interrupt):
+    """Per-region routing: the router runs inside the engine, the composition gives bank and typed weights."""
+    if not spatial_supported():
+        raise InputError("spatial routing is not available in this version of the pack; set spatial to false")
+    first = compositions[0]
+    manual = dict(first.weights) if "manual" in first.source else None
+    restored, _ = pipeline.restore(images, backbone, first.bank, manual=manual,
+                                   mode="manual" if first.source == "manual" else "override",
+                                   fused=first.fused, strength=strength, options=options, progress=progress,
+                                   check_interrupt=check_interrupt, spatial=True)
+    return restored

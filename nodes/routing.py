@@ -1,0 +1,105 @@
+"""Degradation Estimator (router) and LoRA Composer nodes."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import torch
+from comfy_api.latest import io, ui
+
+from ..uir_lora import pipeline
+from ..uir_lora.bank.manifest import NORMALISATIONS
+from ..uir_lora.errors import InputError
+from ..uir_lora.router.chart import weight_chart
+from ..uir_lora.router.router import RoutingResult
+from .common import CATEGORY, Bank, Composition, Routing, to_engine
+
+log = logging.getLogger(__name__)
+
+BANK_DEFAULT = "bank default"
+COMPOSE_MODES = ("auto", *pipeline.BLEND_MODES)
+
+
+def weights_ui(results: list[RoutingResult]) -> list[dict]:
+    """JSON-able per-image weights for the node's ui dict (key "uir_weights", drawn by the web extension)."""
+    return [{"names": list(r.similarities), "similarities": [round(v, 4) for v in r.similarities.values()],
+             "weights": [round(r.weights.get(n, 0.0), 4) for n in r.similarities],
+             "top_k": r.top_k, "temperature": r.temperature, "normalisation": r.normalisation,
+             "unknown": r.unknown} for r in results]
+
+
+def chart_batch(results: list[RoutingResult]) -> torch.Tensor:
+    """One bar chart per image as a ComfyUI IMAGE batch (charts padded to a common height)."""
+    charts = [weight_chart(r) for r in results]
+    height = max(c.shape[0] for c in charts)
+    padded = [np.pad(c, ((0, height - c.shape[0]), (0, 0), (0, 0)), constant_values=30) for c in charts]
+    return torch.from_numpy(np.stack(padded)).float() / 255
+
+
+class UIR_DegradationEstimator(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="UIR_DegradationEstimator", display_name="UIR Degradation Estimator", category=CATEGORY,
+            description="Route each image: similarity to every LoRA of the bank, then top-K weights.",
+            inputs=[
+                io.Image.Input("image"),
+                Bank.Input("bank"),
+                io.Int.Input("top_k", default=0, min=0, max=64, tooltip="LoRAs kept per image; 0 = the bank's default"),
+                io.Float.Input("temperature", default=0.0, min=0.0, max=100.0, step=0.005,
+                               tooltip="softmax temperature; 0 = the bank's default"),
+                io.Combo.Input("normalisation", options=[BANK_DEFAULT, *NORMALISATIONS], default=BANK_DEFAULT),
+            ],
+            outputs=[Routing.Output(display_name="routing"), io.Image.Output(display_name="chart"),
+                     io.String.Output(display_name="table")],
+            is_output_node=True,
+        )
+
+    @classmethod
+    def execute(cls, image: torch.Tensor, bank, top_k: int, temperature: float, normalisation: str) -> io.NodeOutput:
+        results = pipeline.estimate(bank, to_engine(image), top_k or None, temperature or None,
+                                    None if normalisation == BANK_DEFAULT else normalisation)
+        for i, r in enumerate(results):
+            log.info("UIR routing, image %d: %s", i, {n: round(w, 3) for n, w in r.weights.items()})
+        chart = chart_batch(results)
+        table = "\n\n".join(f"image {i}\n{r.table()}" if len(results) > 1 else r.table()
+                            for i, r in enumerate(results))
+        preview = ui.PreviewImage(chart, cls=cls).as_dict()
+        return io.NodeOutput(results, chart, table, ui={**preview, "uir_weights": weights_ui(results)})
+
+
+class UIR_LoraComposer(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="UIR_LoraComposer", display_name="UIR LoRA Composer", category=CATEGORY,
+            description="Decide the LoRA weights: auto (router), manual (typed weights only), override "
+                        "(typed weights replace the router's) or bias (typed weights are added).",
+            inputs=[
+                Bank.Input("bank"),
+                Routing.Input("routing", optional=True),
+                io.Combo.Input("mode", options=list(COMPOSE_MODES), default="auto"),
+                io.String.Input("weights", default="", tooltip="e.g. noise=0.7,jpeg=0.3 (ignored in auto mode)"),
+                io.Boolean.Input("fused", default=True, tooltip="merge the weighted LoRAs into the weights: "
+                                 "as fast as the bare backbone; off = peft adapters side by side"),
+            ],
+            outputs=[Composition.Output(display_name="composition")],
+        )
+
+    @classmethod
+    def execute(cls, bank, mode: str, weights: str, fused: bool, routing: list | None = None) -> io.NodeOutput:
+        manual = pipeline.parse_weights(weights)
+        if mode not in COMPOSE_MODES:
+            raise InputError(f"mode must be one of {COMPOSE_MODES}, got {mode!r}")
+        if mode != "manual" and not routing:
+            raise InputError(f"mode {mode!r} needs the routing input: connect a UIR Degradation Estimator, "
+                             f"or choose mode 'manual'")
+        if mode == "manual" and not manual:
+            raise InputError("mode 'manual' needs weights such as 'noise=0.7,jpeg=0.3'")
+        if mode == "auto":
+            if manual:
+                log.warning("UIR LoRA Composer: mode 'auto' ignores the typed weights %s", manual)
+            manual, mode = {}, "override"
+        per_image = routing if mode != "manual" else [None]
+        return io.NodeOutput([pipeline.compose(bank, r, manual, mode, fused) for r in per_image])

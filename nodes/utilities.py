@@ -1,0 +1,100 @@
+"""Demo helpers: shipped example images, synthetic degradations, PSNR/SSIM against a reference."""
+
+from __future__ import annotations
+
+import torch
+from comfy_api.latest import io, ui
+
+from ..uir_lora.degrade import KINDS, degrade
+from ..uir_lora.errors import InputError
+from ..uir_lora.images import load_image
+from ..uir_lora.paths import PACK_ROOT, safe_resolve
+from .common import CATEGORY, to_comfy, to_engine
+
+EXAMPLES = PACK_ROOT / "workflows" / "inputs"
+"""Photos shipped with the pack (public domain / CC0, see CREDITS there), so workflows run as is."""
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
+NONE = "none"
+
+
+def example_choices() -> list[str]:
+    if not EXAMPLES.is_dir():
+        return []
+    return sorted(p.name for p in EXAMPLES.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+class UIR_ExampleImage(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="UIR_ExampleImage", display_name="UIR Example Image", category=CATEGORY,
+            description="A photo shipped with the pack (public domain or CC0), so no upload is needed.",
+            inputs=[io.Combo.Input("image", options=example_choices())],
+            outputs=[io.Image.Output(display_name="image")],
+        )
+
+    @classmethod
+    def execute(cls, image: str) -> io.NodeOutput:
+        return io.NodeOutput(to_comfy(load_image(safe_resolve(image, [EXAMPLES], what="example image"))))
+
+
+class UIR_SyntheticDegrade(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="UIR_SyntheticDegrade", display_name="UIR Synthetic Degrade", category=CATEGORY,
+            description="Damage a clean image on purpose (one or two degradations, applied in physical order).",
+            inputs=[
+                io.Image.Input("image"),
+                io.Combo.Input("kind", options=list(KINDS), default=KINDS[0]),
+                io.Combo.Input("second_kind", options=[NONE, *KINDS], default=NONE),
+                io.Float.Input("severity", default=0.5, min=0.0, max=1.0, step=0.05, tooltip="0 mild, 1 strong"),
+                io.Int.Input("seed", default=0, min=0, max=2**63 - 1, control_after_generate=True),
+            ],
+            outputs=[io.Image.Output(display_name="image")],
+        )
+
+    @classmethod
+    def execute(cls, image, kind: str, second_kind: str, severity: float, seed: int) -> io.NodeOutput:
+        kinds = [kind] if second_kind == NONE else [kind, second_kind]
+        generator = torch.Generator().manual_seed(seed)
+        return io.NodeOutput(to_comfy(degrade(to_engine(image), kinds, generator=generator, severity=severity)))
+
+
+def psnr_ssim(image: torch.Tensor, reference: torch.Tensor) -> tuple[list[float], list[float]]:
+    """Per-image PSNR (dB) and SSIM of [B,3,H,W] against [B|1,3,H,W], data range 1."""
+    from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
+
+    if reference.shape[0] == 1:
+        reference = reference.expand_as(image) if image.shape[1:] == reference.shape[1:] else reference
+    if image.shape != reference.shape:
+        raise InputError(f"image {tuple(image.shape[-2:])} x{image.shape[0]} and reference "
+                         f"{tuple(reference.shape[-2:])} x{reference.shape[0]} must have the same size")
+    if min(image.shape[-2:]) < 11:
+        raise InputError(f"SSIM needs images of at least 11x11 pixels, got {tuple(image.shape[-2:])}")
+    psnr = peak_signal_noise_ratio(image, reference, data_range=1.0, reduction="none", dim=(1, 2, 3))
+    ssim = structural_similarity_index_measure(image, reference, data_range=1.0, reduction="none")
+    return psnr.tolist(), ssim.tolist()
+
+
+class UIR_Compare(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="UIR_Compare", display_name="UIR Compare (PSNR/SSIM)", category=CATEGORY,
+            description="PSNR and SSIM of an image against a clean reference (mean over the batch).",
+            inputs=[io.Image.Input("image"), io.Image.Input("reference")],
+            outputs=[io.String.Output(display_name="report"), io.Float.Output(display_name="psnr"),
+                     io.Float.Output(display_name="ssim")],
+            is_output_node=True,
+        )
+
+    @classmethod
+    def execute(cls, image, reference) -> io.NodeOutput:
+        psnr, ssim = psnr_ssim(to_engine(image), to_engine(reference))
+        lines = [f"image {i}: PSNR {p:.2f} dB, SSIM {s:.4f}" for i, (p, s) in enumerate(zip(psnr, ssim))]
+        mean_psnr, mean_ssim = sum(psnr) / len(psnr), sum(ssim) / len(ssim)
+        if len(lines) > 1:
+            lines.append(f"mean: PSNR {mean_psnr:.2f} dB, SSIM {mean_ssim:.4f}")
+        report = "\n".join(lines)
+        return io.NodeOutput(report, mean_psnr, mean_ssim, ui=ui.PreviewText(report))

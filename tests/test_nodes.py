@@ -1,0 +1,207 @@
+"""The V3 node adapters against fake comfy / comfy_api / folder_paths modules (tests/comfy_stubs.py)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import comfy_stubs
+
+NODE_IDS = {"UIR_BackboneLoader", "UIR_LoraBankLoader", "UIR_DegradationEstimator", "UIR_LoraComposer",
+            "UIR_Restore", "UIR_SyntheticDegrade", "UIR_Compare", "UIR_ExampleImage"}
+
+
+def run_coroutine(coroutine):
+    """Run a coroutine that never awaits anything real (an event loop would open a socket pair)."""
+    try:
+        coroutine.send(None)
+    except StopIteration as stop:
+        return stop.value
+    raise AssertionError("the coroutine awaited something")
+
+
+def test_pack_root_imports_without_comfyui(monkeypatch):
+    for name in ("comfy_api", "comfy_api.latest"):
+        monkeypatch.setitem(sys.modules, name, None)  # None in sys.modules makes the import fail
+    spec = importlib.util.spec_from_file_location("__init__", comfy_stubs.PACK_DIR / "__init__.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.WEB_DIRECTORY == "./web" and not hasattr(module, "comfy_entrypoint")
+
+
+@pytest.fixture(scope="module")
+def pack(tmp_path_factory):
+    with comfy_stubs.stubbed_pack(tmp_path_factory.mktemp("models")) as loaded:
+        yield loaded
+
+
+@pytest.fixture()
+def models(pack, tmp_path):
+    """A fresh models/ folder for folder_paths; returns it. Resets recorded progress."""
+    fp = sys.modules["folder_paths"]
+    fp.models_dir = str(tmp_path)
+    fp.folder_names_and_paths.pop("uir_lora", None)
+    for key in ("checkpoints", "diffusers"):
+        fp.folder_names_and_paths[key] = ([str(tmp_path / key)], fp.folder_names_and_paths[key][1])
+    comfy_stubs.ProgressBar.updates.clear()
+    comfy_stubs.Interrupt.pending = False
+    return tmp_path
+
+
+@pytest.fixture()
+def nodes(pack):
+    return {cls.GET_SCHEMA().node_id: cls for cls in pack.nodes.NODES}
+
+
+@pytest.fixture()
+def tiny_bank(models, embedded_backbone, encoder_dim) -> str:
+    from uir_lora.testing.banks import make_random_bank
+
+    make_random_bank(models / "uir_lora", embedded_backbone, dim=encoder_dim, conditioning={"sigma": 25 / 255})
+    return "tiny"
+
+
+@pytest.fixture()
+def loaded(nodes, tiny_bank):
+    backbone = nodes["UIR_BackboneLoader"].execute("embedded-ffdnet (built in)", "cpu", "fp32")[0]
+    return backbone, nodes["UIR_LoraBankLoader"].execute(backbone, tiny_bank)[0]
+
+
+@pytest.fixture()
+def images(photo) -> torch.Tensor:
+    """Two photos as a ComfyUI IMAGE [2,H,W,3]: the clean crop and a noisy one."""
+    clean = photo.movedim(1, -1)
+    noisy = (clean + torch.randn(clean.shape, generator=torch.Generator().manual_seed(1)) * 0.1).clamp(0, 1)
+    return torch.cat([clean, noisy])
+
+
+def test_entrypoint_registers_nodes_and_keeps_extra_model_paths(pack, models):
+    fp = sys.modules["folder_paths"]
+    fp.folder_names_and_paths["uir_lora"] = (["/extra/uir"], set())  # as extra_model_paths.yaml leaves it
+    node_list = run_coroutine(run_coroutine(pack.comfy_entrypoint()).get_node_list())
+    schemas = [cls.GET_SCHEMA() for cls in node_list]
+    assert {s.node_id for s in schemas} == NODE_IDS
+    assert all(s.category == "image/restoration" and s.display_name for s in schemas)
+    paths, extensions = fp.folder_names_and_paths["uir_lora"]
+    assert paths == ["/extra/uir"] and ".safetensors" in extensions and ".json" not in extensions
+
+
+def test_backbone_choices_and_missing_file_message(nodes, models):
+    (models / "diffusers" / "sd-turbo").mkdir(parents=True)
+    (models / "diffusers" / "sd-turbo" / "model_index.json").write_text("{}")
+    (models / "checkpoints").mkdir()
+    (models / "checkpoints" / "turbo.safetensors").write_bytes(b"")
+    loader = nodes["UIR_BackboneLoader"]
+    options = loader.GET_SCHEMA().inputs[0].options
+    assert options == ["embedded-ffdnet (built in)", "sd-turbo | diffusers/sd-turbo",
+                       "sd-turbo | checkpoints/turbo.safetensors"]
+    message = loader.validate_inputs("sd-turbo | checkpoints/missing.safetensors")
+    assert "models/checkpoints/missing.safetensors" in message
+    assert "model_index.json" in loader.validate_inputs("sd-turbo | diffusers/gone")
+    assert loader.validate_inputs(options[0]) is True
+    with pytest.raises(ValueError, match="models/checkpoints/missing.safetensors"):
+        loader.execute("sd-turbo | checkpoints/missing.safetensors", "cpu", "fp32")
+
+
+def test_bank_loader_lists_model_folder_and_refuses_foreign_weights(nodes, loaded, models, tiny_bank):
+    backbone, bank = loaded
+    assert bank.manifest.names == ["noise", "haze", "jpeg"]
+    assert tiny_bank in nodes["UIR_LoraBankLoader"].GET_SCHEMA().inputs[1].options
+    manifest = models / "uir_lora" / tiny_bank / "manifest.json"
+    data = json.loads(manifest.read_text())
+    data["backbone_fingerprint"] = "0" * 64
+    manifest.write_text(json.dumps(data))
+    with pytest.raises(ValueError, match="trained on backbone weights"):
+        nodes["UIR_LoraBankLoader"].execute(backbone, tiny_bank)
+
+
+def test_estimator_outputs_routing_chart_table_and_ui_weights(nodes, loaded, images):
+    _, bank = loaded
+    out = nodes["UIR_DegradationEstimator"].execute(images, bank, 2, 0.1, "softmax")
+    routing, chart, table = out.args
+    assert len(routing) == 2 and all(len(r.weights) == 2 for r in routing)
+    assert chart.ndim == 4 and chart.shape[0] == 2 and chart.shape[-1] == 3 and 0 <= chart.min() <= chart.max() <= 1
+    assert "image 1" in table and all(name in table for name in bank.manifest.names)
+    weights = json.loads(json.dumps(out.ui["uir_weights"]))
+    assert len(out.ui["images"]) == 2 and len(weights) == 2
+    assert sum(weights[0]["weights"]) == pytest.approx(1.0, abs=1e-3)
+    assert weights[0]["names"] == list(routing[0].similarities)
+
+
+def test_composer_modes(nodes, loaded, images):
+    _, bank = loaded
+    routing = nodes["UIR_DegradationEstimator"].execute(images, bank, 0, 0.0, "bank default")[0]
+    composer = nodes["UIR_LoraComposer"]
+    auto = composer.execute(bank, "auto", "noise=1", True, routing)[0]
+    assert len(auto) == 2 and auto[0].source == "router" and auto[0].weights == routing[0].weights
+    (manual,) = composer.execute(bank, "manual", "noise=0.7, jpeg=0.3", False)[0]
+    assert manual.weights == {"noise": 0.7, "jpeg": 0.3} and not manual.fused
+    bias = composer.execute(bank, "bias", "haze=0.5", True, routing)[0]
+    assert bias[0].weights["haze"] == pytest.approx(routing[0].weights.get("haze", 0.0) + 0.5)
+    with pytest.raises(ValueError, match="needs the routing input"):
+        composer.execute(bank, "auto", "", True)
+    with pytest.raises(ValueError, match="unknown LoRA 'rain'"):
+        composer.execute(bank, "manual", "rain=1", True)
+    with pytest.raises(ValueError, match="could not read"):
+        composer.execute(bank, "manual", "noise:1", True)
+
+
+def test_restore_shapes_progress_strength_and_interrupt(nodes, loaded, images):
+    backbone, bank = loaded
+    (composition,) = nodes["UIR_LoraComposer"].execute(bank, "manual", "noise=1", True)
+    restore = nodes["UIR_Restore"]
+    (out,) = restore.execute(images, backbone, composition, 1.0, 64, 0, False).args
+    assert out.shape == images.shape and out.dtype == torch.float32 and 0 <= out.min() <= out.max() <= 1
+    assert (out - images).abs().mean() > 1e-3  # it did restore something
+    done, total = comfy_stubs.ProgressBar.updates[-1]
+    assert done == total and total >= 2 * 4  # 96x128 in 64 px tiles: several tiles per image
+    (same,) = restore.execute(images, backbone, composition, 0.0, 512, 0, False).args
+    assert torch.allclose(same, images, atol=1e-6)
+    comfy_stubs.Interrupt.pending = True
+    with pytest.raises(comfy_stubs.InterruptProcessingException):
+        restore.execute(images, backbone, composition, 1.0, 64, 0, False)
+    (again,) = restore.execute(images, backbone, composition, 1.0, 64, 0, False).args
+    assert torch.equal(again, out)  # the interrupt left the backbone in its base state
+
+
+def test_restore_spatial_is_explicit(nodes, loaded, images, pack):
+    backbone, bank = loaded
+    (composition,) = nodes["UIR_LoraComposer"].execute(bank, "manual", "noise=1", True)
+    if pack.nodes.restore.spatial_supported():
+        (out,) = nodes["UIR_Restore"].execute(images, backbone, composition, 1.0, 512, 0, True).args
+        assert out.shape == images.shape
+    else:
+        with pytest.raises(ValueError, match="spatial"):
+            nodes["UIR_Restore"].execute(images, backbone, composition, 1.0, 512, 0, True)
+
+
+def test_synthetic_degrade_and_compare(nodes, images):
+    clean = images[:1]
+    degrade = nodes["UIR_SyntheticDegrade"]
+    first = degrade.execute(clean, "noise", "jpeg", 0.5, 3)[0]
+    assert first.shape == clean.shape and torch.equal(first, degrade.execute(clean, "noise", "jpeg", 0.5, 3)[0])
+    assert not torch.equal(first, degrade.execute(clean, "noise", "none", 0.5, 3)[0])
+    out = nodes["UIR_Compare"].execute(first, clean)
+    report, psnr, ssim = out.args
+    mse = float(((first - clean) ** 2).mean())
+    assert psnr == pytest.approx(10 * math.log10(1 / mse), abs=1e-3) and 0 < ssim < 1
+    assert f"{psnr:.2f}" in report and out.ui.as_dict()["text"] == (report,)
+    with pytest.raises(ValueError, match="same size"):
+        nodes["UIR_Compare"].execute(first, clean[:, :40])
+
+
+def test_example_images_ship_with_the_pack(nodes):
+    node = nodes["UIR_ExampleImage"]
+    options = node.GET_SCHEMA().inputs[0].options
+    assert {"astronaut.png", "chelsea_noise25.png", "coffee_jpeg10.jpg"} <= set(options)
+    (image,) = node.execute("astronaut.png").args
+    assert image.shape == (1, 320, 320, 3) and image.dtype == torch.float32
+    with pytest.raises(ValueError, match=r"\.\."):
+        node.execute("../README.md")
+    assert all(Path(comfy_stubs.PACK_DIR, "workflows", "inputs", o).stat().st_size < 300_000 for o in options)
