@@ -8,10 +8,9 @@ import math
 import sys
 from pathlib import Path
 
+import comfy_stubs
 import pytest
 import torch
-
-import comfy_stubs
 
 NODE_IDS = {"UIR_BackboneLoader", "UIR_LoraBankLoader", "UIR_DegradationEstimator", "UIR_LoraComposer",
             "UIR_Restore", "UIR_SyntheticDegrade", "UIR_Compare", "UIR_ExampleImage"}
