@@ -11,7 +11,7 @@ from pathlib import Path
 from .errors import UIRError
 
 # modules that add sub-commands with ``register(subparsers)``; kept in one table
-COMMAND_MODULES = ("uir_lora.commands.restore", "uir_lora.commands.bank")
+COMMAND_MODULES = ("uir_lora.commands.restore", "uir_lora.commands.bank", "uir_lora.commands.evaluate")
 
 
 def build_parser() -> argparse.ArgumentParser:
