@@ -11,7 +11,8 @@ from pathlib import Path
 from .errors import UIRError
 
 # modules that add sub-commands with ``register(subparsers)``; kept in one table
-COMMAND_MODULES = ("uir_lora.commands.restore", "uir_lora.commands.bank", "uir_lora.commands.evaluate")
+COMMAND_MODULES = ("uir_lora.commands.restore", "uir_lora.commands.bank", "uir_lora.commands.train",
+                   "uir_lora.commands.evaluate")
 
 
 def build_parser() -> argparse.ArgumentParser:

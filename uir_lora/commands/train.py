@@ -1,0 +1,162 @@
+"""``uir-lora train-lora``: train one degradation's LoRA (or a full fine-tune) and add it to a bank.
+
+CPU: ``python -m uir_lora.cli train-lora ...``; several GPUs: ``accelerate launch -m uir_lora.cli train-lora ...``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import logging
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from filelock import FileLock
+from peft import LoraConfig
+
+from ..backbones.registry import load_backbone
+from ..bank.manifest import MANIFEST_NAME, EncoderSpec, LoraEntry
+from ..bank.writer import add_lora, create_bank, save_lora_file
+from ..errors import InputError
+
+ALL = "all"  # --degradation all: a uniform mixture of every kind (the multi-task full-finetune baseline)
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("train-lora", help="train one degradation's LoRA and add it to a bank")
+    p.add_argument("--degradation", required=True, help="a kind of uir_lora.degrade.KINDS, 'clean', or 'all'")
+    p.add_argument("--bank", type=Path, help="bank folder to add the LoRA to (created if it has no manifest)")
+    p.add_argument("--name", help="LoRA name (default: the degradation's name)")
+    p.add_argument("--steps", type=int, default=0, help="training steps (0: use --minutes)")
+    p.add_argument("--minutes", "--time-budget", type=float, default=7.0, help="wall-clock budget (default 7)")
+    p.add_argument("--rank", type=int, default=16)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--crop", type=int, default=64, help="training crop side in pixels (<= 128)")
+    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--threads", type=int, default=1, help="torch threads per process (default 1)")
+    p.add_argument("--no-bf16", action="store_true", help="train in float32")
+    p.add_argument("--data-dir", type=Path, help="cache folder for decoded crops (default <repo>/data)")
+    p.add_argument("--full-finetune", action="store_true", help="train every backbone weight, no LoRA")
+    p.add_argument("--output", type=Path, help="--full-finetune: where to write the backbone safetensors")
+    p.add_argument("--replace", action="store_true", help="overwrite a LoRA of the same name in the bank")
+    p.set_defaults(run=run_train)
+
+
+def _check_args(args: argparse.Namespace, kinds: tuple[str, ...]) -> None:
+    if args.degradation not in (*kinds, ALL):
+        raise InputError(f"--degradation {args.degradation!r} is unknown; choose one of {', '.join(kinds)} or {ALL}")
+    if args.full_finetune and args.output is None:
+        raise InputError("--full-finetune writes a backbone, not a LoRA: give --output FILE.safetensors")
+    if not args.full_finetune and args.bank is None:
+        raise InputError("give --bank FOLDER (a bank folder; it is created when it has no manifest.json)")
+    if not args.full_finetune and args.degradation == ALL:
+        raise InputError("--degradation all is for --full-finetune; a LoRA learns one kind")
+    if args.steps < 0 or args.minutes <= 0 or args.batch < 1 or args.rank < 1 or not 8 <= args.crop <= 128:
+        raise InputError(f"need --steps >= 0, --minutes > 0, --batch >= 1, --rank >= 1, 8 <= --crop <= 128; got "
+                         f"{args.steps}, {args.minutes}, {args.batch}, {args.rank}, {args.crop}")
+
+
+def bank_lock(bank_dir: Path) -> FileLock:
+    """Serialise manifest read-modify-writes of trainings that finish at the same time."""
+    key = hashlib.sha1(str(bank_dir.resolve()).encode()).hexdigest()[:16]
+    return FileLock(str(Path(tempfile.gettempdir()) / f"uir-lora-bank-{key}.lock"))
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from accelerate import Accelerator
+
+    from ..degrade import DEGRADATION_INFO
+    from ..train import data, trainer, validate
+
+    kinds = trainer.all_kinds()
+    _check_args(args, kinds)
+    torch.set_num_threads(args.threads)
+    accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    log = logging.getLogger("uir_lora.train")
+    say = print if accelerator.is_main_process else (lambda *_: None)
+    torch.manual_seed(args.seed)
+    backbone = load_backbone("embedded-ffdnet")
+    if backbone.adapter_names():
+        raise InputError("the cached backbone already carries adapters; run training in a fresh process")
+    data_dir = args.data_dir or data.DEFAULT_DATA_DIR
+    with accelerator.main_process_first():  # the first run builds the cache once
+        crops, data_info = data.load_training_crops(data_dir)
+        val_images = data.load_validation_images(data_dir)
+    kind = list(trainer.KINDS) if args.degradation == ALL else args.degradation
+    probe = trainer.PairDataset(crops, kind, 128, 32, args.seed + 7777)
+    degraded, clean = (torch.stack(t) for t in zip(*(probe[i] for i in range(len(probe)))))
+    sigma, sigma_scores = trainer.pick_sigma(backbone, degraded, clean)
+    conditioning = {"sigma": sigma}
+    say(f"{args.degradation}: fixed sigma {sigma * 255:.0f}/255 (base PSNR by sigma: "
+        f"{ {k: round(v, 2) for k, v in sigma_scores.items()} })")
+    cfg = trainer.TrainConfig(steps=args.steps, minutes=args.minutes, batch=args.batch, crop=args.crop, lr=args.lr,
+                              seed=args.seed, bf16=not args.no_bf16)
+    length = (args.steps or 10**7) * args.batch * accelerator.num_processes
+    dataset = trainer.PairDataset(crops, kind, args.crop, length, args.seed)
+    name = args.name or args.degradation
+    if args.full_finetune:
+        before = validate.validate(backbone, kind, val_images, conditioning, None)
+        stats = trainer.train_full(backbone, dataset, conditioning, cfg, accelerator=accelerator, log=say)
+    else:
+        config = LoraConfig(r=args.rank, lora_alpha=float(args.rank),
+                            target_modules=list(backbone.default_lora_targets))
+        stats = trainer.train_lora(backbone, name, config, dataset, conditioning, cfg, accelerator=accelerator, log=say)
+    accelerator.wait_for_everyone()
+    if not accelerator.is_main_process:
+        return 0
+    result = validate.validate(backbone, kind, val_images, conditioning, None if args.full_finetune else name)
+    if args.full_finetune:
+        result = {**before, "psnr_out": result["base_psnr"], "ssim_out": result["base_ssim"]}
+    losses = stats.pop("losses")
+    provenance = {
+        "data": data_info, "validation_photos": list(data.VALIDATION_PHOTOS), "degradation": args.degradation,
+        "steps": stats["steps"], "batch": args.batch, "crop": args.crop, "lr_schedule": cfg.schedule(),
+        "loss": "L1", "loss_first_50": round(sum(losses[:50]) / max(1, len(losses[:50])), 5),
+        "loss_last_50": round(sum(losses[-50:]) / max(1, len(losses[-50:])), 5), "seed": args.seed,
+        "wall_seconds": stats["seconds"], "threads": args.threads, "processes": accelerator.num_processes,
+        "bf16": cfg.bf16, "device": accelerator.device.type,
+        "machine": "2-core CPU" if accelerator.device.type == "cpu" else torch.cuda.get_device_name(),
+        "platform": platform.platform(terse=True), "torch": torch.__version__,
+        "sigma_scores": {str(k): round(v, 3) for k, v in sigma_scores.items()},
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "command": "uir-lora " + " ".join(sys.argv[1:]),
+        "code": os.environ.get("UIR_LORA_CODE", "working tree"),  # tools/train_bank.sh: the git commit trained
+    }
+    say(f"{name}: {stats['steps']} steps in {stats['seconds']:.0f}s; validation {result}")
+    if args.full_finetune:
+        save_lora_file(backbone.base_state_dict(), args.output, {"kind": "full-finetune", "provenance": provenance,
+                                                                  "validation": result})
+        say(f"wrote {args.output}")
+        return 0
+    bank_dir: Path = args.bank
+    entry = LoraEntry(name=name, file=f"{name}.safetensors", rank=args.rank, alpha=float(args.rank),
+                      target_modules=list(backbone.default_lora_targets),
+                      embedding=[0.0] * _encoder_dim(bank_dir),  # placeholder: `uir-lora train-router` fills it
+                      description=DEGRADATION_INFO.get(name, "Clean input: identity target, a safe route for "
+                                                             "undegraded photos"),
+                      conditioning=conditioning, provenance=provenance, validation=result)
+    with bank_lock(bank_dir):
+        if not (bank_dir / MANIFEST_NAME).is_file():
+            from ..router.encoder import DegradationEncoder
+
+            dim = DegradationEncoder().dim
+            create_bank(bank_dir, bank_dir.name, backbone.family, backbone.fingerprint,
+                        EncoderSpec(dim=dim, feature_mean=[0.0] * dim, feature_std=[1.0] * dim),
+                        description=f"LoRAs trained on the {backbone.family} backbone by uir-lora train-lora")
+            entry.embedding = [0.0] * dim
+        add_lora(bank_dir, entry, backbone.adapter_state(name), replace=args.replace)
+    log.info("added %s to %s", name, bank_dir)
+    say(f"wrote {bank_dir / entry.file} and its manifest entry")
+    return 0
+
+
+def _encoder_dim(bank_dir: Path) -> int:
+    from ..bank.manifest import read_manifest
+
+    return read_manifest(bank_dir).encoder.dim if (bank_dir / MANIFEST_NAME).is_file() else 1

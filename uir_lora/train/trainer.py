@@ -1,0 +1,172 @@
+"""Training a LoRA (or the whole backbone) on synthetic pairs, generic over the ``Backbone`` interface.
+
+Runs through ``accelerate``: plain ``python -m`` on a CPU, ``accelerate launch`` on several GPUs.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from accelerate import Accelerator
+from peft import LoraConfig
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from ..backbones.base import Backbone
+from ..degrade import KINDS, degrade
+
+CLEAN = "clean"  # the identity LoRA: target = input, so clean photos have a safe route
+SIGMA_GRID = (0, 5, 10, 15, 25, 35, 50)  # candidate fixed FFDNet noise levels, in /255 units
+
+
+def all_kinds() -> tuple[str, ...]:
+    return (*KINDS, CLEAN)
+
+
+def degrade_batch(clean: torch.Tensor, kind: str | Sequence[str], generator: torch.Generator,
+                  severity: float | None = None) -> torch.Tensor:
+    """``kind`` one name, ``"clean"`` (identity) or a list of names to draw one per image from."""
+    if isinstance(kind, str):
+        return clean.clone() if kind == CLEAN else degrade(clean, kind, generator=generator, severity=severity)
+    picks = torch.randint(0, len(kind), (clean.shape[0],), generator=generator).tolist()
+    return torch.cat([degrade_batch(c, kind[p], generator, severity) for c, p in zip(clean.split(1), picks)])
+
+
+class PairDataset(Dataset):
+    """Item i: a random sub-crop of a cached crop, flipped/rotated, degraded; seeded by (seed, i)."""
+
+    def __init__(self, crops: torch.Tensor, kind: str | Sequence[str], crop: int, length: int, seed: int) -> None:
+        if crop > crops.shape[-1]:
+            raise ValueError(f"crop {crop} is larger than the cached crops ({crops.shape[-1]}); use --crop <= "
+                             f"{crops.shape[-1]}")
+        self.crops, self.kind, self.crop, self.length, self.seed = crops, kind, crop, length, seed
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + index)
+        src = self.crops[int(torch.randint(0, len(self.crops), (1,), generator=gen))]
+        top, left = torch.randint(0, src.shape[-1] - self.crop + 1, (2,), generator=gen).tolist()
+        clean = src[:, top:top + self.crop, left:left + self.crop].float().div(255.0)
+        clean = torch.rot90(clean, int(torch.randint(0, 4, (1,), generator=gen)), (1, 2))
+        if torch.rand((1,), generator=gen) < 0.5:
+            clean = clean.flip(-1)
+        degraded = degrade_batch(clean.unsqueeze(0).contiguous(), self.kind, gen)[0]
+        return degraded, clean
+
+
+class RestoreModule(nn.Module):
+    """nn.Module view of ``backbone.restore_step`` so accelerate (DDP) can wrap and call it."""
+
+    def __init__(self, backbone: Backbone, conditioning: Mapping[str, float]) -> None:
+        super().__init__()
+        self.root = backbone.adapter_root
+        self._backbone = [backbone]  # a list: Backbone is not an nn.Module, keep it out of the module tree
+        self.conditioning = dict(conditioning)
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        return self._backbone[0].restore_step(image, self.conditioning)
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 0            # 0: run until ``minutes`` are used (the schedule follows wall time)
+    minutes: float = 7.0
+    batch: int = 16
+    crop: int = 64
+    lr: float = 1e-3
+    lr_min: float = 1e-5
+    weight_decay: float = 0.0
+    seed: int = 0
+    bf16: bool = True
+    log_every: int = 50
+    extra: dict = field(default_factory=dict)
+
+    def schedule(self) -> str:
+        return f"AdamW {self.lr:g}, cosine to {self.lr_min:g} over the " + (
+            f"{self.steps} steps" if self.steps else f"{self.minutes:g}-minute budget (wall-clock progress)")
+
+
+def pick_sigma(backbone: Backbone, degraded: torch.Tensor, clean: torch.Tensor,
+               grid: Sequence[int] = SIGMA_GRID) -> tuple[float, dict[int, float]]:
+    """The fixed noise level (0..1 units) giving the untouched backbone its best PSNR on these pairs."""
+    scores = {}
+    with torch.inference_mode():
+        for s in grid:
+            out = backbone.restore_step(degraded, {"sigma": s / 255.0}).clamp(0, 1)
+            scores[s] = float(-10 * torch.log10(F.mse_loss(out, clean, reduction="none").mean((1, 2, 3))).mean())
+    best = max(scores, key=scores.get)
+    return best / 255.0, scores
+
+
+def _progress(step: int, start: float, cfg: TrainConfig, accelerator: Accelerator) -> float:
+    if cfg.steps:
+        return step / cfg.steps
+    elapsed = torch.tensor((time.perf_counter() - start) / (cfg.minutes * 60.0), device=accelerator.device)
+    return float(accelerator.reduce(elapsed, reduction="max"))  # all ranks agree on lr and on stopping
+
+
+def train(backbone: Backbone, dataset: Dataset, conditioning: Mapping[str, float], cfg: TrainConfig,
+          params: Sequence[nn.Parameter], accelerator: Accelerator | None = None,
+          log: Callable[[str], None] = print) -> dict:
+    """Optimise ``params`` (adapter or all weights) with L1 on ``dataset``; returns stats."""
+    accelerator = accelerator or Accelerator(cpu=not torch.cuda.is_available())
+    model = RestoreModule(backbone, conditioning)
+    if accelerator.device.type == "cpu":
+        model = model.to(memory_format=torch.channels_last)  # much faster bf16 convolutions on CPU
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    loader = DataLoader(dataset, batch_size=cfg.batch, shuffle=False, drop_last=True, num_workers=0)
+    model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
+    model.train()
+    losses: list[float] = []
+    start, step, progress = time.perf_counter(), 0, 0.0
+    for degraded, clean in loader:
+        progress = _progress(step, start, cfg, accelerator)
+        if progress >= 1.0:
+            break
+        lr = cfg.lr_min + 0.5 * (cfg.lr - cfg.lr_min) * (1 + math.cos(math.pi * progress))
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        degraded = degraded.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(accelerator.device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
+            loss = F.l1_loss(model(degraded).float(), clean)
+        optimizer.zero_grad(set_to_none=True)
+        accelerator.backward(loss)
+        optimizer.step()
+        losses.append(float(loss.detach()))
+        step += 1
+        if step % cfg.log_every == 0:
+            recent = sum(losses[-cfg.log_every:]) / cfg.log_every
+            log(f"step {step} loss {recent:.4f} lr {lr:.2e} {time.perf_counter() - start:.0f}s")
+    model.eval()
+    return {"steps": step, "seconds": round(time.perf_counter() - start, 1), "losses": losses}
+
+
+def train_lora(backbone: Backbone, name: str, config: LoraConfig, dataset: Dataset,
+               conditioning: Mapping[str, float], cfg: TrainConfig, **kwargs) -> dict:
+    """Inject adapter ``name`` (zero-initialised B: starts as the base model), train only it."""
+    backbone.inject_adapter(name, config)
+    for layer in backbone.lora_layers():
+        layer.set_adapter(name)
+    params = [p for n, p in backbone.adapter_root.named_parameters() if f".{name}." in n and "lora_" in n]
+    for p in params:
+        p.requires_grad_(True)
+    return train(backbone, dataset, conditioning, cfg, params, **kwargs)
+
+
+def train_full(backbone: Backbone, dataset: Dataset, conditioning: Mapping[str, float], cfg: TrainConfig,
+               **kwargs) -> dict:
+    """Full fine-tuning baseline: every backbone weight trains (no LoRA)."""
+    params = list(backbone.adapter_root.parameters())
+    for p in params:
+        p.requires_grad_(True)
+    try:
+        return train(backbone, dataset, conditioning, cfg, params, **kwargs)
+    finally:
+        backbone.adapter_root.requires_grad_(False)
