@@ -183,6 +183,18 @@ def stub_modules(models_dir: Path) -> dict[str, types.ModuleType]:
             "comfy.model_management": mm, "folder_paths": make_folder_paths(models_dir)}
 
 
+def use_models_dir(models_dir: Path) -> types.ModuleType:
+    """Point the installed fake folder_paths at a fresh models folder; clear recorded progress and interrupts."""
+    fp = sys.modules["folder_paths"]
+    fp.models_dir = str(models_dir)
+    fp.folder_names_and_paths.pop("uir_lora", None)
+    for key in ("checkpoints", "diffusers"):
+        fp.folder_names_and_paths[key] = ([str(models_dir / key)], fp.folder_names_and_paths[key][1])
+    ProgressBar.updates.clear()
+    Interrupt.pending = False
+    return fp
+
+
 @contextmanager
 def stubbed_pack(models_dir: Path) -> Iterator[types.ModuleType]:
     """Install the fakes, import the pack as a package against them, and remove both afterwards."""

@@ -43,13 +43,7 @@ def pack(tmp_path_factory):
 @pytest.fixture()
 def models(pack, tmp_path):
     """A fresh models/ folder for folder_paths; returns it. Resets recorded progress."""
-    fp = sys.modules["folder_paths"]
-    fp.models_dir = str(tmp_path)
-    fp.folder_names_and_paths.pop("uir_lora", None)
-    for key in ("checkpoints", "diffusers"):
-        fp.folder_names_and_paths[key] = ([str(tmp_path / key)], fp.folder_names_and_paths[key][1])
-    comfy_stubs.ProgressBar.updates.clear()
-    comfy_stubs.Interrupt.pending = False
+    comfy_stubs.use_models_dir(tmp_path)
     return tmp_path
 
 
