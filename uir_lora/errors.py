@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from numbers import Integral, Real
+
 
 class UIRError(Exception):
     """Base class: anything the pack reports to a user on purpose."""
@@ -34,5 +36,16 @@ def check_range(field: str, value: float, low: float, high: float) -> float:
     except (TypeError, ValueError):
         raise InputError(f"{field} must be a number in [{low}, {high}], got {value!r}") from None
     if not (low <= number <= high):  # also rejects NaN
+        raise InputError(f"{field} must be in [{low}, {high}], got {value!r}")
+    return number
+
+
+def check_int(field: str, value: object, low: int, high: int) -> int:
+    """Return ``value`` as an int if it is a whole number in ``[low, high]``, else an InputError naming the field."""
+    whole = isinstance(value, Integral) or isinstance(value, Real) and float(value).is_integer()  # not NaN/Inf
+    if isinstance(value, bool) or not whole:
+        raise InputError(f"{field} must be a whole number in [{low}, {high}], got {value!r}")
+    number = int(value)
+    if not low <= number <= high:
         raise InputError(f"{field} must be in [{low}, {high}], got {value!r}")
     return number

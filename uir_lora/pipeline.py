@@ -149,9 +149,12 @@ def restore(
     per region (windows of ``window`` px) and restore each tile with its own composition; the
     returned compositions then hold each image's average weights, for display.
     """
+    check_range("strength", strength, 0.0, 1.0)  # before any work, not after the restore
     if not manual:
         mode = "override"
     backbone = backbone or default_backbone()
+    options = options or SamplerOptions()
+    options.validate(backbone)
     bank = bank or load_bank()
     images = as_image_batch(images)
     route_needed = mode != "manual"

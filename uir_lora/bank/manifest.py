@@ -21,6 +21,8 @@ from ..errors import BankError
 FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_\-]{0,63}$")
+FILE_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,200}\.safetensors$")  # no path, drive or backslash
+ENCODER_BLOCKS = range(11)  # EfficientNet-Lite0 blocks the encoder has channel counts for
 NORMALISATIONS = ("softmax", "sum")
 
 
@@ -106,6 +108,45 @@ def _finite_vector(values: Any, where: str, dim: int | None = None) -> list[floa
     return [float(v) for v in values]
 
 
+def _object(data: dict, key: str, where: str) -> dict:
+    value = data.get(key, {})
+    if not isinstance(value, dict):
+        raise BankError(f"{where}: {key} must be an object, got {type(value).__name__}")
+    return dict(value)
+
+
+def _check_number(value: Any, ok: bool, what: str, where: str) -> None:
+    """Raise unless ``value`` is a real number (not bool) for which ``ok`` holds."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not ok:
+        raise BankError(f"{where}: {what}, got {value!r}")
+
+
+def _check_specs(encoder: EncoderSpec, router: RouterDefaults, where: str) -> None:
+    """Types and ranges of the encoder and router fields (the dataclasses do not check them)."""
+    if not isinstance(encoder.name, str):
+        raise BankError(f"{where}: encoder.name must be a string, got {encoder.name!r}")
+    blocks = encoder.blocks
+    if not isinstance(blocks, list) or not blocks or not all(
+        isinstance(b, int) and not isinstance(b, bool) and b in ENCODER_BLOCKS for b in blocks
+    ):
+        raise BankError(f"{where}: encoder.blocks must be a non-empty list of block numbers in 0..10, got {blocks!r}")
+    for key, low, high in (("dim", 1, 1 << 16), ("crop", 32, 4096), ("crops", 1, 5)):
+        value = getattr(encoder, key)
+        _check_number(value, isinstance(value, int) and low <= value <= high,
+                      f"encoder.{key} must be a whole number in [{low}, {high}]", where)
+    _check_number(router.top_k, isinstance(router.top_k, int) and 1 <= router.top_k <= 64,
+                  "router.top_k must be a whole number in [1, 64]", where)
+    temperature = router.temperature
+    _check_number(temperature, isinstance(temperature, (int, float)) and 1e-4 <= temperature <= 100,
+                  "router.temperature must be a number in [0.0001, 100]", where)
+    if router.normalisation not in NORMALISATIONS:
+        raise BankError(f"{where}: router.normalisation must be one of {NORMALISATIONS}, got {router.normalisation!r}")
+    threshold = router.unknown_threshold
+    if threshold is not None:
+        _check_number(threshold, isinstance(threshold, (int, float)) and -1 <= threshold <= 1,
+                      "router.unknown_threshold must be null or a cosine in [-1, 1]", where)
+
+
 def _parse_lora(data: Any, index: int, dim: int) -> LoraEntry:
     where = f"loras[{index}]"
     if not isinstance(data, dict):
@@ -115,7 +156,7 @@ def _parse_lora(data: Any, index: int, dim: int) -> LoraEntry:
         raise BankError(f"{where}: name {name!r} must match {NAME_PATTERN.pattern}")
     where = f"LoRA {name!r}"
     file = _require(data, "file", str, where)
-    if Path(file).name != file or not file.endswith(".safetensors"):
+    if not FILE_PATTERN.match(file):
         raise BankError(f"{where}: file {file!r} must be a plain *.safetensors name inside the bank folder")
     rank = _require(data, "rank", int, where)
     alpha = _require(data, "alpha", (int, float), where)
@@ -132,7 +173,7 @@ def _parse_lora(data: Any, index: int, dim: int) -> LoraEntry:
         embedding=_finite_vector(_require(data, "embedding", list, where), f"{where} embedding", dim),
         description=str(data.get("description", "")),
         conditioning=dict(zip(conditioning, _finite_vector(list(conditioning.values()), f"{where} conditioning"))),
-        provenance=dict(data.get("provenance", {})), validation=dict(data.get("validation", {})),
+        provenance=_object(data, "provenance", where), validation=_object(data, "validation", where),
     )
 
 
@@ -150,19 +191,15 @@ def parse_manifest(data: Any, source: str = "manifest") -> Manifest:
         encoder = EncoderSpec(**encoder_data)
     except TypeError as exc:
         raise BankError(f"{source}: encoder has unknown or missing fields ({exc})") from None
-    if encoder.dim <= 0:
-        raise BankError(f"{source}: encoder.dim must be positive")
-    for key in ("feature_mean", "feature_std"):
-        setattr(encoder, key, _finite_vector(getattr(encoder, key), f"{source} encoder.{key}", encoder.dim))
-    if min(encoder.feature_std) <= 0:
-        raise BankError(f"{source}: encoder.feature_std must be positive")
     try:
         router = RouterDefaults(**data.get("router", {}))
     except TypeError as exc:
         raise BankError(f"{source}: router has unknown fields ({exc})") from None
-    if router.normalisation not in NORMALISATIONS or not 1 <= router.top_k <= 64 or not router.temperature > 0:
-        raise BankError(f"{source}: router needs normalisation in {NORMALISATIONS}, top_k in [1, 64], "
-                        f"temperature > 0; got {router}")
+    _check_specs(encoder, router, source)
+    for key in ("feature_mean", "feature_std"):
+        setattr(encoder, key, _finite_vector(getattr(encoder, key), f"{source} encoder.{key}", encoder.dim))
+    if min(encoder.feature_std) <= 0:
+        raise BankError(f"{source}: encoder.feature_std must be positive")
     loras_data = _require(data, "loras", list, source)
     loras = [_parse_lora(item, i, encoder.dim) for i, item in enumerate(loras_data)]
     if len({entry.name for entry in loras}) != len(loras):
@@ -182,7 +219,7 @@ def read_manifest(bank_dir: str | Path) -> Manifest:
                         f"and one .safetensors file per LoRA")
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise BankError(f"{path}: not valid JSON ({exc})") from exc
     return parse_manifest(data, str(path))
 
@@ -194,7 +231,12 @@ def write_manifest(manifest: Manifest, bank_dir: str | Path) -> Path:
     bank_dir = Path(bank_dir)
     bank_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile("w", dir=bank_dir, suffix=".tmp", delete=False, encoding="utf-8") as tmp:
-        json.dump(data, tmp, indent=1)
-        tmp.write("\n")
+        try:
+            json.dump(data, tmp, indent=1)
+            tmp.write("\n")
+        except BaseException:
+            tmp.close()
+            os.unlink(tmp.name)
+            raise
     os.replace(tmp.name, bank_dir / MANIFEST_NAME)
     return bank_dir / MANIFEST_NAME

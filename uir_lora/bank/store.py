@@ -57,6 +57,14 @@ class LoraBank:
         self.manifest.lora(lora)  # raises with the list of names if unknown
         return f"{self.key}__{lora}"
 
+    def lora_path(self, entry: LoraEntry) -> Path:
+        """The entry's file inside the bank folder; a symlink pointing out of the bank is refused."""
+        path = self.root / entry.file
+        if path.is_symlink() and self.root not in path.resolve().parents:
+            raise BankError(f"{path}: a symlink to {path.resolve()}, outside the bank folder {self.root}; "
+                            f"copy the file into the bank instead")
+        return path
+
     def check_backbone(self, backbone: Backbone) -> None:
         manifest = self.manifest
         if manifest.backbone_family != backbone.family:
@@ -78,7 +86,7 @@ class LoraBank:
         ):
             return self.attached_to[id(backbone)]
         self.check_backbone(backbone)
-        states = {entry.name: read_lora_file(self.root / entry.file) for entry in self.manifest.loras}
+        states = {entry.name: read_lora_file(self.lora_path(entry)) for entry in self.manifest.loras}
         names: dict[str, str] = {}
         try:
             for entry in self.manifest.loras:
@@ -107,6 +115,7 @@ def _inject_and_load(backbone: Backbone, adapter: str, entry: LoraEntry, state: 
         try:
             backbone.inject_adapter(adapter, lora_config(entry))
         except ValueError as exc:
+            _delete_adapter(backbone, adapter)  # peft may have registered its config already
             raise BankError(f"{path.name}: target modules {entry.target_modules} do not fit the "
                             f"{backbone.family!r} backbone ({exc})") from exc
     try:

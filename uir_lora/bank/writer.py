@@ -20,7 +20,11 @@ def save_lora_file(state: dict[str, torch.Tensor], path: Path, metadata: dict[st
     tensors = {key: value.detach().to("cpu", torch.float32).contiguous() for key, value in state.items()}
     with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".tmp", delete=False) as tmp:
         pass
-    save_file(tensors, tmp.name, metadata={k: str(v) for k, v in (metadata or {}).items()})
+    try:
+        save_file(tensors, tmp.name, metadata={k: str(v) for k, v in (metadata or {}).items()})
+    except BaseException:
+        os.unlink(tmp.name)
+        raise
     os.replace(tmp.name, path)
     return path
 

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from ..bank.manifest import NORMALISATIONS, Manifest
-from ..errors import InputError, check_range
+from ..errors import BankError, InputError, check_int, check_range
 from .encoder import DegradationEncoder
 
 
@@ -67,6 +67,11 @@ class Router:
     def __init__(self, manifest: Manifest, encoder: DegradationEncoder | None = None) -> None:
         self.manifest = manifest
         self.encoder = encoder or DegradationEncoder(manifest.encoder)
+        if not manifest.loras:
+            raise BankError(f"bank {manifest.name!r} has no LoRAs to route to; add some with `uir-lora bank add`")
+        if manifest.encoder.dim != self.encoder.dim:
+            raise BankError(f"bank {manifest.name!r} records {manifest.encoder.dim}-d router features, but the "
+                            f"encoder gives {self.encoder.dim}; re-run `uir-lora train-router` for this bank")
         self.names = manifest.names
         spec = manifest.encoder
         self.mean = torch.tensor(spec.feature_mean)
@@ -90,7 +95,7 @@ class Router:
         normalisation: str | None = None,
     ) -> list[RoutingResult]:
         defaults = self.manifest.router
-        top_k = int(check_range("top_k", defaults.top_k if top_k is None else top_k, 1, max(1, len(self.names))))
+        top_k = check_int("top_k", defaults.top_k if top_k is None else top_k, 1, max(1, len(self.names)))
         temperature = check_range("temperature", defaults.temperature if temperature is None else temperature,
                                   1e-4, 100.0)
         normalisation = normalisation or defaults.normalisation

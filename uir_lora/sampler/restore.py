@@ -10,7 +10,7 @@ import torch
 
 from ..backbones.base import Backbone
 from ..compose.composer import Composition, composed
-from ..errors import InputError, RestoreInterrupted, check_range
+from ..errors import InputError, RestoreInterrupted, check_int
 from .tiling import count_tiles, run_tiled
 
 log = logging.getLogger(__name__)
@@ -31,9 +31,10 @@ class SamplerOptions:
     dtype: torch.dtype | None = None
 
     def validate(self, backbone: Backbone) -> None:
-        check_range("tile", self.tile, 64, 8192)
-        check_range("steps", self.steps, 1, backbone.max_steps)
-        check_range("seed", self.seed, 0, 2**63 - 1)
+        """Check the values (they may come from a workflow file) and store them as ints."""
+        self.tile = check_int("tile", self.tile, 64, 8192)
+        self.steps = check_int("steps", self.steps, 1, backbone.max_steps)
+        self.seed = check_int("seed", self.seed, 0, 2**63 - 1)
 
 
 def as_image_batch(image: torch.Tensor) -> torch.Tensor:
