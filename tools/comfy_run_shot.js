@@ -1,0 +1,81 @@
+// comfy_run_shot.js - queue a workflow FROM the real ComfyUI frontend (headless chromium), wait for
+// it to finish, then screenshot: so extensions' onExecuted hooks (e.g. web/uir_lora.js) have drawn.
+// (../shared/tools/comfy_ui_probe.js screenshots before anything runs.)
+//
+//   NODE_PATH=$COMFY_HOME/pw/node_modules node tools/comfy_run_shot.js --workflow WF.json
+//       --screenshot full.png [--node-type UIR_DegradationEstimator --node-shot node.png]
+//       [--server 127.0.0.1:8188] [--set '{"3": {"bank": "x"}}'] [--timeout 300]
+// Loopback servers only. Prints one JSON line: {status, node_found, console_errors}.
+const { chromium } = require('playwright-core');
+const fs = require('fs');
+
+function parseArgs(argv) {
+  const o = { server: '127.0.0.1:8188', timeout: '300' };
+  for (let i = 0; i < argv.length; i += 2) o[argv[i].slice(2).replace(/-([a-z])/g, (_, c) => c.toUpperCase())] = argv[i + 1];
+  if (!o.workflow || !o.screenshot) throw new Error('--workflow and --screenshot are required');
+  if (!/^(127\.|localhost)/.test(o.server)) throw new Error('loopback servers only');
+  return o;
+}
+
+(async () => {
+  const a = parseArgs(process.argv.slice(2));
+  let wf = JSON.parse(fs.readFileSync(a.workflow, 'utf8'));
+  wf = wf.prompt || wf;
+  for (const [id, inputs] of Object.entries(JSON.parse(a.set || '{}'))) Object.assign(wf[id].inputs, inputs);
+  const browser = await chromium.launch({
+    executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
+    args: ['--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking'],
+  });
+  const page = await browser.newPage({ viewport: { width: 1400, height: 900 } });
+  const errors = [];
+  page.on('console', (m) => { if (m.type() === 'error') errors.push(m.text()); });
+  await page.goto(`http://${a.server}/`, { waitUntil: 'networkidle' });
+  await page.waitForFunction(() => window.app && window.app.graph, null, { timeout: 60000 });
+  await page.keyboard.press('Escape').catch(() => {});
+  await page.evaluate(async (w) => { await window.app.loadApiJson(w, 'workflow.json'); }, wf);
+  await page.waitForTimeout(1000);
+  const status = await page.evaluate(async (ms) => {
+    const { api } = await import('/scripts/api.js');
+    const done = new Promise((resolve) => {
+      api.addEventListener('execution_success', () => resolve('success'));
+      api.addEventListener('execution_error', (e) => resolve(`error: ${JSON.stringify(e.detail).slice(0, 400)}`));
+      setTimeout(() => resolve('timeout'), ms);
+    });
+    await window.app.queuePrompt(0, 1);
+    return done;
+  }, Number(a.timeout) * 1000);
+  await page.waitForTimeout(1000);
+  await page.evaluate(() => {
+    const c = window.app.canvas;
+    const nodes = window.app.graph._nodes;
+    const x0 = Math.min(...nodes.map((n) => n.pos[0])), y0 = Math.min(...nodes.map((n) => n.pos[1]));
+    const x1 = Math.max(...nodes.map((n) => n.pos[0] + n.size[0])), y1 = Math.max(...nodes.map((n) => n.pos[1] + n.size[1]));
+    const scale = Math.min(1, 1360 / (x1 - x0), 820 / (y1 - y0 + 40));
+    c.ds.scale = scale; c.ds.offset = [20 / scale - x0, 60 / scale - y0]; c.setDirty(true, true);
+  });
+  await page.waitForTimeout(500);
+  await page.screenshot({ path: a.screenshot });
+  let found = false;
+  if (a.nodeType && a.nodeShot) {
+    const box = await page.evaluate((type) => {
+      const node = window.app.graph._nodes.find((n) => n.type === type);
+      if (!node) return null;
+      const c = window.app.canvas;
+      c.ds.scale = 1; c.ds.offset = [40 - node.pos[0], 80 - node.pos[1]]; c.setDirty(true, true);
+      const r = c.canvas.getBoundingClientRect(); // the canvas sits below the top bar, right of the sidebar
+      return { x: r.left + 30, y: r.top + 40, width: node.size[0] + 20, height: node.size[1] + 50 };
+    }, a.nodeType);
+    if (box) {
+      found = true;
+      await page.waitForTimeout(500);
+      await page.screenshot({ path: a.nodeShot, clip: box });
+    }
+  }
+  // display-only widgets must not leak into the saved workflow's positional widgets_values
+  const saved = await page.evaluate((type) => {
+    const node = window.app.graph.serialize().nodes.find((n) => n.type === type);
+    return node ? node.widgets_values : null;
+  }, a.nodeType || '');
+  console.log(JSON.stringify({ status, node_found: found, widgets_values: saved, console_errors: errors.slice(0, 10) }));
+  await browser.close();
+})().catch((e) => { console.error(e); process.exit(1); });
