@@ -41,7 +41,7 @@ def gain_chart(gains: Mapping[str, Mapping[str, float]], methods: Sequence[str],
     for tick in np.linspace(low, high, 6):
         draw.line([x_of(tick), header - 4, x_of(tick), height - 34], fill=GRID)
         draw.text((x_of(tick) - 12, height - 30), f"{tick:.1f}", fill=TEXT, font=FONT)
-    draw.line([x_of(0), header - 4, x_of(0), height - 34], fill=TEXT, font=FONT)
+    draw.line([x_of(0), header - 4, x_of(0), height - 34], fill=TEXT)
     draw.text((label_w + plot_w // 2 - 40, height - 16), f"gain over the input ({unit})", fill=TEXT, font=FONT)
     for c, case in enumerate(cases):
         top = header + c * group_h
