@@ -20,7 +20,7 @@ if [ ! -d "$SNAP" ]; then
   mkdir -p "$SNAP.tmp" && git -C "$REPO" archive HEAD uir_lora lora_bank/backbones | tar -x -C "$SNAP.tmp"
   mv "$SNAP.tmp" "$SNAP"
 fi
-export PYTHONPATH="$SNAP" UIR_LORA_CODE="git $COMMIT" OMP_NUM_THREADS=1
+export PYTHONPATH="$SNAP" UIR_LORA_CODE="git $COMMIT" OMP_NUM_THREADS=1 PYTHONUNBUFFERED=1
 # build the crop cache once, before the parallel runs
 python -c "from uir_lora.train.data import load_training_crops as t, load_validation_images as v; \
 from pathlib import Path; t(Path('$DATA')); v(Path('$DATA'))"

@@ -19,7 +19,7 @@ import torch
 from filelock import FileLock
 from peft import LoraConfig
 
-from ..backbones.registry import load_backbone
+from ..backbones.registry import FAMILIES
 from ..bank.manifest import MANIFEST_NAME, EncoderSpec, LoraEntry
 from ..bank.writer import add_lora, create_bank, save_lora_file
 from ..errors import InputError
@@ -81,15 +81,13 @@ def run_train(args: argparse.Namespace) -> int:
     log = logging.getLogger("uir_lora.train")
     say = print if accelerator.is_main_process else (lambda *_: None)
     torch.manual_seed(args.seed)
-    backbone = load_backbone("embedded-ffdnet")
-    if backbone.adapter_names():
-        raise InputError("the cached backbone already carries adapters; run training in a fresh process")
+    backbone = FAMILIES["embedded-ffdnet"](None)  # a fresh copy, never the shared cached one
     data_dir = args.data_dir or data.DEFAULT_DATA_DIR
     with accelerator.main_process_first():  # the first run builds the cache once
         crops, data_info = data.load_training_crops(data_dir)
         val_images = data.load_validation_images(data_dir)
     kind = list(trainer.KINDS) if args.degradation == ALL else args.degradation
-    probe = trainer.PairDataset(crops, kind, 128, 32, args.seed + 7777)
+    probe = trainer.PairDataset(crops, kind, crops.shape[-1], 32, args.seed + 7777)  # pairs to pick sigma on
     degraded, clean = (torch.stack(t) for t in zip(*(probe[i] for i in range(len(probe)))))
     sigma, sigma_scores = trainer.pick_sigma(backbone, degraded, clean)
     conditioning = {"sigma": sigma}
