@@ -117,3 +117,15 @@ def test_cli_spatial_and_map(random_bank, photo, tmp_path, capsys):
     assert main(["restore", str(source), "-o", str(out), "--spatial", "--window", "64", "--strength", "0.5",
                  *bank]) == 0
     assert out.is_file() and "router per region" in capsys.readouterr().out
+
+
+def test_cli_strength_zero_returns_the_input(random_bank, photo, tmp_path):
+    from uir_lora.cli import main
+    from uir_lora.images import load_image, save_image
+
+    source = save_image(photo, tmp_path / "in.png")
+    bank = ["--bank", random_bank.manifest.name, "--bank-dir", str(random_bank.root.parent)]
+    for strength, name in ((0.0, "zero.png"), (1.0, "full.png")):
+        assert main(["restore", str(source), "-o", str(tmp_path / name), "--strength", str(strength), *bank]) == 0
+    assert torch.equal(load_image(tmp_path / "zero.png"), load_image(source))
+    assert not torch.equal(load_image(tmp_path / "full.png"), load_image(source))
