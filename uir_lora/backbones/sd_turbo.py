@@ -39,13 +39,24 @@ MISSING_HINT = (f"put {CHECKPOINT_NAME} (stabilityai/sd-turbo) in ComfyUI/models
 
 
 class SDTurboParts(nn.Module):
-    """The adapter root: the UNet and the VAE decoder (the encoder stays LoRA-free)."""
+    """The adapter root: the UNet and the VAE decoder (the encoder stays LoRA-free).
 
-    def __init__(self, unet: nn.Module, decoder: nn.Module) -> None:
+    The whole VAE is kept outside the module tree (peft would match its encoder's conv1/conv2 too),
+    but moves with it: ``.to()`` / ``.half()`` on this root (accelerate, the trainer) also move the
+    VAE encoder and quant convs, so restore_step never mixes devices.
+    """
+
+    def __init__(self, unet: nn.Module, vae: AutoencoderKL) -> None:
         super().__init__()
         self.unet = unet
         self.vae = nn.Module()
-        self.vae.decoder = decoder
+        self.vae.decoder = vae.decoder
+        self._whole_vae = [vae]  # a list: not registered as a child
+
+    def _apply(self, fn, recurse: bool = True):  # noqa: ANN001 - torch's signature
+        super()._apply(fn, recurse)
+        self._whole_vae[0]._apply(fn, recurse)  # idempotent on the decoder, already converted
+        return self
 
 
 class SDTurboBackbone(Backbone):
@@ -69,7 +80,7 @@ class SDTurboBackbone(Backbone):
         self.scheduler = DDPMScheduler.from_config({**(scheduler_config or {}), "clip_sample": False,
                                                     "thresholding": False})
         self.scheduler.set_timesteps(1)  # step() needs it: predicts x0 from t=999 in one step
-        self.parts = SDTurboParts(self.unet, self.vae.decoder)
+        self.parts = SDTurboParts(self.unet, self.vae)
 
     @property
     def adapter_root(self) -> nn.Module:
@@ -84,8 +95,7 @@ class SDTurboBackbone(Backbone):
         return next(self.unet.parameters()).dtype
 
     def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> Backbone:
-        self.unet.to(device=device, dtype=dtype)
-        self.vae.to(device=device, dtype=dtype)
+        self.parts.to(device=device, dtype=dtype)
         return self
 
     def enable_gradient_checkpointing(self) -> None:

@@ -73,6 +73,8 @@ def kohya_to_peft(root: nn.Module, adapter: str, state: Mapping[str, torch.Tenso
             continue
         rank = state[base + DOWN].shape[0] if base + DOWN in state else layer.r[adapter]
         file_scale = float(state[base + ALPHA]) / rank if base + ALPHA in state else 1.0
+        if not file_scale > 0:
+            raise BankError(f"LoRA {adapter!r}: {base}.alpha is {float(state[base + ALPHA])}; alphas must be > 0")
         ratio = file_scale / layer.scaling[adapter]
         out[f"{name}.lora_B.weight"] = tensor if ratio == 1.0 else tensor * ratio
     return out

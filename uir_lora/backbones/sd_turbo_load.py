@@ -29,7 +29,8 @@ def load_folder(path: Path, prompt: str) -> Loaded:
     """A diffusers folder: unet/, vae/, text_encoder/ (+ tokenizer/, scheduler/ if present)."""
     for sub in ("unet", "vae", "text_encoder"):
         if not (path / sub).is_dir():
-            raise BackboneError(f"{path} has no {sub}/ subfolder; a complete diffusers folder is needed: {MISSING_HINT}")
+            raise BackboneError(f"{path} has no {sub}/ subfolder; a complete diffusers folder is needed: "
+                                f"{MISSING_HINT}")
     unet = _from_pretrained(UNet2DConditionModel, path, "unet")
     vae = _from_pretrained(AutoencoderKL, path, "vae")
     text_encoder = _from_pretrained(CLIPTextModel, path / "text_encoder", None)
@@ -89,7 +90,8 @@ def _check_layout(path: Path, state: dict) -> None:
                             f"{VAE_PREFIX}* tensors); {MISSING_HINT}")
     if OPEN_CLIP_KEY not in state:
         raise BackboneError(f"{path.name}: its text encoder is not OpenCLIP (SD 1.x or SDXL checkpoint?); the "
-                            f"sd-turbo family needs an SD 2.x-architecture checkpoint such as {path.parent}/sd_turbo.safetensors")
+                            f"sd-turbo family needs an SD 2.x-architecture checkpoint such as "
+                            f"{path.parent}/sd_turbo.safetensors")
 
 
 def encode_prompt(text_encoder: CLIPTextModel, tokenizer: CLIPTokenizer | None, prompt: str) -> torch.Tensor:

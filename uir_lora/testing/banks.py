@@ -23,7 +23,8 @@ def random_lora_state(backbone: Backbone, entry: LoraEntry, generator: torch.Gen
             layer.delete_adapter(name)
         layer.enable_adapters(False)
     getattr(backbone.adapter_root, "peft_config", {}).pop(name, None)
-    return {k: torch.randn(v.shape, generator=generator) * scale for k, v in state.items()}
+    # 0-d tensors are per-layer alphas (kohya layout, sd-turbo family): kept, they are not weights
+    return {k: torch.randn(v.shape, generator=generator) * scale if v.ndim else v for k, v in state.items()}
 
 
 def make_random_bank(

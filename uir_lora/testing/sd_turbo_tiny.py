@@ -83,9 +83,14 @@ def write_single_file(path: Path, unet, vae, text) -> Path:
     return path
 
 
-def _renamed_resnet(rest: str) -> str:
+def _ldm_block(group: str, index: int, kind: str, rest: str) -> str:
+    """``kind`` resnets -> ``<group>.<index>.0.<renamed>``; attentions -> ``<group>.<index>.1.<rest>``."""
+    if kind != "resnets":
+        return f"{group}.{index}.1.{rest}"
     head, _, tail = rest.partition(".")
-    return f"{RESNET.get(head, head)}.{tail}"
+    if group == "middle_block":
+        return f"{group}.{index}.{RESNET.get(head, head)}.{tail}"
+    return f"{group}.{index}.0.{RESNET.get(head, head)}.{tail}"
 
 
 def unet_to_ldm(sd: dict[str, torch.Tensor], lpb: int = LAYERS_PER_BLOCK) -> dict[str, torch.Tensor]:
@@ -99,16 +104,17 @@ def unet_to_ldm(sd: dict[str, torch.Tensor], lpb: int = LAYERS_PER_BLOCK) -> dic
             out[f"input_blocks.{(int(p[1]) + 1) * (lpb + 1)}.0.op.{p[-1]}"] = value
         elif p[0] == "down_blocks":
             n, rest = int(p[1]) * (lpb + 1) + int(p[3]) + 1, ".".join(p[4:])
-            out[f"input_blocks.{n}.0.{_renamed_resnet(rest)}" if p[2] == "resnets" else f"input_blocks.{n}.1.{rest}"] = value
+            out[_ldm_block("input_blocks", n, p[2], rest)] = value
         elif p[0] == "mid_block":
             rest = ".".join(p[3:])
-            out[f"middle_block.{2 * int(p[2])}.{_renamed_resnet(rest)}" if p[1] == "resnets" else f"middle_block.1.{rest}"] = value
+            out[_ldm_block("middle_block", 2 * int(p[2]), "resnets", rest) if p[1] == "resnets"
+                else f"middle_block.1.{rest}"] = value
         elif p[0] == "up_blocks" and p[2] == "upsamplers":
             slot = 2 if any(k.startswith(f"up_blocks.{p[1]}.attentions.") for k in sd) else 1
             out[f"output_blocks.{int(p[1]) * (lpb + 1) + lpb}.{slot}.conv.{p[-1]}"] = value
         elif p[0] == "up_blocks":
             n, rest = int(p[1]) * (lpb + 1) + int(p[3]), ".".join(p[4:])
-            out[f"output_blocks.{n}.0.{_renamed_resnet(rest)}" if p[2] == "resnets" else f"output_blocks.{n}.1.{rest}"] = value
+            out[_ldm_block("output_blocks", n, p[2], rest)] = value
         else:
             raise KeyError(f"no LDM name for UNet key {key}")
     return out
