@@ -1,0 +1,212 @@
+"""Speed and memory of the pipeline against the bare backbone (docs/benchmarks.md, section "Speed").
+
+    python benchmarks/speed.py                      # CPU, 1 thread, writes docs/bench_speed.json + the doc section
+    python benchmarks/speed.py --device cuda --dtype bf16   # on a GPU machine (not measured yet)
+
+Timings are the best of ``--repeats`` runs (the least disturbed by other processes on a shared
+machine). The 4000x3000 image runs in a child process so its peak RSS is its own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from uir_lora import pipeline
+from uir_lora.bank.store import LoraBank, open_bank
+from uir_lora.compose.composer import Composition, composed
+from uir_lora.degrade import KINDS, degrade
+from uir_lora.errors import UIRError
+from uir_lora.evaluate.harness import bare_restore
+from uir_lora.evaluate.publish import SPEED_JSON, write_json
+from uir_lora.evaluate.report import replace_section
+from uir_lora.sampler.restore import SamplerOptions, restore_batch
+from uir_lora.sampler.tiling import count_tiles
+
+CPU_CLOCK = True  # set False for GPU runs (main)
+DOCS = Path(__file__).resolve().parents[1] / "docs"
+
+
+def peak_rss_gb() -> float:
+    """This process's peak resident set size (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
+
+
+def best_of(function: Callable[[], object], repeats: int, sync: Callable[[], None]) -> float:
+    """Least seconds over ``repeats`` runs: CPU time of this process on the CPU (robust to other jobs
+    sharing the cores), wall time with a device sync elsewhere."""
+    clock = time.process_time if CPU_CLOCK else time.perf_counter
+    times = []
+    for _ in range(repeats):
+        sync()
+        start = clock()
+        function()
+        sync()
+        times.append(clock() - start)
+    return min(times)
+
+
+def get_bank(name: str, root: Path, backbone) -> tuple[LoraBank, str]:
+    """The named bank, or (when it is missing) a random one of every kind: timing needs shapes, not skill."""
+    try:
+        bank = pipeline.load_bank(name)
+        return bank, f"`{name}` ({len(bank.manifest.loras)} LoRAs, rank {bank.manifest.loras[0].rank})"
+    except (UIRError, FileNotFoundError):
+        from uir_lora.router.encoder import DegradationEncoder
+        from uir_lora.testing.banks import make_random_bank
+
+        bank = open_bank(make_random_bank(root, backbone, names=KINDS, dim=DegradationEncoder().dim, rank=16))
+        return bank, f"random stand-in ({len(KINDS)} LoRAs, rank 16; `{name}` not found)"
+
+
+def photo(size: tuple[int, int], seed: int = 0) -> torch.Tensor:
+    """A noisy, JPEG'd natural photo resized to ``size`` (H, W), so the router has something to route."""
+    from skimage import data
+
+    image = torch.from_numpy(data.astronaut().copy()).permute(2, 0, 1)[None].float() / 255
+    image = torch.nn.functional.interpolate(image, size=size, mode="bicubic", align_corners=False).clamp(0, 1)
+    return degrade(image, ["noise", "jpeg"], generator=torch.Generator().manual_seed(seed), severity=0.5)
+
+
+def small_image_timings(backbone, bank, repeats: int, sync) -> dict:
+    """512² timings: bare backbone, router, composition, full pipeline, fused vs unfused, switching."""
+    x = photo((512, 512))
+    pipeline.restore(x, backbone, bank)  # warm-up: attaches the bank once, loads the encoder
+    (routing,) = pipeline.estimate(bank, x)
+    composition = pipeline.compose(bank, routing)
+    unfused = Composition(bank=bank, weights=composition.weights, fused=False)
+    sigma = composition.conditioning(backbone)
+
+    def compose_only(c: Composition = composition) -> None:
+        with composed(backbone, c):
+            pass
+
+    results = {
+        "bare_s": best_of(lambda: bare_restore(backbone, x, sigma), repeats, sync),
+        "route_s": best_of(lambda: pipeline.estimate(bank, x), repeats, sync),
+        "compose_s": best_of(compose_only, repeats, sync),
+        "pipeline_s": best_of(lambda: pipeline.restore(x, backbone, bank), repeats, sync),
+        "unfused_s": best_of(lambda: restore_batch(backbone, x, [unfused]), repeats, sync),
+        "fused_s": best_of(lambda: restore_batch(backbone, x, [composition]), repeats, sync),
+        "weights": {k: round(v, 3) for k, v in composition.weights.items()},
+    }
+    results["routing_composition_ratio"] = results["pipeline_s"] / results["bare_s"]
+    results["per_megapixel_s"] = results["pipeline_s"] / (512 * 512 / 1e6)
+    results.update(switching(backbone, bank, repeats, sync))
+    return results
+
+
+def switching(backbone, bank, repeats: int, sync) -> dict:
+    """Four images, each with other manual weights, through one attached bank: no file is re-read."""
+    images = torch.cat([photo((512, 512), seed) for seed in range(4)])
+    names = bank.manifest.names
+    manual = [{names[i % len(names)]: 1.0, names[(i + 3) % len(names)]: 0.5} for i in range(4)]
+    adapters_before = list(backbone.adapter_names())
+
+    def run() -> None:
+        for image, weights in zip(images.split(1), manual):
+            pipeline.restore(image, backbone, bank, manual=weights, mode="manual")
+
+    seconds = best_of(run, repeats, sync)
+    return {"switch_per_image_s": seconds / 4, "switch_reloaded": backbone.adapter_names() != adapters_before}
+
+
+def big_image(tile: int) -> dict:
+    """One 4000x3000 image through the whole pipeline with tiles (run in a child process)."""
+    backbone = pipeline.default_backbone()
+    with tempfile.TemporaryDirectory() as tmp:
+        bank, _ = get_bank(pipeline.DEFAULT_BANK, Path(tmp), backbone)
+        x = photo((3000, 4000))
+        rss_before = peak_rss_gb()
+        start, cpu_start = time.perf_counter(), time.process_time()
+        out, _ = pipeline.restore(x, backbone, bank, options=SamplerOptions(tile=tile))
+        seconds, cpu = time.perf_counter() - start, time.process_time() - cpu_start
+    tiles = count_tiles(3000, 4000, tile, backbone.tile_overlap, backbone.size_multiple)
+    return {"seconds": seconds, "cpu_seconds": cpu, "tiles": tiles, "tile": tile,
+            "peak_rss_gb": peak_rss_gb(), "rss_before_gb": rss_before, "finite": bool(torch.isfinite(out).all())}
+
+
+def speed_markdown(result: dict) -> str:
+    s, big = result["small"], result.get("big_image", {})
+    ms = {k: 1000 * v for k, v in s.items() if k.endswith("_s")}
+    lines = [
+        "## Speed and memory", "",
+        f"Generated by `{result['command']}` on {result['date']} ({result['machine']}); bank {result['bank']}. "
+        f"{result['clock']}, best of {result['repeats']} runs.", "",
+        "| 512² image | time | vs bare backbone |", "|---|---|---|",
+        f"| bare backbone (FFDNet, no LoRA) | {ms['bare_s']:.0f} ms | 1.00× |",
+        f"| router alone (encoder + cosine + top-K) | {ms['route_s']:.0f} ms | {s['route_s'] / s['bare_s']:.2f}× |",
+        f"| composition alone (merge top-K into the weights and restore) | {ms['compose_s']:.1f} ms | "
+        f"{s['compose_s'] / s['bare_s']:.3f}× |",
+        f"| **full pipeline** (route + fused composition + backbone) | {ms['pipeline_s']:.0f} ms | "
+        f"**{s['routing_composition_ratio']:.2f}×** |",
+        f"| fused composition, backbone pass | {ms['fused_s']:.0f} ms | {s['fused_s'] / s['bare_s']:.2f}× |",
+        f"| unfused composition (peft adapters beside the weights) | {ms['unfused_s']:.0f} ms | "
+        f"{s['unfused_s'] / s['bare_s']:.2f}× |",
+        f"| switching weights per image (4 images, other weights each, no reload) | {ms['switch_per_image_s']:.0f} ms"
+        f" | {s['switch_per_image_s'] / s['bare_s']:.2f}× |", "",
+        f"- Full pipeline per megapixel: **{s['per_megapixel_s']:.2f} s/MP**; router weights on the test image: "
+        f"{s['weights']}; adapters re-loaded while switching: {s['switch_reloaded']}.",
+        f"- Peak RSS of the 512² run (process, incl. torch and the encoder): {result['small_peak_rss_gb']:.2f} GB.",
+    ]
+    if big:
+        lines.append(f"- **4000×3000** through {big['tiles']} tiles of {big['tile']}²: {big['cpu_seconds']:.0f} s CPU "
+                     f"({big['seconds']:.0f} s wall on the shared machine), peak "
+                     f"RSS **{big['peak_rss_gb']:.2f} GB** ({big['rss_before_gb']:.2f} GB before the restore: "
+                     f"torch, the encoder and the 144 MB input); output finite: {big['finite']}.")
+    lines.append("- GPU: not measured in this session; on a CUDA machine run "
+                 "`python benchmarks/speed.py --device cuda --dtype bf16 --out /tmp/gpu` (SD-Turbo: docs/sd_turbo.md).")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=DOCS, help="folder of benchmarks.md (default docs/)")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--tile", type=int, default=512)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--dtype", choices=("fp32", "bf16", "fp16"), default="fp32")
+    parser.add_argument("--skip-big", action="store_true", help="skip the 4000x3000 image")
+    parser.add_argument("--big-only", action="store_true", help=argparse.SUPPRESS)  # the child process
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    if args.big_only:
+        print(json.dumps(big_image(args.tile)))
+        return 0
+    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[args.dtype]
+    backbone = pipeline.default_backbone().to(args.device, dtype)
+    global CPU_CLOCK
+    CPU_CLOCK = args.device == "cpu"
+    sync = torch.cuda.synchronize if args.device.startswith("cuda") else (lambda: None)
+    with tempfile.TemporaryDirectory() as tmp:
+        bank, bank_info = get_bank(pipeline.DEFAULT_BANK, Path(tmp), backbone)
+        result = {"small": small_image_timings(backbone, bank, args.repeats, sync), "small_peak_rss_gb": peak_rss_gb()}
+    result.update(command="python benchmarks/speed.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+                  date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), repeats=args.repeats, bank=bank_info,
+                  machine=f"{platform.machine()} {args.device}, {args.threads} torch thread(s), {args.dtype}",
+                  routing_composition_ratio=result["small"]["routing_composition_ratio"],
+                  clock="CPU time of the benchmark process (other jobs shared the 2 cores, so wall time would "
+                        "measure them too)" if CPU_CLOCK else "wall time with device synchronisation")
+    if not args.skip_big and args.device == "cpu":
+        child = subprocess.run([sys.executable, __file__, "--big-only", "--threads", str(args.threads),
+                                "--tile", str(args.tile)], capture_output=True, text=True, check=True)
+        result["big_image"] = json.loads(child.stdout.strip().splitlines()[-1])
+    write_json(args.out / SPEED_JSON, result)
+    replace_section(args.out / "benchmarks.md", "speed", speed_markdown(result))
+    print(speed_markdown(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
