@@ -5,10 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from uir_lora.compose.composer import Composition
 from uir_lora.pipeline import compose, estimate_spatial, restore, router_for
-from uir_lora.router.spatial import estimate_regions, region_map_picture
+from uir_lora.router.spatial import estimate_regions, region_map_picture, spread, window_starts
 from uir_lora.sampler.restore import SamplerOptions, restore_batch
 from uir_lora.sampler.spatial import restore_regions
 
@@ -45,6 +47,16 @@ def test_maps_follow_the_regions_and_are_smooth(brightness_router):
     assert maps[0, :, :200].min() > 0.99 and maps[1, :, 312:].min() > 0.99  # noise left, haze right
     assert maps[2].abs().max() == 0
     assert maps.diff(dim=-1).abs().max() < 0.1  # a ramp, not a step at the split
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(1, 300), st.integers(1, 300), st.integers(64, 256))
+def test_maps_cover_every_pixel_and_sum_to_one(height, width, window):
+    ys, xs, stride = window_starts(height, width, window)
+    weights = torch.rand(4, len(ys), len(xs))
+    maps = spread(weights / weights.sum(dim=0), (height, width), window, stride)
+    torch.testing.assert_close(maps.sum(dim=0), torch.ones(maps.shape[1:]))
+    assert maps.shape == (4, -(-height // 8), -(-width // 8))
 
 
 def test_region_averages_tile_weights(brightness_router):

@@ -10,13 +10,14 @@ between window centres and still sum to 1 at every pixel.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..errors import InputError, check_range
+from ..errors import InputError, check_int, check_range
 from ..sampler.tiling import tile_starts
 from .router import Router, RoutingResult, normalise_top_k
 
@@ -91,10 +92,14 @@ def window_starts(height: int, width: int, window: int) -> tuple[list[int], list
     return tile_starts(height, window, window - stride), tile_starts(width, window, window - stride), stride
 
 
-def hann(size: int) -> torch.Tensor:
-    """[size, size] raised-cosine footprint, positive everywhere (so no pixel is left at 0/0)."""
-    ramp = torch.sin(torch.pi * (torch.arange(size) + 0.5) / size) ** 2
-    return (ramp[:, None] * ramp[None, :]).clamp_min(1e-3)
+@functools.lru_cache(maxsize=16)
+def hann(height: int, width: int) -> torch.Tensor:
+    """[height, width] raised-cosine footprint, positive everywhere (so no pixel is left at 0/0)."""
+
+    def ramp(n: int) -> torch.Tensor:
+        return torch.sin(torch.pi * (torch.arange(n) + 0.5) / n) ** 2
+
+    return (ramp(height)[:, None] * ramp(width)[None, :]).clamp_min(1e-3)
 
 
 def spread(values: torch.Tensor, size: tuple[int, int], window: int, stride: int) -> torch.Tensor:
@@ -102,17 +107,16 @@ def spread(values: torch.Tensor, size: tuple[int, int], window: int, stride: int
     height, width = size
     ys, xs, _ = window_starts(height, width, window)
     win_h, win_w = min(window, height), min(window, width)
-    h, w = max(1, -(-height // MAP_SCALE)), max(1, -(-width // MAP_SCALE))
-    fh, fw = max(1, win_h // MAP_SCALE), max(1, win_w // MAP_SCALE)
-    footprint = hann(max(fh, fw))[None, None]
-    footprint = F.interpolate(footprint, size=(fh, fw), mode="bilinear", align_corners=False)[0, 0]
+    h, w = -(-height // MAP_SCALE), -(-width // MAP_SCALE)
     total = torch.zeros(values.shape[0], h, w)
     norm = torch.zeros(h, w)
     for i, y in enumerate(ys):
+        r0, r1 = y // MAP_SCALE, -(-(y + win_h) // MAP_SCALE)  # every map cell the window touches
         for j, x in enumerate(xs):
-            r, c = min(y // MAP_SCALE, h - fh), min(x // MAP_SCALE, w - fw)
-            total[:, r : r + fh, c : c + fw] += values[:, i, j, None, None] * footprint
-            norm[r : r + fh, c : c + fw] += footprint
+            c0, c1 = x // MAP_SCALE, -(-(x + win_w) // MAP_SCALE)
+            footprint = hann(r1 - r0, c1 - c0)
+            total[:, r0:r1, c0:c1] += values[:, i, j, None, None] * footprint
+            norm[r0:r1, c0:c1] += footprint
     return total / norm.clamp_min(1e-8)
 
 
@@ -127,9 +131,9 @@ def estimate_regions(
     """Route every overlapping ``window`` x ``window`` crop of ``image`` [1,3,H,W] (batched)."""
     if image.ndim != 4 or image.shape[:2] != (1, 3):
         raise InputError(f"estimate_regions expects one image [1,3,H,W], got {tuple(image.shape)}")
-    window = int(check_range("window", window, 64, 4096))
+    window = check_int("window", window, 64, 4096)
     defaults = router.manifest.router
-    top_k = int(check_range("top_k", defaults.top_k if top_k is None else top_k, 1, max(1, len(router.names))))
+    top_k = check_int("top_k", defaults.top_k if top_k is None else top_k, 1, max(1, len(router.names)))
     temperature = check_range("temperature", defaults.temperature if temperature is None else temperature,
                               1e-4, 100.0)
     normalisation = normalisation or defaults.normalisation
