@@ -13,7 +13,7 @@ from comfy_api.latest import io
 from ..uir_lora import pipeline
 from ..uir_lora.backbones.registry import load_backbone
 from ..uir_lora.errors import BackboneError, InputError
-from ..uir_lora.paths import safe_resolve
+from ..uir_lora.paths import UnsafePathError, safe_resolve
 from .common import CATEGORY, Backbone, Bank, bank_choices, bank_roots
 
 EMBEDDED = "embedded-ffdnet (built in)"
@@ -91,7 +91,7 @@ class UIR_BackboneLoader(io.ComfyNode):
         # Replaces ComfyUI's "value not in list" with a message naming the folder and file to add.
         try:
             resolve_backbone(backbone)
-        except (InputError, BackboneError) as exc:
+        except (InputError, BackboneError, UnsafePathError) as exc:
             return str(exc)
         return True
 

@@ -54,13 +54,19 @@ class UIR_Restore(io.ComfyNode):
 
 
 def restore_spatial(images, backbone, compositions: list, strength, options, progress, check_interrupt):
-    """Per-region routing: the router runs inside the engine, the composition gives bank and typed weights."""
+    """Per-region routing: the engine routes each window itself; the composition gives the bank and fused mode.
+
+    Only plain router (Composer mode auto) or plain manual compositions have a per-region meaning; the
+    router uses the bank's top_k and temperature here.
+    """
     if not spatial_supported():
         raise InputError("spatial routing is not available in this version of the pack; set spatial to false")
     first = compositions[0]
-    manual = dict(first.weights) if "manual" in first.source else None
-    restored, _ = pipeline.restore(images, backbone, first.bank, manual=manual,
-                                   mode="manual" if first.source == "manual" else "override",
+    if first.source not in ("router", "manual"):
+        raise InputError(f"spatial routing needs a Composer in mode 'auto' (or 'manual'), not one whose weights "
+                         f"come from {first.source!r}; change the Composer's mode or set spatial to false")
+    manual = dict(first.weights) if first.source == "manual" else None
+    restored, _ = pipeline.restore(images, backbone, first.bank, manual=manual, mode="manual" if manual else "override",
                                    fused=first.fused, strength=strength, options=options, progress=progress,
                                    check_interrupt=check_interrupt, spatial=True)
     return restored

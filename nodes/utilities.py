@@ -6,7 +6,7 @@ import torch
 from comfy_api.latest import io, ui
 
 from ..uir_lora.degrade import KINDS, degrade
-from ..uir_lora.errors import InputError
+from ..uir_lora.errors import InputError, check_int
 from ..uir_lora.images import load_image
 from ..uir_lora.paths import PACK_ROOT, safe_resolve
 from .common import CATEGORY, to_comfy, to_engine
@@ -57,7 +57,7 @@ class UIR_SyntheticDegrade(io.ComfyNode):
     @classmethod
     def execute(cls, image, kind: str, second_kind: str, severity: float, seed: int) -> io.NodeOutput:
         kinds = [kind] if second_kind == NONE else [kind, second_kind]
-        generator = torch.Generator().manual_seed(seed)
+        generator = torch.Generator().manual_seed(check_int("seed", seed, 0, 2**63 - 1))
         return io.NodeOutput(to_comfy(degrade(to_engine(image), kinds, generator=generator, severity=severity)))
 
 

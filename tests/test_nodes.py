@@ -165,13 +165,19 @@ def test_restore_shapes_progress_strength_and_interrupt(nodes, loaded, images):
 
 def test_restore_spatial_is_explicit(nodes, loaded, images, pack):
     backbone, bank = loaded
-    (composition,) = nodes["UIR_LoraComposer"].execute(bank, "manual", "noise=1", True)
-    if pack.nodes.restore.spatial_supported():
-        (out,) = nodes["UIR_Restore"].execute(images, backbone, composition, 1.0, 512, 0, True).args
-        assert out.shape == images.shape
-    else:
+    routing = nodes["UIR_DegradationEstimator"].execute(images, bank, 0, 0.0, "bank default")[0]
+    auto = nodes["UIR_LoraComposer"].execute(bank, "auto", "", True, routing)[0]
+    biased = nodes["UIR_LoraComposer"].execute(bank, "bias", "noise=0.5", True, routing)[0]
+    restore = nodes["UIR_Restore"]
+    if not pack.nodes.restore.spatial_supported():
         with pytest.raises(ValueError, match="spatial"):
-            nodes["UIR_Restore"].execute(images, backbone, composition, 1.0, 512, 0, True)
+            restore.execute(images, backbone, auto, 1.0, 512, 0, True)
+        return
+    (out,) = restore.execute(images, backbone, auto, 1.0, 64, 0, True).args
+    assert out.shape == images.shape and 0 <= out.min() <= out.max() <= 1
+    assert comfy_stubs.ProgressBar.updates[-1][0] == comfy_stubs.ProgressBar.updates[-1][1]
+    with pytest.raises(ValueError, match="mode 'auto'"):
+        restore.execute(images, backbone, biased, 1.0, 64, 0, True)
 
 
 def test_synthetic_degrade_and_compare(nodes, images):

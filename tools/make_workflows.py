@@ -15,6 +15,7 @@ import argparse
 import json
 import sys
 import tempfile
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -82,7 +83,7 @@ def to_api(spec: Spec) -> dict:
             for nid, (cls, widgets, sockets, _) in sorted(spec.items())}
 
 
-def to_ui(spec: Spec, note: str, known: dict[str, comfy_stubs.Schema]) -> dict:
+def to_ui(name: str, spec: Spec, note: str, known: dict[str, comfy_stubs.Schema]) -> dict:
     links, nodes = [], []
     for nid, (cls, _w, sockets, _) in sorted(spec.items()):
         inputs = [i for i in known[cls].inputs if not i.is_widget]
@@ -97,7 +98,7 @@ def to_ui(spec: Spec, note: str, known: dict[str, comfy_stubs.Schema]) -> dict:
             if i.control_after_generate:
                 values.append("fixed")  # the UI's "control after generate" entry; fixed keeps results repeatable
         nodes.append({
-            "id": nid, "type": cls, "pos": [40 + 330 * col, 60 + 300 * row], "size": [300, 120 + 26 * len(values)],
+            "id": nid, "type": cls, "pos": [40 + 360 * col, 40 + 330 * row], "size": [320, 100 + 26 * len(values)],
             "flags": {}, "order": order, "mode": 0,
             "inputs": [{"name": i.id, "type": i.io_type, "link": next((ln[0] for ln in links if ln[3] == nid
                                                                        and ln[4] == k), None)}
@@ -107,11 +108,12 @@ def to_ui(spec: Spec, note: str, known: dict[str, comfy_stubs.Schema]) -> dict:
                         for k, o in enumerate(schema.outputs)],
             "properties": {"Node name for S&R": cls}, "widgets_values": values})
     last = max(spec) + 1
-    nodes.append({"id": last, "type": "Note", "pos": [40, -140], "size": [640, 120], "flags": {}, "order": len(nodes),
+    nodes.append({"id": last, "type": "Note", "pos": [40, -170], "size": [680, 130], "flags": {}, "order": len(nodes),
                   "mode": 0, "inputs": [], "outputs": [], "properties": {}, "widgets_values": [note]})
-    return {"id": f"uir-lora-{len(spec)}-{last}", "revision": 0, "last_node_id": last, "last_link_id": len(links),
+    workflow_id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"uir-lora/{name}"))  # the frontend wants a UUID
+    return {"id": workflow_id, "revision": 0, "last_node_id": last, "last_link_id": len(links),
             "nodes": nodes, "links": links, "groups": [], "config": {},
-            "extra": {"ds": {"scale": 0.75, "offset": [20, 180]}}, "version": 0.4}
+            "extra": {"ds": {"scale": 0.62, "offset": [30, 230]}}, "version": 0.4}
 
 
 def write_inputs() -> None:
@@ -157,7 +159,7 @@ def main() -> None:
     known = schemas()
     (WORKFLOWS / "api").mkdir(parents=True, exist_ok=True)
     for name, (note, spec) in WORKFLOW_SPECS.items():
-        (WORKFLOWS / f"{name}.json").write_text(json.dumps(to_ui(spec, note, known), indent=1) + "\n")
+        (WORKFLOWS / f"{name}.json").write_text(json.dumps(to_ui(name, spec, note, known), indent=1) + "\n")
         (WORKFLOWS / "api" / f"{name}.json").write_text(json.dumps(to_api(spec), indent=1) + "\n")
         if args.thumbs:
             write_thumbnail(name, spec)
