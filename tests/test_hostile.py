@@ -11,13 +11,16 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import socket
 import struct
 import zlib
 from pathlib import Path
 
+import comfy_stubs
 import numpy as np
 import pytest
+import test_nodes
 import torch
 from PIL import Image
 from safetensors.torch import load_file, save_file
@@ -29,8 +32,11 @@ from uir_lora.bank.store import open_bank, read_lora_file
 from uir_lora.compose.composer import check_weights, composed
 from uir_lora.errors import BackboneError, BankError, InputError, RestoreInterrupted, UnsafePathError
 from uir_lora.images import array_to_tensor, load_image, save_image
-from uir_lora.pipeline import apply_strength, compose, estimate, load_bank, parse_weights, restore
+from uir_lora.pipeline import apply_strength, compose, estimate, estimate_spatial, load_bank, parse_weights, restore
 from uir_lora.sampler.restore import SamplerOptions, restore_batch
+from uir_lora.testing.banks import make_random_bank
+
+pack = test_nodes.pack  # the pack imported against fakes of ComfyUI (module scope), for section 9
 
 
 # -- helpers --------------------------------------------------------------------------------------
@@ -64,6 +70,19 @@ def no_pickle(monkeypatch):
         raise AssertionError("torch.load was called")
 
     monkeypatch.setattr(torch, "load", refuse)
+
+
+@pytest.fixture(scope="module")
+def pristine_bank(tmp_path_factory, embedded_backbone, encoder_dim) -> Path:
+    """conftest's random bank, built once per module; tests get a copy they may damage."""
+    return make_random_bank(tmp_path_factory.mktemp("pristine"), embedded_backbone, dim=encoder_dim,
+                            conditioning={"sigma": 25 / 255})
+
+
+@pytest.fixture()
+def random_bank(pristine_bank, tmp_path):
+    shutil.copytree(pristine_bank, tmp_path / "tiny")
+    return open_bank(tmp_path / "tiny")
 
 
 @pytest.fixture()
@@ -262,13 +281,14 @@ def test_unknown_backbone_family():
         load_backbone("ffdnet-gray")
 
 
-def test_huge_lora_values_refused_at_merge(random_bank, embedded_backbone, photo):
+@pytest.mark.parametrize("fused", [True, False], ids=["fused", "unfused"])
+def test_huge_lora_values_refused(random_bank, embedded_backbone, photo, fused):
     _retensor(lambda s: {k: torch.full_like(v, 1e30) for k, v in s.items()})(random_bank.root / "noise.safetensors")
     bank = open_bank(random_bank.root)
     bank.attach(embedded_backbone)  # the file is finite: it loads; the weighted sum is what overflows
     before = backbone_state(embedded_backbone)
     with pytest.raises(InputError, match="not finite"):
-        restore_batch(embedded_backbone, photo, [compose(bank, None, {"noise": 1.0}, "manual")])
+        restore_batch(embedded_backbone, photo, [compose(bank, None, {"noise": 1.0}, "manual", fused=fused)])
     assert_base_state(embedded_backbone, before)
 
 
@@ -344,6 +364,12 @@ def test_bank_for_other_backbone(random_bank, embedded_backbone, edit, message):
     with pytest.raises(BankError, match=message):
         open_bank(random_bank.root).attach(embedded_backbone)
     assert_base_state(embedded_backbone, before)
+
+
+def test_empty_bank_cannot_route(random_bank, photo):
+    write_manifest(random_bank.root, lambda m: m.update(loras=[]))
+    with pytest.raises(BankError, match="no LoRAs to route to"):
+        estimate(open_bank(random_bank.root), photo)
 
 
 def test_bank_for_other_encoder(random_bank, photo, encoder_dim):
@@ -442,6 +468,7 @@ def test_bad_image_batch(embedded_backbone, manual, images):
 
 def test_batch_each_own_composition(embedded_backbone, random_bank, photo):
     comps = [compose(random_bank, None, w, "manual") for w in ({"noise": 1.0}, {"haze": 0.5, "jpeg": 0.5}, {})]
+    photo = photo[..., :64, :64]
     batch = torch.cat([photo, photo.flip(-1), photo.flip(-2)])
     out = restore_batch(embedded_backbone, batch, comps)
     singles = [restore_batch(embedded_backbone, batch[i : i + 1], [c]) for i, c in enumerate(comps)]
@@ -499,7 +526,7 @@ def test_large_image_real_backbone_memory(tmp_path):
                          ids=["interrupt", "exception", "keyboard"])
 def test_failure_mid_tiled_restore(embedded_backbone, random_bank, photo, fused, error):
     comp = compose(random_bank, None, {"noise": 0.7, "haze": 0.3}, "manual", fused=fused)
-    options = SamplerOptions(tile=64)
+    options, photo = SamplerOptions(tile=64), photo[..., :64, :]  # three 64 px tiles
     fresh = restore_batch(embedded_backbone, photo, [comp], options)
     before, calls = backbone_state(embedded_backbone), []
 
@@ -527,6 +554,7 @@ def test_exception_in_composed_block(embedded_backbone, random_bank, photo):
 
 
 def test_alternating_compositions_and_seed(embedded_backbone, random_bank, photo):
+    photo = photo[..., :64, :64]
     a = compose(random_bank, None, {"noise": 1.0}, "manual")
     b = compose(random_bank, None, {"haze": 0.8, "jpeg": -0.4}, "manual", fused=False)
     (routed,) = restore(photo, embedded_backbone, random_bank)[1]
@@ -600,3 +628,105 @@ def test_network_is_blocked():
 
     with pytest.raises(SocketBlockedError):
         socket.create_connection(("127.0.0.1", 9), timeout=1)
+
+
+# -- 8. spatial routing values ---------------------------------------------------------------------
+@pytest.mark.parametrize("field, value", [("window", 10), ("window", float("nan")), ("window", 100.5),
+                                          ("top_k", 1.5), ("top_k", 0), ("temperature", -1.0)])
+def test_spatial_value_refused(random_bank, photo, field, value):
+    with pytest.raises(InputError, match=field):
+        estimate_spatial(random_bank, photo, **{field: value})
+
+
+# -- 9. nodes: workflow values are untrusted (ComfyUI fakes from tests/comfy_stubs.py) ------------
+# The pack is imported as its own package there, with its own copy of the engine's exception
+# classes, so these tests match ValueError (every UIR input error is one) and the message.
+@pytest.fixture(scope="module")
+def node_env(pack, tmp_path_factory, pristine_bank):
+    """The nodes, and a backbone and bank loaded through them once for the module."""
+    models_dir = tmp_path_factory.mktemp("models")
+    comfy_stubs.use_models_dir(models_dir)
+    shutil.copytree(pristine_bank, models_dir / "uir_lora" / "tiny")
+    found = {cls.GET_SCHEMA().node_id: cls for cls in pack.nodes.NODES}
+    backbone = found["UIR_BackboneLoader"].execute("embedded-ffdnet (built in)", "cpu", "fp32")[0]
+    return found, backbone, found["UIR_LoraBankLoader"].execute(backbone, "tiny")[0], models_dir
+
+
+@pytest.fixture()
+def comfy_image(photo) -> torch.Tensor:
+    return photo[..., :64, :64].movedim(1, -1)  # a ComfyUI IMAGE [1,H,W,3]
+
+
+PATH_ERROR = r"\.\.|absolute|non-empty"
+
+
+@pytest.mark.parametrize("name", ["../../etc", "/etc", "", "tiny\x00", "C:\\tiny", "ABSOLUTE"])
+def test_node_bank_name_refused(node_env, name):
+    found, backbone, _, models_dir = node_env
+    name = str(models_dir / "uir_lora" / "tiny") if name == "ABSOLUTE" else name  # a real bank, by absolute path
+    before = backbone_state(backbone)
+    with pytest.raises(ValueError, match=PATH_ERROR):
+        found["UIR_LoraBankLoader"].execute(backbone, name)
+    assert_base_state(backbone, before)
+
+
+@pytest.mark.parametrize("choice", ["sd-turbo | checkpoints/../../x.safetensors",
+                                    "sd-turbo | checkpoints//etc/x.safetensors", "sd-turbo | elsewhere/x"])
+def test_node_backbone_path_refused(node_env, choice):
+    loader = node_env[0]["UIR_BackboneLoader"]
+    assert re.search(PATH_ERROR + "|not one of", loader.validate_inputs(choice))
+    with pytest.raises(ValueError, match=PATH_ERROR + "|not one of"):
+        loader.execute(choice, "cpu", "fp32")
+
+
+@pytest.mark.parametrize("field, value", [("tile", -5), ("tile", 100.5), ("seed", -1), ("seed", 2**64),
+                                          ("strength", float("nan")), ("strength", 2.0)])
+def test_node_restore_value_refused(node_env, comfy_image, field, value):
+    found, backbone, bank, _ = node_env
+    (composition,) = found["UIR_LoraComposer"].execute(bank, "manual", "noise=1", True)
+    values = {"strength": 1.0, "tile": 512, "seed": 0, field: value}
+    before = backbone_state(backbone)
+    with pytest.raises(ValueError, match=field):
+        found["UIR_Restore"].execute(comfy_image, backbone, composition, values["strength"], values["tile"],
+                                     values["seed"], False)
+    assert_base_state(backbone, before)
+
+
+def test_node_restore_nan_image(node_env, comfy_image):
+    found, backbone, bank, _ = node_env
+    (composition,) = found["UIR_LoraComposer"].execute(bank, "manual", "noise=1", True)
+    bad = comfy_image.clone()
+    bad[:, :8] = float("nan")
+    (out,) = found["UIR_Restore"].execute(bad, backbone, composition, 1.0, 512, 0, False).args
+    assert torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize("field, value", [("top_k", -5), ("top_k", 99), ("top_k", 1.5), ("temperature", -1.0),
+                                          ("temperature", float("nan")), ("normalisation", "max")])
+def test_node_estimator_value_refused(node_env, comfy_image, field, value):
+    values = {"top_k": 0, "temperature": 0.0, "normalisation": "bank default", field: value}
+    with pytest.raises(ValueError, match=field if field != "normalisation" else "softmax"):
+        node_env[0]["UIR_DegradationEstimator"].execute(comfy_image, node_env[2], **values)
+
+
+@pytest.mark.parametrize("weights, mode, message", [
+    ("noise=abc", "manual", "could not read"), ("noise=nan", "manual", "finite"), ("noise=99", "manual", "4.0"),
+    ("../x=1", "manual", "unknown LoRA"), ("noise=1", "evil", "mode must be"),
+])
+def test_node_composer_value_refused(node_env, weights, mode, message):
+    with pytest.raises(ValueError, match=message):
+        node_env[0]["UIR_LoraComposer"].execute(node_env[2], mode, weights, True)
+
+
+@pytest.mark.parametrize("field, value", [("severity", float("nan")), ("severity", -1.0), ("seed", 1.5),
+                                          ("seed", -1), ("seed", 2**64), ("kind", "evil")])
+def test_node_degrade_value_refused(node_env, comfy_image, field, value):
+    values = {"kind": "noise", "second_kind": "none", "severity": 0.5, "seed": 0, field: value}
+    with pytest.raises(ValueError, match=field):
+        node_env[0]["UIR_SyntheticDegrade"].execute(comfy_image, **values)
+
+
+@pytest.mark.parametrize("name", ["/etc/passwd", "", "..\\README.md"])
+def test_node_example_image_refused(node_env, name):
+    with pytest.raises(ValueError, match=PATH_ERROR):
+        node_env[0]["UIR_ExampleImage"].execute(name)

@@ -105,6 +105,9 @@ def restore_one(
         x = tile_image.to(backbone.device, dtype)
         with torch.inference_mode():
             y = backbone.restore_step(x, conditioning, steps=options.steps, generator=generator)
+        if not torch.isfinite(y).all():  # clamp would let NaN through into the saved image
+            raise InputError("the restored image is not finite (NaN/Inf); lower the LoRA weights, or run the "
+                             "backbone in float32 if it is in half precision")
         return y.float().clamp(0, 1).cpu()
 
     with composed(backbone, composition):
