@@ -25,20 +25,21 @@ export PYTHONPATH="$SNAP" UIR_LORA_CODE="git $COMMIT" OMP_NUM_THREADS=1 PYTHONUN
 python -c "from uir_lora.train.data import load_training_crops as t, load_validation_images as v; \
 from pathlib import Path; t(Path('$DATA')); v(Path('$DATA'))"
 
+# float32 throughout (see docs/training.md: bf16-trained LoRAs hurt in float32).
 # kind minutes crop: the slow-to-learn kinds (JPEG, blur, resolution) get more time; longest first
-JOBS="jpeg 10 64
-motion_blur 10 96
-defocus_blur 10 96
-low_resolution 10 64
-noise 7 64
-poisson_noise 7 64
-low_light 7 64
-haze 7 64
-rain 7 64
-snow 7 64
-raindrop 7 64
+JOBS="jpeg 9 64
+motion_blur 9 80
+defocus_blur 9 80
+low_resolution 9 64
+noise 6 64
+poisson_noise 6 64
+low_light 6 64
+haze 6 64
+rain 6 64
+snow 6 64
+raindrop 6 64
 color_cast 5 64
-clean 4 64"
+clean 3 64"
 
 run_one() {
   local kind=$1 minutes=$2 crop=$3

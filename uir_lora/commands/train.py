@@ -40,7 +40,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--threads", type=int, default=1, help="torch threads per process (default 1)")
-    p.add_argument("--no-bf16", action="store_true", help="train in float32")
+    p.add_argument("--bf16", action="store_true", help="bf16 autocast (about 2x faster on CPU); see docs/training.md: "
+                   "an FFDNet LoRA trained under bf16 learns bf16's errors and then hurts in float32")
+    p.add_argument("--no-bf16", action="store_true", help="float32 (the default; kept for old command lines)")
+    p.add_argument("--backbone", default="embedded-ffdnet", help="backbone family (embedded-ffdnet, sd-turbo)")
+    p.add_argument("--backbone-path", type=Path, help="sd-turbo: sd_turbo.safetensors or a diffusers folder")
+    p.add_argument("--gradient-checkpointing", action="store_true", help="recompute activations (large backbones)")
     p.add_argument("--data-dir", type=Path, help="cache folder for decoded crops (default <repo>/data)")
     p.add_argument("--full-finetune", action="store_true", help="train every backbone weight, no LoRA")
     p.add_argument("--output", type=Path, help="--full-finetune: where to write the backbone safetensors")
@@ -81,7 +86,13 @@ def run_train(args: argparse.Namespace) -> int:
     log = logging.getLogger("uir_lora.train")
     say = print if accelerator.is_main_process else (lambda *_: None)
     torch.manual_seed(args.seed)
-    backbone = FAMILIES["embedded-ffdnet"](None)  # a fresh copy, never the shared cached one
+    if args.backbone not in FAMILIES:
+        raise InputError(f"--backbone {args.backbone!r} is unknown; choose one of {', '.join(FAMILIES)}")
+    backbone = FAMILIES[args.backbone](args.backbone_path)  # a fresh copy, never the shared cached one
+    if args.gradient_checkpointing:
+        if not hasattr(backbone, "enable_gradient_checkpointing"):
+            raise InputError(f"--gradient-checkpointing: the {args.backbone} family has none (it is small); drop it")
+        backbone.enable_gradient_checkpointing()
     data_dir = args.data_dir or data.DEFAULT_DATA_DIR
     with accelerator.main_process_first():  # the first run builds the cache once
         crops, data_info = data.load_training_crops(data_dir)
@@ -89,12 +100,14 @@ def run_train(args: argparse.Namespace) -> int:
     kind = list(trainer.KINDS) if args.degradation == ALL else args.degradation
     probe = trainer.PairDataset(crops, kind, crops.shape[-1], 32, args.seed + 7777)  # pairs to pick sigma on
     degraded, clean = (torch.stack(t) for t in zip(*(probe[i] for i in range(len(probe)))))
-    sigma, sigma_scores = trainer.pick_sigma(backbone, degraded, clean)
-    conditioning = {"sigma": sigma}
-    say(f"{args.degradation}: fixed sigma {sigma * 255:.0f}/255 (base PSNR by sigma: "
-        f"{ {k: round(v, 2) for k, v in sigma_scores.items()} })")
+    conditioning, sigma_scores = dict(backbone.default_conditioning), {}
+    if "sigma" in conditioning:  # FFDNet-style families: pick the fixed noise level first
+        sigma, sigma_scores = trainer.pick_sigma(backbone, degraded, clean)
+        conditioning = {"sigma": sigma}
+        say(f"{args.degradation}: fixed sigma {sigma * 255:.0f}/255 (base PSNR by sigma: "
+            f"{ {k: round(v, 2) for k, v in sigma_scores.items()} })")
     cfg = trainer.TrainConfig(steps=args.steps, minutes=args.minutes, batch=args.batch, crop=args.crop, lr=args.lr,
-                              seed=args.seed, bf16=not args.no_bf16)
+                              seed=args.seed, bf16=args.bf16 and not args.no_bf16)
     length = (args.steps or 10**7) * args.batch * accelerator.num_processes
     dataset = trainer.PairDataset(crops, kind, args.crop, length, args.seed)
     name = args.name or args.degradation

@@ -84,7 +84,7 @@ class TrainConfig:
     lr_min: float = 1e-5
     weight_decay: float = 0.0
     seed: int = 0
-    bf16: bool = True
+    bf16: bool = False  # bf16-trained FFDNet LoRAs correct bf16 rounding and hurt in float32 inference
     log_every: int = 50
     extra: dict = field(default_factory=dict)
 

@@ -16,13 +16,14 @@ SEVERITY_POLICY = ("severity drawn from the kind's full training range by degrad
                    f"{VALIDATION_SEED} + image index * {VERSIONS_PER_IMAGE} + version")
 
 
-def validation_pairs(images: torch.Tensor, kind: str) -> tuple[torch.Tensor, torch.Tensor]:
+def validation_pairs(images: torch.Tensor, kind: str | list[str],
+                     severity: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """(degraded, clean), each [N*2,3,H,W]; identical for every run (fixed seeds)."""
     degraded, clean = [], []
     for i, image in enumerate(images.split(1)):
         for v in range(VERSIONS_PER_IMAGE):
             gen = torch.Generator().manual_seed(VALIDATION_SEED + i * VERSIONS_PER_IMAGE + v)
-            degraded.append(degrade_batch(image, kind, gen))
+            degraded.append(degrade_batch(image, kind, gen, severity))
             clean.append(image)
     return torch.cat(degraded), torch.cat(clean)
 
@@ -49,10 +50,10 @@ def set_adapter_enabled(backbone: Backbone, name: str | None) -> None:
             layer.set_adapter(name)
 
 
-def validate(backbone: Backbone, kind: str, images: torch.Tensor, conditioning: Mapping[str, float],
-             adapter: str | None) -> dict:
+def validate(backbone: Backbone, kind: str | list[str], images: torch.Tensor, conditioning: Mapping[str, float],
+             adapter: str | None, severity: float | None = None) -> dict:
     """Input, backbone-alone (same conditioning) and restored scores for ``kind``."""
-    degraded, clean = validation_pairs(images, kind)
+    degraded, clean = validation_pairs(images, kind, severity)
     psnr_in, ssim_in = scores(degraded, clean)
     set_adapter_enabled(backbone, None)
     base_psnr, base_ssim = scores(_restore(backbone, degraded, conditioning), clean)
@@ -60,7 +61,8 @@ def validate(backbone: Backbone, kind: str, images: torch.Tensor, conditioning: 
     if adapter is not None:
         set_adapter_enabled(backbone, adapter)
         result["psnr_out"], result["ssim_out"] = scores(_restore(backbone, degraded, conditioning), clean)
-    result.update(images=int(degraded.shape[0]), photos=int(images.shape[0]), severity_policy=SEVERITY_POLICY,
+    policy = SEVERITY_POLICY if severity is None else f"severity fixed at {severity}, same seeds"
+    result.update(images=int(degraded.shape[0]), photos=int(images.shape[0]), severity_policy=policy,
                   note="clean LoRA: psnr_in is infinite (recorded null); psnr_out is the distortion it adds"
                   if kind == CLEAN else "")
     if not result["note"]:
