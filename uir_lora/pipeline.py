@@ -109,6 +109,13 @@ def compose(
         raise InputError(f"mode must be one of {BLEND_MODES}, got {mode!r}")
     manual = check_weights(dict(manual or {}), bank) if manual else {}
     routed = dict(routing.weights) if routing else {}
+    notes = tuple(routing.notes) if routing and mode != "manual" else ()
+    if routing is not None and routing.unknown and mode != "manual":
+        # no LoRA fits: restore gently rather than confidently wrong (the strength is recorded in the bank)
+        safe = bank.manifest.router.unknown_strength
+        routed = {name: weight * safe for name, weight in routed.items()}
+        notes += (f"unknown degradation (best similarity {routing.best[1]:.3f} < {routing.unknown_threshold:.3f}): "
+                  f"router weights scaled to {safe:g}",)
     if mode == "manual":
         routing, weights = None, dict(manual)
     elif mode == "override":
@@ -116,7 +123,6 @@ def compose(
     else:
         weights = {name: routed.get(name, 0.0) + manual.get(name, 0.0) for name in routed.keys() | manual.keys()}
     source = "+".join(s for s, used in (("router", routing), ("manual", manual)) if used) or "none"
-    notes = tuple(routing.notes) if routing else ()
     return Composition(bank=bank, weights=check_weights(weights, bank), fused=fused, source=source, notes=notes)
 
 

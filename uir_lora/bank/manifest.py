@@ -34,6 +34,10 @@ class EncoderSpec:
     blocks: list[int] = field(default_factory=lambda: [0, 1, 3, 5, 8])
     crop: int = 224
     crops: int = 4
+    log_std: bool = True
+    """Log of each channel's std (degradations scale activations multiplicatively)."""
+    highpass_sigma: float = 1.5
+    """> 0: also encode the image's high-pass residual (image - Gaussian blur of this sigma); 0: off."""
     dim: int = 0
     feature_mean: list[float] = field(default_factory=list)
     feature_std: list[float] = field(default_factory=list)
@@ -46,6 +50,10 @@ class RouterDefaults:
     normalisation: str = "softmax"
     unknown_threshold: float | None = None
     """Best cosine below this means no LoRA fits (calibrated on the validation split)."""
+    unknown_strength: float = 0.5
+    """Composer's scale of the router weights when the degradation is unknown (0 = input, 1 = full)."""
+    calibration: dict[str, Any] = field(default_factory=dict)
+    """How train-router fitted the above: data, seed, validation accuracy, false-alarm rate."""
 
 
 @dataclass
@@ -141,6 +149,14 @@ def _check_specs(encoder: EncoderSpec, router: RouterDefaults, where: str) -> No
                   "router.temperature must be a number in [0.0001, 100]", where)
     if router.normalisation not in NORMALISATIONS:
         raise BankError(f"{where}: router.normalisation must be one of {NORMALISATIONS}, got {router.normalisation!r}")
+    if not isinstance(encoder.log_std, bool):
+        raise BankError(f"{where}: encoder.log_std must be true or false, got {encoder.log_std!r}")
+    _check_number(encoder.highpass_sigma, isinstance(encoder.highpass_sigma, (int, float))
+                  and 0 <= encoder.highpass_sigma <= 8, "encoder.highpass_sigma must be a number in [0, 8]", where)
+    _check_number(router.unknown_strength, isinstance(router.unknown_strength, (int, float))
+                  and 0 <= router.unknown_strength <= 1, "router.unknown_strength must be a number in [0, 1]", where)
+    if not isinstance(router.calibration, dict):
+        raise BankError(f"{where}: router.calibration must be an object, got {type(router.calibration).__name__}")
     threshold = router.unknown_threshold
     if threshold is not None:
         _check_number(threshold, isinstance(threshold, (int, float)) and -1 <= threshold <= 1,

@@ -17,6 +17,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     info.add_argument("name", nargs="?", default=DEFAULT_BANK)
     info.add_argument("--bank-dir", action="append", default=[])
     info.set_defaults(run=run_info)
+    from .router import register_bank_add  # `bank add` lives with the router commands
+
+    register_bank_add(actions)
 
 
 def run_list(args: argparse.Namespace) -> int:

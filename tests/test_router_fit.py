@@ -1,0 +1,159 @@
+"""Router fitting: embeddings, unknown threshold, train-router, bank add, the unknown fallback."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from uir_lora import pipeline
+from uir_lora.bank.manifest import read_manifest, write_manifest
+from uir_lora.bank.store import open_bank
+from uir_lora.cli import main
+from uir_lora.degrade import degrade
+from uir_lora.images import save_image
+from uir_lora.router import fit
+from uir_lora.router.router import RoutingResult
+
+
+def _blobs(seed: int = 0, per_class: int = 40, dim: int = 16) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Three overlapping Gaussian classes; the centres are returned for reference."""
+    gen = torch.Generator().manual_seed(seed)
+    centres = torch.randn(3, dim, generator=gen)
+    labels = torch.arange(3).repeat_interleave(per_class)
+    return centres[labels] + 1.2 * torch.randn(len(labels), dim, generator=gen), labels, centres
+
+
+def test_fit_beats_centroids_and_keeps_frozen_rows_bit_identical():
+    z, labels, _ = _blobs()
+    init = fit.centroids(z, labels, 3)
+    fitted, temperature = fit.fit_embeddings(z, labels, init, steps=150)
+    assert fit.top1_accuracy(z, labels, fitted) >= fit.top1_accuracy(z, labels, init)
+    assert 0.005 <= temperature <= 1.0
+    partial, _ = fit.fit_embeddings(z, labels, init, trainable=[1], steps=20)
+    assert torch.equal(partial[0], init[0]) and torch.equal(partial[2], init[2])
+    assert not torch.equal(partial[1], init[1])
+
+
+def test_unknown_threshold_gives_the_asked_false_alarm_rate():
+    z, labels, _ = _blobs(seed=1, per_class=200)
+    embeddings = fit.centroids(z, labels, 3)
+    threshold = fit.calibrate_unknown(z, embeddings, false_alarm=0.05)
+    rate = (fit.similarities(z, embeddings).max(dim=-1).values < threshold).float().mean()
+    assert 0.03 <= float(rate) <= 0.06
+    far_away = -embeddings.sum(dim=0, keepdim=True)  # points away from every class look unknown
+    assert fit.similarities(far_away, embeddings).max() < threshold
+    with pytest.raises(ValueError, match="false_alarm"):
+        fit.calibrate_unknown(z, embeddings, false_alarm=0.7)
+
+
+def _examples(photo: torch.Tensor, kind: str, count: int = 3) -> list[torch.Tensor]:
+    gen = torch.Generator().manual_seed(7)
+    return [degrade(photo, kind, generator=gen, severity=0.8) for _ in range(count)]
+
+
+def test_bank_add_changes_only_its_own_entry(random_bank, photo, tmp_path, capsys):
+    root = random_bank.root
+    before = json.loads((root / "manifest.json").read_text())
+    files = {p.name: p.read_bytes() for p in root.glob("*.safetensors")}
+    folder = tmp_path / "examples"
+    for i, image in enumerate(_examples(photo, "haze")):
+        save_image(image, folder / f"haze_{i}.png")
+    assert main(["bank", "add", "--bank", str(root), "--name", "haze", "--images", str(folder)]) == 0
+    assert "from 3 images" in capsys.readouterr().out
+    after = json.loads((root / "manifest.json").read_text())
+    for old, new in zip(before["loras"], after["loras"]):
+        if old["name"] != "haze":
+            assert json.dumps(old) == json.dumps(new)  # byte-identical entries
+    haze_old = next(e for e in before["loras"] if e["name"] == "haze")
+    haze_new = next(e for e in after["loras"] if e["name"] == "haze")
+    assert haze_new["embedding"] != haze_old["embedding"]
+    assert {k: v for k, v in before.items() if k != "loras"} == {k: v for k, v in after.items() if k != "loras"}
+    assert files == {p.name: p.read_bytes() for p in root.glob("*.safetensors")}, "LoRA files must be untouched"
+    (routed,) = pipeline.estimate(open_bank(root), _examples(photo, "haze", 1)[0])
+    assert routed.best[0] == "haze"
+
+
+def test_bank_add_names_the_fix_for_a_missing_lora(random_bank, photo, tmp_path, capsys):
+    save_image(photo, tmp_path / "x.png")
+    code = main(["bank", "add", "--bank", str(random_bank.root), "--name", "snow", "--images", str(tmp_path / "x.png")])
+    assert code == 2 and "uir-lora train-lora" in capsys.readouterr().err
+
+
+def test_train_router_fits_the_whole_bank_and_leaves_lora_files(random_bank, photo, tmp_path, monkeypatch):
+    """A tiny run: three 'photos' (flips of one), one crop each; checks the manifest it writes."""
+    from uir_lora.router import data
+
+    paths = []
+    big = torch.nn.functional.interpolate(photo, size=(240, 320), mode="bilinear")
+    for i, image in enumerate((big, big.flip(-1), big.flip(-2))):
+        paths.append(save_image(image, tmp_path / f"p{i}.png"))
+    monkeypatch.setattr(data, "photo_split", lambda: (paths[:2], paths[2:]))
+    monkeypatch.setattr(data, "PHOTO_WIDTHS", (320,))
+    root = random_bank.root
+    files = {p.name: p.read_bytes() for p in root.glob("*.safetensors")}
+    config = fit.RouterFitConfig(per_photo=1, val_per_photo=1, steps=20)
+    fit.train_router(root, config, cache_dir=tmp_path / "cache", log=lambda _: None)
+    manifest = read_manifest(root)
+    assert manifest.router.unknown_threshold is not None and manifest.router.calibration["train_examples"] == 6
+    assert manifest.encoder.dim == len(manifest.encoder.feature_std) == len(manifest.loras[0].embedding)
+    assert all(abs(torch.tensor(e.embedding).norm() - 1) < 1e-4 for e in manifest.loras)
+    assert files == {p.name: p.read_bytes() for p in root.glob("*.safetensors")}
+    assert list((tmp_path / "cache").glob("*.safetensors")), "features are cached"
+
+
+def test_unknown_routing_scales_the_composition_and_says_so(random_bank):
+    routing = RoutingResult(similarities={"noise": 0.1, "haze": 0.05, "jpeg": -0.2},
+                            weights={"noise": 0.8, "haze": 0.2}, top_k=2, temperature=0.05,
+                            normalisation="softmax", unknown_threshold=0.3)
+    assert routing.unknown and "unknown" in routing.table()
+    composition = pipeline.compose(random_bank, routing)
+    strength = random_bank.manifest.router.unknown_strength
+    assert composition.weights == pytest.approx({"noise": 0.8 * strength, "haze": 0.2 * strength})
+    assert any("unknown degradation" in note for note in composition.notes)
+    known = RoutingResult(similarities=routing.similarities, weights=routing.weights, top_k=2, temperature=0.05,
+                          normalisation="softmax", unknown_threshold=0.0)
+    assert pipeline.compose(random_bank, known).weights == pytest.approx(routing.weights)
+
+
+def test_estimate_command_prints_unknown(random_bank, photo, tmp_path, capsys):
+    manifest = read_manifest(random_bank.root)
+    manifest.router.unknown_threshold = 1.0  # nothing can reach a cosine of 1: always unknown
+    write_manifest(manifest, random_bank.root)
+    save_image(photo, tmp_path / "in.png")
+    assert main(["estimate", str(tmp_path / "in.png"), "--bank", random_bank.root.name,
+                 "--bank-dir", str(random_bank.root.parent)]) == 0
+    assert "unknown degradation" in capsys.readouterr().out
+
+
+def test_manifest_rejects_a_bad_unknown_strength(random_bank):
+    data = json.loads((random_bank.root / "manifest.json").read_text())
+    data["router"]["unknown_strength"] = 1.5
+    (random_bank.root / "manifest.json").write_text(json.dumps(data))
+    with pytest.raises(ValueError, match="unknown_strength"):
+        read_manifest(random_bank.root)
+
+
+def test_a_new_kind_is_added_with_train_lora_then_bank_add(random_bank, photo, tmp_path, capsys):
+    """The two commands on the tiny embedded model: train-lora writes the LoRA, bank add its embedding."""
+    gen = torch.Generator().manual_seed(0)
+    crops = (torch.nn.functional.interpolate(torch.rand(6, 3, 6, 6, generator=gen), size=40, mode="bilinear")
+             * 255).round().to(torch.uint8)
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    torch.save({"crops": crops, "info": {"crops": len(crops), "test": True}}, data_dir / "train_crops_s0.pt")
+    torch.save(crops[:2, :, :32, :32].float() / 255, data_dir / "validation.pt")
+    root = random_bank.root
+    before = {e["name"]: json.dumps(e) for e in json.loads((root / "manifest.json").read_text())["loras"]}
+    assert main(["train-lora", "--degradation", "low_light", "--bank", str(root), "--steps", "2", "--batch", "2",
+                 "--crop", "32", "--rank", "2", "--data-dir", str(data_dir)]) == 0
+    folder = tmp_path / "low_light"
+    for i, image in enumerate(_examples(photo, "low_light")):
+        save_image(image, folder / f"{i}.png")
+    assert main(["bank", "add", "--bank", str(root), "--name", "low_light", "--images", str(folder)]) == 0
+    after = {e["name"]: e for e in json.loads((root / "manifest.json").read_text())["loras"]}
+    assert {n: json.dumps(after[n]) for n in before} == before
+    assert any(after["low_light"]["embedding"]) and (root / "low_light.safetensors").is_file()
+    (routed,) = pipeline.estimate(open_bank(root), _examples(photo, "low_light", 1)[0])
+    assert routed.best[0] == "low_light"

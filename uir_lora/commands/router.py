@@ -1,0 +1,70 @@
+"""``uir-lora train-router --bank DIR`` and ``uir-lora bank add --bank DIR --name NAME --images ...``."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ..cli import existing_path
+from ..errors import InputError
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("train-router", help="fit the router (embeddings, standardisation, unknown "
+                                                   "threshold) for every LoRA of a bank")
+    p.add_argument("--bank", type=existing_path, required=True, help="bank folder (holds manifest.json)")
+    p.add_argument("--per-photo", type=int, default=4, help="crops per training photo and class (default 4)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--steps", type=int, default=200, help="optimisation steps for the embeddings")
+    p.add_argument("--false-alarm", type=float, default=0.02,
+                   help="share of known-kind validation images allowed below the unknown threshold")
+    p.add_argument("--top-k", type=int, default=2, help="default number of LoRAs the router keeps")
+    p.add_argument("--unknown-strength", type=float, default=0.5,
+                   help="router weights are scaled by this when the degradation is unknown")
+    p.add_argument("--cache-dir", type=Path, help="feature cache (default ~/.cache/uir_lora or $UIR_LORA_CACHE)")
+    p.set_defaults(run=run_train_router)
+
+
+def register_bank_add(actions: argparse._SubParsersAction) -> None:
+    """``uir-lora bank add``: hooked into the ``bank`` command of commands/bank.py."""
+    add = actions.add_parser("add", help="set one LoRA's router embedding from example degraded images; "
+                                         "every other entry is left untouched")
+    add.add_argument("--bank", type=existing_path, required=True, help="bank folder (holds manifest.json)")
+    add.add_argument("--name", required=True, help="the LoRA's name in the bank (made by uir-lora train-lora)")
+    add.add_argument("--images", type=existing_path, nargs="+", required=True,
+                     help="a folder of images or image files that show this degradation")
+    add.add_argument("--no-refine", action="store_true", help="plain centroid; skip moving away from the others")
+    add.set_defaults(run=run_bank_add)
+
+
+def _lock(bank: Path):
+    from .train import bank_lock  # the same lock train-lora takes around its manifest writes
+
+    return bank_lock(bank)
+
+
+def run_train_router(args: argparse.Namespace) -> int:
+    from ..router.fit import RouterFitConfig, train_router
+
+    if args.per_photo < 1 or args.steps < 1:
+        raise InputError(f"need --per-photo >= 1 and --steps >= 1, got {args.per_photo}, {args.steps}")
+    config = RouterFitConfig(per_photo=args.per_photo, seed=args.seed, steps=args.steps,
+                             false_alarm=args.false_alarm, top_k=args.top_k, unknown_strength=args.unknown_strength)
+    with _lock(args.bank):
+        train_router(args.bank, config, cache_dir=args.cache_dir)
+    print(f"wrote {args.bank / 'manifest.json'} (router only; LoRA files untouched)")
+    return 0
+
+
+def run_bank_add(args: argparse.Namespace) -> int:
+    from ..images import load_image
+    from ..router.fit import add_embedding
+    from .restore import list_inputs
+
+    files = [f for path in args.images for f in list_inputs(path)]
+    with _lock(args.bank):
+        _, report = add_embedding(args.bank, args.name, [load_image(f) for f in files], refine=not args.no_refine)
+    print(f"set the embedding of {args.name!r} from {report['examples']} images"
+          f"{' (refined against the other embeddings)' if report['refined'] else ''}; "
+          f"{report['routed_to_new']}/{report['examples']} of them now route to it first")
+    return 0

@@ -1,0 +1,119 @@
+"""Labelled router examples: seeded crops of real photos, degraded per class, encoded and cached.
+
+A router class is a LoRA name: a kind of ``uir_lora.degrade.KINDS`` (synthesised on the fly) or
+``clean`` (the undegraded crop). Features are cached as safetensors (no pickles) keyed by every
+input that changes them, because encoding is the slow part.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from ..images import load_image
+from .encoder import DegradationEncoder
+
+CLEAN = "clean"
+PHOTO_WIDTHS = (640, 960)  # the tiktok photos are 1920 px wide with JPEG artefacts: use them at x1/3, x1/2
+DegradeFn = Callable[..., torch.Tensor]
+
+
+def photo_split() -> tuple[list[Path], list[Path]]:
+    """(train, validation) photo paths: the LoRA trainers' fixed split (uir_lora.train.data)."""
+    from ..train.data import split_photos
+
+    return split_photos()
+
+
+def load_scaled(path: Path, width: int) -> torch.Tensor:
+    """[1,3,H,W] photo resized (area) to ``width`` pixels wide."""
+    image = load_image(path)
+    height = round(image.shape[-2] * width / image.shape[-1])
+    return torch.nn.functional.interpolate(image, size=(height, width), mode="area")
+
+
+def random_crops(image: torch.Tensor, count: int, size: int, generator: torch.Generator) -> torch.Tensor:
+    """``count`` random size x size crops of one [1,3,H,W] image -> [count,3,size,size]."""
+    height, width = image.shape[-2:]
+    ys = torch.randint(0, height - size + 1, (count,), generator=generator).tolist()
+    xs = torch.randint(0, width - size + 1, (count,), generator=generator).tolist()
+    return torch.cat([image[..., y : y + size, x : x + size] for y, x in zip(ys, xs)])
+
+
+def degrade_as(crops: torch.Tensor, name: str, degrade: DegradeFn, generator: torch.Generator) -> torch.Tensor:
+    """Apply class ``name`` to each crop separately (own random severity and parameters)."""
+    if name == CLEAN:
+        return crops
+    return torch.cat([degrade(crop[None], name, generator=generator) for crop in crops]).clamp(0, 1)
+
+
+def photo_crops(paths: Sequence[Path], per_photo: int, size: int, seed: int) -> torch.Tensor:
+    """Seeded crops of every photo at each width in PHOTO_WIDTHS: [len(paths) * per_photo, 3, size, size]."""
+    generator = torch.Generator().manual_seed(seed)
+    crops = []
+    for index, path in enumerate(paths):
+        width = PHOTO_WIDTHS[index % len(PHOTO_WIDTHS)]
+        crops.append(random_crops(load_scaled(path, width), per_photo, size, generator))
+    return torch.cat(crops)
+
+
+def _cache_path(cache_dir: Path, key: dict) -> Path:
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return cache_dir / f"router_features_{digest}.safetensors"
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("UIR_LORA_CACHE", Path.home() / ".cache" / "uir_lora"))
+
+
+def class_seed(seed: int, name: str) -> int:
+    """Each class draws its own stream, so features do not depend on the order of the bank's LoRAs."""
+    return int.from_bytes(hashlib.sha256(f"{seed}/{name}".encode()).digest()[:4], "little")
+
+
+def encode_class(
+    encoder: DegradationEncoder,
+    crops: torch.Tensor,
+    name: str,
+    degrade: DegradeFn,
+    seed: int,
+    *,
+    cache_key: dict | None = None,
+    cache_dir: Path | None = None,
+    batch: int = 16,
+) -> torch.Tensor:
+    """Raw features [len(crops), dim] of the crops degraded as class ``name``, cached by ``cache_key``."""
+    path = None
+    if cache_key is not None:
+        key = {**cache_key, "name": name, "seed": seed, "encoder": encoder.spec_key()}
+        path = _cache_path(cache_dir or default_cache_dir(), key)
+        if path.is_file():
+            return load_file(str(path))["features"]
+    degraded = degrade_as(crops, name, degrade, torch.Generator().manual_seed(class_seed(seed, name)))
+    features = torch.cat([encoder.features(degraded[i : i + batch]) for i in range(0, len(degraded), batch)])
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        save_file({"features": features.contiguous()}, str(tmp))  # safetensors: no pickle in the cache
+        os.replace(tmp, path)
+    return features
+
+
+def encode_classes(
+    encoder: DegradationEncoder,
+    crops: torch.Tensor,
+    names: Sequence[str],
+    degrade: DegradeFn,
+    seed: int,
+    **cache: object,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Features of every class stacked, and labels (index into ``names``)."""
+    features = [encode_class(encoder, crops, name, degrade, seed, **cache) for name in names]
+    labels = torch.cat([torch.full((len(f),), i) for i, f in enumerate(features)])
+    return torch.cat(features), labels

@@ -1,0 +1,158 @@
+"""Measuring the router: top-1 on held-out single kinds (both degradation implementations),
+confusion matrices, the unknown-degradation warning, and mixed pairs restored with the real bank.
+
+    python -m uir_lora.router.evaluate --bank lora_bank/embedded-ffdnet --out docs/img [--pairs]
+
+Every number uses fresh draws (``EVAL_SEED``): other crops of the validation photos and other
+degradation parameters than the ones train-router calibrated the threshold on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image, ImageDraw, ImageFont
+
+from ..bank.manifest import read_manifest
+from .fit import RouterFitConfig, bank_features
+from .router import Router
+
+EVAL_SEED = 100
+UNKNOWN_KINDS = ("mosaic", "inversion", "vignetting", "salt_pepper")
+RELATED = {"poisson_noise": "noise"}  # kinds a restorer treats alike: counted as one in the lenient score
+
+
+def unknown_degrade(image: torch.Tensor, kind: str, *, generator: torch.Generator) -> torch.Tensor:
+    """Degradations the bank has no LoRA for (same call shape as uir_lora.degrade.degrade)."""
+    u = float(torch.rand((), generator=generator))
+    if kind == "mosaic":  # pixelation: block averages, 6-16 px blocks
+        block = 6 + int(u * 10)
+        small = F.avg_pool2d(image, block, ceil_mode=True)
+        return F.interpolate(small, scale_factor=block, mode="nearest")[..., : image.shape[-2], : image.shape[-1]]
+    if kind == "inversion":  # colour negative, partly blended
+        return (1 - image) * (0.7 + 0.3 * u) + image * (0.3 - 0.3 * u)
+    if kind == "vignetting":  # strong radial fall-off towards the corners
+        h, w = image.shape[-2:]
+        y, x = torch.meshgrid(torch.linspace(-1, 1, h), torch.linspace(-1, 1, w), indexing="ij")
+        return image * (1 - (0.6 + 0.35 * u) * ((x**2 + y**2) / 2).clamp(0, 1) ** 0.8)
+    if kind == "salt_pepper":  # impulse noise, 2-12 % of pixels
+        hit = torch.rand(image.shape[-2:], generator=generator) < 0.02 + 0.1 * u
+        salt = torch.rand(image.shape[-2:], generator=generator) < 0.5
+        return torch.where(hit, salt.float().expand_as(image), image)
+    raise ValueError(f"unknown kind {kind!r}; expected one of {UNKNOWN_KINDS}")
+
+
+def raw_similarities(router: Router, raw: torch.Tensor) -> torch.Tensor:
+    return F.normalize((raw - router.mean) / router.std, dim=-1) @ router.embeddings.T
+
+
+def confusion(labels: torch.Tensor, predicted: torch.Tensor, count: int) -> np.ndarray:
+    matrix = np.zeros((count, count), dtype=int)
+    np.add.at(matrix, (labels.numpy(), predicted.numpy()), 1)
+    return matrix
+
+
+def confusion_png(matrix: np.ndarray, names: Sequence[str], title: str, path: Path, cell: int = 34) -> Path:
+    """Row-normalised confusion matrix as a PNG (PIL only): rows = true kind, columns = router's top-1."""
+    font = ImageFont.load_default(size=12)
+    left, top = 120, 130
+    size = (left + cell * len(names) + 10, top + cell * len(names) + 10)
+    image = Image.new("RGB", size, "white")
+    draw = ImageDraw.Draw(image)
+    draw.text((8, 6), title, fill="black", font=font)
+    rows = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
+    for i, name in enumerate(names):
+        draw.text((8, top + i * cell + cell // 3), name, fill="black", font=font)
+        label = Image.new("RGBA", (110, 14), (255, 255, 255, 0))
+        ImageDraw.Draw(label).text((0, 0), name, fill="black", font=font)
+        rotated = label.rotate(90, expand=True)
+        image.paste(rotated, (left + i * cell + cell // 3, top - 115), rotated)
+        for j in range(len(names)):
+            share = rows[i, j]
+            shade = int(255 * (1 - share))
+            colour = (shade, shade, 255) if i == j else (255, shade, shade)
+            box = (left + j * cell, top + i * cell, left + (j + 1) * cell - 1, top + (i + 1) * cell - 1)
+            draw.rectangle(box, fill=colour, outline=(220, 220, 220))
+            if matrix[i, j]:
+                draw.text((box[0] + 4, box[1] + cell // 3), f"{share:.0%}"[:4], font=font,
+                          fill="white" if share > 0.6 else "black")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image.save(path)
+    return path
+
+
+def single_kinds(bank_dir: Path, implementation: str, cache_dir: Path | None = None) -> dict:
+    """Top-1 (strict and lenient), per-kind accuracy, confusion and unknown false alarms on fresh draws."""
+    manifest = read_manifest(bank_dir)
+    router = Router(manifest)
+    names = manifest.names
+    config = RouterFitConfig(seed=EVAL_SEED, val_per_photo=3)
+    raw, labels = bank_features(router.encoder, names, "val", config, implementation, cache_dir)
+    sims = raw_similarities(router, raw)
+    predicted = sims.argmax(dim=-1)
+    lenient = [RELATED.get(names[p], names[p]) == RELATED.get(names[t], names[t]) for p, t in zip(predicted, labels)]
+    matrix = confusion(labels, predicted, len(names))
+    threshold = manifest.router.unknown_threshold
+    alarms = (sims.max(dim=-1).values < threshold).float().mean().item() if threshold is not None else float("nan")
+    return {"implementation": implementation, "examples": int(len(labels)),
+            "top1": float((predicted == labels).float().mean()), "top1_lenient": float(np.mean(lenient)),
+            "per_kind": {n: float(matrix[i, i] / max(matrix[i].sum(), 1)) for i, n in enumerate(names)},
+            "false_alarm": alarms, "confusion": matrix.tolist(), "names": names}
+
+
+def unknown_hits(bank_dir: Path, cache_dir: Path | None = None) -> dict:
+    """Share of images of each unknown kind that the router flags as unknown."""
+    from .data import encode_class, photo_crops, photo_split
+
+    manifest = read_manifest(bank_dir)
+    router = Router(manifest)
+    crops = photo_crops(photo_split()[1], 3, router.encoder.spec.crop, seed=EVAL_SEED + 1)
+    threshold = manifest.router.unknown_threshold
+    hits = {}
+    for kind in UNKNOWN_KINDS:
+        raw = encode_class(router.encoder, crops, kind, unknown_degrade, EVAL_SEED,
+                           cache_key={"unknown": kind, "crops": "val x3", "crop_seed": EVAL_SEED + 1},
+                           cache_dir=cache_dir)
+        sims = raw_similarities(router, raw)
+        hits[kind] = float((sims.max(dim=-1).values < threshold).float().mean()) if threshold is not None else 0.0
+        hits[f"{kind}_top1"] = manifest.names[int(sims.argmax(dim=-1).mode().values)]
+    return hits
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--bank", type=Path, required=True)
+    parser.add_argument("--out", type=Path, default=Path("docs/img"))
+    parser.add_argument("--json", type=Path, default=Path("docs/router_results.json"))
+    parser.add_argument("--pairs", action="store_true", help="also restore the mixed pairs (needs trained LoRAs)")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    results: dict = {}
+    for implementation in ("degrade", "degrade_alt"):
+        result = single_kinds(args.bank, implementation)
+        confusion_png(np.array(result["confusion"]), result["names"],
+                      f"router top-1, uir_lora.{implementation}: {result['top1']:.1%} "
+                      f"(noise~poisson {result['top1_lenient']:.1%})",
+                      args.out / f"router_confusion_{implementation}.png")
+        results[implementation] = result
+        print(f"{implementation}: top-1 {result['top1']:.3f} lenient {result['top1_lenient']:.3f} "
+              f"false alarms {result['false_alarm']:.3f}", flush=True)
+    results["unknown"] = unknown_hits(args.bank)
+    print("unknown hit rates", results["unknown"], flush=True)
+    if args.pairs:
+        from .pairs import mixed_pairs
+
+        results["pairs"] = mixed_pairs(args.bank)
+        print(json.dumps(results["pairs"]["summary"], indent=1))
+    args.json.write_text(json.dumps(results, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

