@@ -20,7 +20,7 @@ from filelock import FileLock
 from peft import LoraConfig
 
 from ..backbones.registry import FAMILIES
-from ..bank.manifest import MANIFEST_NAME, EncoderSpec, LoraEntry
+from ..bank.manifest import MANIFEST_NAME, EncoderSpec, LoraEntry, read_manifest
 from ..bank.writer import add_lora, create_bank, save_lora_file
 from ..errors import InputError
 
@@ -148,7 +148,7 @@ def run_train(args: argparse.Namespace) -> int:
     bank_dir: Path = args.bank
     entry = LoraEntry(name=name, file=f"{name}.safetensors", rank=args.rank, alpha=float(args.rank),
                       target_modules=list(backbone.default_lora_targets),
-                      embedding=[0.0] * _encoder_dim(bank_dir),  # placeholder: `uir-lora train-router` fills it
+                      embedding=[],  # set under the lock below; a placeholder that `uir-lora train-router` fills
                       description=DEGRADATION_INFO.get(name, "Clean input: identity target, a safe route for "
                                                              "undegraded photos"),
                       conditioning=conditioning, provenance=provenance, validation=result)
@@ -160,14 +160,10 @@ def run_train(args: argparse.Namespace) -> int:
             create_bank(bank_dir, bank_dir.name, backbone.family, backbone.fingerprint,
                         EncoderSpec(dim=dim, feature_mean=[0.0] * dim, feature_std=[1.0] * dim),
                         description=f"LoRAs trained on the {backbone.family} backbone by uir-lora train-lora")
-            entry.embedding = [0.0] * dim
+        # read inside the lock: a run finishing at the same moment may just have created the bank
+        entry.embedding = [0.0] * read_manifest(bank_dir).encoder.dim
         add_lora(bank_dir, entry, backbone.adapter_state(name), replace=args.replace)
     log.info("added %s to %s", name, bank_dir)
     say(f"wrote {bank_dir / entry.file} and its manifest entry")
     return 0
 
-
-def _encoder_dim(bank_dir: Path) -> int:
-    from ..bank.manifest import read_manifest
-
-    return read_manifest(bank_dir).encoder.dim if (bank_dir / MANIFEST_NAME).is_file() else 1
