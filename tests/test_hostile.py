@@ -330,6 +330,7 @@ MANIFEST_EDITS = {
     "encoder-blocks": (lambda m: m["encoder"].update(blocks=[99]), "encoder.blocks"),
     "encoder-crop": (lambda m: m["encoder"].update(crop=0), "encoder.crop"),
     "encoder-std-zero": (lambda m: m["encoder"]["feature_std"].__setitem__(0, 0.0), "feature_std"),
+    "encoder-std-tiny": (lambda m: m["encoder"]["feature_std"].__setitem__(0, 1e-40), "feature_std"),
     "encoder-unknown": (lambda m: m["encoder"].update(layers=3), "unknown or missing"),
     "router-temperature": (lambda m: m["router"].update(temperature="hot"), "temperature"),
     "router-top-k": (lambda m: m["router"].update(top_k=2.5), "top_k"),
@@ -351,6 +352,14 @@ def test_bad_manifest_refused(random_bank, embedded_backbone, damage):
         load_bank("tiny", [random_bank.root.parent]).attach(embedded_backbone)
     assert tree_digest(random_bank.root) == files
     assert_base_state(embedded_backbone, before)
+
+
+def test_huge_manifest_refused(random_bank, monkeypatch):
+    from uir_lora.bank import manifest
+
+    monkeypatch.setattr(manifest, "MAX_MANIFEST_BYTES", 1000)  # instead of writing 32 MB
+    with pytest.raises(BankError, match="far too large"):
+        open_bank(random_bank.root)
 
 
 @pytest.mark.parametrize("edit, message", [
@@ -459,10 +468,11 @@ def test_nan_inf_pixels(embedded_backbone, manual, photo):
 
 
 @pytest.mark.parametrize("images", [torch.zeros(0, 3, 8, 8), torch.zeros(1, 3, 0, 8), torch.zeros(3, 8, 8),
-                                    torch.zeros(1, 4, 8, 8), np.zeros((1, 3, 8, 8))],
-                         ids=["empty-batch", "zero-height", "no-batch-dim", "rgba-tensor", "numpy"])
+                                    torch.zeros(1, 4, 8, 8), np.zeros((1, 3, 8, 8)),
+                                    torch.full((1, 3, 8, 8), 200, dtype=torch.uint8)],
+                         ids=["empty-batch", "zero-height", "no-batch-dim", "rgba-tensor", "numpy", "uint8"])
 def test_bad_image_batch(embedded_backbone, manual, images):
-    with pytest.raises(InputError, match=r"\[B,3,H,W\]|empty"):
+    with pytest.raises(InputError, match=r"\[B,3,H,W\]|empty|float pixels"):
         restore_batch(embedded_backbone, images, [manual])
 
 
@@ -607,19 +617,27 @@ def test_cli_bad_values(cli_case, capsys, extra, message):
     assert tree_digest(source.parent) == before  # nothing written
 
 
-@pytest.mark.parametrize("name", ["out.png", "out.jpg", "out.tif"])
-def test_interrupted_save_leaves_nothing(tmp_path, photo, monkeypatch, name):
+@pytest.mark.parametrize("name, error", [("out.png", OSError("disk full")), ("out.jpg", KeyboardInterrupt()),
+                                         ("out.tif", OSError("disk full"))], ids=["png", "jpg-ctrl-c", "tif"])
+def test_interrupted_save_leaves_nothing(tmp_path, photo, monkeypatch, name, error):
     target = tmp_path / name
     target.write_bytes(b"old")
 
     def broken_save(self, fp, *args, **kwargs):
-        fp.write(b"\x89PNG half")
-        raise OSError("disk full")
+        Path(fp).write_bytes(b"\x89PNG half")
+        raise error
 
     monkeypatch.setattr(Image.Image, "save", broken_save)
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(type(error)):
         save_image(photo, target)
     assert target.read_bytes() == b"old" and [p.name for p in tmp_path.iterdir()] == [name]
+
+
+def test_save_onto_a_folder_leaves_nothing(tmp_path, photo):
+    (tmp_path / "out.png").mkdir()
+    with pytest.raises(OSError):
+        save_image(photo, tmp_path / "out.png")
+    assert [p.name for p in tmp_path.iterdir()] == ["out.png"]
 
 
 # -- 7. no network --------------------------------------------------------------------------------

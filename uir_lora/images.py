@@ -64,11 +64,11 @@ def save_image(image: torch.Tensor | np.ndarray, path: str | Path) -> Path:
     suffix = path.suffix.lower() if path.suffix.lower() in IMAGE_SUFFIXES else ".png"
     fmt = {".jpg": "JPEG", ".jpeg": "JPEG", ".tif": "TIFF", ".tiff": "TIFF"}.get(suffix, suffix[1:].upper())
     with tempfile.NamedTemporaryFile(dir=path.parent, suffix=suffix, delete=False) as tmp:
-        try:
-            Image.fromarray(array).save(tmp, format=fmt, **({"quality": 95} if fmt == "JPEG" else {}))
-        except BaseException:  # also KeyboardInterrupt: never leave the half-written temp file behind
-            tmp.close()
-            os.unlink(tmp.name)
-            raise
-    os.replace(tmp.name, path)
+        pass
+    try:
+        Image.fromarray(array).save(tmp.name, format=fmt, **({"quality": 95} if fmt == "JPEG" else {}))
+        os.replace(tmp.name, path)
+    except BaseException:  # also KeyboardInterrupt: never leave the half-written temp file behind
+        os.unlink(tmp.name)
+        raise
     return path

@@ -20,6 +20,7 @@ from ..errors import BankError
 
 FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"
+MAX_MANIFEST_BYTES = 32 << 20  # a 64-LoRA bank is well under 1 MB
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_\-]{0,63}$")
 FILE_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,200}\.safetensors$")  # no path, drive or backslash
 ENCODER_BLOCKS = range(11)  # EfficientNet-Lite0 blocks the encoder has channel counts for
@@ -214,8 +215,8 @@ def parse_manifest(data: Any, source: str = "manifest") -> Manifest:
     _check_specs(encoder, router, source)
     for key in ("feature_mean", "feature_std"):
         setattr(encoder, key, _finite_vector(getattr(encoder, key), f"{source} encoder.{key}", encoder.dim))
-    if min(encoder.feature_std) <= 0:
-        raise BankError(f"{source}: encoder.feature_std must be positive")
+    if min(encoder.feature_std) < 1e-12:  # tinier values overflow the standardised features
+        raise BankError(f"{source}: encoder.feature_std must be >= 1e-12; re-run `uir-lora train-router`")
     loras_data = _require(data, "loras", list, source)
     loras = [_parse_lora(item, i, encoder.dim) for i, item in enumerate(loras_data)]
     if len({entry.name for entry in loras}) != len(loras):
@@ -233,6 +234,9 @@ def read_manifest(bank_dir: str | Path) -> Manifest:
     if not path.is_file():
         raise BankError(f"no {MANIFEST_NAME} in {bank_dir}; a bank is a folder with {MANIFEST_NAME} "
                         f"and one .safetensors file per LoRA")
+    if path.stat().st_size > MAX_MANIFEST_BYTES:
+        raise BankError(f"{path}: {path.stat().st_size >> 20} MB is far too large for a manifest "
+                        f"(limit {MAX_MANIFEST_BYTES >> 20} MB); the bank is damaged or not a UIR-LoRA bank")
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:

@@ -44,6 +44,8 @@ def as_image_batch(image: torch.Tensor) -> torch.Tensor:
         raise InputError(f"expected an RGB image batch [B,3,H,W], got {shape}")
     if image.shape[0] == 0 or image.shape[-1] == 0 or image.shape[-2] == 0:
         raise InputError(f"image batch is empty: {tuple(image.shape)}")
+    if not image.is_floating_point():  # a uint8 batch would silently saturate to white
+        raise InputError(f"expected float pixels in 0..1, got {image.dtype}; divide 8-bit images by 255")
     image = image.float()
     if not torch.isfinite(image).all():
         log.warning("input holds NaN or Inf values; they were replaced (NaN->0, Inf->1)")
