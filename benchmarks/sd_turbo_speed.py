@@ -92,10 +92,12 @@ def main() -> None:
 
     t0 = time.perf_counter()
     backbone = build_backbone(0)
+    print(f"models built in {time.perf_counter() - t0:.0f} s", flush=True)
     tmp = tempfile.TemporaryDirectory()  # kept until exit: the bank's files
     bank = open_bank(make_random_bank(Path(tmp.name), backbone, ("a", "b", "c"), rank=args.rank, bank_name="bench"))
     bank.attach(backbone)  # inject once, as the nodes keep banks attached
     setup_s = time.perf_counter() - t0
+    print(f"LoRAs made and attached, setup {setup_s:.0f} s", flush=True)
     backbone.to(args.device, DTYPES[args.dtype])
     image = torch.rand(1, 3, args.size, args.size, generator=torch.Generator().manual_seed(0)).to(args.device)
     wanted = args.cases.split(",")

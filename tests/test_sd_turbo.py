@@ -71,6 +71,17 @@ def test_restore_step_is_the_one_step_img2img_turbo_pass(backbone, image):
     torch.testing.assert_close(out, expected)
 
 
+def test_half_precision_keeps_the_vae_in_float32(layouts, image):
+    half = load_sd_turbo(layouts["folder"])
+    fingerprint = half.fingerprint
+    half.to(dtype=torch.float16)
+    assert half.dtype == torch.float16 and half.vae_dtype == torch.float32  # SD's VAE overflows in fp16
+    out = _restore(half, image)
+    assert out.dtype == image.dtype and torch.isfinite(out).all()
+    half.to(dtype=torch.bfloat16)
+    assert half.vae_dtype == torch.bfloat16 and half.fingerprint == fingerprint
+
+
 def test_fingerprint_tracks_the_weights(layouts, backbone, tmp_path):
     unet, vae, text = tiny.tiny_models(seed=0)
     with torch.no_grad():

@@ -96,7 +96,13 @@ class SDTurboBackbone(Backbone):
 
     def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> Backbone:
         self.parts.to(device=device, dtype=dtype)
+        if dtype == torch.float16 and self.vae.config.get("force_upcast", True):
+            self.vae.to(torch.float32)  # the SD VAE overflows in fp16 (diffusers' force_upcast); bf16 is fine
         return self
+
+    @property
+    def vae_dtype(self) -> torch.dtype:
+        return next(self.vae.parameters()).dtype
 
     def enable_gradient_checkpointing(self) -> None:
         """For training: recompute UNet and VAE activations in the backward pass."""
@@ -111,15 +117,15 @@ class SDTurboBackbone(Backbone):
         steps: int = 1,
         generator: torch.Generator | None = None,
     ) -> torch.Tensor:
-        x = image.to(self.device, self.dtype) * 2 - 1
+        x = image.to(self.device, self.vae_dtype) * 2 - 1
         posterior = self.vae.encode(x).latent_dist
         latent = posterior.sample(generator) if self.sample_latent else posterior.mode()
-        latent = latent * self.vae.config.scaling_factor
+        latent = (latent * self.vae.config.scaling_factor).to(self.dtype)
         embeds = self.prompt_embeds.to(self.device, self.dtype).expand(latent.shape[0], -1, -1)
         timestep = torch.full((latent.shape[0],), TIMESTEP, device=self.device, dtype=torch.long)
         noise_pred = self.unet(latent, timestep, encoder_hidden_states=embeds).sample
         clean = self.scheduler.step(noise_pred, TIMESTEP, latent).pred_original_sample
-        decoded = self.vae.decode(clean / self.vae.config.scaling_factor).sample
+        decoded = self.vae.decode((clean / self.vae.config.scaling_factor).to(self.vae_dtype)).sample
         return ((decoded.clamp(-1, 1) + 1) / 2).to(image.dtype)
 
     # -- LoRA files in the kohya layout (see sd_turbo_keys.py) --------------------------------
