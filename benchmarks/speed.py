@@ -34,6 +34,7 @@ from uir_lora.sampler.restore import SamplerOptions, restore_batch
 from uir_lora.sampler.tiling import count_tiles
 
 CPU_CLOCK = True  # set False for GPU runs (main)
+RANDOM = "random"
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 
 
@@ -57,16 +58,20 @@ def best_of(function: Callable[[], object], repeats: int, sync: Callable[[], Non
 
 
 def get_bank(name: str, root: Path, backbone) -> tuple[LoraBank, str]:
-    """The named bank, or (when it is missing) a random one of every kind: timing needs shapes, not skill."""
-    try:
-        bank = pipeline.load_bank(name)
-        return bank, f"`{name}` ({len(bank.manifest.loras)} LoRAs, rank {bank.manifest.loras[0].rank})"
-    except (UIRError, FileNotFoundError):
-        from uir_lora.router.encoder import DegradationEncoder
-        from uir_lora.testing.banks import make_random_bank
+    """The named bank, or a random one shaped like the shipped bank (``name`` "random", or when it is
+    missing): timing and memory depend on the LoRAs' shapes, not on what they learned."""
+    if name != RANDOM:
+        try:
+            bank = pipeline.load_bank(name)
+            return bank, f"`{name}` ({len(bank.manifest.loras)} LoRAs, rank {bank.manifest.loras[0].rank})"
+        except (UIRError, FileNotFoundError):
+            pass
+    from uir_lora.router.encoder import DegradationEncoder
+    from uir_lora.testing.banks import make_random_bank
 
-        bank = open_bank(make_random_bank(root, backbone, names=KINDS, dim=DegradationEncoder().dim, rank=16))
-        return bank, f"random stand-in ({len(KINDS)} LoRAs, rank 16; `{name}` not found)"
+    names = (*KINDS, "clean")
+    bank = open_bank(make_random_bank(root, backbone, names=names, dim=DegradationEncoder().dim, rank=16))
+    return bank, f"random stand-in shaped like the shipped bank ({len(names)} LoRAs, rank 16, all 12 convolutions)"
 
 
 def photo(size: tuple[int, int], seed: int = 0) -> torch.Tensor:
@@ -121,11 +126,11 @@ def switching(backbone, bank, repeats: int, sync) -> dict:
     return {"switch_per_image_s": seconds / 4, "switch_reloaded": backbone.adapter_names() != adapters_before}
 
 
-def big_image(tile: int) -> dict:
+def big_image(tile: int, bank_name: str) -> dict:
     """One 4000x3000 image through the whole pipeline with tiles (run in a child process)."""
     backbone = pipeline.default_backbone()
     with tempfile.TemporaryDirectory() as tmp:
-        bank, _ = get_bank(pipeline.DEFAULT_BANK, Path(tmp), backbone)
+        bank, _ = get_bank(bank_name, Path(tmp), backbone)
         x = photo((3000, 4000))
         rss_before = peak_rss_gb()
         start, cpu_start = time.perf_counter(), time.process_time()
@@ -172,6 +177,7 @@ def speed_markdown(result: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=DOCS, help="folder of benchmarks.md (default docs/)")
+    parser.add_argument("--bank", default=pipeline.DEFAULT_BANK, help="bank name, or 'random' (same shapes)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--tile", type=int, default=512)
@@ -182,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     if args.big_only:
-        print(json.dumps(big_image(args.tile)))
+        print(json.dumps(big_image(args.tile, args.bank)))
         return 0
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[args.dtype]
     backbone = pipeline.default_backbone().to(args.device, dtype)
@@ -190,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     CPU_CLOCK = args.device == "cpu"
     sync = torch.cuda.synchronize if args.device.startswith("cuda") else (lambda: None)
     with tempfile.TemporaryDirectory() as tmp:
-        bank, bank_info = get_bank(pipeline.DEFAULT_BANK, Path(tmp), backbone)
+        bank, bank_info = get_bank(args.bank, Path(tmp), backbone)
         result = {"small": small_image_timings(backbone, bank, args.repeats, sync), "small_peak_rss_gb": peak_rss_gb()}
     result.update(command="python benchmarks/speed.py " + " ".join(argv if argv is not None else sys.argv[1:]),
                   date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), repeats=args.repeats, bank=bank_info,
@@ -199,8 +205,9 @@ def main(argv: list[str] | None = None) -> int:
                   clock="CPU time of the benchmark process (other jobs shared the 2 cores, so wall time would "
                         "measure them too)" if CPU_CLOCK else "wall time with device synchronisation")
     if not args.skip_big and args.device == "cpu":
-        child = subprocess.run([sys.executable, __file__, "--big-only", "--threads", str(args.threads),
-                                "--tile", str(args.tile)], capture_output=True, text=True, check=True)
+        command = [sys.executable, __file__, "--big-only", "--threads", str(args.threads), "--tile", str(args.tile),
+                   "--bank", args.bank]
+        child = subprocess.run(command, capture_output=True, text=True, check=True)
         result["big_image"] = json.loads(child.stdout.strip().splitlines()[-1])
     write_json(args.out / SPEED_JSON, result)
     replace_section(args.out / "benchmarks.md", "speed", speed_markdown(result))
