@@ -9,6 +9,7 @@ import torch
 from peft import LoraConfig
 
 from uir_lora.backbones.registry import FAMILIES
+from uir_lora.bank.manifest import read_manifest, write_manifest
 from uir_lora.bank.store import open_bank, read_lora_file
 from uir_lora.cli import main
 from uir_lora.train import trainer
@@ -74,6 +75,12 @@ def test_train_lora_command_writes_a_loadable_entry(tmp_path, data_dir, embedded
     assert stored.keys() == loaded.keys() and all(torch.equal(stored[k], loaded[k]) for k in stored)
     assert main(args) == 2  # the same name again without --replace
     assert "already has a LoRA 'noise'" in capsys.readouterr().err
+    written = read_manifest(bank_dir)
+    written.loras[0].embedding = [0.5] * len(written.loras[0].embedding)  # as train-router would set it
+    write_manifest(written, bank_dir)
+    assert main([*args, "--replace", "--seed", "1"]) == 0
+    again = read_manifest(bank_dir).lora("noise")
+    assert again.embedding == written.loras[0].embedding and again.provenance["seed"] == 1
 
 
 def test_train_lora_rejects_unknown_kind(tmp_path, capsys):

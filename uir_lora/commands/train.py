@@ -161,7 +161,10 @@ def run_train(args: argparse.Namespace) -> int:
                         EncoderSpec(dim=dim, feature_mean=[0.0] * dim, feature_std=[1.0] * dim),
                         description=f"LoRAs trained on the {backbone.family} backbone by uir-lora train-lora")
         # read inside the lock: a run finishing at the same moment may just have created the bank
-        entry.embedding = [0.0] * read_manifest(bank_dir).encoder.dim
+        manifest = read_manifest(bank_dir)
+        entry.embedding = [0.0] * manifest.encoder.dim
+        if name in manifest.names:  # re-training: the embedding describes the degradation, not the weights
+            entry.embedding = manifest.lora(name).embedding
         add_lora(bank_dir, entry, backbone.adapter_state(name), replace=args.replace)
     log.info("added %s to %s", name, bank_dir)
     say(f"wrote {bank_dir / entry.file} and its manifest entry")
