@@ -61,13 +61,25 @@ WORKFLOW_SPECS: dict[str, tuple[str, Spec]] = {
         "Mixed degradation demo: damage a clean photo (noise + JPEG), estimate, compose, restore, and compare "
         "PSNR/SSIM of the damaged and the restored photo against the clean one.",
         {1: ("UIR_SyntheticDegrade", {"kind": "noise", "second_kind": "jpeg", "severity": 0.5, "seed": 7},
-             {"image": (8, 0)}, (0, 0)),
-         8: ("UIR_ExampleImage", {"image": "astronaut.png"}, {}, (0, 2)), **LOADERS, **AUTO,
+             {"image": (8, 0)}, (1, 0)),
+         8: ("UIR_ExampleImage", {"image": "astronaut.png"}, {}, (0, 0)), **LOADERS, **AUTO,
          6: ("UIR_Restore", RESTORE, {"image": (1, 0), "backbone": (2, 0), "composition": (5, 0)}, (4, 0)),
          7: ("SaveImage", {"filename_prefix": "uir_lora/demo"}, {"images": (6, 0)}, (5, 0)),
-         9: ("PreviewImage", {}, {"images": (1, 0)}, (1, 0)),
-         10: ("UIR_Compare", {}, {"image": (1, 0), "reference": (8, 0)}, (1, 2)),
+         9: ("PreviewImage", {}, {"images": (1, 0)}, (1, 2)),
+         10: ("UIR_Compare", {}, {"image": (1, 0), "reference": (8, 0)}, (2, 2)),
          11: ("UIR_Compare", {}, {"image": (6, 0), "reference": (8, 0)}, (5, 2))}),
+    "sd_turbo_restore": (  # sd-turbo family (docs/sd_turbo.md): runs only with the user's own weights and bank
+        "SD-Turbo backbone (one step, img2img-turbo style). Needs your own weights: sd_turbo.safetensors "
+        "(stabilityai/sd-turbo) in ComfyUI/models/checkpoints/, or pick a diffusers folder from models/diffusers/ "
+        "in the Backbone Loader, and a LoRA bank trained on exactly those weights in ComfyUI/models/uir_lora/sd-turbo/ "
+        "(uir-lora train-lora --backbone sd-turbo --backbone-path <file> --bank <folder> --bf16). Without them the "
+        "loaders stop and name the file and folder expected. bf16 needs a GPU; on a CPU choose fp32 (very slow).",
+        {1: ("UIR_ExampleImage", {"image": "chelsea_noise25.png"}, {}, (0, 0)),
+         2: ("UIR_BackboneLoader", {"backbone": "sd-turbo | checkpoints/sd_turbo.safetensors", "device": "auto",
+                                    "dtype": "bf16"}, {}, (0, 1)),
+         3: ("UIR_LoraBankLoader", {"bank": "sd-turbo"}, {"backbone": (2, 0)}, (1, 1)), **AUTO,
+         6: ("UIR_Restore", RESTORE, {"image": (1, 0), "backbone": (2, 0), "composition": (5, 0)}, (4, 0)),
+         7: ("SaveImage", {"filename_prefix": "uir_lora/sd_turbo"}, {"images": (6, 0)}, (5, 0))}),
 }
 
 
@@ -161,8 +173,8 @@ def main() -> None:
     for name, (note, spec) in WORKFLOW_SPECS.items():
         (WORKFLOWS / f"{name}.json").write_text(json.dumps(to_ui(name, spec, note, known), indent=1) + "\n")
         (WORKFLOWS / "api" / f"{name}.json").write_text(json.dumps(to_api(spec), indent=1) + "\n")
-        if args.thumbs:
-            write_thumbnail(name, spec)
+        if args.thumbs and all(s[1].get("backbone", EMBEDDED) == EMBEDDED for s in spec.values()):
+            write_thumbnail(name, spec)  # user-weight workflows (sd_turbo_restore) keep a hand-made thumbnail
         print("wrote", name)
 
 
