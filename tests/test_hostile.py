@@ -332,6 +332,9 @@ MANIFEST_EDITS = {
     "encoder-std-zero": (lambda m: m["encoder"]["feature_std"].__setitem__(0, 0.0), "feature_std"),
     "encoder-std-tiny": (lambda m: m["encoder"]["feature_std"].__setitem__(0, 1e-40), "feature_std"),
     "encoder-unknown": (lambda m: m["encoder"].update(layers=3), "unknown or missing"),
+    "encoder-highpass": (lambda m: m["encoder"].update(highpass_sigma="x"), "highpass_sigma"),
+    "encoder-log-std": (lambda m: m["encoder"].update(log_std="yes"), "log_std"),
+    "router-unknown-strength": (lambda m: m["router"].update(unknown_strength=float("nan")), "unknown_strength"),
     "router-temperature": (lambda m: m["router"].update(temperature="hot"), "temperature"),
     "router-top-k": (lambda m: m["router"].update(top_k=2.5), "top_k"),
     "router-threshold": (lambda m: m["router"].update(unknown_threshold="x"), "unknown_threshold"),
@@ -504,6 +507,7 @@ def test_large_image_tiles_bounded(embedded_backbone, manual, monkeypatch):
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(os.environ.get("UIR_SLOW") != "1", reason="~1 CPU-minute: UIR_SLOW=1 pytest -m slow")
 def test_large_image_real_backbone_memory(tmp_path):
     """Real FFDNet on 3000x2000 with 256 px tiles, in a fresh process: peak RSS stays far below whole-image."""
     import subprocess

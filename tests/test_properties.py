@@ -6,8 +6,11 @@ Small example counts and tiny images keep this fast on two cores.
 from __future__ import annotations
 
 import math
+import shutil
 
+import comfy_stubs
 import pytest
+import test_nodes
 import torch
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
@@ -89,7 +92,7 @@ def is_base_state(backbone, before: dict[str, torch.Tensor]) -> bool:
         not layer.lora_A or layer.disable_adapters for layer in backbone.lora_layers())
 
 
-@FAST
+@settings(FAST, max_examples=15)
 @given(weights=WEIGHTS, fail=st.booleans())
 def test_composer_fused_matches_unfused_and_restores_base(embedded_backbone, bank, image, weights, fail):
     bank.attach(embedded_backbone)
@@ -123,7 +126,7 @@ def test_composer_rejects_bad_weights(embedded_backbone, bank, name, value):
 
 # -- user-facing values: accepted, or a clear InputError (never another exception type) ----------
 @FAST
-@given(text=st.text(max_size=40) | st.lists(
+@given(text=st.text(max_size=40) | ANY_VALUE | st.lists(
     st.tuples(st.sampled_from(NAMES + ("", " x", "=")), st.sampled_from(("=", ":", "")),
               st.sampled_from(("0.5", "-1", "nan", "inf", "1e999", "abc", "", "0x1", "1_0"))),
     max_size=4).map(lambda items: ",".join(n + s + v for n, s, v in items)))
@@ -182,7 +185,7 @@ def one_bad(data, valid: dict, bad: str | None) -> dict:
     return values
 
 
-@settings(FAST, max_examples=15)
+@settings(FAST, max_examples=12)
 @given(data=st.data(), bad=st.sampled_from((None, "top_k", "temperature")))
 def test_router_values(bank, image, data, bad):
     values = one_bad(data, {"top_k": st.integers(1, len(NAMES)), "temperature": st.floats(1e-4, 100.0)}, bad)
@@ -193,7 +196,8 @@ def test_router_values(bank, image, data, bad):
         event("refused")
         return
     event("routed")
-    assert 1 <= len(result.weights) <= values["top_k"]
+    top_k = bank.manifest.router.top_k if values["top_k"] is None else values["top_k"]  # None: the default
+    assert 1 <= len(result.weights) <= top_k
     assert sum(result.weights.values()) == pytest.approx(1.0, abs=1e-5)
 
 
@@ -219,3 +223,57 @@ def test_pipeline_values(embedded_backbone, bank, image, data, bad, weights, fus
                            strength=values["strength"], options=SamplerOptions(**options))
         assert torch.equal(out, again)  # same values, same output
     assert is_base_state(embedded_backbone, before)
+
+
+# -- node values, through the pack imported against fakes of ComfyUI (tests/comfy_stubs.py) --------
+pack = test_nodes.pack
+
+
+@pytest.fixture(scope="module")
+def node_env(pack, tmp_path_factory, bank):
+    models_dir = tmp_path_factory.mktemp("models")
+    comfy_stubs.use_models_dir(models_dir)
+    shutil.copytree(bank.root, models_dir / "uir_lora" / "tiny")
+    found = {cls.GET_SCHEMA().node_id: cls for cls in pack.nodes.NODES}
+    backbone = found["UIR_BackboneLoader"].execute("embedded-ffdnet (built in)", "cpu", "fp32")[0]
+    return found, backbone, found["UIR_LoraBankLoader"].execute(backbone, "tiny")[0]
+
+
+def refused_cleanly(error: Exception, field: str) -> bool:
+    """A user error of the pack (its own copy of InputError) or degrade's ValueError, naming the field."""
+    words = ("weight", "LoRA") if field == "weights" else (field,)
+    return isinstance(error, ValueError) and any(word in str(error) for word in words)
+
+
+@settings(FAST, max_examples=12)
+@given(data=st.data(), bad=st.sampled_from((None, "tile", "strength", "seed", "weights", "top_k", "temperature")))
+def test_node_values(node_env, image, data, bad):
+    found, backbone, bank = node_env
+    valid = {"tile": st.integers(64, 128), "strength": st.floats(0.0, 1.0), "seed": st.integers(0, 2**63 - 1),
+             "weights": st.sampled_from(("noise=1", "haze=0.5,jpeg=0.5")), "top_k": st.integers(0, 3),
+             "temperature": st.just(0.0) | st.floats(1e-4, 100.0)}  # 0 = the bank's default
+    values = one_bad(data, valid, bad)
+    comfy = image.movedim(1, -1)
+    try:
+        routing = found["UIR_DegradationEstimator"].execute(comfy, bank, values["top_k"], values["temperature"],
+                                                            "bank default").args[0]
+        mode = "manual" if values["weights"] and data.draw(st.booleans(), label="manual") else "bias"
+        composition = found["UIR_LoraComposer"].execute(bank, mode, values["weights"], True, routing).args[0]
+        (out,) = found["UIR_Restore"].execute(comfy, backbone, composition, values["strength"], values["tile"],
+                                              values["seed"], False).args
+    except Exception as error:  # noqa: BLE001 - the property is about the exception's type
+        assert bad is not None and refused_cleanly(error, bad), repr(error)
+        return
+    assert out.shape == comfy.shape and torch.isfinite(out).all()
+
+
+@settings(FAST, max_examples=15)
+@given(data=st.data(), bad=st.sampled_from((None, "severity", "seed")))
+def test_degrade_node_values(node_env, image, data, bad):
+    values = one_bad(data, {"severity": st.floats(0.0, 1.0), "seed": st.integers(0, 2**63 - 1)}, bad)
+    try:
+        (out,) = node_env[0]["UIR_SyntheticDegrade"].execute(image.movedim(1, -1), "noise", "jpeg", **values).args
+    except Exception as error:  # noqa: BLE001
+        assert bad is not None and refused_cleanly(error, bad), repr(error)
+        return
+    assert out.shape == (1, *image.shape[2:], 3) and torch.isfinite(out).all()

@@ -81,6 +81,8 @@ def estimate_spatial(
 
 def parse_weights(text: str) -> dict[str, float]:
     """``"noise=0.7,jpeg=0.3"`` -> {"noise": 0.7, "jpeg": 0.3}; empty text -> {}."""
+    if not isinstance(text, str):
+        raise InputError(f"weights must be text like 'noise=0.7,jpeg=0.3', got {type(text).__name__} {text!r}")
     weights: dict[str, float] = {}
     for item in filter(None, (part.strip() for part in text.split(","))):
         name, sep, value = item.partition("=")
