@@ -94,7 +94,7 @@ app.registerExtension({
       }
       widget.value = data;
       const size = this.computeSize();
-      this.setSize([Math.max(this.size[0], 380, size[0]), Math.max(this.size[1], size[1])]);
+      this.setSize([Math.max(this.size[0], 300, size[0]), Math.max(this.size[1], size[1])]);
       this.setDirtyCanvas(true, true);
     };
   },
