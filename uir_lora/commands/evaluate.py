@@ -37,6 +37,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--severity", type=float, help="fix every degradation's severity in [0, 1] (default: random)")
     p.add_argument("--threads", type=int, default=1, help="torch threads (default %(default)s)")
+    p.add_argument("--shard", help="I/N: evaluate every N-th image from the I-th and save a part file in --out "
+                   "(run N shards side by side, then --merge)")
+    p.add_argument("--merge", type=Path, help="publish the part files of a sharded run found in this folder")
     p.set_defaults(run=run_eval)
 
 
@@ -83,14 +86,50 @@ def command_line(args: argparse.Namespace) -> str:
     return " ".join(parts)
 
 
+def parse_shard(text: str | None) -> tuple[int, int]:
+    if not text:
+        return 0, 1
+    try:
+        shard, shards = (int(v) for v in text.split("/"))
+        if not 0 <= shard < shards:
+            raise ValueError
+    except ValueError:
+        raise InputError(f"--shard must look like 0/3 (I/N with 0 <= I < N), got {text!r}") from None
+    return shard, shards
+
+
+def merge_parts(args: argparse.Namespace) -> int:
+    """Publish the union of a sharded run's part files (images back in their original order)."""
+    from ..evaluate import publish
+
+    parts = [torch.load(p, weights_only=True) for p in sorted(args.merge.glob("bench_part_*_of_*.pt"))]
+    if not parts:
+        raise InputError(f"{args.merge}: no bench_part_*_of_*.pt files; run uir-lora eval --shard I/N first")
+    order = sorted((i, image) for part in parts for i, image in zip(part["indices"], part["meta"]["images"]))
+    meta = {**parts[0]["meta"], "images": [tuple(image) for _, image in order],
+            "wall_s": max(part["meta"]["wall_s"] for part in parts)}
+    meta["command"] += f"` as {len(parts)} parallel `--shard I/{len(parts)}` runs merged by `uir-lora eval --merge"
+    rows = [row for part in parts for row in part["rows"]]
+    kept = {key: value for part in parts for key, value in part["kept"].items()}
+    doc = publish.publish(args.out, rows, kept, meta)
+    print(f"wrote {doc} from {len(parts)} parts")
+    return 0
+
+
 def run_eval(args: argparse.Namespace) -> int:
     from ..evaluate import datasets, harness, publish
 
     if args.max_images is not None and args.max_images < 1:
         raise InputError(f"--max-images must be at least 1, got {args.max_images}")
+    if args.merge:
+        return merge_parts(args)
     torch.set_num_threads(args.threads)
     start = time.perf_counter()
     images = datasets.evaluation_images(args.clean_dir, args.size, args.max_images)
+    shard, shards = parse_shard(args.shard)
+    indices = list(range(shard, len(images), shards))
+    gallery_image = images[0][0]
+    images = [images[i] for i in indices]
     with tempfile.TemporaryDirectory() as tmp:
         bank = random_bank(Path(tmp)) if args.random_bank else load_bank(args.bank, args.bank_dir)
         summary = bank_summary(bank)
@@ -101,8 +140,8 @@ def run_eval(args: argparse.Namespace) -> int:
         with tqdm(total=len(images) * len(cases), desc="eval", unit="case") as bar:
             rows, kept = harness.evaluate(
                 images, default_backbone(), bank, cases=cases, multitask=multitask, seed=args.seed,
-                severity=args.severity, keep=publish.gallery_keep(images[0][0]),
-                progress=lambda done, total: bar.update(done - bar.n))
+                severity=args.severity, keep=publish.gallery_keep(gallery_image),
+                progress=lambda done, total: bar.update(done - bar.n), indices=indices)
     meta = {
         "command": command_line(args),
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
@@ -115,6 +154,12 @@ def run_eval(args: argparse.Namespace) -> int:
         "multitask_info": "not run (no --multitask)" if multitask is None
         else multitask_summary(multitask.info, multitask.conditioning),
     }
+    if args.shard:
+        part = args.out / f"bench_part_{shard}_of_{shards}.pt"
+        args.out.mkdir(parents=True, exist_ok=True)
+        torch.save({"rows": rows, "kept": kept, "meta": meta, "indices": indices}, part)
+        print(f"wrote {part}; publish all parts with: uir-lora eval --merge {args.out} --out DOCS")
+        return 0
     doc = publish.publish(args.out, rows, kept, meta)
     print(f"wrote {doc}, {args.out / publish.QUALITY_JSON} and {args.out / 'img'}/bench_*.png")
     return 0

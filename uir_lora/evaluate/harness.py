@@ -149,20 +149,22 @@ def evaluate(
     severity: float | None = None,
     keep: Callable[[str, Case, str], bool] | None = None,
     progress: Callable[[int, int], None] | None = None,
+    indices: Sequence[int] | None = None,
 ) -> tuple[list[dict], dict[tuple[str, str, str], torch.Tensor]]:
     """Score every method on every (image, case); returns result rows and the images ``keep`` asked for.
 
     Each (image, case) gets its own seed, so a method sees the same degraded image as every other.
     ``keep(image_name, case, method)`` selects outputs to return (for the gallery), keyed by
     (image name, case name, method); the degraded input is "input" and the clean image "clean".
+    ``indices``: each image's position in the whole set (for shards), which fixes its seeds.
     """
     cases = list(cases or default_cases())
     rows: list[dict] = []
     kept: dict[tuple[str, str, str], torch.Tensor] = {}
     total = len(images) * len(cases)
-    for i, (name, clean) in enumerate(images):
+    for i, (index, (name, clean)) in enumerate(zip(indices or range(len(images)), images)):
         for j, case in enumerate(cases):
-            case_seed = seed + 1000 * i + j
+            case_seed = seed + 1000 * index + j
             degraded, sigma = synthesise(clean, case, case_seed, severity)
             if keep and keep(name, case, "clean"):
                 kept[(name, case.name, "clean")] = clean
