@@ -157,3 +157,24 @@ def test_a_new_kind_is_added_with_train_lora_then_bank_add(random_bank, photo, t
     assert any(after["low_light"]["embedding"]) and (root / "low_light.safetensors").is_file()
     (routed,) = pipeline.estimate(open_bank(root), _examples(photo, "low_light", 1)[0])
     assert routed.best[0] == "low_light"
+
+
+def test_unknown_kinds_and_confusion_picture(photo, tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from uir_lora.router import evaluate
+
+    gen = torch.Generator().manual_seed(0)
+    for kind in evaluate.UNKNOWN_KINDS:
+        out = evaluate.unknown_degrade(photo, kind, generator=gen)
+        assert out.shape == photo.shape and 0 <= out.min() and out.max() <= 1
+        assert (out - photo).abs().mean() > 0.01, kind
+    with pytest.raises(ValueError, match="mosaic"):
+        evaluate.unknown_degrade(photo, "fog", generator=gen)
+    labels, predicted = torch.tensor([0, 0, 1, 2]), torch.tensor([0, 1, 1, 2])
+    matrix = evaluate.confusion(labels, predicted, 3)
+    assert matrix.tolist() == [[1, 1, 0], [0, 1, 0], [0, 0, 1]]
+    path = evaluate.confusion_png(matrix, ["a", "b", "c"], "test", tmp_path / "c.png")
+    picture = np.asarray(Image.open(path))
+    assert picture.shape[2] == 3 and (picture < 250).any()

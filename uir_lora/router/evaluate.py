@@ -24,6 +24,7 @@ from .fit import RouterFitConfig, bank_features
 from .router import Router
 
 EVAL_SEED = 100
+EVAL_PER_PHOTO = 2  # crops per validation photo and kind: 18 images per kind
 UNKNOWN_KINDS = ("mosaic", "inversion", "vignetting", "salt_pepper")
 RELATED = {"poisson_noise": "noise"}  # kinds a restorer treats alike: counted as one in the lenient score
 
@@ -92,7 +93,7 @@ def single_kinds(bank_dir: Path, implementation: str, cache_dir: Path | None = N
     manifest = read_manifest(bank_dir)
     router = Router(manifest)
     names = manifest.names
-    config = RouterFitConfig(seed=EVAL_SEED, val_per_photo=3)
+    config = RouterFitConfig(seed=EVAL_SEED, val_per_photo=EVAL_PER_PHOTO)
     raw, labels = bank_features(router.encoder, names, "val", config, implementation, cache_dir)
     sims = raw_similarities(router, raw)
     predicted = sims.argmax(dim=-1)
@@ -112,12 +113,12 @@ def unknown_hits(bank_dir: Path, cache_dir: Path | None = None) -> dict:
 
     manifest = read_manifest(bank_dir)
     router = Router(manifest)
-    crops = photo_crops(photo_split()[1], 3, router.encoder.spec.crop, seed=EVAL_SEED + 1)
+    crops = photo_crops(photo_split()[1], EVAL_PER_PHOTO, router.encoder.spec.crop, seed=EVAL_SEED + 1)
     threshold = manifest.router.unknown_threshold
     hits = {}
     for kind in UNKNOWN_KINDS:
         raw = encode_class(router.encoder, crops, kind, unknown_degrade, EVAL_SEED,
-                           cache_key={"unknown": kind, "crops": "val x3", "crop_seed": EVAL_SEED + 1},
+                           cache_key={"unknown": kind, "per_photo": EVAL_PER_PHOTO, "crop_seed": EVAL_SEED + 1},
                            cache_dir=cache_dir)
         sims = raw_similarities(router, raw)
         hits[kind] = float((sims.max(dim=-1).values < threshold).float().mean()) if threshold is not None else 0.0
@@ -131,6 +132,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("docs/img"))
     parser.add_argument("--json", type=Path, default=Path("docs/router_results.json"))
     parser.add_argument("--pairs", action="store_true", help="also restore the mixed pairs (needs trained LoRAs)")
+    parser.add_argument("--max-images", type=int, help="mixed pairs: use only the first N validation images")
+    parser.add_argument("--reuse-pairs", type=Path, help="JSON of `python -m uir_lora.router.pairs` to reuse")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     results: dict = {}
@@ -148,7 +151,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.pairs:
         from .pairs import mixed_pairs
 
-        results["pairs"] = mixed_pairs(args.bank)
+        previous = json.loads(args.reuse_pairs.read_text())["rows"] if args.reuse_pairs else None
+        results["pairs"] = mixed_pairs(args.bank, max_images=args.max_images, previous=previous)
         print(json.dumps(results["pairs"]["summary"], indent=1))
     args.json.write_text(json.dumps(results, indent=1) + "\n")
     return 0

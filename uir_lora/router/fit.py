@@ -82,7 +82,7 @@ def fit_embeddings(
             log_t.clamp_(math.log(0.005), math.log(1.0))
     out = init.clone().float()
     out[index] = F.normalize(free.detach(), dim=-1)
-    return out, float(log_t.exp())
+    return out, float(log_t.detach().exp())
 
 
 def similarities(z: torch.Tensor, embeddings: torch.Tensor) -> torch.Tensor:
@@ -114,8 +114,8 @@ def check_dim(features: torch.Tensor, dim: int) -> None:
 class RouterFitConfig:
     per_photo: int = 4
     """Random 224 px crops per training photo and class (30 photos -> 120 examples per class)."""
-    val_per_photo: int = 3
-    """The same on the 9 validation photos (27 per class), for the threshold and the reported accuracy."""
+    val_per_photo: int = 2
+    """The same on the 9 validation photos (18 per class), for the threshold and the reported accuracy."""
     seed: int = 0
     steps: int = 200
     lr: float = 0.01
