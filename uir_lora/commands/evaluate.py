@@ -39,6 +39,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=int, default=1, help="torch threads (default %(default)s)")
     p.add_argument("--shard", help="I/N: evaluate every N-th image from the I-th and save a part file in --out "
                    "(run N shards side by side, then --merge)")
+    p.add_argument("--only", nargs="+", help="run only these methods (with --shard: adds them to a sharded run)")
     p.add_argument("--merge", type=Path, help="publish the part files of a sharded run found in this folder")
     p.set_defaults(run=run_eval)
 
@@ -105,10 +106,17 @@ def merge_parts(args: argparse.Namespace) -> int:
     parts = [torch.load(p, weights_only=True) for p in sorted(args.merge.glob("bench_part_*_of_*.pt"))]
     if not parts:
         raise InputError(f"{args.merge}: no bench_part_*_of_*.pt files; run uir-lora eval --shard I/N first")
-    order = sorted((i, image) for part in parts for i, image in zip(part["indices"], part["meta"]["images"]))
-    meta = {**parts[0]["meta"], "images": [tuple(image) for _, image in order],
+    order = dict(sorted((i, tuple(image)) for p in parts for i, image in zip(p["indices"], p["meta"]["images"])))
+    main = [part for part in parts if part.get("tag", "_all_") == "_all_"]
+    meta = {**(main or parts)[0]["meta"], "images": list(order.values()),
             "wall_s": max(part["meta"]["wall_s"] for part in parts)}
-    meta["command"] += f"` as {len(parts)} parallel `--shard I/{len(parts)}` runs merged by `uir-lora eval --merge"
+    for part in parts:  # a baseline added later with --only brings its own description
+        if not part["meta"]["multitask_info"].startswith("not run"):
+            meta["multitask_info"] = part["meta"]["multitask_info"]
+    added = sorted({part.get("tag", "_all_").strip("_") for part in parts} - {"all"})
+    meta["command"] += (f"` as {len(main)} parallel `--shard I/{len(main)}` runs"
+                        + (f" (plus `--only {' '.join(added)}` runs)" if added else "")
+                        + " merged by `uir-lora eval --merge")
     rows = [row for part in parts for row in part["rows"]]
     kept = {key: value for part in parts for key, value in part["kept"].items()}
     doc = publish.publish(args.out, rows, kept, meta)
@@ -141,7 +149,7 @@ def run_eval(args: argparse.Namespace) -> int:
             rows, kept = harness.evaluate(
                 images, default_backbone(), bank, cases=cases, multitask=multitask, seed=args.seed,
                 severity=args.severity, keep=publish.gallery_keep(gallery_image),
-                progress=lambda done, total: bar.update(done - bar.n), indices=indices)
+                progress=lambda done, total: bar.update(done - bar.n), indices=indices, only=args.only)
     meta = {
         "command": command_line(args),
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
@@ -155,9 +163,10 @@ def run_eval(args: argparse.Namespace) -> int:
         else multitask_summary(multitask.info, multitask.conditioning),
     }
     if args.shard:
-        part = args.out / f"bench_part_{shard}_of_{shards}.pt"
+        tag = "_".join(args.only or ["all"])
+        part = args.out / f"bench_part_{tag}_{shard}_of_{shards}.pt"
         args.out.mkdir(parents=True, exist_ok=True)
-        torch.save({"rows": rows, "kept": kept, "meta": meta, "indices": indices}, part)
+        torch.save({"rows": rows, "kept": kept, "meta": meta, "indices": indices, "tag": f"_{tag}_"}, part)
         print(f"wrote {part}; publish all parts with: uir-lora eval --merge {args.out} --out DOCS")
         return 0
     doc = publish.publish(args.out, rows, kept, meta)

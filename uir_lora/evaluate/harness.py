@@ -14,7 +14,7 @@ from __future__ import annotations
 import ast
 import hashlib
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -150,6 +150,7 @@ def evaluate(
     keep: Callable[[str, Case, str], bool] | None = None,
     progress: Callable[[int, int], None] | None = None,
     indices: Sequence[int] | None = None,
+    only: Collection[str] | None = None,
 ) -> tuple[list[dict], dict[tuple[str, str, str], torch.Tensor]]:
     """Score every method on every (image, case); returns result rows and the images ``keep`` asked for.
 
@@ -157,6 +158,7 @@ def evaluate(
     ``keep(image_name, case, method)`` selects outputs to return (for the gallery), keyed by
     (image name, case name, method); the degraded input is "input" and the clean image "clean".
     ``indices``: each image's position in the whole set (for shards), which fixes its seeds.
+    ``only``: run just these methods (e.g. a baseline added to an earlier run with the same seeds).
     """
     cases = list(cases or default_cases())
     rows: list[dict] = []
@@ -169,6 +171,8 @@ def evaluate(
             if keep and keep(name, case, "clean"):
                 kept[(name, case.name, "clean")] = clean
             for method, function in case_methods(case, backbone, bank, sigma, multitask).items():
+                if only and method not in only:
+                    continue
                 start = time.perf_counter()
                 restored, extra = function(degraded)
                 seconds = time.perf_counter() - start
