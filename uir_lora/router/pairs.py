@@ -33,7 +33,6 @@ def pair_scores(clean: torch.Tensor, kinds: tuple[str, ...], seed: int, backbone
     if "router" in methods:
         routed, compositions = pipeline.restore(degraded, backbone, bank)
         scores["router"] = psnr(routed, clean)
-        scores["router_top1"] = psnr(_restore(degraded, backbone, bank, top_k=1), clean)
         scores["router_hits_both"] = float(set(kinds) <= set(compositions[0].weights))
     if "best_single" in methods:
         scores["best_single"] = max(psnr(_restore(degraded, backbone, bank, manual={k: 1.0}), clean) for k in kinds)
@@ -74,12 +73,13 @@ def mixed_pairs(bank_dir: Path, max_images: int | None = None, seed: int = 0,
 
 
 def main() -> None:
-    """Oracle methods only (no router needed): ``python -m uir_lora.router.pairs BANK N OUT.json``."""
+    """``python -m uir_lora.router.pairs BANK N OUT.json [METHOD,...]`` (default: the oracle methods)."""
     import json
     import sys
 
     torch.set_num_threads(1)
-    result = mixed_pairs(Path(sys.argv[1]), int(sys.argv[2]), methods=ORACLE_METHODS)
+    methods = tuple(sys.argv[4].split(",")) if len(sys.argv) > 4 else ORACLE_METHODS
+    result = mixed_pairs(Path(sys.argv[1]), int(sys.argv[2]), methods=methods)
     Path(sys.argv[3]).write_text(json.dumps(result, indent=1))
 
 
