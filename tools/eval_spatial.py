@@ -156,6 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--oracle", action="store_true", help="also restore each half with its own kind's LoRA")
     p.add_argument("--out", type=Path, help="JSON with every row and the per-pair summary")
     p.add_argument("--pictures", type=Path, help="folder for one example strip per pair")
+    p.add_argument("--picture-photo", type=int, default=2, help="which photo the strips show (default %(default)s)")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     pairs = [tuple(pair.split(":")) for pair in args.pairs.split(",")]
@@ -174,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
             row, pics = evaluate_case(bank, backbone, clean, left, right, args, seed=1000 * index)
             rows.append(row)
             print(json.dumps({k: round(v, 2) if isinstance(v, float) else v for k, v in row.items()}), flush=True)
-            if args.pictures and index == 0:
+            if args.pictures and index == args.picture_photo:
                 strip([to_uint8(pics["mixed"]), to_uint8(pics["global"]), to_uint8(pics["spatial"]), pics["map"]],
                       args.pictures / f"spatial_{left}_{right}.jpg")
     summary = summarise(rows)
