@@ -16,7 +16,8 @@ COMMAND_MODULES = ("uir_lora.commands.restore", "uir_lora.commands.bank", "uir_l
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="uir-lora", description="Universal image restoration with a routed LoRA bank.")
+    parser = argparse.ArgumentParser(prog="uir-lora",
+                                     description="Universal image restoration with a routed LoRA bank.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log more (router weights, tiles)")
     subparsers = parser.add_subparsers(dest="command", required=True)
     for name in COMMAND_MODULES:

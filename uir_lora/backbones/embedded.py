@@ -72,7 +72,7 @@ class EmbeddedFFDNetBackbone(Backbone):
             raise BackboneError(f"{path}: not FFDNet colour weights (expected keys model.0..22, "
                                 f"model.0.weight [96,13,3,3]): {str(exc)[:300]}") from exc
         backbone = cls(net)
-        backbone.fingerprint  # computed now, in float32, before any dtype change
+        _ = backbone.fingerprint  # computed now, in float32, before any dtype change
         return backbone
 
     @property

@@ -41,11 +41,10 @@ class Composition:
         total = sum(abs(w) for w in self.weights.values())
         if total == 0:
             return blended
-        for key in {k for name in self.weights for k in self.bank.manifest.lora(name).conditioning} | set(blended):
-            blended[key] = sum(
-                abs(w) * self.bank.manifest.lora(name).conditioning.get(key, backbone.default_conditioning.get(key, 0.0))
-                for name, w in self.weights.items()
-            ) / total
+        per_lora = {name: self.bank.manifest.lora(name).conditioning for name in self.weights}
+        for key in {k for cond in per_lora.values() for k in cond} | set(blended):
+            fallback = backbone.default_conditioning.get(key, 0.0)
+            blended[key] = sum(abs(w) * per_lora[name].get(key, fallback) for name, w in self.weights.items()) / total
         return blended
 
 
@@ -54,7 +53,8 @@ def check_weights(weights: Mapping[str, float], bank: LoraBank) -> dict[str, flo
     clean: dict[str, float] = {}
     for name, value in weights.items():
         if name not in bank.manifest.names:
-            raise InputError(f"unknown LoRA {name!r}; bank {bank.manifest.name!r} has: {', '.join(bank.manifest.names)}")
+            names = ", ".join(bank.manifest.names)
+            raise InputError(f"unknown LoRA {name!r}; bank {bank.manifest.name!r} has: {names}")
         if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
             raise InputError(f"weight of {name!r} must be a finite number, got {value!r}")
         if abs(value) > MAX_WEIGHT:

@@ -17,7 +17,9 @@ def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
     return sorted(set(starts))
 
 
-def blend_window(height: int, width: int, overlap: int, *, top: bool, bottom: bool, left: bool, right: bool) -> torch.Tensor:
+def blend_window(
+    height: int, width: int, overlap: int, *, top: bool, bottom: bool, left: bool, right: bool
+) -> torch.Tensor:
     """[1,1,h,w] weights: 1 inside, a raised-cosine ramp over ``overlap`` on sides that meet a neighbour."""
 
     def ramp(size: int, start: bool, end: bool) -> torch.Tensor:
