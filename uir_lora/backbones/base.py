@@ -49,17 +49,19 @@ class Backbone(ABC):
     ) -> torch.Tensor:
         """Restore ``image`` ([B,3,H,W] in 0..1, H and W multiples of ``size_multiple``)."""
 
-    @abstractmethod
     def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> Backbone:
         """Move weights (and adapters) to ``device`` / ``dtype``; returns self."""
+        self.adapter_root.to(device=device, dtype=dtype)
+        return self
 
     @property
-    @abstractmethod
-    def device(self) -> torch.device: ...
+    def device(self) -> torch.device:
+        return next(self.adapter_root.parameters()).device
 
     @property
-    @abstractmethod
-    def dtype(self) -> torch.dtype: ...
+    def dtype(self) -> torch.dtype:
+        """The dtype of the first adapted module (families that keep parts in float32 say so)."""
+        return next(self.adapter_root.parameters()).dtype
 
     # -- shared behaviour -------------------------------------------------------------------
     @property

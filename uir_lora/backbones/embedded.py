@@ -79,18 +79,6 @@ class EmbeddedFFDNetBackbone(Backbone):
     def adapter_root(self) -> nn.Module:
         return self.net
 
-    @property
-    def device(self) -> torch.device:
-        return next(self.net.parameters()).device
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return next(self.net.parameters()).dtype
-
-    def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> Backbone:
-        self.net.to(device=device, dtype=dtype)
-        return self
-
     def restore_step(
         self,
         image: torch.Tensor,

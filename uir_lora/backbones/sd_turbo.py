@@ -86,14 +86,6 @@ class SDTurboBackbone(Backbone):
     def adapter_root(self) -> nn.Module:
         return self.parts
 
-    @property
-    def device(self) -> torch.device:
-        return next(self.unet.parameters()).device
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return next(self.unet.parameters()).dtype
-
     def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> Backbone:
         self.parts.to(device=device, dtype=dtype)
         if dtype == torch.float16 and self.vae.config.get("force_upcast", True):

@@ -69,15 +69,7 @@ def restore_batch(
     if len(compositions) not in (1, images.shape[0]):
         raise InputError(f"need 1 or {images.shape[0]} compositions, got {len(compositions)}")
     per_image = compositions * images.shape[0] if len(compositions) == 1 else compositions
-    tiles = count_tiles(*images.shape[-2:], options.tile, backbone.tile_overlap, backbone.size_multiple)
-    total, done = tiles * images.shape[0], 0
-
-    def on_tile() -> None:
-        nonlocal done
-        done += 1
-        if progress:
-            progress(done, total)
-
+    on_tile = tile_counter(images, options.tile, backbone, progress)
     outputs = []
     for index, composition in enumerate(per_image):
         generator = torch.Generator(device="cpu").manual_seed(options.seed + index)
@@ -85,6 +77,22 @@ def restore_batch(
             restore_one(backbone, images[index : index + 1], composition, options, generator, on_tile, check_interrupt)
         )
     return torch.cat(outputs)
+
+
+def tile_counter(
+    images: torch.Tensor, tile: int, backbone: Backbone, progress: ProgressFn | None
+) -> Callable[[], None]:
+    """An on_tile() hook that reports progress(done, total) over every tile of every image."""
+    total = count_tiles(*images.shape[-2:], tile, backbone.tile_overlap, backbone.size_multiple) * images.shape[0]
+    done = 0
+
+    def on_tile() -> None:
+        nonlocal done
+        done += 1
+        if progress:
+            progress(done, total)
+
+    return on_tile
 
 
 def restore_one(

@@ -19,8 +19,8 @@ from ..backbones.base import Backbone
 from ..compose.composer import Composition, composed
 from ..router.router import RoutingResult
 from ..router.spatial import RegionWeights
-from .restore import InterruptFn, ProgressFn, SamplerOptions
-from .tiling import count_tiles, run_tiled
+from .restore import InterruptFn, ProgressFn, SamplerOptions, tile_counter
+from .tiling import run_tiled
 
 SPATIAL_TILE = 192
 """Small enough to follow a half-image split within ~1/3 tile; big enough that the 32 px overlap
@@ -55,15 +55,7 @@ def restore_regions(
     options = options or SamplerOptions()
     options.validate(backbone)
     tile = min(options.tile, SPATIAL_TILE)
-    tiles = count_tiles(*images.shape[-2:], tile, backbone.tile_overlap, backbone.size_multiple)
-    total, done = tiles * images.shape[0], 0
-
-    def on_tile() -> None:
-        nonlocal done
-        done += 1
-        if progress:
-            progress(done, total)
-
+    on_tile = tile_counter(images, tile, backbone, progress)
     outputs = []
     for index, region in enumerate(regions):
         generator = torch.Generator(device="cpu").manual_seed(options.seed + index)
