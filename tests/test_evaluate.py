@@ -160,3 +160,13 @@ def _small_random_bank(root):
     from uir_lora.testing.banks import make_random_bank
 
     return open_bank(make_random_bank(root, default_backbone(), names=("noise", "jpeg"), dim=DegradationEncoder().dim))
+
+
+def test_a_shard_sees_the_same_degradations_as_the_whole_run(photo, random_bank, embedded_backbone):
+    images = [("a", photo), ("b", photo.flip(-1))]
+    cases = harness.default_cases(["jpeg"], pairs=False)
+    whole, _ = harness.evaluate(images, embedded_backbone, random_bank, cases=cases, only={"input", "bilateral"})
+    shard, _ = harness.evaluate(images[1:], embedded_backbone, random_bank, cases=cases, indices=[1],
+                                only={"input", "bilateral"})
+    assert {r["method"] for r in shard} == {"input", "bilateral"}
+    assert [r for r in whole if r["image"] == "b"] == shard
