@@ -69,3 +69,15 @@ def test_parse_weights():
     assert parse_weights("noise=0.7, jpeg=0.3") == {"noise": 0.7, "jpeg": 0.3}
     with pytest.raises(InputError, match="noise=0.7"):
         parse_weights("noise")
+
+
+def test_bank_default_top_k_larger_than_a_small_bank(tmp_path, embedded_backbone, encoder_dim, photo):
+    from uir_lora.bank.store import open_bank
+    from uir_lora.testing.banks import make_random_bank
+
+    one = open_bank(make_random_bank(tmp_path, embedded_backbone, ("noise",), dim=encoder_dim))
+    assert one.manifest.router.top_k == 2
+    (result,) = estimate(one, photo)
+    assert result.weights == {"noise": pytest.approx(1.0)}
+    with pytest.raises(InputError, match="top_k"):
+        estimate(one, photo, top_k=2)

@@ -95,7 +95,9 @@ class Router:
         normalisation: str | None = None,
     ) -> list[RoutingResult]:
         defaults = self.manifest.router
-        top_k = check_int("top_k", defaults.top_k if top_k is None else top_k, 1, max(1, len(self.names)))
+        if top_k is None:  # the bank's default may exceed a small bank's size: keep all LoRAs then
+            top_k = min(defaults.top_k, len(self.names))
+        top_k = check_int("top_k", top_k, 1, max(1, len(self.names)))
         temperature = check_range("temperature", defaults.temperature if temperature is None else temperature,
                                   1e-4, 100.0)
         normalisation = normalisation or defaults.normalisation
