@@ -50,6 +50,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--full-finetune", action="store_true", help="train every backbone weight, no LoRA")
     p.add_argument("--output", type=Path, help="--full-finetune: where to write the backbone safetensors")
     p.add_argument("--replace", action="store_true", help="overwrite a LoRA of the same name in the bank")
+    p.add_argument("--resume", action="store_true", help="continue training the bank's LoRA of this name (its "
+                   "weights, rank and sigma) and replace it; provenance records every run and the total steps")
+    p.add_argument("--frame-side", type=int, default=256, help="degrade crops as windows of a photo of this "
+                   "side, so raindrop/haze/snow sizes match the 256 px validation photos (default 256; 0: each "
+                   "crop is a whole photo, the behaviour before this option)")
     p.set_defaults(run=run_train)
 
 
@@ -62,6 +67,11 @@ def _check_args(args: argparse.Namespace, kinds: tuple[str, ...]) -> None:
         raise InputError("give --bank FOLDER (a bank folder; it is created when it has no manifest.json)")
     if not args.full_finetune and args.degradation == ALL:
         raise InputError("--degradation all is for --full-finetune; a LoRA learns one kind")
+    if args.resume and (args.full_finetune or args.bank is None or not (args.bank / MANIFEST_NAME).is_file()):
+        raise InputError("--resume continues a LoRA of an existing bank: give --bank FOLDER with a manifest.json "
+                         "(and no --full-finetune)")
+    if args.frame_side and args.frame_side < args.crop:
+        raise InputError(f"--frame-side {args.frame_side} is smaller than --crop {args.crop}; use >= the crop or 0")
     if args.steps < 0 or args.minutes <= 0 or args.batch < 1 or args.rank < 1 or not 8 <= args.crop <= 128:
         raise InputError(f"need --steps >= 0, --minutes > 0, --batch >= 1, --rank >= 1, 8 <= --crop <= 128; got "
                          f"{args.steps}, {args.minutes}, {args.batch}, {args.rank}, {args.crop}")
@@ -71,6 +81,29 @@ def bank_lock(bank_dir: Path) -> FileLock:
     """Serialise manifest read-modify-writes of trainings that finish at the same time."""
     key = hashlib.sha1(str(bank_dir.resolve()).encode()).hexdigest()[:16]
     return FileLock(str(Path(tempfile.gettempdir()) / f"uir-lora-bank-{key}.lock"))
+
+
+def _resume_from(args: argparse.Namespace, name: str) -> tuple[LoraEntry, dict[str, torch.Tensor]]:
+    """The bank's entry and weights of LoRA ``name`` (--resume), with its rank overriding --rank."""
+    from ..bank.store import read_lora_file
+
+    manifest = read_manifest(args.bank)
+    if name not in manifest.names:
+        raise InputError(f"--resume: bank {args.bank} has no LoRA {name!r} (it has {', '.join(manifest.names)}); "
+                         "train it first without --resume")
+    entry = manifest.lora(name)
+    if entry.rank != args.rank:
+        print(f"--resume: using the stored LoRA's rank {entry.rank} (not --rank {args.rank})")
+        args.rank = entry.rank
+    return entry, read_lora_file(args.bank / entry.file)
+
+
+def resumed_provenance(previous: dict, run: dict) -> dict:
+    """This run's record, with ``steps``/``wall_seconds`` totalled over all runs and ``runs`` listing each."""
+    runs = [*previous.get("runs", [previous]), {**run, "resumed": True}]
+    return {**run, "steps": sum(r["steps"] for r in runs), "run_steps": run["steps"],
+            "wall_seconds": round(sum(r.get("wall_seconds", 0.0) for r in runs), 1),
+            "runs": [{k: v for k, v in r.items() if k != "runs"} for r in runs]}
 
 
 def run_train(args: argparse.Namespace) -> int:
@@ -98,10 +131,16 @@ def run_train(args: argparse.Namespace) -> int:
         crops, data_info = data.load_training_crops(data_dir)
         val_images = data.load_validation_images(data_dir)
     kind = list(trainer.KINDS) if args.degradation == ALL else args.degradation
-    probe = trainer.PairDataset(crops, kind, crops.shape[-1], 32, args.seed + 7777)  # pairs to pick sigma on
+    frame_side = args.frame_side or None
+    name = args.name or args.degradation
+    resumed, init_state = _resume_from(args, name) if args.resume else (None, None)
+    probe = trainer.PairDataset(crops, kind, crops.shape[-1], 32, args.seed + 7777, frame_side)  # to pick sigma on
     degraded, clean = (torch.stack(t) for t in zip(*(probe[i] for i in range(len(probe)))))
     conditioning, sigma_scores = dict(backbone.default_conditioning), {}
-    if "sigma" in conditioning:  # FFDNet-style families: pick the fixed noise level first
+    if resumed is not None:  # the LoRA was trained for its stored sigma: keep it
+        conditioning = dict(resumed.conditioning)
+        sigma_scores = resumed.provenance.get("sigma_scores", {})
+    elif "sigma" in conditioning:  # FFDNet-style families: pick the fixed noise level first
         sigma, sigma_scores = trainer.pick_sigma(backbone, degraded, clean)
         conditioning = {"sigma": sigma}
         say(f"{args.degradation}: fixed sigma {sigma * 255:.0f}/255 (base PSNR by sigma: "
@@ -109,15 +148,16 @@ def run_train(args: argparse.Namespace) -> int:
     cfg = trainer.TrainConfig(steps=args.steps, minutes=args.minutes, batch=args.batch, crop=args.crop, lr=args.lr,
                               seed=args.seed, bf16=args.bf16 and not args.no_bf16)
     length = (args.steps or 10**7) * args.batch * accelerator.num_processes
-    dataset = trainer.PairDataset(crops, kind, args.crop, length, args.seed)
-    name = args.name or args.degradation
+    dataset = trainer.PairDataset(crops, kind, args.crop, length, args.seed, frame_side)
+    alpha, targets = (resumed.alpha, list(resumed.target_modules)) if resumed else (
+        float(args.rank), list(backbone.default_lora_targets))
     if args.full_finetune:
         before = validate.validate(backbone, kind, val_images, conditioning, None)
         stats = trainer.train_full(backbone, dataset, conditioning, cfg, accelerator=accelerator, log=say)
     else:
-        config = LoraConfig(r=args.rank, lora_alpha=float(args.rank),
-                            target_modules=list(backbone.default_lora_targets))
-        stats = trainer.train_lora(backbone, name, config, dataset, conditioning, cfg, accelerator=accelerator, log=say)
+        config = LoraConfig(r=args.rank, lora_alpha=alpha, target_modules=targets)
+        stats = trainer.train_lora(backbone, name, config, dataset, conditioning, cfg, init_state,
+                                   accelerator=accelerator, log=say)
     accelerator.wait_for_everyone()
     if not accelerator.is_main_process:
         return 0
@@ -138,7 +178,10 @@ def run_train(args: argparse.Namespace) -> int:
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "command": "uir-lora " + " ".join(sys.argv[1:]),
         "code": os.environ.get("UIR_LORA_CODE", "working tree"),  # tools/train_bank.sh: the git commit trained
+        "frame_side": frame_side,
     }
+    if resumed is not None:
+        provenance = resumed_provenance(resumed.provenance, provenance)
     say(f"{name}: {stats['steps']} steps in {stats['seconds']:.0f}s; validation {result}")
     if args.full_finetune:
         save_lora_file(backbone.base_state_dict(), args.output, {"kind": "full-finetune", "provenance": provenance,
@@ -146,8 +189,7 @@ def run_train(args: argparse.Namespace) -> int:
         say(f"wrote {args.output}")
         return 0
     bank_dir: Path = args.bank
-    entry = LoraEntry(name=name, file=f"{name}.safetensors", rank=args.rank, alpha=float(args.rank),
-                      target_modules=list(backbone.default_lora_targets),
+    entry = LoraEntry(name=name, file=f"{name}.safetensors", rank=args.rank, alpha=alpha, target_modules=targets,
                       embedding=[],  # set under the lock below; a placeholder that `uir-lora train-router` fills
                       description=DEGRADATION_INFO.get(name, "Clean input: identity target, a safe route for "
                                                              "undegraded photos"),
@@ -165,7 +207,7 @@ def run_train(args: argparse.Namespace) -> int:
         entry.embedding = [0.0] * manifest.encoder.dim
         if name in manifest.names:  # re-training: the embedding describes the degradation, not the weights
             entry.embedding = manifest.lora(name).embedding
-        add_lora(bank_dir, entry, backbone.adapter_state(name), replace=args.replace)
+        add_lora(bank_dir, entry, backbone.adapter_state(name), replace=args.replace or args.resume)
     log.info("added %s to %s", name, bank_dir)
     say(f"wrote {bank_dir / entry.file} and its manifest entry")
     return 0

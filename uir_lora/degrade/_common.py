@@ -85,3 +85,32 @@ def smooth_random_field(gen: torch.Generator, like: torch.Tensor, cells: int) ->
 def screen(base: torch.Tensor, layer: torch.Tensor) -> torch.Tensor:
     """Screen blend: brightens like adding light, never exceeds 1."""
     return 1.0 - (1.0 - base) * (1.0 - layer.clamp(0.0, 1.0))
+
+
+def frame_scale(image: torch.Tensor, frame_side: int | None) -> float:
+    """How many times larger the whole photo is than ``image`` (1 when ``image`` is the whole photo).
+
+    ``frame_side`` is the shorter side of the photo that ``image`` is a window of (training crops of a
+    256 px validation frame: 256), so size-relative parameters (drop radius, flake size, depth-field
+    scale) match the photo's, not the crop's.
+    """
+    side = min(image.shape[-2:])
+    if frame_side is None or frame_side == side:
+        return 1.0
+    if isinstance(frame_side, bool) or not isinstance(frame_side, int) or frame_side < side:
+        raise ValueError(f"frame_side must be None or an int >= the image's shorter side ({side}), got "
+                         f"{frame_side!r}; pass the side of the whole photo this image was cropped from")
+    return frame_side / side
+
+
+def frame_window(image: torch.Tensor, frame_side: int | None, gen: torch.Generator) -> tuple[int, int, int, int]:
+    """(frame height, frame width, top, left): where ``image`` sits in its whole photo.
+
+    Draws the position from ``gen`` only when the image is a crop, so the default stream is unchanged.
+    """
+    height, width = image.shape[-2:]
+    scale = frame_scale(image, frame_side)
+    if scale == 1.0:
+        return height, width, 0, 0
+    frame_h, frame_w = round(height * scale), round(width * scale)
+    return frame_h, frame_w, randint(gen, 0, frame_h - height), randint(gen, 0, frame_w - width)

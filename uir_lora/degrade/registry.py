@@ -8,6 +8,7 @@ from numbers import Real
 
 import torch
 
+from ._common import frame_scale
 from .blur import defocus_blur, motion_blur
 from .compression import jpeg
 from .kinds import CANONICAL_ORDER, KINDS
@@ -34,6 +35,9 @@ _APPLY: dict[str, KindFunction] = {
     "raindrop": raindrop,
     "color_cast": color_cast,
 }
+
+# Kinds with parameters relative to the photo's size; they take ``frame_side`` (see degrade()).
+_FRAME_AWARE = frozenset({"raindrop", "haze", "snow"})
 
 # Pairs that make little physical sense together (or duplicate one another) in a mixture.
 _EXCLUSIVE_GROUPS: tuple[frozenset[str], ...] = (
@@ -85,13 +89,15 @@ def _default_generator() -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
-def _apply_kind(batch: torch.Tensor, name: str, gen: torch.Generator, severity: float | None) -> torch.Tensor:
+def _apply_kind(batch: torch.Tensor, name: str, gen: torch.Generator, severity: float | None,
+                frame_side: int | None = None) -> torch.Tensor:
+    extra = {"frame_side": frame_side} if name in _FRAME_AWARE and frame_side is not None else {}
     outputs = []
     for single in batch.split(1):
         # Always draw, then override, so a fixed severity leaves the rest of the random stream unchanged.
         drawn = float(torch.rand((1,), generator=gen, device=gen.device))
         level = drawn if severity is None else float(severity)
-        degraded = _APPLY[name](single, level, gen)
+        degraded = _APPLY[name](single, level, gen, **extra)
         outputs.append(torch.nan_to_num(degraded, nan=0.0).clamp(0.0, 1.0))
     return torch.cat(outputs)
 
@@ -102,20 +108,25 @@ def degrade(
     *,
     generator: torch.Generator | None = None,
     severity: float | None = None,
+    frame_side: int | None = None,
 ) -> torch.Tensor:
     """Synthesise one or several degradations on float images in [0, 1].
 
     ``kind`` may be a name from ``KINDS`` or a sequence (applied in ``CANONICAL_ORDER`` whatever the
     given order). Every image of the batch draws its own parameters from ``generator``.
     ``severity`` None samples the kind's full training range; a value in [0, 1] fixes it (0 mild).
+    ``frame_side``: the shorter side of the whole photo that ``image`` is a crop of (None: the image
+    is the whole photo). Raindrop, haze and snow size their drops, depth field and flakes relative to
+    the photo, so training crops of a 256 px frame get the drops a 256 px photo gets.
     """
     names = canonical_kinds(kind)
     _check_severity(severity)
     batch, squeeze = _as_batch(image)
     gen = generator if generator is not None else _default_generator()
+    frame_scale(batch, frame_side)  # validate before any work
     out = batch.float()
     for name in names:
-        out = _apply_kind(out, name, gen, severity)
+        out = _apply_kind(out, name, gen, severity, frame_side)
     out = out.to(image.dtype)
     return out.squeeze(0) if squeeze else out
 

@@ -13,6 +13,8 @@ from ._common import (
     choice,
     coin,
     convolve,
+    frame_scale,
+    frame_window,
     gaussian_blur,
     lerp,
     luminance,
@@ -25,27 +27,35 @@ from ._common import (
 from .blur import linear_motion_kernel
 
 
-def _depth_proxy(image: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-    """Relative scene depth in [0, 1], [1,1,H,W]: random smooth field, image cues, or a blend."""
-    height = image.shape[-2]
-    field = smooth_random_field(gen, image, randint(gen, 2, 6))
+def _depth_proxy(image: torch.Tensor, gen: torch.Generator, frame_side: int | None = None) -> torch.Tensor:
+    """Relative scene depth in [0, 1], [1,1,H,W]: random smooth field, image cues, or a blend.
+
+    The field and the row prior span the whole photo (``frame_side``); a crop gets its window of them.
+    """
+    height, width = image.shape[-2:]
+    frame_h, frame_w, top, left = frame_window(image, frame_side, gen)
+    frame = image.new_empty((1, 1, frame_h, frame_w))
+    field = smooth_random_field(gen, frame, randint(gen, 2, 6))[..., top:top + height, left:left + width]
     # Outdoor prior: the top of the frame and bright (sky-like) regions tend to be far away.
-    rows = torch.linspace(1.0, 0.0, height, device=image.device, dtype=image.dtype).view(1, 1, height, 1)
-    bright = gaussian_blur(luminance(image.clamp(0.0, 1.0)), max(1.0, height / 32.0))
+    rows = torch.linspace(1.0, 0.0, frame_h, device=image.device, dtype=image.dtype)[top:top + height]
+    rows = rows.view(1, 1, height, 1)
+    bright = gaussian_blur(luminance(image.clamp(0.0, 1.0)), max(1.0, frame_h / 32.0))
     cue_weight = uniform(gen, 0.3, 0.8)
     cues = cue_weight * rows + (1.0 - cue_weight) * bright
     model = choice(gen, ("field", "cues", "blend"))
     blend = {"field": 1.0, "cues": 0.0, "blend": uniform(gen, 0.3, 0.7)}[model]
     depth = blend * field + (1.0 - blend) * cues.expand_as(field)
+    if (frame_h, frame_w) != (height, width):
+        return depth.clamp(0.0, 1.0)  # a window keeps the photo's depth range: stretching it would not
     low, high = depth.amin(), depth.amax()
     return (depth - low) / (high - low).clamp_min(1e-6)
 
 
-def haze(image: torch.Tensor, severity: float, gen: torch.Generator) -> torch.Tensor:
+def haze(image: torch.Tensor, severity: float, gen: torch.Generator, frame_side: int | None = None) -> torch.Tensor:
     """Koschmieder scattering: I = J t + A (1 - t), t = exp(-beta d)."""
     beta = lerp(0.5, 3.0, severity) * uniform(gen, 0.9, 1.1)
     nearest = uniform(gen, 0.15, 0.45)
-    depth = nearest + (1.0 - nearest) * _depth_proxy(image, gen)
+    depth = nearest + (1.0 - nearest) * _depth_proxy(image, gen, frame_side)
     transmission = torch.exp(-beta * depth)
     brightness = uniform(gen, 0.7, 1.0)
     airlight = [min(1.0, brightness + uniform(gen, -0.05, 0.05)) for _ in range(3)]
@@ -86,8 +96,8 @@ def _flake_layer(image: torch.Tensor, gen: torch.Generator, density: float, sigm
     return gaussian_blur(seeds, sigma) * max(1.0, 2.0 * math.pi * sigma * sigma)
 
 
-def snow(image: torch.Tensor, severity: float, gen: torch.Generator) -> torch.Tensor:
-    scale = max(image.shape[-2:]) / 256.0
+def snow(image: torch.Tensor, severity: float, gen: torch.Generator, frame_side: int | None = None) -> torch.Tensor:
+    scale = max(image.shape[-2:]) * frame_scale(image, frame_side) / 256.0
     small = _flake_layer(image, gen, lerp(0.002, 0.012, severity), uniform(gen, 0.4, 0.9))
     large = _flake_layer(image, gen, lerp(0.0002, 0.002, severity), uniform(gen, 1.2, 3.0) * max(scale, 0.5))
     flakes = (small + large * uniform(gen, 0.7, 1.0)).clamp(0.0, 1.0)

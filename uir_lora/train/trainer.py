@@ -29,22 +29,35 @@ def all_kinds() -> tuple[str, ...]:
 
 
 def degrade_batch(clean: torch.Tensor, kind: str | Sequence[str], generator: torch.Generator,
-                  severity: float | None = None) -> torch.Tensor:
-    """``kind`` one name, ``"clean"`` (identity) or a list of names to draw one per image from."""
+                  severity: float | None = None, frame_side: int | None = None) -> torch.Tensor:
+    """``kind`` one name, ``"clean"`` (identity) or a list of names to draw one per image from.
+
+    ``frame_side``: the side of the photo the images are crops of (see ``degrade``); None: whole photos.
+    """
     if isinstance(kind, str):
-        return clean.clone() if kind == CLEAN else degrade(clean, kind, generator=generator, severity=severity)
+        return clean.clone() if kind == CLEAN else degrade(clean, kind, generator=generator, severity=severity,
+                                                           frame_side=frame_side)
     picks = torch.randint(0, len(kind), (clean.shape[0],), generator=generator).tolist()
-    return torch.cat([degrade_batch(c, kind[p], generator, severity) for c, p in zip(clean.split(1), picks)])
+    return torch.cat([degrade_batch(c, kind[p], generator, severity, frame_side)
+                      for c, p in zip(clean.split(1), picks)])
 
 
 class PairDataset(Dataset):
-    """Item i: a random sub-crop of a cached crop, flipped/rotated, degraded; seeded by (seed, i)."""
+    """Item i: a random sub-crop of a cached crop, flipped/rotated, degraded; seeded by (seed, i).
 
-    def __init__(self, crops: torch.Tensor, kind: str | Sequence[str], crop: int, length: int, seed: int) -> None:
+    ``frame_side``: degrade each sub-crop as a window of a photo of that side (the validation frame,
+    256), so size-relative degradations (raindrop, haze, snow) look as they do on whole photos.
+    """
+
+    def __init__(self, crops: torch.Tensor, kind: str | Sequence[str], crop: int, length: int, seed: int,
+                 frame_side: int | None = None) -> None:
         if crop > crops.shape[-1]:
             raise ValueError(f"crop {crop} is larger than the cached crops ({crops.shape[-1]}); use --crop <= "
                              f"{crops.shape[-1]}")
+        if frame_side is not None and frame_side < crop:
+            raise ValueError(f"frame_side {frame_side} is smaller than the crop {crop}; use --frame-side >= {crop}")
         self.crops, self.kind, self.crop, self.length, self.seed = crops, kind, crop, length, seed
+        self.frame_side = frame_side
 
     def __len__(self) -> int:
         return self.length
@@ -57,7 +70,7 @@ class PairDataset(Dataset):
         clean = torch.rot90(clean, int(torch.randint(0, 4, (1,), generator=gen)), (1, 2))
         if torch.rand((1,), generator=gen) < 0.5:
             clean = clean.flip(-1)
-        degraded = degrade_batch(clean.unsqueeze(0).contiguous(), self.kind, gen)[0]
+        degraded = degrade_batch(clean.unsqueeze(0).contiguous(), self.kind, gen, frame_side=self.frame_side)[0]
         return degraded, clean
 
 
@@ -149,9 +162,13 @@ def train(backbone: Backbone, dataset: Dataset, conditioning: Mapping[str, float
 
 
 def train_lora(backbone: Backbone, name: str, config: LoraConfig, dataset: Dataset,
-               conditioning: Mapping[str, float], cfg: TrainConfig, **kwargs) -> dict:
-    """Inject adapter ``name`` (zero-initialised B: starts as the base model), train only it."""
+               conditioning: Mapping[str, float], cfg: TrainConfig,
+               init_state: Mapping[str, torch.Tensor] | None = None, **kwargs) -> dict:
+    """Inject adapter ``name`` (zero-initialised B: starts as the base model, or ``init_state``: a LoRA
+    file's tensors to continue from), train only it."""
     backbone.inject_adapter(name, config)
+    if init_state is not None:
+        backbone.load_adapter_state(name, dict(init_state))
     for layer in backbone.lora_layers():
         layer.set_adapter(name)
     params = [p for n, p in backbone.adapter_root.named_parameters() if f".{name}." in n and "lora_" in n]
