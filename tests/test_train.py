@@ -93,3 +93,39 @@ def test_full_finetune_writes_a_backbone(tmp_path, data_dir):
     assert main(["train-lora", "--degradation", "all", "--full-finetune", "--output", str(out), "--steps", "2",
                  "--batch", "2", "--crop", "32", "--lr", "1e-4", "--data-dir", str(data_dir)]) == 0
     assert FAMILIES["embedded-ffdnet"](out).fingerprint != FAMILIES["embedded-ffdnet"](None).fingerprint
+
+
+def test_resume_starts_from_the_stored_weights(crops):
+    """init_state loads before training: at lr 0 the adapter ends exactly as the given state."""
+    config = LoraConfig(r=2, lora_alpha=2.0, target_modules=["model.0", "model.22"])
+    first = FAMILIES["embedded-ffdnet"](None)
+    dataset = trainer.PairDataset(crops, "haze", crop=32, length=8, seed=0)
+    trainer.train_lora(first, "h", config, dataset, {"sigma": 0.0},
+                       trainer.TrainConfig(steps=2, batch=4, lr=1e-2, lr_min=1e-2), log=lambda _: None)
+    state = first.adapter_state("h")
+    second = FAMILIES["embedded-ffdnet"](None)
+    trainer.train_lora(second, "h", config, dataset, {"sigma": 0.0},
+                       trainer.TrainConfig(steps=1, batch=4, lr=0.0, lr_min=0.0), init_state=state, log=lambda _: None)
+    again = second.adapter_state("h")
+    assert any(float(v.abs().max()) > 0 for k, v in state.items() if "lora_B" in k)  # trained, not zero-init
+    assert all(torch.equal(state[k], again[k]) for k in state)
+
+
+def test_train_lora_resume_records_both_runs(tmp_path, data_dir, capsys):
+    bank_dir = tmp_path / "bank"
+    args = ["train-lora", "--degradation", "haze", "--bank", str(bank_dir), "--batch", "2", "--crop", "32",
+            "--rank", "2", "--data-dir", str(data_dir)]
+    assert main([*args, "--steps", "3"]) == 0
+    first = read_manifest(bank_dir).lora("haze")
+    before = read_lora_file(bank_dir / "haze.safetensors")
+    assert main([*args, "--steps", "2", "--resume", "--rank", "4", "--seed", "1"]) == 0
+    entry = read_manifest(bank_dir).lora("haze")
+    prov = entry.provenance
+    assert prov["steps"] == 5 and prov["run_steps"] == 2 and [r["steps"] for r in prov["runs"]] == [3, 2]
+    assert prov["runs"][0]["seed"] == 0 and prov["runs"][1]["seed"] == 1 and prov["runs"][1]["resumed"]
+    assert entry.rank == 2 and entry.conditioning == first.conditioning  # the stored LoRA's rank and sigma
+    after = read_lora_file(bank_dir / "haze.safetensors")
+    assert before.keys() == after.keys() and any(not torch.equal(before[k], after[k]) for k in before)
+    assert main([*args, "--steps", "1", "--resume", "--name", "fog"]) == 2
+    assert "has no LoRA 'fog'" in capsys.readouterr().err
+    assert main(["train-lora", "--degradation", "haze", "--bank", str(tmp_path / "none"), "--resume"]) == 2
