@@ -3,21 +3,26 @@
     python benchmarks/speed.py                      # CPU, 1 thread, writes docs/bench_speed.json + the doc section
     python benchmarks/speed.py --device cuda --dtype bf16   # on a GPU machine (not measured yet)
 
-Timings are the best of ``--repeats`` runs (the least disturbed by other processes on a shared
-machine). The 4000x3000 image runs in a child process so its peak RSS is its own.
+Every measured function runs once untimed (first-call work: attaching the bank, building the
+encoder), then ``--repeats`` interleaved rounds (bare, route, ..., bare, route, ...) so that a change
+of load on a shared machine hits every row alike; each row is the median over the rounds, with the
+spread (min-max). The headline ratio is the median of the per-round ratios pipeline / bare. The
+4000x3000 image runs in a child process so its peak RSS is its own.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import torch
@@ -43,18 +48,22 @@ def peak_rss_gb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
 
 
-def best_of(function: Callable[[], object], repeats: int, sync: Callable[[], None]) -> float:
-    """Least seconds over ``repeats`` runs: CPU time of this process on the CPU (robust to other jobs
-    sharing the cores), wall time with a device sync elsewhere."""
+def interleaved(functions: Mapping[str, Callable[[], object]], repeats: int, sync: Callable[[], None]) -> dict:
+    """Seconds of every function in each of ``repeats`` rounds, after one untimed warm-up call each: CPU
+    time of this process on the CPU (robust to other jobs sharing the cores), wall time with a device
+    sync elsewhere. Rounds interleave the functions so that load changes affect them alike."""
     clock = time.process_time if CPU_CLOCK else time.perf_counter
-    times = []
-    for _ in range(repeats):
-        sync()
-        start = clock()
+    for function in functions.values():
         function()
-        sync()
-        times.append(clock() - start)
-    return min(times)
+    times: dict[str, list[float]] = {name: [] for name in functions}
+    for _ in range(repeats):
+        for name, function in functions.items():
+            sync()
+            start = clock()
+            function()
+            sync()
+            times[name].append(clock() - start)
+    return times
 
 
 def get_bank(name: str, root: Path, backbone) -> tuple[LoraBank, str]:
@@ -91,39 +100,53 @@ def small_image_timings(backbone, bank, repeats: int, sync) -> dict:
     composition = pipeline.compose(bank, routing)
     unfused = Composition(bank=bank, weights=composition.weights, fused=False)
     sigma = composition.conditioning(backbone)
+    encoder = pipeline.router_for(bank).encoder
 
     def compose_only(c: Composition = composition) -> None:
         with composed(backbone, c):
             pass
 
-    results = {
-        "bare_s": best_of(lambda: bare_restore(backbone, x, sigma), repeats, sync),
-        "route_s": best_of(lambda: pipeline.estimate(bank, x), repeats, sync),
-        "compose_s": best_of(compose_only, repeats, sync),
-        "pipeline_s": best_of(lambda: pipeline.restore(x, backbone, bank), repeats, sync),
-        "unfused_s": best_of(lambda: restore_batch(backbone, x, [unfused]), repeats, sync),
-        "fused_s": best_of(lambda: restore_batch(backbone, x, [composition]), repeats, sync),
-        "weights": {k: round(v, 3) for k, v in composition.weights.items()},
+    functions = {
+        "bare_s": lambda: bare_restore(backbone, x, sigma),
+        "pipeline_s": lambda: pipeline.restore(x, backbone, bank),
+        "route_s": lambda: pipeline.estimate(bank, x),
+        "encoder_s": lambda: encoder.features(x),
+        "compose_s": compose_only,
+        "fused_s": lambda: restore_batch(backbone, x, [composition]),
+        "unfused_s": lambda: restore_batch(backbone, x, [unfused]),
+        "switch_per_image_s": switching(backbone, bank),
     }
-    results["routing_composition_ratio"] = results["pipeline_s"] / results["bare_s"]
-    results["per_megapixel_s"] = results["pipeline_s"] / (512 * 512 / 1e6)
-    results.update(switching(backbone, bank, repeats, sync))
+    load_before = os.getloadavg()
+    times = interleaved(functions, repeats, sync)
+    times["switch_per_image_s"] = [t / 4 for t in times["switch_per_image_s"]]
+    ratios = [p / b for p, b in zip(times["pipeline_s"], times["bare_s"])]
+    results = {name: statistics.median(values) for name, values in times.items()}
+    results.update(
+        spread={name: [min(values), max(values)] for name, values in times.items()},
+        routing_composition_ratio=statistics.median(ratios),
+        ratio_spread=[min(ratios), max(ratios)],
+        load_average=[round(v, 2) for v in (*load_before, *os.getloadavg())],
+        weights={k: round(v, 3) for k, v in composition.weights.items()},
+        per_megapixel_s=statistics.median(times["pipeline_s"]) / (512 * 512 / 1e6),
+        switch_reloaded=False,
+    )
+    adapters = list(backbone.adapter_names())
+    functions["switch_per_image_s"]()
+    results["switch_reloaded"] = backbone.adapter_names() != adapters
     return results
 
 
-def switching(backbone, bank, repeats: int, sync) -> dict:
+def switching(backbone, bank) -> Callable[[], None]:
     """Four images, each with other manual weights, through one attached bank: no file is re-read."""
     images = torch.cat([photo((512, 512), seed) for seed in range(4)])
     names = bank.manifest.names
     manual = [{names[i % len(names)]: 1.0, names[(i + 3) % len(names)]: 0.5} for i in range(4)]
-    adapters_before = list(backbone.adapter_names())
 
     def run() -> None:
         for image, weights in zip(images.split(1), manual):
             pipeline.restore(image, backbone, bank, manual=weights, mode="manual")
 
-    seconds = best_of(run, repeats, sync)
-    return {"switch_per_image_s": seconds / 4, "switch_reloaded": backbone.adapter_names() != adapters_before}
+    return run
 
 
 def big_image(tile: int, bank_name: str) -> dict:
@@ -143,25 +166,35 @@ def big_image(tile: int, bank_name: str) -> dict:
 
 def speed_markdown(result: dict) -> str:
     s, big = result["small"], result.get("big_image", {})
-    ms = {k: 1000 * v for k, v in s.items() if k.endswith("_s")}
+    bare = s["bare_s"]
+
+    def row(label: str, key: str, digits: int = 0) -> str:
+        low, high = (1000 * v for v in s["spread"][key])
+        ratio = f"{s[key] / bare:.{3 if s[key] < 0.1 * bare else 2}f}×"
+        return f"| {label} | {1000 * s[key]:.{digits}f} ms | {low:.{digits}f}–{high:.{digits}f} | {ratio} |"
+
+    low, high = s["ratio_spread"]
+    load = s.get("load_average")
     lines = [
         "## Speed and memory", "",
         f"Generated by `{result['command']}` on {result['date']} ({result['machine']}); bank {result['bank']}. "
-        f"{result['clock']}, best of {result['repeats']} runs.", "",
-        "| 512² image | time | vs bare backbone |", "|---|---|---|",
-        f"| bare backbone (FFDNet, no LoRA) | {ms['bare_s']:.0f} ms | 1.00× |",
-        f"| router alone (encoder + cosine + top-K) | {ms['route_s']:.0f} ms | {s['route_s'] / s['bare_s']:.2f}× |",
-        f"| composition alone (merge top-K into the weights and restore) | {ms['compose_s']:.1f} ms | "
-        f"{s['compose_s'] / s['bare_s']:.3f}× |",
-        f"| **full pipeline** (route + fused composition + backbone) | {ms['pipeline_s']:.0f} ms | "
-        f"**{s['routing_composition_ratio']:.2f}×** |",
-        f"| fused composition, backbone pass | {ms['fused_s']:.0f} ms | {s['fused_s'] / s['bare_s']:.2f}× |",
-        f"| unfused composition (peft adapters beside the weights) | {ms['unfused_s']:.0f} ms | "
-        f"{s['unfused_s'] / s['bare_s']:.2f}× |",
-        f"| switching weights per image (4 images, other weights each, no reload) | {ms['switch_per_image_s']:.0f} ms"
-        f" | {s['switch_per_image_s'] / s['bare_s']:.2f}× |", "",
-        f"- Full pipeline per megapixel: **{s['per_megapixel_s']:.2f} s/MP**; router weights on the test image: "
-        f"{s['weights']}; adapters re-loaded while switching: {s['switch_reloaded']}.",
+        f"{result['clock']}. Every function ran once untimed (first-call work), then {result['repeats']} "
+        f"interleaved rounds; each time is the median over the rounds, with its spread (min–max)"
+        + (f"; load average {load[0]:.1f} before, {load[3]:.1f} after (2 cores)." if load else "."), "",
+        "| 512² image | median | spread | vs bare backbone |", "|---|---|---|---|",
+        row("bare backbone (FFDNet, no LoRA)", "bare_s"),
+        row("router alone (encoder + cosine + top-K)", "route_s"),
+        row("router's encoder alone (4 crops + their high-pass residuals)", "encoder_s"),
+        row("composition alone (merge top-K into the weights and restore)", "compose_s", 1),
+        f"| **full pipeline** (route + fused composition + backbone) | {1000 * s['pipeline_s']:.0f} ms | "
+        f"{1000 * s['spread']['pipeline_s'][0]:.0f}–{1000 * s['spread']['pipeline_s'][1]:.0f} | "
+        f"**{s['routing_composition_ratio']:.2f}×** (per round {low:.2f}–{high:.2f}) |",
+        row("fused composition, backbone pass", "fused_s"),
+        row("unfused composition (peft adapters beside the weights)", "unfused_s"),
+        row("switching weights per image (4 images, other weights each, no reload)", "switch_per_image_s"), "",
+        f"- The full pipeline's ratio is the median of the per-round ratios pipeline / bare. Full pipeline per "
+        f"megapixel: **{s['per_megapixel_s']:.2f} s/MP**; router weights on the test image: {s['weights']}; "
+        f"adapters re-loaded while switching: {s['switch_reloaded']}.",
         f"- Peak RSS of the 512² run (process, incl. torch and the encoder): {result['small_peak_rss_gb']:.2f} GB.",
     ]
     if big:
@@ -179,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=DOCS, help="folder of benchmarks.md (default docs/)")
     parser.add_argument("--bank", default=pipeline.DEFAULT_BANK, help="bank name, or 'random' (same shapes)")
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=7, help="interleaved timed rounds (default 7)")
     parser.add_argument("--tile", type=int, default=512)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", choices=("fp32", "bf16", "fp16"), default="fp32")

@@ -77,7 +77,10 @@ def composed(backbone: Backbone, composition: Composition) -> Iterator[Backbone]
             pass  # base state already: adapters disabled
         elif composition.fused:
             for layer in layers:
-                snapshots.append(_merge_weighted(layer, active))
+                if not layer.disable_adapters:  # merged weights plus live adapters would count twice
+                    layer.enable_adapters(False)
+                if any(name in layer.lora_A for name in active):
+                    snapshots.append(_merge_weighted(layer, active))
         else:
             for layer in layers:
                 names = [a for a in active if a in layer.lora_A]
@@ -95,18 +98,19 @@ def composed(backbone: Backbone, composition: Composition) -> Iterator[Backbone]
             for name in active:
                 if name in layer.lora_A:
                     layer.set_scale(name, 1.0)
-            layer.enable_adapters(False)
+            if not layer.disable_adapters:  # peft's disabling walks every adapter module: only when needed
+                layer.enable_adapters(False)
 
 
 def _merge_weighted(layer, active: Mapping[str, float]) -> tuple[torch.Tensor, torch.Tensor]:
     """W <- W0 + sum_i s_i dW_i, computed in float32; returns (weight, snapshot of W0)."""
     weight = layer.get_base_layer().weight
     snapshot = weight.data.clone()
-    delta = torch.zeros_like(weight, dtype=torch.float32)
-    for name, scale in active.items():
-        if name in layer.lora_A:
-            delta += scale * layer.get_delta_weight(name).float()
-    if not torch.isfinite(delta).all():
+    terms = [scale * layer.get_delta_weight(name).float() for name, scale in active.items() if name in layer.lora_A]
+    delta = terms[0]
+    for term in terms[1:]:
+        delta += term
+    if not torch.isfinite(delta.sum()):  # one reduction: NaN and Inf (or an overflowing sum) propagate into it
         raise InputError("the weighted LoRA sum is not finite; lower the weights")
-    weight.data.copy_((snapshot.float() + delta).to(weight.dtype))
+    weight.data.copy_(delta.add_(snapshot.float()).to(weight.dtype))  # W0 + delta, same rounding as before
     return weight, snapshot

