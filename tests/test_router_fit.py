@@ -93,10 +93,13 @@ def test_train_router_fits_the_whole_bank_and_leaves_lora_files(random_bank, pho
     monkeypatch.setattr(data, "PHOTO_WIDTHS", (320,))
     root = random_bank.root
     files = {p.name: p.read_bytes() for p in root.glob("*.safetensors")}
-    config = fit.RouterFitConfig(per_photo=1, val_per_photo=1, steps=20)
+    config = fit.RouterFitConfig(per_photo=1, per_render=0, val_per_photo=1, mixtures=2, outliers=2, steps=20)
     fit.train_router(root, config, cache_dir=tmp_path / "cache", log=lambda _: None)
     manifest = read_manifest(root)
     assert manifest.router.unknown_threshold is not None and manifest.router.calibration["train_examples"] == 6
+    assert manifest.router.calibration["mixture_examples"] == 2 and manifest.router.calibration["outlier_examples"] == 2
+    assert manifest.router.unknown_margin is not None
+    assert abs(torch.tensor(manifest.router.unknown_embedding).norm() - 1) < 1e-4
     assert manifest.encoder.dim == len(manifest.encoder.feature_std) == len(manifest.loras[0].embedding)
     assert all(abs(torch.tensor(e.embedding).norm() - 1) < 1e-4 for e in manifest.loras)
     assert files == {p.name: p.read_bytes() for p in root.glob("*.safetensors")}
@@ -115,6 +118,34 @@ def test_unknown_routing_scales_the_composition_and_says_so(random_bank):
     known = RoutingResult(similarities=routing.similarities, weights=routing.weights, top_k=2, temperature=0.05,
                           normalisation="softmax", unknown_threshold=0.0)
     assert pipeline.compose(random_bank, known).weights == pytest.approx(routing.weights)
+
+
+def test_soft_targets_learn_a_blend_of_two_classes():
+    """Mixture examples with 1/2 : 1/2 targets put both classes on top with comparable weight."""
+    z, labels, centres = _blobs(seed=3, per_class=60)
+    gen = torch.Generator().manual_seed(4)
+    mixed = (centres[0] + centres[1]) / 2 + 0.6 * torch.randn(60, z.shape[1], generator=gen)
+    targets = torch.cat([torch.nn.functional.one_hot(labels, 3).float(), torch.tensor([[0.5, 0.5, 0.0]]).repeat(60, 1)])
+    init = fit.centroids(z, labels, 3)
+    table, temperature = fit.fit_embeddings(torch.cat([z, mixed]), targets, init, steps=200)
+    weights = torch.softmax(fit.similarities(mixed, table) / temperature, dim=-1).mean(dim=0)
+    assert weights[2] < 0.1 and 0.25 < weights[0] < 0.75 and 0.25 < weights[1] < 0.75
+    only_singles, hard_t = fit.fit_embeddings(z, labels, init, steps=200)
+    hard = torch.softmax(fit.similarities(mixed, only_singles) / hard_t, dim=-1)
+    blended = torch.softmax(fit.similarities(mixed, table) / temperature, dim=-1)
+    assert (blended.max(dim=-1).values.mean() < hard.max(dim=-1).values.mean())
+
+
+def test_the_unknown_embedding_flags_an_outlier_and_says_why():
+    sims = {"noise": 0.40, "haze": 0.10}
+    known = RoutingResult(similarities=sims, weights={"noise": 1.0}, top_k=1, temperature=0.05,
+                          normalisation="softmax", unknown_threshold=0.0, unknown_similarity=0.30,
+                          unknown_margin=0.05)
+    assert not known.unknown
+    outlier = RoutingResult(similarities=sims, weights={"noise": 1.0}, top_k=1, temperature=0.05,
+                            normalisation="softmax", unknown_threshold=0.0, unknown_similarity=0.50,
+                            unknown_margin=0.05)
+    assert outlier.unknown and "closer to the unknown class" in outlier.table()
 
 
 def test_estimate_command_prints_unknown(random_bank, photo, tmp_path, capsys):

@@ -28,11 +28,11 @@ def brightness_router(random_bank, monkeypatch):
     """The bank's router with similarities driven by brightness: dark -> noise, bright -> haze."""
     router = router_for(random_bank)
 
-    def similarities(crops: torch.Tensor) -> torch.Tensor:
+    def scores(crops: torch.Tensor) -> tuple[torch.Tensor, None]:
         mean = crops.mean(dim=(1, 2, 3))
-        return torch.stack([1 - mean, mean, torch.zeros_like(mean)], dim=1)  # noise, haze, jpeg
+        return torch.stack([1 - mean, mean, torch.zeros_like(mean)], dim=1), None  # noise, haze, jpeg
 
-    monkeypatch.setattr(router, "similarities", similarities)
+    monkeypatch.setattr(router, "scores", scores)
     assert router.names == ["noise", "haze", "jpeg"]
     return router
 

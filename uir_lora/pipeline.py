@@ -116,8 +116,7 @@ def compose(
         # no LoRA fits: restore gently rather than confidently wrong (the strength is recorded in the bank)
         safe = bank.manifest.router.unknown_strength
         routed = {name: weight * safe for name, weight in routed.items()}
-        notes += (f"unknown degradation (best similarity {routing.best[1]:.3f} < {routing.unknown_threshold:.3f}): "
-                  f"router weights scaled to {safe:g}",)
+        notes += (f"unknown degradation ({routing.unknown_reason}): router weights scaled to {safe:g}",)
     if mode == "manual":
         routing, weights = None, dict(manual)
     elif mode == "override":

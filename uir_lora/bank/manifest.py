@@ -51,6 +51,10 @@ class RouterDefaults:
     normalisation: str = "softmax"
     unknown_threshold: float | None = None
     """Best cosine below this means no LoRA fits (calibrated on the validation split)."""
+    unknown_embedding: list[float] | None = None
+    """Unit embedding of the "unknown" class (outlier exposure, router/outliers.py); null: not fitted."""
+    unknown_margin: float | None = None
+    """cos(d, unknown) - best cos(d, B_i) above this also means unknown (calibrated like the threshold)."""
     unknown_strength: float = 0.5
     """Composer's scale of the router weights when the degradation is unknown (0 = input, 1 = full)."""
     calibration: dict[str, Any] = field(default_factory=dict)
@@ -162,6 +166,10 @@ def _check_specs(encoder: EncoderSpec, router: RouterDefaults, where: str) -> No
     if threshold is not None:
         _check_number(threshold, isinstance(threshold, (int, float)) and -1 <= threshold <= 1,
                       "router.unknown_threshold must be null or a cosine in [-1, 1]", where)
+    margin = router.unknown_margin
+    if margin is not None:
+        _check_number(margin, isinstance(margin, (int, float)) and -2 <= margin <= 2,
+                      "router.unknown_margin must be null or a number in [-2, 2]", where)
 
 
 def _parse_lora(data: Any, index: int, dim: int) -> LoraEntry:
@@ -215,6 +223,9 @@ def parse_manifest(data: Any, source: str = "manifest") -> Manifest:
     _check_specs(encoder, router, source)
     for key in ("feature_mean", "feature_std"):
         setattr(encoder, key, _finite_vector(getattr(encoder, key), f"{source} encoder.{key}", encoder.dim))
+    if router.unknown_embedding is not None:
+        router.unknown_embedding = _finite_vector(router.unknown_embedding, f"{source} router.unknown_embedding",
+                                                  encoder.dim)
     if min(encoder.feature_std) < 1e-12:  # tinier values overflow the standardised features
         raise BankError(f"{source}: encoder.feature_std must be >= 1e-12; re-run `uir-lora train-router`")
     loras_data = _require(data, "loras", list, source)

@@ -5,6 +5,6 @@ order) to float images in [0, 1]; every random parameter comes from the given ge
 """
 
 from .kinds import CANONICAL_ORDER, DEGRADATION_INFO, KINDS
-from .registry import canonical_kinds, degrade, sample_mixture
+from .registry import canonical_kinds, compatible, degrade, sample_mixture
 
-__all__ = ["CANONICAL_ORDER", "DEGRADATION_INFO", "KINDS", "canonical_kinds", "degrade", "sample_mixture"]
+__all__ = ["CANONICAL_ORDER", "DEGRADATION_INFO", "KINDS", "canonical_kinds", "compatible", "degrade", "sample_mixture"]

@@ -48,6 +48,11 @@ _EXCLUSIVE_GROUPS: tuple[frozenset[str], ...] = (
 )
 
 
+def compatible(kinds: Sequence[str]) -> bool:
+    """False when two of ``kinds`` are alternative models of one thing (two noises, two blurs...)."""
+    return not any(len(group & set(kinds)) > 1 for group in _EXCLUSIVE_GROUPS)
+
+
 def canonical_kinds(kind: str | Sequence[str]) -> list[str]:
     """Validate names, drop duplicates and return them in physical application order."""
     names = [kind] if isinstance(kind, str) else list(kind)

@@ -63,6 +63,37 @@ def photo_crops(paths: Sequence[Path], per_photo: int, size: int, seed: int) -> 
     return torch.cat(crops)
 
 
+def render_crops(per_render: int, size: int, seed: int) -> torch.Tensor:
+    """Seeded crops of the photo-like template renders the LoRA trainer also uses (more scenes than
+    the 30 training photos: the router's accuracy was still rising with more examples)."""
+    import numpy as np
+
+    from ..train.data import media_images
+
+    generator = torch.Generator().manual_seed(seed)
+    crops = []
+    for _, image in media_images(min_side=size):
+        array = torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0).permute(2, 0, 1)[None]
+        crops.append(random_crops(array, per_render, size, generator))
+    return torch.cat(crops) if crops else torch.zeros(0, 3, size, size)
+
+
+def compatible_pairs(names: Sequence[str]) -> list[tuple[str, str]]:
+    """Every pair of synthetic kinds among ``names`` that ``uir_lora.degrade`` can apply together."""
+    from ..degrade import KINDS, compatible
+
+    kinds = [n for n in names if n in KINDS]
+    return [(a, b) for i, a in enumerate(kinds) for b in kinds[i + 1:] if compatible((a, b))]
+
+
+def degrade_pairs(crops: torch.Tensor, pairs: Sequence[tuple[str, str]], degrade: DegradeFn,
+                  generator: torch.Generator) -> tuple[torch.Tensor, list[tuple[str, str]]]:
+    """Each crop degraded by a random pair of kinds; returns the images and the pair each got."""
+    picks = [pairs[int(torch.randint(0, len(pairs), (), generator=generator))] for _ in range(len(crops))]
+    images = torch.cat([degrade(crop[None], list(pair), generator=generator) for crop, pair in zip(crops, picks)])
+    return images.clamp(0, 1), picks
+
+
 def _cache_path(cache_dir: Path, key: dict) -> Path:
     digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
     return cache_dir / f"router_features_{digest}.safetensors"

