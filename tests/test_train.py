@@ -129,3 +129,17 @@ def test_train_lora_resume_records_both_runs(tmp_path, data_dir, capsys):
     assert main([*args, "--steps", "1", "--resume", "--name", "fog"]) == 2
     assert "has no LoRA 'fog'" in capsys.readouterr().err
     assert main(["train-lora", "--degradation", "haze", "--bank", str(tmp_path / "none"), "--resume"]) == 2
+
+
+@pytest.mark.parametrize("loss", ["l1", "mse"])
+def test_loss_option_is_the_training_objective(crops, loss):
+    backbone = FAMILIES["embedded-ffdnet"](None)
+    dataset = trainer.PairDataset(crops, "haze", crop=32, length=4, seed=0)
+    stats = trainer.train_lora(backbone, "h", LoraConfig(r=2, lora_alpha=2.0, target_modules=["model.0"]), dataset,
+                               {"sigma": 0.0}, trainer.TrainConfig(steps=1, batch=4, lr=0.0, lr_min=0.0, loss=loss),
+                               log=lambda _: None)
+    degraded, clean = (torch.stack(t) for t in zip(*(dataset[i] for i in range(4))))
+    with torch.no_grad():  # B starts at zero: the first step's output is the backbone's
+        out = backbone.restore_step(degraded, {"sigma": 0.0})
+    expected = torch.nn.functional.mse_loss(out, clean) if loss == "mse" else torch.nn.functional.l1_loss(out, clean)
+    assert stats["losses"][0] == pytest.approx(float(expected), rel=1e-4)

@@ -39,6 +39,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--crop", type=int, default=64, help="training crop side in pixels (<= 128)")
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--loss", choices=("l1", "mse"), default="l1", help="l1 (default) or mse: mse learns partial "
+                   "corrections where the degradation is uncertain (raindrops), which PSNR rewards and l1 does not")
     p.add_argument("--threads", type=int, default=1, help="torch threads per process (default 1)")
     p.add_argument("--bf16", action="store_true", help="bf16 autocast (about 2x faster on CPU); see docs/training.md: "
                    "an FFDNet LoRA trained under bf16 learns bf16's errors and then hurts in float32")
@@ -146,7 +148,7 @@ def run_train(args: argparse.Namespace) -> int:
         say(f"{args.degradation}: fixed sigma {sigma * 255:.0f}/255 (base PSNR by sigma: "
             f"{ {k: round(v, 2) for k, v in sigma_scores.items()} })")
     cfg = trainer.TrainConfig(steps=args.steps, minutes=args.minutes, batch=args.batch, crop=args.crop, lr=args.lr,
-                              seed=args.seed, bf16=args.bf16 and not args.no_bf16)
+                              seed=args.seed, bf16=args.bf16 and not args.no_bf16, loss=args.loss)
     length = (args.steps or 10**7) * args.batch * accelerator.num_processes
     dataset = trainer.PairDataset(crops, kind, args.crop, length, args.seed, frame_side)
     alpha, targets = (resumed.alpha, list(resumed.target_modules)) if resumed else (
@@ -168,7 +170,7 @@ def run_train(args: argparse.Namespace) -> int:
     provenance = {
         "data": data_info, "validation_photos": list(data.VALIDATION_PHOTOS), "degradation": args.degradation,
         "steps": stats["steps"], "batch": args.batch, "crop": args.crop, "lr_schedule": cfg.schedule(),
-        "loss": "L1", "loss_first_50": round(sum(losses[:50]) / max(1, len(losses[:50])), 5),
+        "loss": cfg.loss.upper(), "loss_first_50": round(sum(losses[:50]) / max(1, len(losses[:50])), 5),
         "loss_last_50": round(sum(losses[-50:]) / max(1, len(losses[-50:])), 5), "seed": args.seed,
         "wall_seconds": stats["seconds"], "threads": args.threads, "processes": accelerator.num_processes,
         "bf16": cfg.bf16, "device": accelerator.device.type,

@@ -22,6 +22,7 @@ from ..degrade import KINDS, degrade
 
 CLEAN = "clean"  # the identity LoRA: target = input, so clean photos have a safe route
 SIGMA_GRID = (0, 5, 10, 15, 25, 35, 50)  # candidate fixed FFDNet noise levels, in /255 units
+LOSSES = {"l1": F.l1_loss, "mse": F.mse_loss}
 
 
 def all_kinds() -> tuple[str, ...]:
@@ -98,6 +99,7 @@ class TrainConfig:
     weight_decay: float = 0.0
     seed: int = 0
     bf16: bool = False  # bf16-trained FFDNet LoRAs correct bf16 rounding and hurt in float32 inference
+    loss: str = "l1"    # "mse": the conditional mean, which PSNR rewards when the degradation is hard to detect
     log_every: int = 50
     extra: dict = field(default_factory=dict)
 
@@ -148,7 +150,7 @@ def train(backbone: Backbone, dataset: Dataset, conditioning: Mapping[str, float
             group["lr"] = lr
         degraded = degraded.contiguous(memory_format=torch.channels_last)
         with torch.autocast(accelerator.device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
-            loss = F.l1_loss(model(degraded).float(), clean)
+            loss = LOSSES[cfg.loss](model(degraded).float(), clean)
         optimizer.zero_grad(set_to_none=True)
         accelerator.backward(loss)
         optimizer.step()
