@@ -31,6 +31,11 @@ def run_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _db(value: object) -> str:
+    """A validation PSNR for display; the clean LoRA records psnr_in as null (its input is exact)."""
+    return f"{value:.1f}" if isinstance(value, (int, float)) else "exact"
+
+
 def run_info(args: argparse.Namespace) -> int:
     manifest = load_bank(args.name, args.bank_dir).manifest
     router = manifest.router
@@ -38,11 +43,11 @@ def run_info(args: argparse.Namespace) -> int:
     print(f"backbone {manifest.backbone_family} {manifest.backbone_fingerprint}; encoder {manifest.encoder.name} "
           f"(dim {manifest.encoder.dim})")
     print(f"router: top_k {router.top_k}, temperature {router.temperature}, {router.normalisation}, "
-          f"unknown below {router.unknown_threshold}")
+          f"unknown below {router.unknown_threshold}"
+          f"{'' if router.unknown_margin is None else f' or unknown-class margin above {router.unknown_margin}'}")
     print(f"{'LoRA':<16}{'rank':>5}{'alpha':>7}  {'validation':<34} description")
     for entry in manifest.loras:
         val = entry.validation
-        numbers = (f"{val.get('psnr_in', float('nan')):.1f} -> {val.get('psnr_out', float('nan')):.1f} dB"
-                   if "psnr_out" in val else "-")
+        numbers = f"{_db(val.get('psnr_in'))} -> {_db(val.get('psnr_out'))} dB" if "psnr_out" in val else "-"
         print(f"{entry.name:<16}{entry.rank:>5}{entry.alpha:>7.0f}  {numbers:<34} {entry.description}")
     return 0

@@ -10,12 +10,22 @@ from ..errors import InputError
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    from ..router.fit import RouterFitConfig  # light: the encoder is only built when the command runs
+
     p = subparsers.add_parser("train-router", help="fit the router (embeddings, standardisation, unknown "
                                                    "threshold) for every LoRA of a bank")
     p.add_argument("--bank", type=existing_path, required=True, help="bank folder (holds manifest.json)")
-    p.add_argument("--per-photo", type=int, default=4, help="crops per training photo and class (default 4)")
+    defaults = RouterFitConfig()
+    p.add_argument("--per-photo", type=int, default=defaults.per_photo,
+                   help=f"crops per training photo and class (default {defaults.per_photo})")
+    p.add_argument("--per-render", type=int, default=defaults.per_render,
+                   help=f"crops per photo-like template render and class (default {defaults.per_render}; 0: none)")
+    p.add_argument("--mixtures", type=int, default=defaults.mixtures,
+                   help=f"examples of random pairs of kinds, target 1/2:1/2 (default {defaults.mixtures}; 0: none)")
+    p.add_argument("--outliers", type=int, default=defaults.outliers,
+                   help=f"outlier-exposure examples for the 'unknown' embedding (default {defaults.outliers}; 0: none)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--steps", type=int, default=200, help="optimisation steps for the embeddings")
+    p.add_argument("--steps", type=int, default=defaults.steps, help="optimisation steps for the embeddings")
     p.add_argument("--false-alarm", type=float, default=0.02,
                    help="share of known-kind validation images allowed below the unknown threshold")
     p.add_argument("--top-k", type=int, default=2, help="default number of LoRAs the router keeps")
@@ -46,9 +56,11 @@ def _lock(bank: Path):
 def run_train_router(args: argparse.Namespace) -> int:
     from ..router.fit import RouterFitConfig, train_router
 
-    if args.per_photo < 1 or args.steps < 1:
-        raise InputError(f"need --per-photo >= 1 and --steps >= 1, got {args.per_photo}, {args.steps}")
-    config = RouterFitConfig(per_photo=args.per_photo, seed=args.seed, steps=args.steps,
+    if args.per_photo < 1 or args.steps < 1 or min(args.per_render, args.mixtures, args.outliers) < 0:
+        raise InputError(f"need --per-photo >= 1, --steps >= 1 and --per-render/--mixtures/--outliers >= 0, got "
+                         f"{args.per_photo}, {args.steps}, {args.per_render}, {args.mixtures}, {args.outliers}")
+    config = RouterFitConfig(per_photo=args.per_photo, per_render=args.per_render, mixtures=args.mixtures,
+                             outliers=args.outliers, seed=args.seed, steps=args.steps,
                              false_alarm=args.false_alarm, top_k=args.top_k, unknown_strength=args.unknown_strength)
     with _lock(args.bank):
         train_router(args.bank, config, cache_dir=args.cache_dir)

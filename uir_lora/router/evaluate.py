@@ -21,7 +21,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from ..bank.manifest import read_manifest
 from .fit import RouterFitConfig, bank_features
-from .router import Router
+from .router import Router, unknown_mask
 
 EVAL_SEED = 100
 EVAL_PER_PHOTO = 2  # crops per validation photo and kind: 18 images per kind
@@ -51,6 +51,15 @@ def unknown_degrade(image: torch.Tensor, kind: str, *, generator: torch.Generato
 
 def raw_similarities(router: Router, raw: torch.Tensor) -> torch.Tensor:
     return F.normalize((raw - router.mean) / router.std, dim=-1) @ router.embeddings.T
+
+
+def raw_unknown(router: Router, raw: torch.Tensor) -> torch.Tensor:
+    """The bank's unknown tests on raw features: a boolean per example."""
+    unit = F.normalize((raw - router.mean) / router.std, dim=-1)
+    unknown = None if router.unknown_embedding is None else unit @ router.unknown_embedding
+    defaults = router.manifest.router
+    best = (unit @ router.embeddings.T).max(dim=-1).values
+    return unknown_mask(best, unknown, defaults.unknown_threshold, defaults.unknown_margin)
 
 
 def confusion(labels: torch.Tensor, predicted: torch.Tensor, count: int) -> np.ndarray:
@@ -99,8 +108,7 @@ def single_kinds(bank_dir: Path, implementation: str, cache_dir: Path | None = N
     predicted = sims.argmax(dim=-1)
     lenient = [RELATED.get(names[p], names[p]) == RELATED.get(names[t], names[t]) for p, t in zip(predicted, labels)]
     matrix = confusion(labels, predicted, len(names))
-    threshold = manifest.router.unknown_threshold
-    alarms = (sims.max(dim=-1).values < threshold).float().mean().item() if threshold is not None else float("nan")
+    alarms = raw_unknown(router, raw).float().mean().item()
     return {"implementation": implementation, "examples": int(len(labels)),
             "top1": float((predicted == labels).float().mean()), "top1_lenient": float(np.mean(lenient)),
             "per_kind": {n: float(matrix[i, i] / max(matrix[i].sum(), 1)) for i, n in enumerate(names)},
@@ -114,16 +122,46 @@ def unknown_hits(bank_dir: Path, cache_dir: Path | None = None) -> dict:
     manifest = read_manifest(bank_dir)
     router = Router(manifest)
     crops = photo_crops(photo_split()[1], EVAL_PER_PHOTO, router.encoder.spec.crop, seed=EVAL_SEED + 1)
-    threshold = manifest.router.unknown_threshold
     hits = {}
     for kind in UNKNOWN_KINDS:
         raw = encode_class(router.encoder, crops, kind, unknown_degrade, EVAL_SEED,
                            cache_key={"unknown": kind, "per_photo": EVAL_PER_PHOTO, "crop_seed": EVAL_SEED + 1},
                            cache_dir=cache_dir)
         sims = raw_similarities(router, raw)
-        hits[kind] = float((sims.max(dim=-1).values < threshold).float().mean()) if threshold is not None else 0.0
+        hits[kind] = float(raw_unknown(router, raw).float().mean())
         hits[f"{kind}_top1"] = manifest.names[int(sims.argmax(dim=-1).mode().values)]
     return hits
+
+
+def _degrade_pair(image: torch.Tensor, name: str, *, generator: torch.Generator) -> torch.Tensor:
+    from ..degrade import degrade
+
+    return degrade(image, name.split("+"), generator=generator)
+
+
+def mixture_routing(bank_dir: Path, cache_dir: Path | None = None) -> dict:
+    """Held-out mixed pairs, routing only: how often the top-K keeps both true kinds, and their weights."""
+    from ..evaluate.harness import MIXED_PAIRS
+    from .data import encode_class, photo_crops, photo_split
+    from .router import normalise_top_k
+
+    manifest = read_manifest(bank_dir)
+    router = Router(manifest)
+    defaults = manifest.router
+    crops = photo_crops(photo_split()[1], EVAL_PER_PHOTO, router.encoder.spec.crop, seed=EVAL_SEED + 1)
+    rows = {}
+    for pair in MIXED_PAIRS:
+        if not set(pair) <= set(manifest.names):
+            continue
+        raw = encode_class(router.encoder, crops, "+".join(pair), _degrade_pair, EVAL_SEED + 7,
+                           cache_key={"evalpair": list(pair), "crop_seed": EVAL_SEED + 1}, cache_dir=cache_dir)
+        weights = normalise_top_k(raw_similarities(router, raw), min(defaults.top_k, len(manifest.names)),
+                                  defaults.temperature, defaults.normalisation)
+        first, second = (weights[:, manifest.names.index(kind)] for kind in pair)
+        rows["+".join(pair)] = {"both_kept": float(((first > 0) & (second > 0)).float().mean()),
+                                "weight_first": float(first.mean()), "weight_second": float(second.mean()),
+                                "images": int(len(raw))}
+    return rows
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -148,6 +186,8 @@ def main(argv: list[str] | None = None) -> int:
               f"false alarms {result['false_alarm']:.3f}", flush=True)
     results["unknown"] = unknown_hits(args.bank)
     print("unknown hit rates", results["unknown"], flush=True)
+    results["mixture_routing"] = mixture_routing(args.bank)
+    print("mixture routing", json.dumps(results["mixture_routing"]), flush=True)
     if args.pairs:
         from .pairs import mixed_pairs
 

@@ -60,6 +60,17 @@ class RoutingResult:
         return "\n".join(lines)
 
 
+def unknown_mask(best: torch.Tensor, unknown_similarity: torch.Tensor | None, threshold: float | None,
+                 margin: float | None) -> torch.Tensor:
+    """Boolean mask of the unknown tests (see RoutingResult.unknown_reason) for tensors of images/windows."""
+    flagged = torch.zeros_like(best, dtype=torch.bool)
+    if threshold is not None:
+        flagged |= best < threshold
+    if margin is not None and unknown_similarity is not None:
+        flagged |= unknown_similarity - best > margin
+    return flagged
+
+
 def normalise_top_k(similarities: torch.Tensor, top_k: int, temperature: float, normalisation: str) -> torch.Tensor:
     """[..., N] similarities -> [..., N] weights, zero outside the top K, summing to 1 inside."""
     if normalisation not in NORMALISATIONS:

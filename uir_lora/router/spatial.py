@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 from ..errors import InputError, check_int, check_range
 from ..sampler.tiling import tile_starts
-from .router import Router, RoutingResult, normalise_top_k
+from .router import Router, RoutingResult, normalise_top_k, unknown_mask
 
 DEFAULT_WINDOW = 192
 MAP_SCALE = 8
@@ -91,11 +91,7 @@ class RegionWeights:
     def unknown_fraction(self) -> float:
         """Share of windows the bank's unknown tests flag (see RoutingResult.unknown_reason; 0 if none)."""
         best = self.similarities.max(dim=0).values
-        flagged = torch.zeros_like(best, dtype=torch.bool)
-        if self.unknown_threshold is not None:
-            flagged |= best < self.unknown_threshold
-        if self.unknown_margin is not None and self.unknown_similarities is not None:
-            flagged |= self.unknown_similarities - best > self.unknown_margin
+        flagged = unknown_mask(best, self.unknown_similarities, self.unknown_threshold, self.unknown_margin)
         return float(flagged.float().mean())
 
     def mean_weights(self) -> dict[str, float]:

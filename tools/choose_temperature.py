@@ -1,0 +1,102 @@
+"""Pick the router's softmax temperature for restoration quality, not for classification.
+
+train-router learns T by cross-entropy, which rewards confident single-kind decisions (T ~ 0.013:
+a cosine gap of 0.05 already gives 98 : 2), while a mixture needs both LoRAs at comparable weight.
+This sweeps T over a grid, restores every single kind and the benchmark's mixed pairs on *training*
+photos (the benchmark and the router evaluation use the validation photos, so they stay held out),
+and reports mean PSNR per T; ``--write`` records the best T as the bank's default temperature.
+
+    python tools/choose_temperature.py --bank lora_bank/embedded-ffdnet [--photos 9] [--write]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from uir_lora import pipeline
+from uir_lora.bank.manifest import read_manifest, write_manifest
+from uir_lora.bank.store import open_bank
+from uir_lora.compose.composer import Composition
+from uir_lora.evaluate.harness import default_cases, synthesise
+from uir_lora.evaluate.metrics import psnr
+from uir_lora.router.router import normalise_top_k
+from uir_lora.sampler.restore import SamplerOptions, restore_batch
+
+GRID = (None, 0.02, 0.03, 0.05, 0.08, 0.12)  # None: the learned T
+SEED = 5000
+
+
+def training_photos(count: int, size: int = 256) -> list[torch.Tensor]:
+    """Centre crops of the first ``count`` training photos, downscaled x2 like the validation ones."""
+    from uir_lora.router.data import load_scaled
+    from uir_lora.train.data import split_photos
+
+    photos = []
+    for path in split_photos()[0][:count]:
+        image = load_scaled(path, 960)
+        top, left = (image.shape[-2] - size) // 2, (image.shape[-1] - size) // 2
+        photos.append(image[..., top : top + size, left : left + size].contiguous())
+    return photos
+
+
+def sweep(bank_dir: Path, photos: int) -> dict:
+    bank = open_bank(bank_dir)
+    backbone = pipeline.default_backbone()
+    router = pipeline.router_for(bank)
+    learned = bank.manifest.router.temperature
+    top_k = min(bank.manifest.router.top_k, len(router.names))
+    scores: dict[str, dict[str, list[float]]] = {}
+    for index, clean in enumerate(training_photos(photos)):
+        for number, case in enumerate(default_cases()):
+            degraded, _ = synthesise(clean, case, SEED + 97 * index + number)
+            sims = router.similarities(degraded)
+            for temperature in GRID:
+                t = learned if temperature is None else temperature
+                weights = normalise_top_k(sims, top_k, t, "softmax")[0]
+                composition = Composition(bank=bank, weights={n: float(w) for n, w in zip(router.names, weights)
+                                                              if w > 0})
+                restored = restore_batch(backbone, degraded, [composition], SamplerOptions())
+                key = "learned" if temperature is None else f"{temperature:g}"
+                scores.setdefault(key, {}).setdefault(case.name, []).append(psnr(restored, clean))
+        print(f"{time.strftime('%H:%M:%S')} photo {index + 1}/{photos}", flush=True)
+    table = {t: {case: sum(v) / len(v) for case, v in cases.items()} for t, cases in scores.items()}
+    return {"learned_temperature": learned, "photos": photos, "seed": SEED, "psnr": table,
+            "mean": {t: sum(c.values()) / len(c) for t, c in table.items()},
+            "mean_pairs": {t: sum(v for k, v in c.items() if "+" in k) / sum("+" in k for k in c)
+                           for t, c in table.items()}}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--bank", type=Path, required=True)
+    parser.add_argument("--photos", type=int, default=9)
+    parser.add_argument("--json", type=Path, help="write the full table here")
+    parser.add_argument("--write", action="store_true", help="store the best T as the bank's default")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    result = sweep(args.bank, args.photos)
+    for t in result["mean"]:
+        print(f"T={t:>8}: mean PSNR {result['mean'][t]:.3f} dB, mixed pairs {result['mean_pairs'][t]:.3f} dB")
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=1) + "\n")
+    if args.write:
+        best = max(result["mean"], key=result["mean"].get)
+        manifest = read_manifest(args.bank)
+        chosen = result["learned_temperature"] if best == "learned" else float(best)
+        manifest.router.temperature = chosen
+        manifest.router.calibration["temperature_sweep"] = {
+            "chosen": chosen, "learned": result["learned_temperature"], "mean_psnr": result["mean"],
+            "mean_pairs_psnr": result["mean_pairs"], "photos": f"first {args.photos} training photos",
+            "command": "python tools/choose_temperature.py --bank BANK --write"}
+        write_manifest(manifest, args.bank)
+        print(f"wrote temperature {chosen:g} to {args.bank / 'manifest.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
