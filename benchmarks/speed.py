@@ -231,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         bank, bank_info = get_bank(args.bank, Path(tmp), backbone)
         result = {"small": small_image_timings(backbone, bank, args.repeats, sync), "small_peak_rss_gb": peak_rss_gb()}
-    result.update(command="python benchmarks/speed.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+    result.update(command=" ".join(["python benchmarks/speed.py", *(argv if argv is not None else sys.argv[1:])]),
                   date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), repeats=args.repeats, bank=bank_info,
                   machine=f"{platform.machine()} {args.device}, {args.threads} torch thread(s), {args.dtype}",
                   routing_composition_ratio=result["small"]["routing_composition_ratio"],
