@@ -93,3 +93,11 @@ def test_fused_merge_is_bit_identical_to_w0_plus_the_weighted_deltas(embedded_ba
             assert layer.disable_adapters
     for layer, w0 in zip(layers, base):
         assert torch.equal(layer.get_base_layer().weight, w0)
+
+
+def test_the_trunk_holds_ordinary_tensors():
+    """Built on first use inside inference mode, but usable outside it (no inference tensors cached)."""
+    DegradationEncoder().block_features(torch.rand(1, 3, 64, 64))
+    trunk = router_encoder._trunk(max(EncoderSpec().blocks))
+    assert not any(p.is_inference() for p in trunk.parameters())
+    assert all(p.is_contiguous(memory_format=torch.channels_last) for p in trunk.parameters() if p.ndim == 4)

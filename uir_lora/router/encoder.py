@@ -83,7 +83,9 @@ def _trunk(last: int) -> _Trunk:
     """Batch norms folded into the convolutions and channels-last weights: the same features up to float
     rounding (tests/test_speed_paths.py) in ~2/3 of the time. A copy: the cached net itself stays as
     published (evaluate/metrics.py uses it)."""
-    return _Trunk(_efficientnet_lite0(), last).eval().requires_grad_(False).to(memory_format=torch.channels_last)
+    with torch.inference_mode(False):  # first built inside block_features: keep its weights ordinary tensors
+        trunk = _Trunk(_efficientnet_lite0(), last)
+        return trunk.eval().requires_grad_(False).to(memory_format=torch.channels_last)
 
 
 def crop_boxes(height: int, width: int, size: int, count: int) -> list[tuple[int, int]]:
