@@ -339,6 +339,10 @@ MANIFEST_EDITS = {
     "router-top-k": (lambda m: m["router"].update(top_k=2.5), "top_k"),
     "router-threshold": (lambda m: m["router"].update(unknown_threshold="x"), "unknown_threshold"),
     "router-list": (lambda m: m.update(router=[1]), "router"),
+    "router-margin": (lambda m: m["router"].update(unknown_margin=7), "unknown_margin"),
+    "router-unknown-dim": (lambda m: m["router"].update(unknown_embedding=[0.5, 0.5]), "unknown_embedding"),
+    "router-unknown-nan": (lambda m: m["router"].update(unknown_embedding=[float("nan")] * m["encoder"]["dim"]),
+                           "unknown_embedding"),
 }
 
 

@@ -97,13 +97,14 @@ def confusion_png(matrix: np.ndarray, names: Sequence[str], title: str, path: Pa
     return path
 
 
-def single_kinds(bank_dir: Path, implementation: str, cache_dir: Path | None = None) -> dict:
+def single_kinds(bank_dir: Path, implementation: str, cache_dir: Path | None = None,
+                 severity: float | None = None) -> dict:
     """Top-1 (strict and lenient), per-kind accuracy, confusion and unknown false alarms on fresh draws."""
     manifest = read_manifest(bank_dir)
     router = Router(manifest)
     names = manifest.names
     config = RouterFitConfig(seed=EVAL_SEED, val_per_photo=EVAL_PER_PHOTO)
-    raw, labels = bank_features(router.encoder, names, "val", config, implementation, cache_dir)
+    raw, labels = bank_features(router.encoder, names, "val", config, implementation, cache_dir, severity)
     sims = raw_similarities(router, raw)
     predicted = sims.argmax(dim=-1)
     lenient = [RELATED.get(names[p], names[p]) == RELATED.get(names[t], names[t]) for p, t in zip(predicted, labels)]
@@ -169,6 +170,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bank", type=Path, required=True)
     parser.add_argument("--out", type=Path, default=Path("docs/img"))
     parser.add_argument("--json", type=Path, default=Path("docs/router_results.json"))
+    parser.add_argument("--severities", type=float, nargs="*", default=[],
+                        help="also measure top-1 with every kind at these fixed severities (0 mild .. 1 strong)")
     parser.add_argument("--pairs", action="store_true", help="also restore the mixed pairs (needs trained LoRAs)")
     parser.add_argument("--max-images", type=int, help="mixed pairs: use only the first N validation images")
     parser.add_argument("--reuse-pairs", type=Path, help="JSON of `python -m uir_lora.router.pairs` to reuse")
@@ -184,6 +187,12 @@ def main(argv: list[str] | None = None) -> int:
         results[implementation] = result
         print(f"{implementation}: top-1 {result['top1']:.3f} lenient {result['top1_lenient']:.3f} "
               f"false alarms {result['false_alarm']:.3f}", flush=True)
+    if args.severities:
+        results["by_severity"] = {}
+        for severity in args.severities:
+            row = single_kinds(args.bank, "degrade", severity=severity)
+            results["by_severity"][f"{severity:g}"] = {k: row[k] for k in ("top1", "top1_lenient", "per_kind")}
+            print(f"severity {severity:g}: top-1 {row['top1']:.3f} lenient {row['top1_lenient']:.3f}", flush=True)
     results["unknown"] = unknown_hits(args.bank)
     print("unknown hit rates", results["unknown"], flush=True)
     results["mixture_routing"] = mixture_routing(args.bank)

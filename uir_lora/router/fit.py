@@ -7,6 +7,7 @@ fits one new LoRA's embedding with every other embedding frozen and left byte-id
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -166,18 +167,23 @@ def example_crops(split: str, config: RouterFitConfig, size: int) -> tuple[torch
 
 def bank_features(
     encoder: DegradationEncoder, names: Sequence[str], split: str, config: RouterFitConfig,
-    implementation: str = "degrade", cache_dir: Path | None = None,
+    implementation: str = "degrade", cache_dir: Path | None = None, severity: float | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Raw features and labels of every class on the train or validation examples (cached)."""
+    """Raw features and labels of every class on the train or validation examples (cached).
+
+    ``severity`` fixes every kind's severity (0 mild .. 1 strong); None draws it from the full range."""
     from .data import encode_classes
 
     for name in names:
         degrader_for(name, implementation)  # fail before any encoding
     crops, key = example_crops(split, config, encoder.spec.crop)
     key["implementation"] = implementation
+    degrade = degrader_for(names[0], implementation)
+    if severity is not None:
+        key["severity"] = severity
+        degrade = functools.partial(degrade, severity=severity)
     seed = config.seed + {"degrade": 10, "degrade_alt": 20}[implementation] + (0 if split == "train" else 1)
-    return encode_classes(encoder, crops, names, degrader_for(names[0], implementation), seed,
-                          cache_key=key, cache_dir=cache_dir)
+    return encode_classes(encoder, crops, names, degrade, seed, cache_key=key, cache_dir=cache_dir)
 
 
 def extra_examples(
