@@ -173,3 +173,19 @@ def test_a_shard_sees_the_same_degradations_as_the_whole_run(photo, random_bank,
         return [{k: v for k, v in r.items() if k != "seconds"} for r in rows]
 
     assert drop_time(r for r in whole if r["image"] == "b") == drop_time(shard)
+
+
+def test_a_later_only_run_replaces_that_methods_rows_and_keeps_the_rest():
+    from uir_lora.commands.evaluate import latest_rows
+
+    def row(method: str, psnr: float) -> dict:
+        return {"image": "a", "case": "noise", "method": method, "psnr": psnr}
+
+    base = {"meta": {"date": "2026-11-26 14:29 UTC"}, "rows": [row("router", 20.0), row("nlmeans", 22.0)],
+            "kept": {("a", "noise", "router"): "old"}}
+    rerun = {"meta": {"date": "2026-11-26 16:40 UTC"}, "rows": [row("router", 25.0)],
+             "kept": {("a", "noise", "router"): "new"}}
+    for order in ([base, rerun], [rerun, base]):  # file order must not matter, the date does
+        rows, kept = latest_rows(order)
+        assert sorted((r["method"], r["psnr"]) for r in rows) == [("nlmeans", 22.0), ("router", 25.0)]
+        assert kept[("a", "noise", "router")] == "new"

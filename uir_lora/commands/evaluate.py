@@ -99,6 +99,21 @@ def parse_shard(text: str | None) -> tuple[int, int]:
     return shard, shards
 
 
+def latest_rows(parts: list[dict]) -> tuple[list[dict], dict]:
+    """Rows and kept pictures of all parts; for each (image, case, method) the latest part's wins.
+
+    A method re-run later with --only (same images, same seeds) so replaces its earlier rows: that
+    is how a retrained router or bank is re-measured without re-running every baseline.
+    """
+    latest: dict[tuple[str, str, str], dict] = {}
+    kept: dict = {}
+    for part in sorted(parts, key=lambda part: part["meta"]["date"]):
+        for row in part["rows"]:
+            latest[(row["image"], row["case"], row["method"])] = row
+        kept.update(part["kept"])
+    return list(latest.values()), kept
+
+
 def merge_parts(args: argparse.Namespace) -> int:
     """Publish the union of a sharded run's part files (images back in their original order)."""
     from ..evaluate import publish
@@ -113,12 +128,12 @@ def merge_parts(args: argparse.Namespace) -> int:
     for part in parts:  # a baseline added later with --only brings its own description
         if not part["meta"]["multitask_info"].startswith("not run"):
             meta["multitask_info"] = part["meta"]["multitask_info"]
-    added = sorted({part.get("tag", "_all_").strip("_") for part in parts} - {"all"})
+    tags = {(part.get("tag", "_all_").strip("_"), part["meta"]["date"]) for part in parts}
+    added = sorted((tag, date) for tag, date in tags if tag != "all")
     meta["command"] += (f"` as {len(main)} parallel `--shard I/{len(main)}` runs"
-                        + (f" (plus `--only {' '.join(added)}` runs)" if added else "")
+                        + "".join(f" (plus `--only {tag.replace('_', ' ')}` at {date})" for tag, date in added)
                         + " merged by `uir-lora eval --merge")
-    rows = [row for part in parts for row in part["rows"]]
-    kept = {key: value for part in parts for key, value in part["kept"].items()}
+    rows, kept = latest_rows(parts)
     doc = publish.publish(args.out, rows, kept, meta)
     print(f"wrote {doc} from {len(parts)} parts")
     return 0
