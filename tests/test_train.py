@@ -143,3 +143,28 @@ def test_loss_option_is_the_training_objective(crops, loss):
         out = backbone.restore_step(degraded, {"sigma": 0.0})
     expected = torch.nn.functional.mse_loss(out, clean) if loss == "mse" else torch.nn.functional.l1_loss(out, clean)
     assert stats["losses"][0] == pytest.approx(float(expected), rel=1e-4)
+
+
+def test_identity_examples_pass_through_at_the_asked_fraction(crops):
+    dataset = trainer.PairDataset(crops, "haze", 32, 400, seed=0, identity_fraction=0.25)
+    flags = [dataset.is_identity(i) for i in range(len(dataset))]
+    assert all(sum(flags[i:i + 16]) == 4 for i in range(0, 400, 16))  # every batch of 16, exactly
+    items = [dataset[i] for i in range(40)]
+    assert all(torch.equal(d, t) == flags[i] for i, (d, t) in enumerate(items))  # identity: target = input
+    # half clean crops, half another kind's degradation (the clean crop is not stored: compare with F = 0)
+    plain = trainer.PairDataset(crops, "haze", 32, 40, seed=0)
+    untouched = [torch.equal(items[i][0], plain[i][1]) for i in range(40) if flags[i]]
+    assert 0 < sum(untouched) < len(untouched)
+    assert torch.equal(trainer.PairDataset(crops, "haze", 32, 40, seed=0, identity_fraction=0.25)[3][0], items[3][0])
+    assert torch.equal(plain[0][0], trainer.PairDataset(crops, "haze", 32, 40, seed=0, identity_fraction=0.0)[0][0])
+    with pytest.raises(ValueError, match="one degradation kind"):
+        trainer.PairDataset(crops, trainer.CLEAN, 32, 4, seed=0, identity_fraction=0.25)
+
+
+def test_train_lora_identity_fraction_is_recorded(tmp_path, data_dir, capsys):
+    args = ["train-lora", "--degradation", "haze", "--bank", str(tmp_path / "bank"), "--steps", "2", "--batch", "4",
+            "--crop", "32", "--rank", "2", "--data-dir", str(data_dir)]
+    assert main([*args, "--identity-fraction", "0.25"]) == 0
+    assert read_manifest(tmp_path / "bank").lora("haze").provenance["identity_fraction"] == 0.25
+    assert main([*args, "--identity-fraction", "1.5", "--replace"]) == 2
+    assert "--identity-fraction 1.5" in capsys.readouterr().err

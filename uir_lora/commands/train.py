@@ -57,6 +57,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--frame-side", type=int, default=256, help="degrade crops as windows of a photo of this "
                    "side, so raindrop/haze/snow sizes match the 256 px validation photos (default 256; 0: each "
                    "crop is a whole photo, the behaviour before this option)")
+    p.add_argument("--identity-fraction", type=float, default=0.0, help="fraction of each batch that are identity "
+                   "examples (clean crops, or crops of another kind, half and half; target = input) so the LoRA "
+                   "leaves other images alone (default 0; see docs/training.md)")
     p.set_defaults(run=run_train)
 
 
@@ -74,6 +77,10 @@ def _check_args(args: argparse.Namespace, kinds: tuple[str, ...]) -> None:
                          "(and no --full-finetune)")
     if args.frame_side and args.frame_side < args.crop:
         raise InputError(f"--frame-side {args.frame_side} is smaller than --crop {args.crop}; use >= the crop or 0")
+    # kinds ends with "clean": identity examples need one real degradation to be "other" than
+    if args.identity_fraction and (not 0 < args.identity_fraction < 1 or args.degradation not in kinds[:-1]):
+        raise InputError(f"--identity-fraction {args.identity_fraction} needs 0 < F < 1 (0: off) and one "
+                         f"degradation kind (not {args.degradation!r}); e.g. --identity-fraction 0.25")
     if args.steps < 0 or args.minutes <= 0 or args.batch < 1 or args.rank < 1 or not 8 <= args.crop <= 128:
         raise InputError(f"need --steps >= 0, --minutes > 0, --batch >= 1, --rank >= 1, 8 <= --crop <= 128; got "
                          f"{args.steps}, {args.minutes}, {args.batch}, {args.rank}, {args.crop}")
@@ -150,7 +157,7 @@ def run_train(args: argparse.Namespace) -> int:
     cfg = trainer.TrainConfig(steps=args.steps, minutes=args.minutes, batch=args.batch, crop=args.crop, lr=args.lr,
                               seed=args.seed, bf16=args.bf16 and not args.no_bf16, loss=args.loss)
     length = (args.steps or 10**7) * args.batch * accelerator.num_processes
-    dataset = trainer.PairDataset(crops, kind, args.crop, length, args.seed, frame_side)
+    dataset = trainer.PairDataset(crops, kind, args.crop, length, args.seed, frame_side, args.identity_fraction)
     alpha, targets = (resumed.alpha, list(resumed.target_modules)) if resumed else (
         float(args.rank), list(backbone.default_lora_targets))
     if args.full_finetune:
@@ -180,7 +187,7 @@ def run_train(args: argparse.Namespace) -> int:
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "command": "uir-lora " + " ".join(sys.argv[1:]),
         "code": os.environ.get("UIR_LORA_CODE", "working tree"),  # tools/train_bank.sh: the git commit trained
-        "frame_side": frame_side,
+        "frame_side": frame_side, "identity_fraction": args.identity_fraction,
     }
     if resumed is not None:
         provenance = resumed_provenance(resumed.provenance, provenance)

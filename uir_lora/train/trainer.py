@@ -48,10 +48,19 @@ class PairDataset(Dataset):
 
     ``frame_side``: degrade each sub-crop as a window of a photo of that side (the validation frame,
     256), so size-relative degradations (raindrop, haze, snow) look as they do on whole photos.
+    ``identity_fraction``: that fraction of the items (exactly, in any run of consecutive indices, so in
+    every batch) are identity examples: a clean crop or one degraded by another kind (half and half),
+    target = input, so the LoRA learns to leave images without its degradation alone.
     """
 
     def __init__(self, crops: torch.Tensor, kind: str | Sequence[str], crop: int, length: int, seed: int,
-                 frame_side: int | None = None) -> None:
+                 frame_side: int | None = None, identity_fraction: float = 0.0) -> None:
+        if not 0.0 <= identity_fraction < 1.0:
+            raise ValueError(f"identity_fraction {identity_fraction} is outside [0, 1); use e.g. 0.25")
+        if identity_fraction and (not isinstance(kind, str) or kind == CLEAN):
+            raise ValueError(f"identity_fraction needs one degradation kind, not {kind!r}; use 0 for it")
+        self.others = [k for k in KINDS if k != kind]
+        self.identity_fraction = identity_fraction
         if crop > crops.shape[-1]:
             raise ValueError(f"crop {crop} is larger than the cached crops ({crops.shape[-1]}); use --crop <= "
                              f"{crops.shape[-1]}")
@@ -63,6 +72,11 @@ class PairDataset(Dataset):
     def __len__(self) -> int:
         return self.length
 
+    def is_identity(self, index: int) -> bool:
+        """Stratified, not random: floor(i * F) steps up at exactly a fraction F of the indices."""
+        f = self.identity_fraction
+        return math.floor((index + 1) * f) > math.floor(index * f)
+
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         gen = torch.Generator().manual_seed(self.seed * 1_000_003 + index)
         src = self.crops[int(torch.randint(0, len(self.crops), (1,), generator=gen))]
@@ -71,6 +85,11 @@ class PairDataset(Dataset):
         clean = torch.rot90(clean, int(torch.randint(0, 4, (1,), generator=gen)), (1, 2))
         if torch.rand((1,), generator=gen) < 0.5:
             clean = clean.flip(-1)
+        if self.identity_fraction and self.is_identity(index):
+            other = self.others[int(torch.randint(0, len(self.others), (1,), generator=gen))]
+            kind = CLEAN if torch.rand((1,), generator=gen) < 0.5 else other
+            degraded = degrade_batch(clean.unsqueeze(0).contiguous(), kind, gen, frame_side=self.frame_side)[0]
+            return degraded, degraded.clone()
         degraded = degrade_batch(clean.unsqueeze(0).contiguous(), self.kind, gen, frame_side=self.frame_side)[0]
         return degraded, clean
 
