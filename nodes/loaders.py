@@ -97,6 +97,9 @@ class UIR_BackboneLoader(io.ComfyNode):
 
     @classmethod
     def execute(cls, backbone: str, device: str, dtype: str) -> io.NodeOutput:
+        if dtype not in DTYPES or device not in ("auto", "cpu", "cuda"):  # API prompts skip the combo's check
+            raise InputError(f"dtype must be one of {', '.join(DTYPES)} and device one of auto, cpu, cuda; "
+                             f"got dtype {dtype!r}, device {device!r}")
         family, path = resolve_backbone(backbone)
         model = load_backbone(family, path)
         model.to(pick_device(device), DTYPES[dtype])  # cached instance: the latest loader's settings win

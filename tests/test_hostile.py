@@ -756,3 +756,21 @@ def test_node_degrade_value_refused(node_env, comfy_image, field, value):
 def test_node_example_image_refused(node_env, name):
     with pytest.raises(ValueError, match=PATH_ERROR):
         node_env[0]["UIR_ExampleImage"].execute(name)
+
+
+def test_numbers_given_as_text_are_refused_with_the_field_name():
+    from uir_lora.errors import check_range
+
+    with pytest.raises(InputError, match="strength"):
+        check_range("strength", "0.5", 0.0, 1.0)
+    assert check_range("strength", 0.5, 0.0, 1.0) == 0.5
+
+
+def test_restore_refuses_an_output_name_that_is_not_an_image(tmp_path, photo, capsys):
+    from uir_lora.cli import main
+    from uir_lora.images import save_image
+
+    source = save_image(photo, tmp_path / "in.png")
+    assert main(["restore", str(source), "-o", str(tmp_path / "out.txt")]) == 2
+    assert "not an image format" in capsys.readouterr().err
+    assert not (tmp_path / "out.txt").exists()

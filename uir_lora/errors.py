@@ -31,10 +31,9 @@ class RestoreInterrupted(UIRError):
 
 def check_range(field: str, value: float, low: float, high: float) -> float:
     """Return ``value`` if ``low <= value <= high``, else raise an InputError naming the field."""
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise InputError(f"{field} must be a number in [{low}, {high}], got {value!r}") from None
+    if isinstance(value, (str, bytes, bool)) or not isinstance(value, Real):  # no silent "0.5" -> 0.5
+        raise InputError(f"{field} must be a number in [{low}, {high}], got {value!r}")
+    number = float(value)
     if not (low <= number <= high):  # also rejects NaN
         raise InputError(f"{field} must be in [{low}, {high}], got {value!r}")
     return number

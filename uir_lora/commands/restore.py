@@ -59,6 +59,9 @@ def list_inputs(path: Path) -> list[Path]:
 def output_path(source: Path, args: argparse.Namespace, single: bool) -> Path:
     if args.output and single and args.output.suffix:
         target = args.output
+        if target.suffix.lower() not in IMAGE_SUFFIXES:
+            raise InputError(f"{target}: {target.suffix!r} is not an image format this pack writes; end the "
+                             f"-o name with one of {', '.join(IMAGE_SUFFIXES)} (or give a folder)")
     else:
         folder = args.output or (source.parent if single else source.parent.parent / f"{source.parent.name}_restored")
         target = folder / f"{source.stem}_restored.png"
