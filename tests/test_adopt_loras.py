@@ -1,0 +1,48 @@
+"""tools/adopt_loras.py: only LoRAs that beat the shipped one move; embeddings, order and router stay."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import torch
+
+from uir_lora.bank.manifest import read_manifest, write_manifest
+from uir_lora.bank.store import read_lora_file
+from uir_lora.testing.banks import make_random_bank
+
+TOOL = Path(__file__).resolve().parents[1] / "tools" / "adopt_loras.py"
+
+
+def _tool():
+    spec = importlib.util.spec_from_file_location("adopt_loras", TOOL)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _set_psnr(bank: Path, values: dict[str, float], note: str) -> None:
+    manifest = read_manifest(bank)
+    for entry in manifest.loras:
+        entry.validation = {"psnr_out": values[entry.name]}
+        entry.provenance = {"steps": 1, "note": note}
+    write_manifest(manifest, bank)
+
+
+def test_adopts_only_improved_loras(tmp_path, embedded_backbone):
+    target = make_random_bank(tmp_path / "shipped", embedded_backbone, seed=0)
+    source = make_random_bank(tmp_path / "retrained", embedded_backbone, seed=1)
+    _set_psnr(target, {"noise": 30.0, "haze": 20.0, "jpeg": 40.0}, "shipped")
+    _set_psnr(source, {"noise": 31.0, "haze": 19.0, "jpeg": 40.5}, "retrained")
+    before = json.loads((target / "manifest.json").read_text())
+    assert _tool().adopt(source, target, ["noise", "haze"]) == ["noise"]
+    after = json.loads((target / "manifest.json").read_text())
+    assert [e["name"] for e in after["loras"]] == [e["name"] for e in before["loras"]]
+    assert after["router"] == before["router"] and after["encoder"] == before["encoder"]
+    for old, new in zip(before["loras"], after["loras"]):
+        assert new["embedding"] == old["embedding"]
+        assert new["provenance"]["note"] == ("retrained" if old["name"] == "noise" else "shipped")
+    adopted, kept = read_lora_file(target / "noise.safetensors"), read_lora_file(target / "haze.safetensors")
+    assert all(torch.equal(adopted[k], v) for k, v in read_lora_file(source / "noise.safetensors").items())
+    assert not all(torch.equal(kept[k], v) for k, v in read_lora_file(source / "haze.safetensors").items())
