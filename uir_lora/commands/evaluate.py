@@ -125,9 +125,11 @@ def merge_parts(args: argparse.Namespace) -> int:
     main = [part for part in parts if part.get("tag", "_all_") == "_all_"]
     meta = {**(main or parts)[0]["meta"], "images": list(order.values()),
             "wall_s": max(part["meta"]["wall_s"] for part in parts)}
-    for part in parts:  # a baseline added later with --only brings its own description
+    for part in sorted(parts, key=lambda part: part["meta"]["date"]):  # later --only runs describe what they ran
         if not part["meta"]["multitask_info"].startswith("not run"):
             meta["multitask_info"] = part["meta"]["multitask_info"]
+        if {"router", "oracle"} & {row["method"] for row in part["rows"]}:
+            meta["bank_info"] = part["meta"]["bank_info"]
     tags = {(part.get("tag", "_all_").strip("_"), part["meta"]["date"]) for part in parts}
     added = sorted((tag, date) for tag, date in tags if tag != "all")
     meta["command"] += (f"` as {len(main)} parallel `--shard I/{len(main)}` runs"
