@@ -20,6 +20,7 @@ EMBEDDED = "embedded-ffdnet (built in)"
 SEP = " | "
 """Combo entries other than the built-in one read "<family> | <folder key>/<name>"."""
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+DEVICES = ("auto", "cpu", "cuda")
 
 
 def diffusers_folders() -> list[str]:
@@ -80,7 +81,7 @@ class UIR_BackboneLoader(io.ComfyNode):
                 io.Combo.Input("backbone", options=backbone_choices(), default=EMBEDDED,
                                tooltip="built-in FFDNet, or an SD-Turbo model from models/diffusers "
                                        "(folder with model_index.json) or models/checkpoints"),
-                io.Combo.Input("device", options=["auto", "cpu", "cuda"], default="auto"),
+                io.Combo.Input("device", options=list(DEVICES), default="auto"),
                 io.Combo.Input("dtype", options=list(DTYPES), default="fp32"),
             ],
             outputs=[Backbone.Output(display_name="backbone")],
@@ -97,8 +98,8 @@ class UIR_BackboneLoader(io.ComfyNode):
 
     @classmethod
     def execute(cls, backbone: str, device: str, dtype: str) -> io.NodeOutput:
-        if dtype not in DTYPES or device not in ("auto", "cpu", "cuda"):  # API prompts skip the combo's check
-            raise InputError(f"dtype must be one of {', '.join(DTYPES)} and device one of auto, cpu, cuda; "
+        if dtype not in DTYPES or device not in DEVICES:  # API prompts skip the combo's check
+            raise InputError(f"dtype must be one of {', '.join(DTYPES)} and device one of {', '.join(DEVICES)}; "
                              f"got dtype {dtype!r}, device {device!r}")
         family, path = resolve_backbone(backbone)
         model = load_backbone(family, path)

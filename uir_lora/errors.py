@@ -31,7 +31,7 @@ class RestoreInterrupted(UIRError):
 
 def check_range(field: str, value: float, low: float, high: float) -> float:
     """Return ``value`` if ``low <= value <= high``, else raise an InputError naming the field."""
-    if isinstance(value, (str, bytes, bool)) or not isinstance(value, Real):  # no silent "0.5" -> 0.5
+    if isinstance(value, bool) or not isinstance(value, Real):  # text such as "0.5" is refused, not parsed
         raise InputError(f"{field} must be a number in [{low}, {high}], got {value!r}")
     number = float(value)
     if not (low <= number <= high):  # also rejects NaN

@@ -21,7 +21,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from ..bank.manifest import read_manifest
 from .fit import RouterFitConfig, bank_features
-from .router import Router, unknown_mask
+from .router import Router
 
 EVAL_SEED = 100
 EVAL_PER_PHOTO = 2  # crops per validation photo and kind: 18 images per kind
@@ -47,19 +47,6 @@ def unknown_degrade(image: torch.Tensor, kind: str, *, generator: torch.Generato
         salt = torch.rand(image.shape[-2:], generator=generator) < 0.5
         return torch.where(hit, salt.float().expand_as(image), image)
     raise ValueError(f"unknown kind {kind!r}; expected one of {UNKNOWN_KINDS}")
-
-
-def raw_similarities(router: Router, raw: torch.Tensor) -> torch.Tensor:
-    return F.normalize((raw - router.mean) / router.std, dim=-1) @ router.embeddings.T
-
-
-def raw_unknown(router: Router, raw: torch.Tensor) -> torch.Tensor:
-    """The bank's unknown tests on raw features: a boolean per example."""
-    unit = F.normalize((raw - router.mean) / router.std, dim=-1)
-    unknown = None if router.unknown_embedding is None else unit @ router.unknown_embedding
-    defaults = router.manifest.router
-    best = (unit @ router.embeddings.T).max(dim=-1).values
-    return unknown_mask(best, unknown, defaults.unknown_threshold, defaults.unknown_margin)
 
 
 def confusion(labels: torch.Tensor, predicted: torch.Tensor, count: int) -> np.ndarray:
@@ -105,11 +92,11 @@ def single_kinds(bank_dir: Path, implementation: str, cache_dir: Path | None = N
     names = manifest.names
     config = RouterFitConfig(seed=EVAL_SEED, val_per_photo=EVAL_PER_PHOTO)
     raw, labels = bank_features(router.encoder, names, "val", config, implementation, cache_dir, severity)
-    sims = raw_similarities(router, raw)
+    sims, unknown = router.feature_scores(raw)
     predicted = sims.argmax(dim=-1)
     lenient = [RELATED.get(names[p], names[p]) == RELATED.get(names[t], names[t]) for p, t in zip(predicted, labels)]
     matrix = confusion(labels, predicted, len(names))
-    alarms = raw_unknown(router, raw).float().mean().item()
+    alarms = router.unknown_flags(sims, unknown).float().mean().item()
     return {"implementation": implementation, "examples": int(len(labels)),
             "top1": float((predicted == labels).float().mean()), "top1_lenient": float(np.mean(lenient)),
             "per_kind": {n: float(matrix[i, i] / max(matrix[i].sum(), 1)) for i, n in enumerate(names)},
@@ -128,8 +115,8 @@ def unknown_hits(bank_dir: Path, cache_dir: Path | None = None) -> dict:
         raw = encode_class(router.encoder, crops, kind, unknown_degrade, EVAL_SEED,
                            cache_key={"unknown": kind, "per_photo": EVAL_PER_PHOTO, "crop_seed": EVAL_SEED + 1},
                            cache_dir=cache_dir)
-        sims = raw_similarities(router, raw)
-        hits[kind] = float(raw_unknown(router, raw).float().mean())
+        sims, unknown = router.feature_scores(raw)
+        hits[kind] = float(router.unknown_flags(sims, unknown).float().mean())
         hits[f"{kind}_top1"] = manifest.names[int(sims.argmax(dim=-1).mode().values)]
     return hits
 
@@ -156,7 +143,7 @@ def mixture_routing(bank_dir: Path, cache_dir: Path | None = None) -> dict:
             continue
         raw = encode_class(router.encoder, crops, "+".join(pair), _degrade_pair, EVAL_SEED + 7,
                            cache_key={"evalpair": list(pair), "crop_seed": EVAL_SEED + 1}, cache_dir=cache_dir)
-        weights = normalise_top_k(raw_similarities(router, raw), min(defaults.top_k, len(manifest.names)),
+        weights = normalise_top_k(router.feature_scores(raw)[0], min(defaults.top_k, len(manifest.names)),
                                   defaults.temperature, defaults.normalisation)
         first, second = (weights[:, manifest.names.index(kind)] for kind in pair)
         rows["+".join(pair)] = {"both_kept": float(((first > 0) & (second > 0)).float().mean()),

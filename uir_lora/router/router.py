@@ -106,19 +106,25 @@ class Router:
         unknown = manifest.router.unknown_embedding
         self.unknown_embedding = None if unknown is None else F.normalize(torch.tensor(unknown), dim=-1)
 
-    def degradation_feature(self, images: torch.Tensor) -> torch.Tensor:
-        """d: the standardised encoder feature, [B, dim]."""
-        return (self.encoder.features(images) - self.mean) / self.std
-
     def similarities(self, images: torch.Tensor) -> torch.Tensor:
         """s_o = cos(d, B): [B, N]."""
         return self.scores(images)[0]
 
     def scores(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(s_o [B, N], cos(d, unknown embedding) [B] or None), from one pass of the encoder."""
-        unit = F.normalize(self.degradation_feature(images), dim=-1)
+        return self.feature_scores(self.encoder.features(images))
+
+    def feature_scores(self, raw: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``scores`` of raw encoder features (cached features in evaluation need no encoder pass);
+        d is the feature standardised by the bank's mean and std."""
+        unit = F.normalize((raw - self.mean) / self.std, dim=-1)
         unknown = None if self.unknown_embedding is None else unit @ self.unknown_embedding
         return unit @ self.embeddings.T, unknown
+
+    def unknown_flags(self, sims: torch.Tensor, unknown: torch.Tensor | None) -> torch.Tensor:
+        """The bank's unknown tests on ``scores``' output: a boolean per image."""
+        defaults = self.manifest.router
+        return unknown_mask(sims.max(dim=-1).values, unknown, defaults.unknown_threshold, defaults.unknown_margin)
 
     def route(
         self,

@@ -85,13 +85,13 @@ class PairDataset(Dataset):
         clean = torch.rot90(clean, int(torch.randint(0, 4, (1,), generator=gen)), (1, 2))
         if torch.rand((1,), generator=gen) < 0.5:
             clean = clean.flip(-1)
-        if self.identity_fraction and self.is_identity(index):
+        identity = bool(self.identity_fraction) and self.is_identity(index)
+        kind = self.kind
+        if identity:
             other = self.others[int(torch.randint(0, len(self.others), (1,), generator=gen))]
             kind = CLEAN if torch.rand((1,), generator=gen) < 0.5 else other
-            degraded = degrade_batch(clean.unsqueeze(0).contiguous(), kind, gen, frame_side=self.frame_side)[0]
-            return degraded, degraded.clone()
-        degraded = degrade_batch(clean.unsqueeze(0).contiguous(), self.kind, gen, frame_side=self.frame_side)[0]
-        return degraded, clean
+        degraded = degrade_batch(clean.unsqueeze(0).contiguous(), kind, gen, frame_side=self.frame_side)[0]
+        return degraded, degraded.clone() if identity else clean
 
 
 class RestoreModule(nn.Module):
