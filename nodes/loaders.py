@@ -102,9 +102,8 @@ class UIR_BackboneLoader(io.ComfyNode):
             raise InputError(f"dtype must be one of {', '.join(DTYPES)} and device one of {', '.join(DEVICES)}; "
                              f"got dtype {dtype!r}, device {device!r}")
         family, path = resolve_backbone(backbone)
-        model = load_backbone(family, path)
-        model.to(pick_device(device), DTYPES[dtype])  # cached instance: the latest loader's settings win
-        return io.NodeOutput(model)
+        # one cached object per device/dtype: two loaders with other settings never move each other's
+        return io.NodeOutput(load_backbone(family, path, pick_device(device), DTYPES[dtype]))
 
 
 class UIR_LoraBankLoader(io.ComfyNode):

@@ -10,7 +10,7 @@ from comfy_api.latest import io, ui
 
 from ..uir_lora import pipeline
 from ..uir_lora.bank.manifest import NORMALISATIONS
-from ..uir_lora.errors import InputError
+from ..uir_lora.errors import TEMPERATURE_RANGE, InputError, check_range
 from ..uir_lora.router.chart import weight_chart
 from ..uir_lora.router.router import RoutingResult
 from .common import CATEGORY, Bank, Composition, Routing, to_engine
@@ -47,14 +47,28 @@ class UIR_DegradationEstimator(io.ComfyNode):
                 io.Image.Input("image"),
                 Bank.Input("bank"),
                 io.Int.Input("top_k", default=0, min=0, max=64, tooltip="LoRAs kept per image; 0 = the bank's default"),
-                io.Float.Input("temperature", default=0.0, min=0.0, max=100.0, step=0.005,
-                               tooltip="softmax temperature; 0 = the bank's default"),
+                # min 0, not the router's minimum: 0 stands for the bank's default (see validate_inputs)
+                io.Float.Input("temperature", default=0.0, min=0.0, max=TEMPERATURE_RANGE[1], step=0.005,
+                               tooltip=f"softmax temperature, {TEMPERATURE_RANGE[0]:g} to {TEMPERATURE_RANGE[1]:g}; "
+                                       f"0 = the bank's default"),
                 io.Combo.Input("normalisation", options=[BANK_DEFAULT, *NORMALISATIONS], default=BANK_DEFAULT),
             ],
             outputs=[Routing.Output(display_name="routing"), io.Image.Output(display_name="chart"),
                      io.String.Output(display_name="table")],
             is_output_node=True,
         )
+
+    @classmethod
+    def validate_inputs(cls, temperature: float | None) -> bool | str:
+        # Refuses 0 < t < the router's minimum before the graph runs (ComfyUI skips its own min/max check
+        # for inputs named here); None is a linked value, which the router checks at run time.
+        if temperature is None or temperature == 0:
+            return True
+        try:
+            check_range("temperature (0 = the bank's default)", temperature, *TEMPERATURE_RANGE)
+        except InputError as exc:
+            return str(exc)
+        return True
 
     @classmethod
     def execute(cls, image: torch.Tensor, bank, top_k: int, temperature: float, normalisation: str) -> io.NodeOutput:

@@ -29,6 +29,10 @@ class RestoreInterrupted(UIRError):
     """The caller's cancellation hook asked the restore to stop."""
 
 
+TEMPERATURE_RANGE = (1e-4, 100.0)
+"""The softmax temperatures the router accepts, inclusive (the Degradation Estimator node's range)."""
+
+
 def check_range(field: str, value: float, low: float, high: float) -> float:
     """Return ``value`` if ``low <= value <= high``, else raise an InputError naming the field."""
     if isinstance(value, bool) or not isinstance(value, Real):  # text such as "0.5" is refused, not parsed

@@ -35,14 +35,43 @@ def array_to_tensor(array: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(data[..., :3])).permute(2, 0, 1)[None].clamp(0, 1)
 
 
+# Pillow decodes 16-bit colour PNGs to 8 bits (high bytes only). Decoding the rows again with these rawmodes
+# recovers the rest: the little-endian unpackers pick each big-endian sample's low byte, and 16-bit grey+alpha
+# read as 8-bit RGBA yields the raw byte pairs (L high, L low, A high, A low).
+_PNG16_SECOND_PASS = {"RGB;16B": "RGB;16L", "RGBA;16B": "RGBA;16L", "LA;16B": "RGBA"}
+
+
+def _png16_rawmode(image: Image.Image) -> str | None:
+    """The rawmode of a 16-bit PNG that Pillow would truncate to 8 bits, else None (call before load())."""
+    if image.format != "PNG" or len(image.tile) != 1:
+        return None
+    rawmode = image.tile[0][3]
+    return rawmode if isinstance(rawmode, str) and rawmode in _PNG16_SECOND_PASS else None
+
+
+def _png16_samples(path: Path, rawmode: str, high: np.ndarray) -> np.ndarray:
+    """Full 16-bit samples of a PNG whose first decode (``high``) kept only the high bytes."""
+    with Image.open(path) as image:
+        image.tile = [(*image.tile[0][:3], _PNG16_SECOND_PASS[rawmode])]  # plain tuple: Pillow < 11 has no _Tile
+        image.load()
+        low = np.asarray(image)
+    if rawmode == "LA;16B":  # alpha is dropped by array_to_tensor anyway
+        return (low[..., 0].astype(np.uint16) << 8) | low[..., 1]
+    return (high.astype(np.uint16) << 8) | low
+
+
 def load_image(path: str | Path) -> torch.Tensor:
+    """Read any image file as [1,3,H,W] float32 in 0..1; 16-bit PNGs keep their full precision."""
     path = Path(path)
     try:
         with Image.open(path) as image:
+            png16 = _png16_rawmode(image)
             image.load()
             if image.mode in ("P", "PA", "CMYK", "YCbCr", "LAB", "HSV", "1"):
                 image = image.convert("RGBA" if "A" in image.mode or "transparency" in image.info else "RGB")
             array = np.asarray(image)
+        if png16:
+            array = _png16_samples(path, png16, array)
     except FileNotFoundError:
         raise InputError(f"image not found: {path}") from None
     except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as exc:

@@ -2,15 +2,32 @@
 
 from __future__ import annotations
 
+import copy
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
+
+import torch
 
 from ..errors import BackboneError
 from ..paths import bundled_bank_root
 from .base import Backbone
 
-_CACHE: dict[tuple[str, str], tuple[float, Backbone]] = {}
+Placement = tuple[torch.device, torch.dtype]
+
+
+@dataclass
+class _Cached:
+    """One weights file: the backbone as loaded (the master) and its copies at other devices/dtypes."""
+
+    mtime: float
+    master: Backbone
+    placement: Placement  # the master's, recorded at load time
+    copies: dict[Placement, Backbone] = field(default_factory=dict)
+
+
+_CACHE: dict[tuple[str, str], _Cached] = {}
 _LOCK = threading.Lock()
 
 
@@ -35,8 +52,25 @@ FAMILIES: dict[str, Callable[[Path | None], Backbone]] = {
 }
 
 
-def load_backbone(family: str, path: str | Path | None = None) -> Backbone:
-    """Load (or reuse, keyed by path and mtime) a backbone of ``family``."""
+def _canonical_device(device: torch.device | str) -> torch.device:
+    device = torch.device(device)
+    if device.type == "cuda" and device.index is None:  # "cuda" and "cuda:0" are one place: one copy
+        device = torch.device("cuda", torch.cuda.current_device())
+    return device
+
+
+def load_backbone(
+    family: str,
+    path: str | Path | None = None,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype | None = None,
+) -> Backbone:
+    """Load (or reuse, keyed by path and mtime) a backbone of ``family`` on ``device`` in ``dtype``.
+
+    Each (device, dtype) gets its own cached object, copied from the one loaded from disk (returned
+    itself when it already matches; None keeps its device / dtype), so callers asking for different
+    placements never move each other's backbone. Do not ``.to()`` the result: ask for the placement here.
+    """
     if family not in FAMILIES:
         raise BackboneError(f"unknown backbone family {family!r}; known: {', '.join(FAMILIES)}")
     path = Path(path) if path is not None else None
@@ -44,8 +78,14 @@ def load_backbone(family: str, path: str | Path | None = None) -> Backbone:
     mtime = path.stat().st_mtime if path is not None and path.exists() else 0.0
     with _LOCK:
         cached = _CACHE.get(key)
-        if cached and cached[0] == mtime:
-            return cached[1]
-        backbone = FAMILIES[family](path)
-        _CACHE[key] = (mtime, backbone)
-        return backbone
+        if cached is None or cached.mtime != mtime:
+            master = FAMILIES[family](path)
+            cached = _CACHE[key] = _Cached(mtime, master, (master.device, master.dtype))
+        placement = (_canonical_device(device) if device is not None else cached.placement[0],
+                     dtype if dtype is not None else cached.placement[1])
+        if placement == cached.placement:
+            return cached.master
+        if placement not in cached.copies:
+            # deepcopy keeps shared submodules shared (sd-turbo's VAE) and the cached float32 fingerprint
+            cached.copies[placement] = copy.deepcopy(cached.master).to(*placement)
+        return cached.copies[placement]
