@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from uir_lora.compose.composer import Composition
 from uir_lora.pipeline import compose, estimate_spatial, restore, router_for
+from uir_lora.router.router import Scores
 from uir_lora.router.spatial import estimate_regions, region_map_picture, spread, window_starts
 from uir_lora.sampler.restore import SamplerOptions, restore_batch
 from uir_lora.sampler.spatial import restore_regions
@@ -28,9 +29,9 @@ def brightness_router(random_bank, monkeypatch):
     """The bank's router with similarities driven by brightness: dark -> noise, bright -> haze."""
     router = router_for(random_bank)
 
-    def scores(crops: torch.Tensor) -> tuple[torch.Tensor, None]:
+    def scores(crops: torch.Tensor) -> Scores:
         mean = crops.mean(dim=(1, 2, 3))
-        return torch.stack([1 - mean, mean, torch.zeros_like(mean)], dim=1), None  # noise, haze, jpeg
+        return Scores(torch.stack([1 - mean, mean, torch.zeros_like(mean)], dim=1), None, None)  # noise, haze, jpeg
 
     monkeypatch.setattr(router, "scores", scores)
     assert router.names == ["noise", "haze", "jpeg"]

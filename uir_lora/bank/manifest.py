@@ -7,6 +7,7 @@ degradation embedding, training provenance and validation numbers.
 
 from __future__ import annotations
 
+import base64
 import json
 import math
 import os
@@ -15,6 +16,9 @@ import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+import numpy as np
+import torch
 
 from ..errors import BankError
 
@@ -39,6 +43,9 @@ class EncoderSpec:
     """Log of each channel's std (degradations scale activations multiplicatively)."""
     highpass_sigma: float = 1.5
     """> 0: also encode the image's high-pass residual (image - Gaussian blur of this sigma); 0: off."""
+    statistics: bool = True
+    """Append the hand-made degradation statistics of router/statistics.py (spectrum, blockiness,
+    noise level, tone, layout, impulses). Manifests written before it existed read as false."""
     dim: int = 0
     feature_mean: list[float] = field(default_factory=list)
     feature_std: list[float] = field(default_factory=list)
@@ -55,6 +62,12 @@ class RouterDefaults:
     """Unit embedding of the "unknown" class (outlier exposure, router/outliers.py); null: not fitted."""
     unknown_margin: float | None = None
     """cos(d, unknown) - best cos(d, B_i) above this also means unknown (calibrated like the threshold)."""
+    unknown_subspace: str | None = None
+    """Orthonormal rows [rank, dim] spanning most of the standardised features of the kinds the router was
+    fitted on, as base64 of little-endian float32 (``encode_matrix``): 128 x 1178 numbers as JSON text
+    took ~1 s to serialise and hash; null: no residual test (see router.router.subspace_residual)."""
+    unknown_residual: float | None = None
+    """A residual outside that subspace above this also means unknown (calibrated like the threshold)."""
     unknown_strength: float = 0.5
     """Composer's scale of the router weights when the degradation is unknown (0 = input, 1 = full)."""
     calibration: dict[str, Any] = field(default_factory=dict)
@@ -154,8 +167,9 @@ def _check_specs(encoder: EncoderSpec, router: RouterDefaults, where: str) -> No
                   "router.temperature must be a number in [0.0001, 100]", where)
     if router.normalisation not in NORMALISATIONS:
         raise BankError(f"{where}: router.normalisation must be one of {NORMALISATIONS}, got {router.normalisation!r}")
-    if not isinstance(encoder.log_std, bool):
-        raise BankError(f"{where}: encoder.log_std must be true or false, got {encoder.log_std!r}")
+    for flag in ("log_std", "statistics"):
+        if not isinstance(getattr(encoder, flag), bool):
+            raise BankError(f"{where}: encoder.{flag} must be true or false, got {getattr(encoder, flag)!r}")
     _check_number(encoder.highpass_sigma, isinstance(encoder.highpass_sigma, (int, float))
                   and 0 <= encoder.highpass_sigma <= 8, "encoder.highpass_sigma must be a number in [0, 8]", where)
     _check_number(router.unknown_strength, isinstance(router.unknown_strength, (int, float))
@@ -170,6 +184,10 @@ def _check_specs(encoder: EncoderSpec, router: RouterDefaults, where: str) -> No
     if margin is not None:
         _check_number(margin, isinstance(margin, (int, float)) and -2 <= margin <= 2,
                       "router.unknown_margin must be null or a number in [-2, 2]", where)
+    residual = router.unknown_residual
+    if residual is not None:
+        _check_number(residual, isinstance(residual, (int, float)) and 0 <= residual <= 1,
+                      "router.unknown_residual must be null or a number in [0, 1]", where)
 
 
 def _parse_lora(data: Any, index: int, dim: int) -> LoraEntry:
@@ -212,6 +230,7 @@ def parse_manifest(data: Any, source: str = "manifest") -> Manifest:
                         f"{FORMAT_VERSION}); update the pack or re-export the bank")
     backbone = _require(data, "backbone_family", str, source)
     encoder_data = _require(data, "encoder", dict, source)
+    encoder_data.setdefault("statistics", False)  # banks fitted before the statistics existed
     try:
         encoder = EncoderSpec(**encoder_data)
     except TypeError as exc:
@@ -226,6 +245,8 @@ def parse_manifest(data: Any, source: str = "manifest") -> Manifest:
     if router.unknown_embedding is not None:
         router.unknown_embedding = _finite_vector(router.unknown_embedding, f"{source} router.unknown_embedding",
                                                   encoder.dim)
+    if router.unknown_subspace is not None:
+        decode_matrix(router.unknown_subspace, encoder.dim, f"{source} router.unknown_subspace")
     if min(encoder.feature_std) < 1e-12:  # tinier values overflow the standardised features
         raise BankError(f"{source}: encoder.feature_std must be >= 1e-12; re-run `uir-lora train-router`")
     loras_data = _require(data, "loras", list, source)
@@ -238,6 +259,29 @@ def parse_manifest(data: Any, source: str = "manifest") -> Manifest:
         encoder=encoder, loras=loras, router=router, description=str(data.get("description", "")),
         format_version=version,
     )
+
+
+def encode_matrix(matrix: torch.Tensor) -> str:
+    """[rows, dim] -> base64 of its little-endian float32 bytes (see RouterDefaults.unknown_subspace)."""
+    return base64.b64encode(matrix.detach().float().contiguous().numpy().astype("<f4").tobytes()).decode("ascii")
+
+
+def decode_matrix(text: Any, dim: int, where: str) -> torch.Tensor:
+    """``encode_matrix``'s string -> [rows, dim] float32, 1 <= rows <= dim, finite; BankError otherwise."""
+    if not isinstance(text, str):
+        raise BankError(f"{where}: must be null or a base64 string of float32 rows, got {type(text).__name__}")
+    try:
+        raw = base64.b64decode(text.encode("ascii"), validate=True)
+    except (ValueError, UnicodeEncodeError) as exc:
+        raise BankError(f"{where}: not valid base64 ({exc}); re-run `uir-lora train-router`") from None
+    rows, leftover = divmod(len(raw), 4 * dim)
+    if leftover or not 1 <= rows <= dim:
+        raise BankError(f"{where}: {len(raw)} bytes are not 1..{dim} float32 rows of {dim} numbers; "
+                        f"re-run `uir-lora train-router` for this bank")
+    matrix = torch.from_numpy(np.frombuffer(raw, dtype="<f4").astype(np.float32).reshape(rows, dim))
+    if not torch.isfinite(matrix).all():
+        raise BankError(f"{where}: contains NaN or Inf")
+    return matrix
 
 
 def read_manifest(bank_dir: str | Path) -> Manifest:

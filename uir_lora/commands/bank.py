@@ -44,7 +44,8 @@ def run_info(args: argparse.Namespace) -> int:
           f"(dim {manifest.encoder.dim})")
     print(f"router: top_k {router.top_k}, temperature {router.temperature}, {router.normalisation}, "
           f"unknown below {router.unknown_threshold}"
-          f"{'' if router.unknown_margin is None else f' or unknown-class margin above {router.unknown_margin}'}")
+          f"{'' if router.unknown_margin is None else f' or unknown-class margin above {router.unknown_margin}'}"
+          f"{'' if router.unknown_residual is None else f' or subspace residual above {router.unknown_residual}'}")
     print(f"{'LoRA':<16}{'rank':>5}{'alpha':>7}  {'validation':<34} description")
     for entry in manifest.loras:
         val = entry.validation

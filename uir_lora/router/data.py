@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -21,7 +22,26 @@ from .encoder import DegradationEncoder
 
 CLEAN = "clean"
 PHOTO_WIDTHS = (640, 960)  # the tiktok photos are 1920 px wide with JPEG artefacts: use them at x1/3, x1/2
+FRAME_SIDES = (224, 1280)
+"""Shorter sides of the photos a router crop is taken to be a window of (see ``at_photo_scale``)."""
 DegradeFn = Callable[..., torch.Tensor]
+
+
+def at_photo_scale(degrade: DegradeFn, sides: tuple[int, int] = FRAME_SIDES) -> DegradeFn:
+    """``uir_lora.degrade.degrade`` on a crop as a window of a photo whose shorter side is drawn
+    log-uniformly from ``sides`` (never below the crop's). Raindrops, snowflakes and the haze depth
+    field scale with the photo, and the router sees photos at their native resolution through
+    224 px crops: trained on crops degraded as 224 px photos, it routed whole 480-720 px photos
+    with raindrops to the right LoRA 0-6 % of the time (docs/router.md)."""
+    low, high = (math.log(side) for side in sides)
+
+    def degrade_window(image: torch.Tensor, kind: object, *, generator: torch.Generator, **options: object):
+        side = min(image.shape[-2:])
+        u = float(torch.rand((), generator=generator))
+        frame = max(side, round(math.exp(low + u * (high - low))))
+        return degrade(image, kind, generator=generator, frame_side=frame, **options)
+
+    return degrade_window
 
 
 def photo_split() -> tuple[list[Path], list[Path]]:
@@ -120,19 +140,27 @@ def encode_class(
     batch: int = 16,
 ) -> torch.Tensor:
     """Raw features [len(crops), dim] of the crops degraded as class ``name``, cached by ``cache_key``."""
-    path = None
-    if cache_key is not None:
-        key = {**cache_key, "name": name, "seed": seed, "encoder": encoder.spec_key()}
-        path = _cache_path(cache_dir or default_cache_dir(), key)
-        if path.is_file():
-            return load_file(str(path))["features"]
-    degraded = degrade_as(crops, name, degrade, torch.Generator().manual_seed(class_seed(seed, name)))
-    features = torch.cat([encoder.features(degraded[i : i + batch]) for i in range(0, len(degraded), batch)])
-    if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        save_file({"features": features.contiguous()}, str(tmp))  # safetensors: no pickle in the cache
-        os.replace(tmp, path)
+
+    def compute() -> torch.Tensor:
+        degraded = degrade_as(crops, name, degrade, torch.Generator().manual_seed(class_seed(seed, name)))
+        return torch.cat([encoder.features(degraded[i : i + batch]) for i in range(0, len(degraded), batch)])
+
+    if cache_key is None:
+        return compute()
+    return cached_features({**cache_key, "name": name, "seed": seed, "encoder": encoder.spec_key()}, compute,
+                           cache_dir)
+
+
+def cached_features(key: dict, compute: Callable[[], torch.Tensor], cache_dir: Path | None = None) -> torch.Tensor:
+    """``compute()``'s tensor, cached as safetensors (no pickle) under a digest of ``key``."""
+    path = _cache_path(cache_dir or default_cache_dir(), key)
+    if path.is_file():
+        return load_file(str(path))["features"]
+    features = compute()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    save_file({"features": features.contiguous()}, str(tmp))
+    os.replace(tmp, path)
     return features
 
 

@@ -6,7 +6,8 @@ averaged over a few crops taken at the image's native resolution, because degrad
 pixel scale and a resize would wash out noise and JPEG blocks. With ``highpass_sigma`` the same
 statistics of the image's high-pass residual are appended: it isolates the fine-scale signal
 (noise, blocking, streaks, lost detail) from the scene, which lifted held-out accuracy by ~2-4
-points in docs/router.md's feature study.
+points in docs/router.md's feature study. With ``statistics`` the closed-form measurements of
+router/statistics.py (spectrum, blockiness, noise level, tone, layout) are appended per crop.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from ..bank.manifest import EncoderSpec
 from ..errors import UIRError
+from .statistics import VERSION as STATISTICS_VERSION
+from .statistics import degradation_statistics, statistics_dim
 
 _LOCK = threading.Lock()
 MIN_SIDE = 64
@@ -111,13 +114,17 @@ class DegradationEncoder:
 
     def spec_key(self) -> dict:
         """Everything about the spec that changes the raw features (for caches)."""
-        return {k: v for k, v in vars(self.spec).items() if k not in ("dim", "feature_mean", "feature_std")}
+        key = {k: v for k, v in vars(self.spec).items() if k not in ("dim", "feature_mean", "feature_std")}
+        if self.spec.statistics:
+            key["statistics_version"] = STATISTICS_VERSION
+        return key
 
     @property
     def dim(self) -> int:
         channels = {0: 16, 1: 24, 2: 24, 3: 40, 4: 40, 5: 80, 6: 80, 7: 80, 8: 112, 9: 112, 10: 112}
         per_image = 2 * sum(channels[b] for b in self.spec.blocks)
-        return per_image * (2 if self.spec.highpass_sigma > 0 else 1)
+        network = per_image * (2 if self.spec.highpass_sigma > 0 else 1)
+        return network + (statistics_dim() if self.spec.statistics else 0)
 
     @torch.inference_mode()
     def block_features(self, images: torch.Tensor) -> torch.Tensor:
@@ -137,14 +144,20 @@ class DegradationEncoder:
         return torch.cat(stats, dim=1)
 
     def crop_features(self, crops: torch.Tensor) -> torch.Tensor:
-        """Block features of crops, with those of their high-pass residual appended when the spec asks."""
+        """Block features of crops, with those of their high-pass residual and the degradation
+        statistics appended when the spec asks."""
         sigma = float(self.spec.highpass_sigma)
         if sigma <= 0:
-            return self.block_features(crops)
-        size = 2 * round(3 * sigma) + 1
-        residual = crops.float() - gaussian_blur2d(crops.float(), (size, size), (sigma, sigma), border_type="reflect")
-        both = self.block_features(torch.cat([crops, (residual * HIGHPASS_GAIN + 0.5).clamp(0, 1)]))
-        return torch.cat(both.chunk(2), dim=1)
+            features = self.block_features(crops)
+        else:
+            size = 2 * round(3 * sigma) + 1
+            blurred = gaussian_blur2d(crops.float(), (size, size), (sigma, sigma), border_type="reflect")
+            residual = crops.float() - blurred
+            both = self.block_features(torch.cat([crops, (residual * HIGHPASS_GAIN + 0.5).clamp(0, 1)]))
+            features = torch.cat(both.chunk(2), dim=1)
+        if self.spec.statistics:
+            features = torch.cat([features, degradation_statistics(crops)], dim=1)
+        return features
 
     def features(self, images: torch.Tensor, boxes: Sequence[tuple[int, int]] | None = None) -> torch.Tensor:
         """Average of the block features over native-resolution crops; [B,3,H,W] -> [B, dim]."""

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from PIL import Image, ImageDraw, ImageFont
 
 from ..bank.manifest import read_manifest
+from .data import FRAME_SIDES, at_photo_scale
 from .fit import RouterFitConfig, bank_features
 from .router import Router
 
@@ -92,11 +93,11 @@ def single_kinds(bank_dir: Path, implementation: str, cache_dir: Path | None = N
     names = manifest.names
     config = RouterFitConfig(seed=EVAL_SEED, val_per_photo=EVAL_PER_PHOTO)
     raw, labels = bank_features(router.encoder, names, "val", config, implementation, cache_dir, severity)
-    sims, unknown = router.feature_scores(raw)
-    predicted = sims.argmax(dim=-1)
+    scores = router.feature_scores(raw)
+    predicted = scores.similarities.argmax(dim=-1)
     lenient = [RELATED.get(names[p], names[p]) == RELATED.get(names[t], names[t]) for p, t in zip(predicted, labels)]
     matrix = confusion(labels, predicted, len(names))
-    alarms = router.unknown_flags(sims, unknown).float().mean().item()
+    alarms = router.unknown_flags(scores).float().mean().item()
     return {"implementation": implementation, "examples": int(len(labels)),
             "top1": float((predicted == labels).float().mean()), "top1_lenient": float(np.mean(lenient)),
             "per_kind": {n: float(matrix[i, i] / max(matrix[i].sum(), 1)) for i, n in enumerate(names)},
@@ -115,16 +116,68 @@ def unknown_hits(bank_dir: Path, cache_dir: Path | None = None) -> dict:
         raw = encode_class(router.encoder, crops, kind, unknown_degrade, EVAL_SEED,
                            cache_key={"unknown": kind, "per_photo": EVAL_PER_PHOTO, "crop_seed": EVAL_SEED + 1},
                            cache_dir=cache_dir)
-        sims, unknown = router.feature_scores(raw)
-        hits[kind] = float(router.unknown_flags(sims, unknown).float().mean())
-        hits[f"{kind}_top1"] = manifest.names[int(sims.argmax(dim=-1).mode().values)]
+        scores = router.feature_scores(raw)
+        hits[kind] = float(router.unknown_flags(scores).float().mean())
+        hits[f"{kind}_top1"] = manifest.names[int(scores.similarities.argmax(dim=-1).mode().values)]
     return hits
+
+
+def whole_photos(bank_dir: Path, implementation: str, draws: int = 2, cache_dir: Path | None = None) -> dict:
+    """The router as users meet it: whole validation photos (640 or 960 px wide) degraded as photos,
+    routed through the encoder's crops at native resolution (``Router.scores`` on the image), ``draws``
+    per photo and kind. Also the unknown warning's false alarms and its hits on UNKNOWN_KINDS."""
+    from ..degrade import degrade as degrade_main
+    from ..degrade_alt import degrade as degrade_alt
+    from .data import CLEAN, PHOTO_WIDTHS, cached_features, class_seed, load_scaled, photo_split
+
+    manifest = read_manifest(bank_dir)
+    router = Router(manifest)
+    names = manifest.names
+    paths = photo_split()[1]
+    photos = [load_scaled(path, PHOTO_WIDTHS[i % len(PHOTO_WIDTHS)]) for i, path in enumerate(paths)]
+    synthesise = degrade_alt if implementation == "degrade_alt" else degrade_main
+
+    def features_of(name: str) -> torch.Tensor:
+        def compute() -> torch.Tensor:
+            generator = torch.Generator().manual_seed(class_seed(EVAL_SEED + 50, name))
+            rows = []
+            for photo in photos:
+                for _ in range(draws):
+                    if name == CLEAN:
+                        image = photo
+                    elif name in UNKNOWN_KINDS:
+                        image = unknown_degrade(photo, name, generator=generator)
+                    else:
+                        image = synthesise(photo, name, generator=generator)
+                    rows.append(router.encoder.features(image.clamp(0, 1)))
+            return torch.cat(rows)
+
+        key = {"whole_photos": implementation, "name": name, "draws": draws, "photos": [p.name for p in paths],
+               "widths": list(PHOTO_WIDTHS), "encoder": router.encoder.spec_key()}
+        return cached_features(key, compute, cache_dir)
+
+    known = [features_of(name) for name in names]
+    labels = torch.cat([torch.full((len(f),), i) for i, f in enumerate(known)])
+    scores = router.feature_scores(torch.cat(known))
+    predicted = scores.similarities.argmax(dim=-1)
+    matrix = confusion(labels, predicted, len(names))
+    result = {"implementation": implementation, "images": int(len(labels)), "draws": draws,
+              "top1": float((predicted == labels).float().mean()),
+              "per_kind": {n: float(matrix[i, i] / max(matrix[i].sum(), 1)) for i, n in enumerate(names)},
+              "false_alarm": float(router.unknown_flags(scores).float().mean()),
+              "confusion": matrix.tolist(), "names": names}
+    if implementation == "degrade":
+        result["unknown_hits"] = {}
+        for kind in UNKNOWN_KINDS:
+            flags = router.unknown_flags(router.feature_scores(features_of(kind)))
+            result["unknown_hits"][kind] = float(flags.float().mean())
+    return result
 
 
 def _degrade_pair(image: torch.Tensor, name: str, *, generator: torch.Generator) -> torch.Tensor:
     from ..degrade import degrade
 
-    return degrade(image, name.split("+"), generator=generator)
+    return at_photo_scale(degrade)(image, name.split("+"), generator=generator)
 
 
 def mixture_routing(bank_dir: Path, cache_dir: Path | None = None) -> dict:
@@ -142,8 +195,9 @@ def mixture_routing(bank_dir: Path, cache_dir: Path | None = None) -> dict:
         if not set(pair) <= set(manifest.names):
             continue
         raw = encode_class(router.encoder, crops, "+".join(pair), _degrade_pair, EVAL_SEED + 7,
-                           cache_key={"evalpair": list(pair), "crop_seed": EVAL_SEED + 1}, cache_dir=cache_dir)
-        weights = normalise_top_k(router.feature_scores(raw)[0], min(defaults.top_k, len(manifest.names)),
+                           cache_key={"evalpair": list(pair), "crop_seed": EVAL_SEED + 1,
+                                      "frame_sides": list(FRAME_SIDES)}, cache_dir=cache_dir)
+        weights = normalise_top_k(router.feature_scores(raw).similarities, min(defaults.top_k, len(manifest.names)),
                                   defaults.temperature, defaults.normalisation)
         first, second = (weights[:, manifest.names.index(kind)] for kind in pair)
         rows["+".join(pair)] = {"both_kept": float(((first > 0) & (second > 0)).float().mean()),
@@ -180,6 +234,15 @@ def main(argv: list[str] | None = None) -> int:
             row = single_kinds(args.bank, "degrade", severity=severity)
             results["by_severity"][f"{severity:g}"] = {k: row[k] for k in ("top1", "top1_lenient", "per_kind")}
             print(f"severity {severity:g}: top-1 {row['top1']:.3f} lenient {row['top1_lenient']:.3f}", flush=True)
+    results["whole_photos"] = {}
+    for implementation in ("degrade", "degrade_alt"):
+        row = whole_photos(args.bank, implementation)
+        confusion_png(np.array(row["confusion"]), row["names"],
+                      f"router top-1, whole photos, uir_lora.{implementation}: {row['top1']:.1%}",
+                      args.out / f"router_confusion_photos_{implementation}.png")
+        results["whole_photos"][implementation] = row
+        print(f"whole photos, {implementation}: top-1 {row['top1']:.3f} false alarms {row['false_alarm']:.3f} "
+              f"{row.get('unknown_hits', '')}", flush=True)
     results["unknown"] = unknown_hits(args.bank)
     print("unknown hit rates", results["unknown"], flush=True)
     results["mixture_routing"] = mixture_routing(args.bank)

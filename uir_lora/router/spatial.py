@@ -50,6 +50,9 @@ class RegionWeights:
     unknown_similarities: torch.Tensor | None = None
     """[rows, cols]: cosine of each window to the bank's "unknown" embedding (None: the bank has none)."""
     unknown_margin: float | None = None
+    residuals: torch.Tensor | None = None
+    """[rows, cols]: each window's residual outside the bank's known-kinds subspace (None: no such test)."""
+    residual_threshold: float | None = None
     _sim_maps: torch.Tensor | None = field(default=None, init=False, repr=False)
 
     def full_maps(self) -> torch.Tensor:
@@ -70,18 +73,19 @@ class RegionWeights:
             weights={n: w for n, w in zip(self.names, weights.tolist()) if w > 0},
             top_k=self.top_k, temperature=self.temperature, normalisation=self.normalisation,
             unknown_threshold=self.unknown_threshold, notes=[f"per-region routing, box {box}"],
-            unknown_similarity=self._unknown_in(box), unknown_margin=self.unknown_margin,
+            unknown_similarity=self._mean_in(self.unknown_similarities, box), unknown_margin=self.unknown_margin,
+            residual=self._mean_in(self.residuals, box), residual_threshold=self.residual_threshold,
         )
 
-    def _unknown_in(self, box: tuple[int, int, int, int]) -> float | None:
-        """Mean cosine to the "unknown" embedding over the windows that overlap ``box``."""
-        if self.unknown_similarities is None:
+    def _mean_in(self, grid: torch.Tensor | None, box: tuple[int, int, int, int]) -> float | None:
+        """Mean of a per-window grid over the windows that overlap ``box`` (None stays None)."""
+        if grid is None:
             return None
         ys, xs, _ = window_starts(*self.size, self.window)
         y0, y1, x0, x1 = box
         rows = [i for i, y in enumerate(ys) if y < y1 and y + self.window > y0] or [0]
         cols = [j for j, x in enumerate(xs) if x < x1 and x + self.window > x0] or [0]
-        return float(self.unknown_similarities[rows][:, cols].mean())
+        return float(grid[rows][:, cols].mean())
 
     def _similarity_maps(self) -> torch.Tensor:
         if self._sim_maps is None:  # only tile summaries need it; computed once
@@ -91,7 +95,8 @@ class RegionWeights:
     def unknown_fraction(self) -> float:
         """Share of windows the bank's unknown tests flag (see RoutingResult.unknown_reason; 0 if none)."""
         best = self.similarities.max(dim=0).values
-        flagged = unknown_mask(best, self.unknown_similarities, self.unknown_threshold, self.unknown_margin)
+        flagged = unknown_mask(best, self.unknown_similarities, self.unknown_threshold, self.unknown_margin,
+                               self.residuals, self.residual_threshold)
         return float(flagged.float().mean())
 
     def mean_weights(self) -> dict[str, float]:
@@ -156,8 +161,9 @@ def estimate_regions(
     win_h, win_w = min(window, height), min(window, width)
     crops = torch.cat([image[..., y : y + win_h, x : x + win_w] for y in ys for x in xs])
     scored = [router.scores(crops[i : i + ENCODER_BATCH]) for i in range(0, crops.shape[0], ENCODER_BATCH)]
-    sims = torch.cat([s for s, _ in scored])
-    unknown = None if router.unknown_embedding is None else torch.cat([u for _, u in scored])
+    sims = torch.cat([s.similarities for s in scored])
+    unknown = None if router.unknown_embedding is None else torch.cat([s.unknown for s in scored])
+    residual = None if router.subspace is None else torch.cat([s.residual for s in scored])
     weights = normalise_top_k(sims, top_k, temperature, normalisation)
     grid = (len(ys), len(xs))
     sims_grid = sims.T.reshape(-1, *grid)
@@ -168,6 +174,8 @@ def estimate_regions(
         stride=stride, top_k=top_k, temperature=temperature, normalisation=normalisation,
         unknown_threshold=defaults.unknown_threshold, unknown_margin=defaults.unknown_margin,
         unknown_similarities=None if unknown is None else unknown.reshape(grid),
+        residuals=None if residual is None else residual.reshape(grid),
+        residual_threshold=defaults.unknown_residual,
     )
 
 
