@@ -204,3 +204,31 @@ def test_shipped_bank_has_the_residual_test():
     basis = decode_matrix(manifest.router.unknown_subspace, manifest.encoder.dim, "shipped")
     assert len(basis) == manifest.router.calibration["subspace_rank"] > 0
     torch.testing.assert_close(basis @ basis.T, torch.eye(len(basis)), atol=1e-4, rtol=0)
+
+
+def test_whole_photos_are_encoded_per_draw_and_cached(tmp_path):
+    from uir_lora.router.data import CLEAN, encode_photos
+
+    class MeanEncoder:
+        spec = EncoderSpec()
+        calls = 0
+
+        def spec_key(self) -> dict:
+            return {"mean": 1}
+
+        def features(self, image: torch.Tensor) -> torch.Tensor:
+            MeanEncoder.calls += 1
+            return image.mean(dim=(2, 3))
+
+    def brighten(image, name, *, generator):
+        return image + 0.1 * float(torch.rand((), generator=generator))
+
+    photos = [torch.full((1, 3, 40, 60), 0.2), torch.full((1, 3, 50, 30), 0.5)]
+    encoder = MeanEncoder()
+    out = encode_photos(encoder, photos, "haze", brighten, 7, 3, cache_key={"test": 1}, cache_dir=tmp_path)
+    assert out.shape == (6, 3) and MeanEncoder.calls == 6
+    assert (out[:3] > 0.2).all() and (out[:3] < 0.3).all() and len(set(out[:3, 0].tolist())) == 3  # own draws
+    again = encode_photos(encoder, photos, "haze", brighten, 7, 3, cache_key={"test": 1}, cache_dir=tmp_path)
+    assert torch.equal(again, out) and MeanEncoder.calls == 6  # from the cache
+    clean = encode_photos(encoder, photos, CLEAN, brighten, 7, 1, cache_key={"test": 1}, cache_dir=tmp_path)
+    torch.testing.assert_close(clean, torch.tensor([[0.2] * 3, [0.5] * 3]))

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..errors import BankError
+from ..errors import TEMPERATURE_RANGE, BankError
 
 FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"
@@ -163,8 +163,9 @@ def _check_specs(encoder: EncoderSpec, router: RouterDefaults, where: str) -> No
     _check_number(router.top_k, isinstance(router.top_k, int) and 1 <= router.top_k <= 64,
                   "router.top_k must be a whole number in [1, 64]", where)
     temperature = router.temperature
-    _check_number(temperature, isinstance(temperature, (int, float)) and 1e-4 <= temperature <= 100,
-                  "router.temperature must be a number in [0.0001, 100]", where)
+    _check_number(temperature, isinstance(temperature, (int, float))
+                  and TEMPERATURE_RANGE[0] <= temperature <= TEMPERATURE_RANGE[1],
+                  "router.temperature must be a number in [{:g}, {:g}]".format(*TEMPERATURE_RANGE), where)
     if router.normalisation not in NORMALISATIONS:
         raise BankError(f"{where}: router.normalisation must be one of {NORMALISATIONS}, got {router.normalisation!r}")
     for flag in ("log_std", "statistics"):

@@ -98,6 +98,30 @@ def render_crops(per_render: int, size: int, seed: int) -> torch.Tensor:
     return torch.cat(crops) if crops else torch.zeros(0, 3, size, size)
 
 
+def load_photos(paths: Sequence[Path]) -> list[torch.Tensor]:
+    """Whole photos, alternately PHOTO_WIDTHS wide, as [1,3,H,W] (sizes differ: a list)."""
+    return [load_scaled(path, PHOTO_WIDTHS[i % len(PHOTO_WIDTHS)]) for i, path in enumerate(paths)]
+
+
+def encode_photos(encoder: DegradationEncoder, photos: Sequence[torch.Tensor], name: str, degrade: DegradeFn,
+                  seed: int, draws: int, *, cache_key: dict, cache_dir: Path | None = None) -> torch.Tensor:
+    """Features [len(photos) * draws, dim] of whole photos degraded as class ``name`` (``draws`` independent
+    draws each), encoded as the router encodes a user's image: its crops at native resolution, averaged."""
+
+    def compute() -> torch.Tensor:
+        generator = torch.Generator().manual_seed(class_seed(seed, name))
+        rows = []
+        for photo in photos:
+            for _ in range(draws):
+                image = photo if name == CLEAN else degrade(photo, name, generator=generator)
+                rows.append(encoder.features(image.clamp(0, 1)))
+        return torch.cat(rows)
+
+    key = {**cache_key, "whole_photos": True, "name": name, "seed": seed, "draws": draws,
+           "encoder": encoder.spec_key()}
+    return cached_features(key, compute, cache_dir)
+
+
 def compatible_pairs(names: Sequence[str]) -> list[tuple[str, str]]:
     """Every pair of synthetic kinds among ``names`` that ``uir_lora.degrade`` can apply together."""
     from ..degrade import KINDS, compatible

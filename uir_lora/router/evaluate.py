@@ -128,33 +128,20 @@ def whole_photos(bank_dir: Path, implementation: str, draws: int = 2, cache_dir:
     per photo and kind. Also the unknown warning's false alarms and its hits on UNKNOWN_KINDS."""
     from ..degrade import degrade as degrade_main
     from ..degrade_alt import degrade as degrade_alt
-    from .data import CLEAN, PHOTO_WIDTHS, cached_features, class_seed, load_scaled, photo_split
+    from .data import PHOTO_WIDTHS, encode_photos, load_photos, photo_split
 
     manifest = read_manifest(bank_dir)
     router = Router(manifest)
     names = manifest.names
     paths = photo_split()[1]
-    photos = [load_scaled(path, PHOTO_WIDTHS[i % len(PHOTO_WIDTHS)]) for i, path in enumerate(paths)]
+    photos = load_photos(paths)
     synthesise = degrade_alt if implementation == "degrade_alt" else degrade_main
 
     def features_of(name: str) -> torch.Tensor:
-        def compute() -> torch.Tensor:
-            generator = torch.Generator().manual_seed(class_seed(EVAL_SEED + 50, name))
-            rows = []
-            for photo in photos:
-                for _ in range(draws):
-                    if name == CLEAN:
-                        image = photo
-                    elif name in UNKNOWN_KINDS:
-                        image = unknown_degrade(photo, name, generator=generator)
-                    else:
-                        image = synthesise(photo, name, generator=generator)
-                    rows.append(router.encoder.features(image.clamp(0, 1)))
-            return torch.cat(rows)
-
-        key = {"whole_photos": implementation, "name": name, "draws": draws, "photos": [p.name for p in paths],
-               "widths": list(PHOTO_WIDTHS), "encoder": router.encoder.spec_key()}
-        return cached_features(key, compute, cache_dir)
+        return encode_photos(router.encoder, photos, name, unknown_degrade if name in UNKNOWN_KINDS else synthesise,
+                             EVAL_SEED + 50, draws, cache_dir=cache_dir,
+                             cache_key={"implementation": implementation, "photos": [p.name for p in paths],
+                                        "widths": list(PHOTO_WIDTHS)})
 
     known = [features_of(name) for name in names]
     labels = torch.cat([torch.full((len(f),), i) for i, f in enumerate(known)])

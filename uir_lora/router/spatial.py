@@ -17,7 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..errors import InputError, check_int, check_range
+from ..errors import TEMPERATURE_RANGE, InputError, check_int, check_range
 from ..sampler.tiling import tile_starts
 from .router import Router, RoutingResult, normalise_top_k, unknown_mask
 
@@ -154,7 +154,7 @@ def estimate_regions(
     defaults = router.manifest.router
     top_k = check_int("top_k", defaults.top_k if top_k is None else top_k, 1, max(1, len(router.names)))
     temperature = check_range("temperature", defaults.temperature if temperature is None else temperature,
-                              1e-4, 100.0)
+                              *TEMPERATURE_RANGE)
     normalisation = normalisation or defaults.normalisation
     height, width = image.shape[-2:]
     ys, xs, stride = window_starts(height, width, window)
