@@ -75,6 +75,31 @@ def test_bank_add_changes_only_its_own_entry(random_bank, photo, tmp_path, capsy
     assert routed.best[0] == "haze"
 
 
+def test_bank_add_teaches_the_residual_test_its_examples(random_bank, photo, tmp_path):
+    """A kind added later was not in train-router's subspace: bank add must not leave it 'unknown'."""
+    from uir_lora.bank.manifest import decode_matrix, encode_matrix, write_manifest
+    from uir_lora.router.router import subspace_residual
+
+    root = random_bank.root
+    manifest = read_manifest(root)
+    dim = manifest.encoder.dim
+    basis = torch.linalg.qr(torch.randn(dim, 4, generator=torch.Generator().manual_seed(0)))[0].T.contiguous()
+    manifest.router.unknown_subspace, manifest.router.unknown_residual = encode_matrix(basis), 0.5
+    write_manifest(manifest, root)
+    examples = _examples(photo, "haze")
+    router = pipeline.router_for(open_bank(root))
+    z = (torch.cat([router.encoder.features(image) for image in examples]) - router.mean) / router.std
+    assert (subspace_residual(z, basis) > 0.5).all()  # before: every example looks unknown
+    _, report = fit.add_embedding(root, "haze", examples)
+    grown = decode_matrix(read_manifest(root).router.unknown_subspace, dim, "test")
+    assert report["subspace_rank"] == len(grown) == 4 + len(examples)
+    torch.testing.assert_close(grown[:4], basis)  # the fitted directions stay
+    torch.testing.assert_close(grown @ grown.T, torch.eye(len(grown)), atol=1e-4, rtol=0)
+    assert (subspace_residual(z, grown) < 1e-3).all()
+    (routed,) = pipeline.estimate(open_bank(root), examples[0])
+    assert not routed.unknown or "residual" not in routed.unknown_reason
+
+
 def test_bank_add_names_the_fix_for_a_missing_lora(random_bank, photo, tmp_path, capsys):
     save_image(photo, tmp_path / "x.png")
     code = main(["bank", "add", "--bank", str(random_bank.root), "--name", "snow", "--images", str(tmp_path / "x.png")])
@@ -93,10 +118,13 @@ def test_train_router_fits_the_whole_bank_and_leaves_lora_files(random_bank, pho
     monkeypatch.setattr(data, "PHOTO_WIDTHS", (320,))
     root = random_bank.root
     files = {p.name: p.read_bytes() for p in root.glob("*.safetensors")}
-    config = fit.RouterFitConfig(per_photo=1, per_render=0, val_per_photo=1, mixtures=2, outliers=2, steps=20)
+    config = fit.RouterFitConfig(per_photo=1, per_render=0, val_per_photo=1, mixtures=2, outliers=2, steps=20,
+                                 photo_draws=1)
     fit.train_router(root, config, cache_dir=tmp_path / "cache", log=lambda _: None)
     manifest = read_manifest(root)
-    assert manifest.router.unknown_threshold is not None and manifest.router.calibration["train_examples"] == 6
+    # 2 training photos x 3 classes: one crop and one whole-photo draw each
+    assert manifest.router.unknown_threshold is not None and manifest.router.calibration["train_examples"] == 12
+    assert manifest.router.unknown_residual is not None and manifest.router.calibration["subspace_rank"] > 0
     assert manifest.router.calibration["mixture_examples"] == 2 and manifest.router.calibration["outlier_examples"] == 2
     assert manifest.router.unknown_margin is not None
     assert abs(torch.tensor(manifest.router.unknown_embedding).norm() - 1) < 1e-4

@@ -78,5 +78,6 @@ def run_bank_add(args: argparse.Namespace) -> int:
         _, report = add_embedding(args.bank, args.name, [load_image(f) for f in files], refine=not args.no_refine)
     print(f"set the embedding of {args.name!r} from {report['examples']} images"
           f"{' (refined against the other embeddings)' if report['refined'] else ''}; "
-          f"{report['routed_to_new']}/{report['examples']} of them now route to it first")
+          f"{report['routed_to_new']}/{report['examples']} of them now route to it first"
+          f"{'' if 'subspace_rank' not in report else '; the unknown test now knows its examples too'}")
     return 0

@@ -17,7 +17,15 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from ..bank.manifest import EncoderSpec, Manifest, RouterDefaults, encode_matrix, read_manifest, write_manifest
+from ..bank.manifest import (
+    EncoderSpec,
+    Manifest,
+    RouterDefaults,
+    decode_matrix,
+    encode_matrix,
+    read_manifest,
+    write_manifest,
+)
 from ..errors import BankError, InputError
 from .data import FRAME_SIDES, PHOTO_WIDTHS, at_photo_scale
 from .encoder import DegradationEncoder
@@ -272,6 +280,16 @@ def known_subspace(z: torch.Tensor, rank: int) -> torch.Tensor:
     return torch.linalg.svd(z.double(), full_matrices=False).Vh[:rank].float()  # float32: what the manifest stores
 
 
+def extend_subspace(basis: torch.Tensor, z: torch.Tensor, max_new: int = 8) -> torch.Tensor:
+    """``basis`` plus the main directions of ``z`` outside it (at most ``max_new``), so that a kind added
+    later with ``bank add`` does not look unknown to the residual test fitted without it."""
+    inside = (z.double() @ basis.double().T) @ basis.double()
+    _, values, directions = torch.linalg.svd(z.double() - inside, full_matrices=False)
+    room = basis.shape[1] - len(basis)
+    keep = directions[: min(max_new, room)][values[: min(max_new, room)] > 1e-6 * max(float(values.max()), 1e-12)]
+    return torch.cat([basis, keep.float()])  # the new rows are orthogonal to the basis by construction
+
+
 def calibrate_residual(z_val: torch.Tensor, basis: torch.Tensor, false_alarm: float) -> float:
     """Threshold on ``subspace_residual``: the 1 - ``false_alarm`` quantile on known kinds."""
     if not 0 < false_alarm < 0.5:
@@ -369,7 +387,8 @@ def add_embedding(bank_dir: Path, name: str, images: Sequence[torch.Tensor], *, 
     """Set LoRA ``name``'s embedding from example degraded images; every other entry stays byte-identical.
 
     Centroid of the examples in the bank's standardised feature space, then (``refine``) a few
-    cross-entropy steps that move only this embedding away from the other, frozen embeddings.
+    cross-entropy steps that move only this embedding away from the other, frozen embeddings. The
+    residual unknown test's subspace grows by the examples' main directions (``extend_subspace``).
     """
     manifest = read_manifest(bank_dir)
     if name not in manifest.names:
@@ -397,5 +416,10 @@ def add_embedding(bank_dir: Path, name: str, images: Sequence[torch.Tensor], *, 
     routed = similarities(z, F.normalize(table, dim=-1)).argmax(dim=-1)
     report = {"examples": len(images), "routed_to_new": int((routed == index).sum()),
               "refined": bool(refine and others)}
+    if manifest.router.unknown_subspace is not None:
+        basis = decode_matrix(manifest.router.unknown_subspace, manifest.encoder.dim, "router.unknown_subspace")
+        grown = extend_subspace(basis, z)
+        manifest.router.unknown_subspace = encode_matrix(grown)
+        report["subspace_rank"] = len(grown)
     write_manifest(manifest, bank_dir)
     return manifest, report
