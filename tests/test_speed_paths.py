@@ -22,10 +22,12 @@ def reference_block_features(spec: EncoderSpec, images: torch.Tensor) -> torch.T
             if index in wanted:
                 std = x.std(dim=(2, 3), unbiased=False)
                 stats += [x.mean(dim=(2, 3)), std.clamp_min(1e-6).log() if spec.log_std else std]
+                if spec.peak:
+                    stats.append((x.amax(dim=(2, 3)) - x.mean(dim=(2, 3))) / std.clamp_min(1e-6))
     return torch.cat(stats, dim=1)
 
 
-@pytest.mark.parametrize("spec", [EncoderSpec(), EncoderSpec(blocks=[0, 2, 4, 7, 10], log_std=False)],
+@pytest.mark.parametrize("spec", [EncoderSpec(), EncoderSpec(blocks=[0, 2, 4, 7, 10], log_std=False, peak=True)],
                          ids=["shipped", "other-blocks"])
 @pytest.mark.parametrize("size", [(224, 224), (100, 150), (230, 257)])
 def test_folded_trunk_gives_the_published_nets_features(photo, spec, size):

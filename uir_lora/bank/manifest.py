@@ -43,6 +43,10 @@ class EncoderSpec:
     """Log of each channel's std (degradations scale activations multiplicatively)."""
     highpass_sigma: float = 1.5
     """> 0: also encode the image's high-pass residual (image - Gaussian blur of this sigma); 0: off."""
+    peak: bool = False
+    """Also how far each channel's strongest response stands out of its crop ((max - mean) / std), for
+    sparse, local damage (raindrops, flakes, dots) that hardly moves a spatial mean. Measured and not
+    shipped (docs/router.md: better on whole photos, worse on crops and on the unknown warning)."""
     statistics: bool = True
     """Append the hand-made degradation statistics of router/statistics.py (spectrum, blockiness,
     noise level, tone, layout, impulses). Manifests written before it existed read as false."""
@@ -168,7 +172,7 @@ def _check_specs(encoder: EncoderSpec, router: RouterDefaults, where: str) -> No
                   "router.temperature must be a number in [{:g}, {:g}]".format(*TEMPERATURE_RANGE), where)
     if router.normalisation not in NORMALISATIONS:
         raise BankError(f"{where}: router.normalisation must be one of {NORMALISATIONS}, got {router.normalisation!r}")
-    for flag in ("log_std", "statistics"):
+    for flag in ("log_std", "peak", "statistics"):
         if not isinstance(getattr(encoder, flag), bool):
             raise BankError(f"{where}: encoder.{flag} must be true or false, got {getattr(encoder, flag)!r}")
     _check_number(encoder.highpass_sigma, isinstance(encoder.highpass_sigma, (int, float))
@@ -231,7 +235,8 @@ def parse_manifest(data: Any, source: str = "manifest") -> Manifest:
                         f"{FORMAT_VERSION}); update the pack or re-export the bank")
     backbone = _require(data, "backbone_family", str, source)
     encoder_data = _require(data, "encoder", dict, source)
-    encoder_data.setdefault("statistics", False)  # banks fitted before the statistics existed
+    for added in ("peak", "statistics"):  # banks fitted before these features existed
+        encoder_data.setdefault(added, False)
     try:
         encoder = EncoderSpec(**encoder_data)
     except TypeError as exc:

@@ -1,6 +1,6 @@
 """The router's frozen image encoder: ImageNet EfficientNet-Lite0 from a registry package.
 
-The degradation feature d is the per-channel mean and (log) standard deviation of a few early
+The degradation feature d is the per-channel mean, (log) standard deviation and peak of a few early
 blocks (early blocks see noise, blur, blocking and colour statistics; late ones see content),
 averaged over a few crops taken at the image's native resolution, because degradations live at
 pixel scale and a resize would wash out noise and JPEG blocks. With ``highpass_sigma`` the same
@@ -122,13 +122,13 @@ class DegradationEncoder:
     @property
     def dim(self) -> int:
         channels = {0: 16, 1: 24, 2: 24, 3: 40, 4: 40, 5: 80, 6: 80, 7: 80, 8: 112, 9: 112, 10: 112}
-        per_image = 2 * sum(channels[b] for b in self.spec.blocks)
+        per_image = (3 if self.spec.peak else 2) * sum(channels[b] for b in self.spec.blocks)
         network = per_image * (2 if self.spec.highpass_sigma > 0 else 1)
         return network + (statistics_dim() if self.spec.statistics else 0)
 
     @torch.inference_mode()
     def block_features(self, images: torch.Tensor) -> torch.Tensor:
-        """[B,3,H,W] in 0..1 -> [B, dim]: mean and std per channel of the chosen blocks."""
+        """[B,3,H,W] in 0..1 -> [B, dim]: mean, std (and peak) per channel of the chosen blocks."""
         wanted, last = set(self.spec.blocks), max(self.spec.blocks)
         x = (images.float().clamp(0, 1) - 0.5) / 0.5  # TF-style normalisation of these weights
         x = x.contiguous(memory_format=torch.channels_last)  # oneDNN's fast layout on the CPU
@@ -141,6 +141,8 @@ class DegradationEncoder:
                 if index in wanted:
                     std, mean = torch.std_mean(x, dim=(2, 3), correction=0)
                     stats += [mean, std.clamp_min(1e-6).log() if self.spec.log_std else std]
+                    if self.spec.peak:
+                        stats.append((x.amax(dim=(2, 3)) - mean) / std.clamp_min(1e-6))
         return torch.cat(stats, dim=1)
 
     def crop_features(self, crops: torch.Tensor) -> torch.Tensor:
