@@ -50,7 +50,7 @@ def default_backbone() -> Backbone:
 
 
 def router_for(bank: LoraBank) -> Router:
-    key = bank.key  # hashes the whole manifest (~20 ms with 13 x 1088-d embeddings): once per call
+    key = bank.key  # hashes the whole manifest (~20 ms with 13 x 1178-d embeddings): once per call
     with _ROUTERS_LOCK:
         if key not in _ROUTERS:
             _ROUTERS[key] = Router(bank.manifest)
