@@ -115,6 +115,8 @@ class DegradationEncoder:
     def spec_key(self) -> dict:
         """Everything about the spec that changes the raw features (for caches)."""
         key = {k: v for k, v in vars(self.spec).items() if k not in ("dim", "feature_mean", "feature_std")}
+        if not self.spec.peak:  # added later: off, it leaves the caches of earlier designs valid
+            del key["peak"]
         if self.spec.statistics:
             key["statistics_version"] = STATISTICS_VERSION
         return key
