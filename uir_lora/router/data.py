@@ -35,7 +35,8 @@ def at_photo_scale(degrade: DegradeFn, sides: tuple[int, int] = FRAME_SIDES) -> 
     with raindrops to the right LoRA 0-6 % of the time (docs/router.md)."""
     low, high = (math.log(side) for side in sides)
 
-    def degrade_window(image: torch.Tensor, kind: object, *, generator: torch.Generator, **options: object):
+    def degrade_window(image: torch.Tensor, kind: object, *, generator: torch.Generator,
+                       **options: object) -> torch.Tensor:
         side = min(image.shape[-2:])
         u = float(torch.rand((), generator=generator))
         frame = max(side, round(math.exp(low + u * (high - low))))
@@ -106,7 +107,8 @@ def load_photos(paths: Sequence[Path]) -> list[torch.Tensor]:
 def encode_photos(encoder: DegradationEncoder, photos: Sequence[torch.Tensor], name: str, degrade: DegradeFn,
                   seed: int, draws: int, *, cache_key: dict, cache_dir: Path | None = None) -> torch.Tensor:
     """Features [len(photos) * draws, dim] of whole photos degraded as class ``name`` (``draws`` independent
-    draws each), encoded as the router encodes a user's image: its crops at native resolution, averaged."""
+    draws each; a clean photo repeats), encoded as the router encodes a user's image: its crops at
+    native resolution, averaged."""
 
     def compute() -> torch.Tensor:
         generator = torch.Generator().manual_seed(class_seed(seed, name))

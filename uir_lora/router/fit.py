@@ -29,7 +29,7 @@ from ..bank.manifest import (
 from ..errors import BankError, InputError
 from .data import FRAME_SIDES, PHOTO_WIDTHS, at_photo_scale
 from .encoder import DegradationEncoder
-from .router import subspace_residual, unknown_mask
+from .router import outside_subspace, subspace_residual, unknown_mask
 
 MIN_STD = 1e-4  # features that never vary must not blow up the standardisation
 
@@ -104,10 +104,14 @@ def top1_accuracy(z: torch.Tensor, labels: torch.Tensor, embeddings: torch.Tenso
     return float((similarities(z, embeddings).argmax(dim=-1) == labels).float().mean())
 
 
-def calibrate_unknown(z_val: torch.Tensor, embeddings: torch.Tensor, false_alarm: float = 0.02) -> float:
-    """Threshold on the best cosine: the ``false_alarm`` quantile of the best similarity on known kinds."""
+def _check_false_alarm(false_alarm: float) -> None:
     if not 0 < false_alarm < 0.5:
         raise InputError(f"false_alarm must be in (0, 0.5), got {false_alarm}")
+
+
+def calibrate_unknown(z_val: torch.Tensor, embeddings: torch.Tensor, false_alarm: float = 0.02) -> float:
+    """Threshold on the best cosine: the ``false_alarm`` quantile of the best similarity on known kinds."""
+    _check_false_alarm(false_alarm)
     best = similarities(z_val, embeddings).max(dim=-1).values
     return float(torch.quantile(best, false_alarm))
 
@@ -141,7 +145,7 @@ class RouterFitConfig:
     steps: int = 300
     lr: float = 0.01
     false_alarm: float = 0.02
-    """Share of validation images of known kinds the unknown warning may flag (split between its two tests)."""
+    """Share of validation images of known kinds the unknown warning may flag (split between its tests)."""
     top_k: int = 2
     unknown_strength: float = 0.5
     subspace: int = 128
@@ -267,8 +271,7 @@ def extra_examples(
 def calibrate_margin(z_val: torch.Tensor, embeddings: torch.Tensor, unknown: torch.Tensor,
                      false_alarm: float) -> float:
     """Threshold on cos(d, unknown) - best cos(d, B_i): the 1 - ``false_alarm`` quantile on known kinds."""
-    if not 0 < false_alarm < 0.5:
-        raise InputError(f"false_alarm must be in (0, 0.5), got {false_alarm}")
+    _check_false_alarm(false_alarm)
     margin = similarities(z_val, unknown[None])[:, 0] - similarities(z_val, embeddings).max(dim=-1).values
     return float(torch.quantile(margin, 1.0 - false_alarm))
 
@@ -283,17 +286,15 @@ def known_subspace(z: torch.Tensor, rank: int) -> torch.Tensor:
 def extend_subspace(basis: torch.Tensor, z: torch.Tensor, max_new: int = 8) -> torch.Tensor:
     """``basis`` plus the main directions of ``z`` outside it (at most ``max_new``), so that a kind added
     later with ``bank add`` does not look unknown to the residual test fitted without it."""
-    inside = (z.double() @ basis.double().T) @ basis.double()
-    _, values, directions = torch.linalg.svd(z.double() - inside, full_matrices=False)
-    room = basis.shape[1] - len(basis)
-    keep = directions[: min(max_new, room)][values[: min(max_new, room)] > 1e-6 * max(float(values.max()), 1e-12)]
-    return torch.cat([basis, keep.float()])  # the new rows are orthogonal to the basis by construction
+    _, values, directions = torch.linalg.svd(outside_subspace(z, basis), full_matrices=False)
+    count = min(max_new, basis.shape[1] - len(basis))
+    strong = values[:count] > 1e-6 * values.max().clamp_min(1e-12)  # directions the examples really use
+    return torch.cat([basis, directions[:count][strong].float()])  # orthogonal to the basis by construction
 
 
 def calibrate_residual(z_val: torch.Tensor, basis: torch.Tensor, false_alarm: float) -> float:
     """Threshold on ``subspace_residual``: the 1 - ``false_alarm`` quantile on known kinds."""
-    if not 0 < false_alarm < 0.5:
-        raise InputError(f"false_alarm must be in (0, 0.5), got {false_alarm}")
+    _check_false_alarm(false_alarm)
     return float(torch.quantile(subspace_residual(z_val, basis), 1.0 - false_alarm))
 
 

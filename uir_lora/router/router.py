@@ -93,12 +93,15 @@ def unknown_mask(best: torch.Tensor, unknown_similarity: torch.Tensor | None, th
     return flagged
 
 
+def outside_subspace(z: torch.Tensor, basis: torch.Tensor) -> torch.Tensor:
+    """The part of each row of ``z`` [B, dim] orthogonal to an orthonormal ``basis`` [k, dim] (float64)."""
+    z, basis = z.double(), basis.double()
+    return z - (z @ basis.T) @ basis
+
+
 def subspace_residual(z: torch.Tensor, basis: torch.Tensor) -> torch.Tensor:
-    """||z - proj(z)|| / ||z|| for standardised features z [B, dim] and an orthonormal basis [k, dim]:
-    0 inside the subspace, 1 orthogonal to it."""
-    z = z.double()
-    inside = (z @ basis.double().T) @ basis.double()
-    return ((z - inside).norm(dim=-1) / z.norm(dim=-1).clamp_min(1e-12)).float()
+    """||z - proj(z)|| / ||z|| for standardised features z [B, dim]: 0 inside the subspace, 1 orthogonal to it."""
+    return (outside_subspace(z, basis).norm(dim=-1) / z.double().norm(dim=-1).clamp_min(1e-12)).float()
 
 
 def normalise_top_k(similarities: torch.Tensor, top_k: int, temperature: float, normalisation: str) -> torch.Tensor:
