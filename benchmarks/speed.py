@@ -28,6 +28,7 @@ from pathlib import Path
 import torch
 
 from uir_lora import pipeline
+from uir_lora.backbones.registry import load_backbone
 from uir_lora.bank.store import LoraBank, open_bank
 from uir_lora.compose.composer import Composition, composed
 from uir_lora.degrade import KINDS, degrade
@@ -224,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(big_image(args.tile, args.bank)))
         return 0
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[args.dtype]
-    backbone = pipeline.default_backbone().to(args.device, dtype)
+    backbone = load_backbone("embedded-ffdnet", device=args.device, dtype=dtype)  # the cached master stays put
     global CPU_CLOCK
     CPU_CLOCK = args.device == "cpu"
     sync = torch.cuda.synchronize if args.device.startswith("cuda") else (lambda: None)
