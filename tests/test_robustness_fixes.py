@@ -92,6 +92,20 @@ def test_each_dtype_gets_its_own_backbone(tmp_path, encoder_dim):
     assert full.dtype == torch.float32 and half.dtype == torch.bfloat16
 
 
+def test_backbone_copies_are_bounded_least_recently_used_first():
+    from uir_lora.backbones import registry
+
+    dtypes = (torch.bfloat16, torch.float16, torch.float64)
+    copies = {dtype: load_backbone("embedded-ffdnet", device="cpu", dtype=dtype) for dtype in dtypes}
+    cached = next(c for (family, _), c in registry._CACHE.items() if family == "embedded-ffdnet")
+    assert len(cached.copies) == registry.MAX_COPIES
+    assert [placement[1] for placement in cached.copies] == [torch.float16, torch.float64]  # bfloat16 evicted
+    assert load_backbone("embedded-ffdnet", device="cpu", dtype=torch.float16) is copies[torch.float16]
+    assert [placement[1] for placement in cached.copies] == [torch.float64, torch.float16]  # used: moved last
+    assert copies[torch.bfloat16].dtype == torch.bfloat16  # an evicted copy still works for whoever holds it
+    assert load_backbone("embedded-ffdnet").dtype == torch.float32  # the master is never evicted
+
+
 def test_sd_turbo_copy_keeps_its_parts_together(tmp_path):
     from uir_lora.testing import sd_turbo_tiny as tiny
 

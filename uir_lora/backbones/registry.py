@@ -29,6 +29,7 @@ class _Cached:
 
 _CACHE: dict[tuple[str, str], _Cached] = {}
 _LOCK = threading.Lock()
+MAX_COPIES = 2  # placements kept per weights file beside the master (least recently used go first)
 
 
 def _load_embedded(path: Path | None) -> Backbone:
@@ -86,6 +87,9 @@ def load_backbone(
         if placement == cached.placement:
             return cached.master
         if placement not in cached.copies:
+            while len(cached.copies) >= MAX_COPIES:  # a graph that switches dtypes must not keep every copy
+                cached.copies.pop(next(iter(cached.copies)))
             # deepcopy keeps shared submodules shared (sd-turbo's VAE) and the cached float32 fingerprint
             cached.copies[placement] = copy.deepcopy(cached.master).to(*placement)
+        cached.copies[placement] = cached.copies.pop(placement)  # most recently used last
         return cached.copies[placement]
