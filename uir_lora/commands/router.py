@@ -26,10 +26,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help=f"outlier-exposure examples for the 'unknown' embedding (default {defaults.outliers}; 0: none)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--steps", type=int, default=defaults.steps, help="optimisation steps for the embeddings")
-    p.add_argument("--false-alarm", type=float, default=0.02,
-                   help="share of known-kind validation images allowed below the unknown threshold")
-    p.add_argument("--top-k", type=int, default=2, help="default number of LoRAs the router keeps")
-    p.add_argument("--unknown-strength", type=float, default=0.5,
+    p.add_argument("--false-alarm", type=float, default=defaults.false_alarm,
+                   help="share of known-kind validation images the unknown tests may flag, split between them")
+    p.add_argument("--top-k", type=int, default=defaults.top_k, help="default number of LoRAs the router keeps")
+    p.add_argument("--unknown-strength", type=float, default=defaults.unknown_strength,
                    help="router weights are scaled by this when the degradation is unknown")
     p.add_argument("--cache-dir", type=Path, help="feature cache (default ~/.cache/uir_lora or $UIR_LORA_CACHE)")
     p.set_defaults(run=run_train_router)

@@ -21,6 +21,7 @@ few lines each live here, vectorised over a batch.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -37,15 +38,10 @@ EPS = 1e-6
 _LUMA = (0.299, 0.587, 0.114)
 
 
+@functools.lru_cache(maxsize=1)
 def statistics_dim() -> int:
-    """Length of ``degradation_statistics``' output per image."""
-    spectrum = RADIAL_BINS + ANGLE_BINS * len(ANGLE_BANDS)
-    blocks = 4
-    noise = 3 + 2 + 2
-    tone = len(PERCENTILES) + 3 + 3 + 2 + 1 + 1 + 2
-    layout = 2 * GRID * GRID
-    impulses = 2
-    return spectrum + blocks + noise + tone + layout + impulses
+    """Length of ``degradation_statistics``' output per image (measured once, so it cannot drift from it)."""
+    return degradation_statistics(torch.zeros(1, 3, 32, 32)).shape[1]
 
 
 def _luma(images: torch.Tensor) -> torch.Tensor:
