@@ -39,6 +39,11 @@ class EncoderSpec:
     blocks: list[int] = field(default_factory=lambda: [0, 1, 3, 5, 8])
     crop: int = 224
     crops: int = 4
+    """Crops per image (the centre and corners), or the least on the grid of ``grid_crops``."""
+    grid_crops: int = 12
+    """> 0: crops on a grid over the whole image, one per two crop areas, at most this many, so a large
+    photo is seen all over (router/encoder.py:grid_boxes); 0: ``crops`` at the centre and corners.
+    Manifests written before it existed read as 0."""
     log_std: bool = True
     """Log of each channel's std (degradations scale activations multiplicatively)."""
     highpass_sigma: float = 1.5
@@ -160,7 +165,7 @@ def _check_specs(encoder: EncoderSpec, router: RouterDefaults, where: str) -> No
         isinstance(b, int) and not isinstance(b, bool) and b in ENCODER_BLOCKS for b in blocks
     ):
         raise BankError(f"{where}: encoder.blocks must be a non-empty list of block numbers in 0..10, got {blocks!r}")
-    for key, low, high in (("dim", 1, 1 << 16), ("crop", 32, 4096), ("crops", 1, 5)):
+    for key, low, high in (("dim", 1, 1 << 16), ("crop", 32, 4096), ("crops", 1, 5), ("grid_crops", 0, 64)):
         value = getattr(encoder, key)
         _check_number(value, isinstance(value, int) and low <= value <= high,
                       f"encoder.{key} must be a whole number in [{low}, {high}]", where)
@@ -235,8 +240,8 @@ def parse_manifest(data: Any, source: str = "manifest") -> Manifest:
                         f"{FORMAT_VERSION}); update the pack or re-export the bank")
     backbone = _require(data, "backbone_family", str, source)
     encoder_data = _require(data, "encoder", dict, source)
-    for added in ("peak", "statistics"):  # banks fitted before these features existed
-        encoder_data.setdefault(added, False)
+    for added, before in (("peak", False), ("statistics", False), ("grid_crops", 0)):  # banks fitted before
+        encoder_data.setdefault(added, before)
     try:
         encoder = EncoderSpec(**encoder_data)
     except TypeError as exc:

@@ -173,8 +173,9 @@ def encode_class(
 
     if cache_key is None:
         return compute()
-    return cached_features({**cache_key, "name": name, "seed": seed, "encoder": encoder.spec_key()}, compute,
-                           cache_dir)
+    whole_images = max(crops.shape[-2:]) > encoder.spec.crop  # crop-sized: the crop layout does not matter
+    key = {**cache_key, "name": name, "seed": seed, "encoder": encoder.spec_key(whole_images)}
+    return cached_features(key, compute, cache_dir)
 
 
 def cached_features(key: dict, compute: Callable[[], torch.Tensor], cache_dir: Path | None = None) -> torch.Tensor:
