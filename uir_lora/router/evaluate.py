@@ -10,6 +10,7 @@ degradation parameters than the ones train-router calibrated the threshold on.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -122,10 +123,12 @@ def unknown_hits(bank_dir: Path, cache_dir: Path | None = None) -> dict:
     return hits
 
 
-def whole_photos(bank_dir: Path, implementation: str, draws: int = 2, cache_dir: Path | None = None) -> dict:
+def whole_photos(bank_dir: Path, implementation: str, draws: int = 2, cache_dir: Path | None = None,
+                 severity: float | None = None) -> dict:
     """The router as users meet it: whole validation photos (640 or 960 px wide) degraded as photos,
     routed through the encoder's crops at native resolution (``Router.scores`` on the image), ``draws``
-    per photo and kind. Also the unknown warning's false alarms and its hits on UNKNOWN_KINDS."""
+    per photo and kind. Also the unknown warning's false alarms and its hits on UNKNOWN_KINDS
+    (``severity`` None: each known kind's severity drawn from the full range; else fixed, no unknowns)."""
     from ..degrade import degrade as degrade_main
     from ..degrade_alt import degrade as degrade_alt
     from .data import PHOTO_WIDTHS, encode_photos, load_photos, photo_split
@@ -136,12 +139,13 @@ def whole_photos(bank_dir: Path, implementation: str, draws: int = 2, cache_dir:
     paths = photo_split()[1]
     photos = load_photos(paths)
     synthesise = degrade_alt if implementation == "degrade_alt" else degrade_main
+    key = {"implementation": implementation, "photos": [p.name for p in paths], "widths": list(PHOTO_WIDTHS)}
+    if severity is not None:
+        synthesise, key["severity"] = functools.partial(synthesise, severity=severity), severity
 
     def features_of(name: str) -> torch.Tensor:
         return encode_photos(router.encoder, photos, name, unknown_degrade if name in UNKNOWN_KINDS else synthesise,
-                             EVAL_SEED + 50, draws, cache_dir=cache_dir,
-                             cache_key={"implementation": implementation, "photos": [p.name for p in paths],
-                                        "widths": list(PHOTO_WIDTHS)})
+                             EVAL_SEED + 50, draws, cache_dir=cache_dir, cache_key=key)
 
     known = [features_of(name) for name in names]
     labels = torch.cat([torch.full((len(f),), i) for i, f in enumerate(known)])
@@ -153,7 +157,7 @@ def whole_photos(bank_dir: Path, implementation: str, draws: int = 2, cache_dir:
               "per_kind": {n: float(matrix[i, i] / max(matrix[i].sum(), 1)) for i, n in enumerate(names)},
               "false_alarm": float(router.unknown_flags(scores).float().mean()),
               "confusion": matrix.tolist(), "names": names}
-    if implementation == "degrade":
+    if implementation == "degrade" and severity is None:
         result["unknown_hits"] = {}
         for kind in UNKNOWN_KINDS:
             flags = router.unknown_flags(router.feature_scores(features_of(kind)))
@@ -230,6 +234,10 @@ def main(argv: list[str] | None = None) -> int:
         results["whole_photos"][implementation] = row
         print(f"whole photos, {implementation}: top-1 {row['top1']:.3f} false alarms {row['false_alarm']:.3f} "
               f"{row.get('unknown_hits', '')}", flush=True)
+    for severity in args.severities:
+        row = whole_photos(args.bank, "degrade", severity=severity)
+        results["whole_photos"][f"severity {severity:g}"] = {k: row[k] for k in ("top1", "per_kind", "false_alarm")}
+        print(f"whole photos, severity {severity:g}: top-1 {row['top1']:.3f}", flush=True)
     results["unknown"] = unknown_hits(args.bank)
     print("unknown hit rates", results["unknown"], flush=True)
     results["mixture_routing"] = mixture_routing(args.bank)
