@@ -53,12 +53,13 @@ def test_a_512_square_keeps_four_crops():
     assert grid_boxes(200, 180, SIZE, 4, 12) == [(0, 0)]
 
 
-def test_batched_crops_give_the_mean_of_each_crop_features():
+@pytest.mark.parametrize("size", [(300, 460), (900, 1300)])  # 4 crops each; 12 each, over several batches
+def test_batched_crops_give_the_mean_of_each_crop_features(size):
     torch.manual_seed(0)
-    images = torch.rand(2, 3, 300, 460)
+    images = torch.rand(2, 3, *size)
     encoder = DegradationEncoder(EncoderSpec())
-    boxes = encoder.boxes(300, 460)
-    assert len(boxes) == 4
+    boxes = encoder.boxes(*size)
+    assert len(boxes) == (4 if size[0] < 512 else 12)
     one_by_one = torch.stack([encoder.crop_features(images[..., y : y + SIZE, x : x + SIZE]) for y, x in boxes])
     torch.testing.assert_close(encoder.features(images), one_by_one.mean(dim=0), atol=1e-4, rtol=1e-4)
 

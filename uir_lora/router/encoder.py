@@ -30,6 +30,7 @@ from .statistics import degradation_statistics, statistics_dim
 
 _LOCK = threading.Lock()
 MIN_SIDE = 64
+CROP_BATCH = 16
 HIGHPASS_GAIN = 4.0  # residuals are small; scale them into the encoder's usual input range around grey
 
 
@@ -216,5 +217,9 @@ class DegradationEncoder:
             height, width = images.shape[-2:]
         size = self.spec.crop
         boxes = boxes or self.boxes(height, width)
-        crops = torch.cat([images[..., y : y + size, x : x + size] for y, x in boxes])  # one batch: [n*B,3,s,s]
-        return self.crop_features(crops).unflatten(0, (len(boxes), len(images))).mean(dim=0)
+        crops = torch.cat([images[..., y : y + size, x : x + size] for y, x in boxes])  # [n*B,3,s,s]
+        # Batches of CROP_BATCH crops: up to 12 crops of every image of a ComfyUI batch at once would
+        # hold the activations of hundreds of crops.
+        features = torch.cat([self.crop_features(crops[i : i + CROP_BATCH])
+                              for i in range(0, len(crops), CROP_BATCH)])
+        return features.unflatten(0, (len(boxes), len(images))).mean(dim=0)
