@@ -28,6 +28,7 @@ from .router import Router
 EVAL_SEED = 100
 EVAL_PER_PHOTO = 2  # crops per validation photo and kind: 18 images per kind
 UNKNOWN_KINDS = ("mosaic", "inversion", "vignetting", "salt_pepper")
+LARGE_FRAME = 2880  # shorter side of a 12 MP camera photo (2880 x 4320): drops and flakes sized for it
 RELATED = {"poisson_noise": "noise"}  # kinds a restorer treats alike: counted as one in the lenient score
 
 
@@ -124,11 +125,14 @@ def unknown_hits(bank_dir: Path, cache_dir: Path | None = None) -> dict:
 
 
 def whole_photos(bank_dir: Path, implementation: str, draws: int = 2, cache_dir: Path | None = None,
-                 severity: float | None = None) -> dict:
+                 severity: float | None = None, frame_side: int | None = None) -> dict:
     """The router as users meet it: whole validation photos (640 or 960 px wide) degraded as photos,
     routed through the encoder's crops at native resolution (``Router.scores`` on the image), ``draws``
     per photo and kind. Also the unknown warning's false alarms and its hits on UNKNOWN_KINDS
-    (``severity`` None: each known kind's severity drawn from the full range; else fixed, no unknowns)."""
+    (``severity`` None: each known kind's severity drawn from the full range; else fixed, no unknowns).
+    ``frame_side``: degrade each photo as a window of a photo this many pixels on its shorter side
+    (raindrops, flakes and haze depth sized for it; ``uir_lora.degrade`` only), as a camera photo
+    of that size shows them to the router's native-resolution crops."""
     from ..degrade import degrade as degrade_main
     from ..degrade_alt import degrade as degrade_alt
     from .data import PHOTO_WIDTHS, encode_photos, load_photos, photo_split
@@ -142,6 +146,10 @@ def whole_photos(bank_dir: Path, implementation: str, draws: int = 2, cache_dir:
     key = {"implementation": implementation, "photos": [p.name for p in paths], "widths": list(PHOTO_WIDTHS)}
     if severity is not None:
         synthesise, key["severity"] = functools.partial(synthesise, severity=severity), severity
+    if frame_side is not None:
+        if implementation != "degrade":
+            raise ValueError("frame_side needs uir_lora.degrade (degrade_alt sizes its drops by the image)")
+        synthesise, key["frame_side"] = functools.partial(synthesise, frame_side=frame_side), frame_side
 
     def features_of(name: str) -> torch.Tensor:
         return encode_photos(router.encoder, photos, name, unknown_degrade if name in UNKNOWN_KINDS else synthesise,
@@ -157,7 +165,7 @@ def whole_photos(bank_dir: Path, implementation: str, draws: int = 2, cache_dir:
               "per_kind": {n: float(matrix[i, i] / max(matrix[i].sum(), 1)) for i, n in enumerate(names)},
               "false_alarm": float(router.unknown_flags(scores).float().mean()),
               "confusion": matrix.tolist(), "names": names}
-    if implementation == "degrade" and severity is None:
+    if implementation == "degrade" and severity is None and frame_side is None:
         result["unknown_hits"] = {}
         for kind in UNKNOWN_KINDS:
             flags = router.unknown_flags(router.feature_scores(features_of(kind)))
@@ -238,6 +246,10 @@ def main(argv: list[str] | None = None) -> int:
         row = whole_photos(args.bank, "degrade", severity=severity)
         results["whole_photos"][f"severity {severity:g}"] = {k: row[k] for k in ("top1", "per_kind", "false_alarm")}
         print(f"whole photos, severity {severity:g}: top-1 {row['top1']:.3f}", flush=True)
+    row = whole_photos(args.bank, "degrade", frame_side=LARGE_FRAME)
+    results["whole_photos"][f"frame {LARGE_FRAME}"] = {k: row[k] for k in ("top1", "per_kind", "false_alarm")}
+    print(f"whole photos degraded as parts of {LARGE_FRAME} px photos: top-1 {row['top1']:.3f} "
+          f"{ {k: round(v, 2) for k, v in row['per_kind'].items() if v < 0.9} }", flush=True)
     results["unknown"] = unknown_hits(args.bank)
     print("unknown hit rates", results["unknown"], flush=True)
     results["mixture_routing"] = mixture_routing(args.bank)

@@ -219,16 +219,19 @@ def bank_features(
 
 def photo_examples(encoder: DegradationEncoder, names: Sequence[str], config: RouterFitConfig,
                    cache_dir: Path | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Raw features and labels of whole training photos degraded as every class (``config.photo_draws`` each)."""
-    from ..degrade import degrade  # a whole photo is its own frame: no at_photo_scale
-    from .data import encode_photos, load_photos, photo_split
+    """Raw features and labels of whole training photos degraded as every class (``config.photo_draws`` each).
 
+    Each photo is degraded as a part of a photo of FRAME_SIDES (or as itself, when larger): a 960 px
+    photo then also shows the drops, flakes and haze of a 12 MP camera photo to the router's crops."""
     for name in names:
         degrader_for(name)  # fail before any encoding
+    from .data import encode_photos, load_photos, photo_split
+
     paths = photo_split()[0]
     photos = load_photos(paths)
-    key = {"implementation": "degrade", "photos": [p.name for p in paths], "widths": list(PHOTO_WIDTHS)}
-    features = [encode_photos(encoder, photos, name, degrade, config.seed + 60, config.photo_draws,
+    key = {"implementation": "degrade", "photos": [p.name for p in paths], "widths": list(PHOTO_WIDTHS),
+           "frame_sides": list(FRAME_SIDES)}
+    features = [encode_photos(encoder, photos, name, degrader_for(name), config.seed + 60, config.photo_draws,
                               cache_key=key, cache_dir=cache_dir) for name in names]
     labels = torch.cat([torch.full((len(f),), i) for i, f in enumerate(features)])
     return torch.cat(features), labels
