@@ -258,6 +258,8 @@ def main(argv: list[str] | None = None) -> int:
         from .pairs import mixed_pairs
 
         previous = json.loads(args.reuse_pairs.read_text())["rows"] if args.reuse_pairs else None
+        # Only the router-independent rows (best single, oracle grid) are reused: the router is what is measured.
+        previous = previous and [{k: v for k, v in row.items() if not k.startswith("router")} for row in previous]
         results["pairs"] = mixed_pairs(args.bank, max_images=args.max_images, previous=previous)
         print(json.dumps(results["pairs"]["summary"], indent=1))
     args.json.write_text(json.dumps(results, indent=1) + "\n")
