@@ -256,3 +256,10 @@ def test_unknown_kinds_and_confusion_picture(photo, tmp_path):
     path = evaluate.confusion_png(matrix, ["a", "b", "c"], "test", tmp_path / "c.png")
     picture = np.asarray(Image.open(path))
     assert picture.shape[2] == 3 and (picture < 250).any()
+
+
+def test_large_photo_scale_needs_the_implementation_that_sizes_drops_by_the_frame(tmp_path):
+    from uir_lora.router import evaluate
+
+    with pytest.raises(ValueError, match="frame_side needs uir_lora.degrade"):
+        evaluate.whole_photos(tmp_path, "degrade_alt", frame_side=evaluate.LARGE_FRAME)

@@ -133,6 +133,8 @@ def whole_photos(bank_dir: Path, implementation: str, draws: int = 2, cache_dir:
     ``frame_side``: degrade each photo as a window of a photo this many pixels on its shorter side
     (raindrops, flakes and haze depth sized for it; ``uir_lora.degrade`` only), as a camera photo
     of that size shows them to the router's native-resolution crops."""
+    if frame_side is not None and implementation != "degrade":
+        raise ValueError("frame_side needs uir_lora.degrade (degrade_alt sizes its drops by the image it is given)")
     from ..degrade import degrade as degrade_main
     from ..degrade_alt import degrade as degrade_alt
     from .data import PHOTO_WIDTHS, encode_photos, load_photos, photo_split
@@ -147,8 +149,6 @@ def whole_photos(bank_dir: Path, implementation: str, draws: int = 2, cache_dir:
     if severity is not None:
         synthesise, key["severity"] = functools.partial(synthesise, severity=severity), severity
     if frame_side is not None:
-        if implementation != "degrade":
-            raise ValueError("frame_side needs uir_lora.degrade (degrade_alt sizes its drops by the image)")
         synthesise, key["frame_side"] = functools.partial(synthesise, frame_side=frame_side), frame_side
 
     def features_of(name: str) -> torch.Tensor:
