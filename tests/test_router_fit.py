@@ -263,3 +263,15 @@ def test_large_photo_scale_needs_the_implementation_that_sizes_drops_by_the_fram
 
     with pytest.raises(ValueError, match="frame_side needs uir_lora.degrade"):
         evaluate.whole_photos(tmp_path, "degrade_alt", frame_side=evaluate.LARGE_FRAME)
+
+
+def test_mixture_targets_follow_which_lora_restores_the_mixture_better(random_bank, photo):
+    noisy = degrade(photo, ["noise", "jpeg"], generator=torch.Generator().manual_seed(0), severity=0.8)
+    pairs = [("noise", "jpeg"), ("jpeg", "noise")]
+    clean, degraded = torch.cat([photo, photo]), torch.cat([noisy, noisy])
+    soft = fit.restoration_shares(random_bank.root, scale_db=1.0)(clean, degraded, pairs)
+    assert soft.shape == (2, 2) and torch.allclose(soft.sum(dim=-1), torch.ones(2, dtype=soft.dtype))
+    torch.testing.assert_close(soft[0], soft[1].flip(0))  # the same image: the order of the pair does not matter
+    sharp = fit.restoration_shares(random_bank.root, scale_db=1e-3)(clean, degraded, pairs)
+    assert set(sharp.round().flatten().tolist()) <= {0.0, 1.0}  # a tiny scale picks the better LoRA outright
+    assert torch.equal(sharp.argmax(dim=-1), soft.argmax(dim=-1))

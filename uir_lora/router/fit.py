@@ -141,8 +141,12 @@ class RouterFitConfig:
     accuracy. With 2 (234 crops in all) each test's 0.67 % quantile rested on 1-2 crops, and held-out
     crops saw 3.8 / 7.3 % false alarms instead of 2 % (docs/router.md)."""
     mixtures: int = 240
-    """Training crops degraded by a random compatible pair of the bank's kinds, target 1/2 : 1/2, so the
-    router learns to keep both LoRAs of a mixture and a temperature that blends them; 0: single kinds only."""
+    """Training crops degraded by a random compatible pair of the bank's kinds, so the router learns to
+    keep both LoRAs of a mixture and a temperature that blends them; 0: single kinds only."""
+    mixture_targets_db: float = 1.0
+    """> 0: a mixture's target shares are softmax(PSNR / this) of its two LoRAs, each restoring it alone
+    (embedded backbone), so the LoRA that restores it better leads; 0: 1/2 : 1/2 (sessions 2-4 until
+    this: noise+jpeg went to the JPEG LoRA, 3.6 dB below the noise LoRA; docs/router.md)."""
     outliers: int = 240
     """Training crops changed by router/outliers.py (outlier exposure): an extra "unknown" embedding."""
     photo_draws: int = 4
@@ -237,14 +241,18 @@ def photo_examples(encoder: DegradationEncoder, names: Sequence[str], config: Ro
     return torch.cat(features), labels
 
 
+MixtureShares = Callable[[torch.Tensor, torch.Tensor, Sequence[tuple[str, str]]], torch.Tensor]
+
+
 def extra_examples(
     encoder: DegradationEncoder, names: Sequence[str], config: RouterFitConfig, cache_dir: Path | None = None,
-    examples: tuple[torch.Tensor, dict] | None = None,
+    examples: tuple[torch.Tensor, dict] | None = None, mixture_shares: MixtureShares | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Raw features and soft targets [M, len(names) + 1] of the mixture and outlier examples.
 
     Column ``len(names)`` is the "unknown" class. Each uses its own seeded subset of the training crops.
-    """
+    ``mixture_shares(clean, degraded, pairs)`` -> [M, 2]: each mixture's target on its two kinds
+    (None: 1/2 each)."""
     from ..degrade import degrade
     from .data import compatible_pairs, degrade_pairs, encode_class
     from .outliers import UNKNOWN_CLASS, outlier_degrade
@@ -262,8 +270,9 @@ def extra_examples(
                                       "frame_sides": list(FRAME_SIDES)},
                            cache_dir=cache_dir)
         target = torch.zeros(len(picks), columns)
+        shares = mixture_shares(subset, images, picks) if mixture_shares else torch.full((len(picks), 2), 0.5)
         for row, pair in enumerate(picks):
-            target[row, [names.index(pair[0]), names.index(pair[1])]] = 0.5
+            target[row, [names.index(pair[0]), names.index(pair[1])]] = shares[row].float()
         features.append(raw)
         targets.append(target)
     if config.outliers > 0:
@@ -323,6 +332,23 @@ def _fit_bank(raw: torch.Tensor, labels: torch.Tensor, extra: torch.Tensor, extr
     return standard, table[:count], table[count:], temperature
 
 
+def restoration_shares(bank_dir: Path, scale_db: float) -> MixtureShares:
+    """Target shares of a mixture's two LoRAs from how well each restores it alone: softmax(PSNR / scale_db)."""
+
+    def shares(clean: torch.Tensor, degraded: torch.Tensor, pairs: Sequence[tuple[str, str]]) -> torch.Tensor:
+        from .. import pipeline
+        from ..bank.store import open_bank
+        from ..evaluate.metrics import psnr
+
+        bank, backbone = open_bank(bank_dir), pipeline.default_backbone()
+        scores = torch.tensor([[psnr(pipeline.restore(image[None], backbone, bank, manual={kind: 1.0})[0],
+                                     truth[None]) for kind in pair]
+                               for truth, image, pair in zip(clean, degraded, pairs)], dtype=torch.float64)
+        return torch.softmax(scores / scale_db, dim=-1)
+
+    return shares
+
+
 def train_router(bank_dir: Path, config: RouterFitConfig | None = None, cache_dir: Path | None = None,
                  log: Callable[[str], None] = print) -> Manifest:
     """Fit standardisation, embeddings, temperature and the unknown tests for the whole bank; write the manifest."""
@@ -341,7 +367,12 @@ def train_router(bank_dir: Path, config: RouterFitConfig | None = None, cache_di
         raw_photos, labels_photos = photo_examples(encoder, names, config, cache_dir)
         raw, labels = torch.cat([raw, raw_photos]), torch.cat([labels, labels_photos])
     log(f"encoding {config.mixtures} mixtures and {config.outliers} outliers")
-    extra, extra_targets = extra_examples(encoder, names, config, cache_dir=cache_dir, examples=examples)
+    shares = None
+    if config.mixture_targets_db > 0 and manifest.backbone_family == "embedded-ffdnet":
+        log("restoring each mixture with each of its two LoRAs for its target shares")
+        shares = restoration_shares(bank_dir, config.mixture_targets_db)
+    extra, extra_targets = extra_examples(encoder, names, config, cache_dir=cache_dir, examples=examples,
+                                          mixture_shares=shares)
     log("encoding the validation photos")
     raw_val, labels_val = bank_features(encoder, names, "val", config, cache_dir=cache_dir)
     standard, embeddings, unknown, temperature = _fit_bank(raw, labels, extra, extra_targets, len(names), config)
