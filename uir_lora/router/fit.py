@@ -371,6 +371,9 @@ def train_router(bank_dir: Path, config: RouterFitConfig | None = None, cache_di
     if config.mixture_targets_db > 0 and manifest.backbone_family == "embedded-ffdnet":
         log("restoring each mixture with each of its two LoRAs for its target shares")
         shares = restoration_shares(bank_dir, config.mixture_targets_db)
+    elif config.mixture_targets_db > 0:
+        log(f"mixture targets 1/2 : 1/2: restoration-based shares need the embedded backbone, this bank is "
+            f"for {manifest.backbone_family!r}")
     extra, extra_targets = extra_examples(encoder, names, config, cache_dir=cache_dir, examples=examples,
                                           mixture_shares=shares)
     log("encoding the validation photos")
