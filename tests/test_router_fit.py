@@ -275,3 +275,22 @@ def test_mixture_targets_follow_which_lora_restores_the_mixture_better(random_ba
     sharp = fit.restoration_shares(random_bank.root, scale_db=1e-3)(clean, degraded, pairs)
     assert set(sharp.round().flatten().tolist()) <= {0.0, 1.0}  # a tiny scale picks the better LoRA outright
     assert torch.equal(sharp.argmax(dim=-1), soft.argmax(dim=-1))
+
+
+def test_whole_photo_scores_per_photo_on_the_other_scenes(random_bank, photo, monkeypatch, tmp_path):
+    from uir_lora.router import evaluate
+
+    # Two "photos": the astronaut crop as it is and mirrored; the real set is 8 photos of 300-1000 px.
+    scenes = [("a", photo), ("b", photo.flip(-1))]
+    monkeypatch.setattr("uir_lora.evaluate.datasets.scene_photos", lambda: scenes)
+    names, photos, key = evaluate.held_out_photos(scenes=True)
+    assert names == ["a", "b"] and key == {"photos": ["a", "b"]} and photos[1] is scenes[1][1]
+    result = evaluate.whole_photos(random_bank.root, "degrade", draws=2, cache_dir=tmp_path, scenes=True)
+    kinds = len(random_bank.manifest.names)
+    assert result["images"] == kinds * 2 * 2 and set(result["per_photo"]) == {"a", "b"}
+    assert sum(result["per_photo"].values()) / 2 == pytest.approx(result["top1"])
+    assert sum(map(sum, result["confusion"])) == result["images"]
+    # Photo "a" comes first, so it gets the same draws alone: its score must be that run's top-1.
+    monkeypatch.setattr("uir_lora.evaluate.datasets.scene_photos", lambda: scenes[:1])
+    alone = evaluate.whole_photos(random_bank.root, "degrade", draws=2, cache_dir=tmp_path / "alone", scenes=True)
+    assert result["per_photo"]["a"] == pytest.approx(alone["top1"])

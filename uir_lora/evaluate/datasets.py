@@ -58,14 +58,19 @@ def _validation_photos() -> list[tuple[str, torch.Tensor]]:
     return [(f"val_{Path(name).stem}", image[None]) for name, image in zip(data.VALIDATION_PHOTOS, images)]
 
 
-def default_images(size: int = 256, max_images: int | None = None) -> list[tuple[str, torch.Tensor]]:
-    """scikit-image + scikit-learn photos, then the validation split; centre crops of ``size``."""
+def scene_photos() -> list[tuple[str, torch.Tensor]]:
+    """The 8 scikit-image and scikit-learn photos, whole, at native size ([1,3,H,W], 300-1000 px): scenes
+    unlike the indoor training photos (portrait, cat, rocket, street, flower, starfield)."""
     try:
         loaders = _skimage_photos() + _sklearn_photos()
     except ImportError as exc:
         raise InputError("the default evaluation set needs: pip install -e .[eval]") from exc
-    images = [(name, array_to_tensor(load())) for name, load in loaders]
-    images += _validation_photos()
+    return [(name, array_to_tensor(load())) for name, load in loaders]
+
+
+def default_images(size: int = 256, max_images: int | None = None) -> list[tuple[str, torch.Tensor]]:
+    """scikit-image + scikit-learn photos, then the validation split; centre crops of ``size``."""
+    images = scene_photos() + _validation_photos()
     return [(name, centre_crop(image, size)) for name, image in images[:max_images]]
 
 

@@ -124,9 +124,26 @@ def unknown_hits(bank_dir: Path, cache_dir: Path | None = None) -> dict:
     return hits
 
 
+def held_out_photos(scenes: bool = False) -> tuple[list[str], list[torch.Tensor], dict]:
+    """(names, whole photos [1,3,H,W], cache key) of a whole-photo test set: the 9 validation photos of the
+    fixed split (indoor, 640 or 960 px wide) or, with ``scenes``, the 8 scikit-image / scikit-learn photos
+    at native size (portrait, cat, coffee, rocket, street, starfield, temple, flower), never trained on
+    and unlike the indoor training photos."""
+    if scenes:
+        from ..evaluate.datasets import scene_photos
+
+        names, photos = map(list, zip(*scene_photos()))
+        return names, photos, {"photos": names}
+    from .data import PHOTO_WIDTHS, load_photos, photo_split
+
+    paths = photo_split()[1]
+    names = [p.name for p in paths]
+    return names, load_photos(paths), {"photos": names, "widths": list(PHOTO_WIDTHS)}
+
+
 def whole_photos(bank_dir: Path, implementation: str, draws: int = 2, cache_dir: Path | None = None,
-                 severity: float | None = None, frame_side: int | None = None) -> dict:
-    """The router as users meet it: whole validation photos (640 or 960 px wide) degraded as photos,
+                 severity: float | None = None, frame_side: int | None = None, scenes: bool = False) -> dict:
+    """The router as users meet it: whole held-out photos degraded as photos (``held_out_photos``),
     routed through the encoder's crops at native resolution (``Router.scores`` on the image), ``draws``
     per photo and kind. Also the unknown warning's false alarms and its hits on UNKNOWN_KINDS
     (``severity`` None: each known kind's severity drawn from the full range; else fixed, no unknowns).
@@ -137,15 +154,14 @@ def whole_photos(bank_dir: Path, implementation: str, draws: int = 2, cache_dir:
         raise ValueError("frame_side needs uir_lora.degrade (degrade_alt sizes its drops by the image it is given)")
     from ..degrade import degrade as degrade_main
     from ..degrade_alt import degrade as degrade_alt
-    from .data import PHOTO_WIDTHS, encode_photos, load_photos, photo_split
+    from .data import encode_photos
 
     manifest = read_manifest(bank_dir)
     router = Router(manifest)
     names = manifest.names
-    paths = photo_split()[1]
-    photos = load_photos(paths)
+    photo_names, photos, key = held_out_photos(scenes)
     synthesise = degrade_alt if implementation == "degrade_alt" else degrade_main
-    key = {"implementation": implementation, "photos": [p.name for p in paths], "widths": list(PHOTO_WIDTHS)}
+    key = {"implementation": implementation, **key}
     if severity is not None:
         synthesise, key["severity"] = functools.partial(synthesise, severity=severity), severity
     if frame_side is not None:
@@ -160,9 +176,11 @@ def whole_photos(bank_dir: Path, implementation: str, draws: int = 2, cache_dir:
     scores = router.feature_scores(torch.cat(known))
     predicted = scores.similarities.argmax(dim=-1)
     matrix = confusion(labels, predicted, len(names))
+    right = (predicted == labels).view(len(names), len(photos), draws)  # rows are class, photo, draw
     result = {"implementation": implementation, "images": int(len(labels)), "draws": draws,
-              "top1": float((predicted == labels).float().mean()),
+              "top1": float(right.float().mean()),
               "per_kind": {n: float(matrix[i, i] / max(matrix[i].sum(), 1)) for i, n in enumerate(names)},
+              "per_photo": {n: float(right[:, i].float().mean()) for i, n in enumerate(photo_names)},
               "false_alarm": float(router.unknown_flags(scores).float().mean()),
               "confusion": matrix.tolist(), "names": names}
     if implementation == "degrade" and severity is None and frame_side is None:
@@ -241,6 +259,15 @@ def main(argv: list[str] | None = None) -> int:
                       args.out / f"router_confusion_photos_{implementation}.png")
         results["whole_photos"][implementation] = row
         print(f"whole photos, {implementation}: top-1 {row['top1']:.3f} false alarms {row['false_alarm']:.3f} "
+              f"{row.get('unknown_hits', '')}", flush=True)
+    for implementation in ("degrade", "degrade_alt"):
+        row = whole_photos(args.bank, implementation, scenes=True)
+        confusion_png(np.array(row["confusion"]), row["names"],
+                      f"router top-1, other scenes, uir_lora.{implementation}: {row['top1']:.1%}",
+                      args.out / f"router_confusion_scenes_{implementation}.png")
+        results["whole_photos"][f"scenes {implementation}"] = row
+        print(f"other scenes, {implementation}: top-1 {row['top1']:.3f} false alarms {row['false_alarm']:.3f} "
+              f"per photo { {k: round(v, 2) for k, v in row['per_photo'].items()} } "
               f"{row.get('unknown_hits', '')}", flush=True)
     for severity in args.severities:
         row = whole_photos(args.bank, "degrade", severity=severity)
