@@ -252,23 +252,16 @@ def main(argv: list[str] | None = None) -> int:
             results["by_severity"][f"{severity:g}"] = {k: row[k] for k in ("top1", "top1_lenient", "per_kind")}
             print(f"severity {severity:g}: top-1 {row['top1']:.3f} lenient {row['top1_lenient']:.3f}", flush=True)
     results["whole_photos"] = {}
-    for implementation in ("degrade", "degrade_alt"):
-        row = whole_photos(args.bank, implementation)
-        confusion_png(np.array(row["confusion"]), row["names"],
-                      f"router top-1, whole photos, uir_lora.{implementation}: {row['top1']:.1%}",
-                      args.out / f"router_confusion_photos_{implementation}.png")
-        results["whole_photos"][implementation] = row
-        print(f"whole photos, {implementation}: top-1 {row['top1']:.3f} false alarms {row['false_alarm']:.3f} "
-              f"{row.get('unknown_hits', '')}", flush=True)
-    for implementation in ("degrade", "degrade_alt"):
-        row = whole_photos(args.bank, implementation, scenes=True)
-        confusion_png(np.array(row["confusion"]), row["names"],
-                      f"router top-1, other scenes, uir_lora.{implementation}: {row['top1']:.1%}",
-                      args.out / f"router_confusion_scenes_{implementation}.png")
-        results["whole_photos"][f"scenes {implementation}"] = row
-        print(f"other scenes, {implementation}: top-1 {row['top1']:.3f} false alarms {row['false_alarm']:.3f} "
-              f"per photo { {k: round(v, 2) for k, v in row['per_photo'].items()} } "
-              f"{row.get('unknown_hits', '')}", flush=True)
+    for scenes, what, picture in ((False, "whole photos", "photos"), (True, "other scenes", "scenes")):
+        for implementation in ("degrade", "degrade_alt"):
+            row = whole_photos(args.bank, implementation, scenes=scenes)
+            confusion_png(np.array(row["confusion"]), row["names"],
+                          f"router top-1, {what}, uir_lora.{implementation}: {row['top1']:.1%}",
+                          args.out / f"router_confusion_{picture}_{implementation}.png")
+            results["whole_photos"][f"scenes {implementation}" if scenes else implementation] = row
+            print(f"{what}, {implementation}: top-1 {row['top1']:.3f} false alarms {row['false_alarm']:.3f} "
+                  f"per photo { {k: round(v, 2) for k, v in row['per_photo'].items()} } "
+                  f"{row.get('unknown_hits', '')}", flush=True)
     for severity in args.severities:
         row = whole_photos(args.bank, "degrade", severity=severity)
         results["whole_photos"][f"severity {severity:g}"] = {k: row[k] for k in ("top1", "per_kind", "false_alarm")}
