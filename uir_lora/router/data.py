@@ -106,6 +106,13 @@ def load_photos(paths: Sequence[Path]) -> list[torch.Tensor]:
     return [load_scaled(path, PHOTO_WIDTHS[i % len(PHOTO_WIDTHS)]) for i, path in enumerate(paths)]
 
 
+def whole_split_photos(split: str) -> tuple[list[str], list[torch.Tensor], dict]:
+    """(names, whole photos as ``load_photos`` gives them, cache key) of the "train" or "val" split."""
+    paths = photo_split()[0 if split == "train" else 1]
+    names = [path.name for path in paths]
+    return names, load_photos(paths), {"photos": names, "widths": list(PHOTO_WIDTHS)}
+
+
 def encode_photos(encoder: DegradationEncoder, photos: Sequence[torch.Tensor], name: str, degrade: DegradeFn,
                   seed: int, draws: int, *, cache_key: dict, cache_dir: Path | None = None) -> torch.Tensor:
     """Features [len(photos) * draws, dim] of whole photos degraded as class ``name`` (``draws`` independent

@@ -134,11 +134,9 @@ def held_out_photos(scenes: bool = False) -> tuple[list[str], list[torch.Tensor]
 
         names, photos = map(list, zip(*scene_photos()))
         return names, photos, {"photos": names}
-    from .data import PHOTO_WIDTHS, load_photos, photo_split
+    from .data import whole_split_photos
 
-    paths = photo_split()[1]
-    names = [p.name for p in paths]
-    return names, load_photos(paths), {"photos": names, "widths": list(PHOTO_WIDTHS)}
+    return whole_split_photos("val")
 
 
 def whole_photos(bank_dir: Path, implementation: str, draws: int = 2, cache_dir: Path | None = None,

@@ -227,15 +227,13 @@ def photo_examples(encoder: DegradationEncoder, names: Sequence[str], config: Ro
 
     Each photo is degraded as a part of a photo of FRAME_SIDES (or as itself, when larger): a 960 px
     photo then also shows the drops, flakes and haze of a 12 MP camera photo to the router's crops."""
-    from .data import encode_photos, load_photos, photo_split
+    from .data import encode_photos, whole_split_photos
 
     for name in names:
         degrader_for(name)  # fail before any encoding
     degrade = degrader_for(names[0])  # one synthesis for every class, as in bank_features
-    paths = photo_split()[0]
-    photos = load_photos(paths)
-    key = {"implementation": "degrade", "photos": [p.name for p in paths], "widths": list(PHOTO_WIDTHS),
-           "frame_sides": list(FRAME_SIDES)}
+    _, photos, key = whole_split_photos("train")
+    key = {"implementation": "degrade", **key, "frame_sides": list(FRAME_SIDES)}
     features = [encode_photos(encoder, photos, name, degrade, config.seed + 60, config.photo_draws,
                               cache_key=key, cache_dir=cache_dir) for name in names]
     labels = torch.cat([torch.full((len(f),), i) for i, f in enumerate(features)])
