@@ -17,6 +17,9 @@ from .light import color_cast, low_light
 from .noise import gaussian_noise, poisson_gaussian_noise
 from .resolution import low_resolution
 from .weather import haze, rain, snow
+from .wide import WIDE_KINDS, camera_finish
+
+PROFILES = ("standard", "wide")
 
 # Each function maps one [1,3,H,W] float32 image and a severity in [0, 1] to a degraded image.
 KindFunction = Callable[[torch.Tensor, float, torch.Generator], torch.Tensor]
@@ -95,14 +98,15 @@ def _default_generator() -> torch.Generator:
 
 
 def _apply_kind(batch: torch.Tensor, name: str, gen: torch.Generator, severity: float | None,
-                frame_side: int | None = None) -> torch.Tensor:
+                frame_side: int | None = None, profile: str = "standard") -> torch.Tensor:
     extra = {"frame_side": frame_side} if name in _FRAME_AWARE and frame_side is not None else {}
+    apply = WIDE_KINDS.get(name, _APPLY[name]) if profile == "wide" else _APPLY[name]
     outputs = []
     for single in batch.split(1):
         # Always draw, then override, so a fixed severity leaves the rest of the random stream unchanged.
         drawn = float(torch.rand((1,), generator=gen, device=gen.device))
         level = drawn if severity is None else float(severity)
-        degraded = _APPLY[name](single, level, gen, **extra)
+        degraded = apply(single, level, gen, **extra)
         outputs.append(torch.nan_to_num(degraded, nan=0.0).clamp(0.0, 1.0))
     return torch.cat(outputs)
 
@@ -114,6 +118,7 @@ def degrade(
     generator: torch.Generator | None = None,
     severity: float | None = None,
     frame_side: int | None = None,
+    profile: str = "standard",
 ) -> torch.Tensor:
     """Synthesise one or several degradations on float images in [0, 1].
 
@@ -123,15 +128,25 @@ def degrade(
     ``frame_side``: the shorter side of the whole photo that ``image`` is a crop of (None: the image
     is the whole photo). Raindrop, haze and snow size their drops, depth field and flakes relative to
     the photo, so training crops of a 256 px frame get the drops a 256 px photo gets.
+    ``profile``: "standard" (the shipped bank's training models) or "wide" (the field's models beside
+    them, then a camera finish of faint noise and mild JPEG; see ``wide.py``). An empty ``kind`` with
+    the wide profile gives a clean photo with the camera finish only.
     """
-    names = canonical_kinds(kind)
+    if profile not in PROFILES:
+        raise ValueError(f"profile must be one of {PROFILES}, got {profile!r}")
+    if profile == "wide" and not isinstance(kind, str) and len(kind) == 0:
+        names = []
+    else:
+        names = canonical_kinds(kind)
     _check_severity(severity)
     batch, squeeze = _as_batch(image)
     gen = generator if generator is not None else _default_generator()
     frame_scale(batch, frame_side)  # validate before any work
     out = batch.float()
     for name in names:
-        out = _apply_kind(out, name, gen, severity, frame_side)
+        out = _apply_kind(out, name, gen, severity, frame_side, profile)
+    if profile == "wide":
+        out = torch.cat([camera_finish(single, gen) for single in out.split(1)]).clamp(0.0, 1.0)
     out = out.to(image.dtype)
     return out.squeeze(0) if squeeze else out
 
