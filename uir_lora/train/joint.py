@@ -1,0 +1,314 @@
+"""Training a whole bank with the composition rule in the loop.
+
+Each LoRA is still one kind's adapter on the frozen backbone, but the bank learns on single kinds
+*and* on mixtures, restored the way inference composes them: every kind present gets its LoRA at
+weight 1 (``x_out = f0(x) + sum_i f_i(x)``), so a mixture is not restored by half-strength LoRAs.
+A batch holds one case (one kind, a compatible pair, or a clean photo for the clean LoRA) on
+photo-sized images, degraded by the wide profile of ``uir_lora.degrade`` or by the independent
+``uir_lora.degrade_alt``, and optionally run coarse-to-fine (``sampler.multiscale``).
+
+A new kind joins such a bank as before: its LoRA trains alone (on its own kind and on mixtures
+with the frozen others), and nothing else changes.
+
+GPU:  accelerate launch -m uir_lora.train.joint --out runs/bank --init lora_bank/embedded-ffdnet --minutes 8
+CPU:  python -m uir_lora.train.joint --out runs/bank --steps 2 --crop 64 --batch 2   (a smoke run)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import random
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from peft import LoraConfig
+from PIL import Image
+
+from ..backbones.base import Backbone
+from ..degrade import KINDS, compatible, degrade
+from ..degrade_alt import degrade as degrade_alt
+from ..sampler.multiscale import multiscale, pyramid_levels
+from .trainer import CLEAN
+
+IMPLEMENTATIONS = ("wide", "alt")
+"""The two independent syntheses that feed training: degrade's wide profile and degrade_alt."""
+
+
+@dataclass
+class JointConfig:
+    steps: int = 0
+    minutes: float = 8.0
+    batch: int = 16
+    crop: int = 256
+    lr: float = 5e-4
+    lr_min: float = 1e-5
+    rank: int = 16
+    mixture_share: float = 0.4
+    """Share of batches that hold two kinds at once."""
+    clean_share: float = 0.08
+    """Share of batches of undamaged photos (the clean LoRA's identity target)."""
+    multiscale_coarsest: int = 0
+    """0: run flat; else coarse-to-fine down to this many pixels on the shorter side."""
+    bf16: bool = True
+    seed: int = 0
+    log_every: int = 25
+    kinds: tuple[str, ...] = KINDS
+    extra: dict = field(default_factory=dict)
+
+
+def all_pairs(kinds: Sequence[str]) -> list[tuple[str, str]]:
+    """Every compatible pair of kinds (two noises, two blurs... are alternatives, not mixtures)."""
+    return [(a, b) for i, a in enumerate(kinds) for b in kinds[i + 1:] if compatible([a, b])]
+
+
+def draw_case(rng: random.Random, cfg: JointConfig) -> tuple[str, ...]:
+    """One batch's kinds: ("clean",), one kind, or a compatible pair."""
+    roll = rng.random()
+    if roll < cfg.clean_share:
+        return (CLEAN,)
+    if roll < cfg.clean_share + cfg.mixture_share:
+        return rng.choice(all_pairs(cfg.kinds))
+    return (rng.choice(cfg.kinds),)
+
+
+def photo_crops(photos: Sequence[np.ndarray], count: int, side: int, rng: np.random.Generator) -> torch.Tensor:
+    """``count`` random ``side`` px crops, each from a random photo at a random scale, as float [N,3,s,s]."""
+    crops = []
+    for _ in range(count):
+        photo = photos[int(rng.integers(len(photos)))]
+        height, width = photo.shape[:2]
+        scale = float(rng.uniform(side / min(height, width), 1.0)) if min(height, width) > side else 1.0
+        if scale < 1.0:
+            image = Image.fromarray(photo).resize((max(side, round(width * scale)), max(side, round(height * scale))),
+                                                  Image.LANCZOS)
+            photo_scaled = np.asarray(image)
+        else:
+            photo_scaled = photo
+        top = int(rng.integers(photo_scaled.shape[0] - side + 1))
+        left = int(rng.integers(photo_scaled.shape[1] - side + 1))
+        crop = torch.from_numpy(np.ascontiguousarray(photo_scaled[top:top + side, left:left + side]))
+        crop = crop.permute(2, 0, 1).float().div(255.0)
+        crop = torch.rot90(crop, int(rng.integers(4)), (1, 2))
+        crops.append(crop.flip(-1) if rng.random() < 0.5 else crop)
+    return torch.stack(crops)
+
+
+def degrade_case(clean: torch.Tensor, case: Sequence[str], gen: torch.Generator) -> torch.Tensor:
+    """Each image by one of the two implementations, chosen per image."""
+    if tuple(case) == (CLEAN,):
+        # Undamaged photos still carry a camera's faint noise and compression sometimes.
+        return degrade(clean, [], generator=gen, profile="wide")
+    out = []
+    for image in clean.split(1):
+        use_alt = bool(torch.rand((1,), generator=gen) < 0.5)
+        out.append(degrade_alt(image, list(case), generator=gen) if use_alt
+                   else degrade(image, list(case), generator=gen, profile="wide"))
+    return torch.cat(out)
+
+
+def activate(backbone: Backbone, names: Sequence[str]) -> None:
+    """Make ``names`` the active adapters at weight 1 everywhere (peft sums active adapters' outputs)."""
+    for layer in backbone.lora_layers():
+        layer.enable_adapters(True)
+        present = [n for n in names if n in layer.lora_A]
+        layer.set_adapter(present)
+        for name in present:
+            layer.set_scale(name, 1.0)
+
+
+def blended_conditioning(backbone: Backbone, conditioning: Mapping[str, Mapping[str, float]],
+                         names: Sequence[str]) -> dict[str, float]:
+    """The composition's rule (Composition.conditioning) for equal weights: the mean of each key."""
+    blended = dict(backbone.default_conditioning)
+    for key in blended:
+        blended[key] = sum(conditioning[n].get(key, blended[key]) for n in names) / len(names)
+    return blended
+
+
+def restore(backbone: Backbone, image: torch.Tensor, cond: Mapping[str, float], coarsest: int) -> torch.Tensor:
+    levels = pyramid_levels(*image.shape[-2:], coarsest) if coarsest else 0
+    return multiscale(lambda x: backbone.restore_step(x, cond), image, levels)
+
+
+def train_bank(backbone: Backbone, photos: Sequence[np.ndarray], cfg: JointConfig,
+               conditioning: Mapping[str, Mapping[str, float]], init: Mapping[str, dict] | None = None,
+               accelerator=None, log=print) -> dict:
+    """Train one LoRA per kind of ``cfg.kinds`` plus the clean LoRA, jointly, with composition in the loop."""
+    from accelerate import Accelerator
+
+    accelerator = accelerator or Accelerator(cpu=not torch.cuda.is_available())
+    names = [*cfg.kinds, CLEAN]
+    for name in names:
+        backbone.inject_adapter(name, LoraConfig(r=cfg.rank, lora_alpha=float(cfg.rank),
+                                                 target_modules=list(backbone.default_lora_targets)))
+        if init and name in init:
+            backbone.load_adapter_state(name, dict(init[name]))
+    backbone.to(accelerator.device)
+    params = [p for n, p in backbone.adapter_root.named_parameters() if "lora_" in n]
+    for p in params:
+        p.requires_grad_(True)
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr)
+    rng = random.Random(cfg.seed + accelerator.process_index)
+    np_rng = np.random.default_rng(cfg.seed + accelerator.process_index)
+    gen = torch.Generator().manual_seed(cfg.seed + accelerator.process_index)
+    start, step, losses = time.perf_counter(), 0, []
+    while True:
+        progress = step / cfg.steps if cfg.steps else (time.perf_counter() - start) / (cfg.minutes * 60)
+        if progress >= 1.0:
+            break
+        lr = cfg.lr_min + 0.5 * (cfg.lr - cfg.lr_min) * (1 + math.cos(math.pi * progress))
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        case = draw_case(rng, cfg)
+        clean = photo_crops(photos, cfg.batch, cfg.crop, np_rng)
+        damaged = degrade_case(clean, case, gen)
+        target = damaged if case == (CLEAN,) else clean
+        activate(backbone, case)
+        for p in params:  # set_adapter froze the inactive adapters; the optimiser keeps them all
+            p.requires_grad_(True)
+        cond = blended_conditioning(backbone, conditioning, case)
+        x = damaged.to(accelerator.device).contiguous(memory_format=torch.channels_last)
+        with torch.autocast(accelerator.device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
+            out = restore(backbone, x, cond, cfg.multiscale_coarsest)
+        loss = F.l1_loss(out.float(), target.to(accelerator.device))
+        optimizer.zero_grad(set_to_none=True)
+        accelerator.backward(loss)
+        optimizer.step()
+        losses.append(float(loss.detach()))
+        step += 1
+        if step % cfg.log_every == 0:
+            log(f"step {step} loss {sum(losses[-cfg.log_every:]) / cfg.log_every:.4f} lr {lr:.2e} "
+                f"{time.perf_counter() - start:.0f}s")
+    for p in params:
+        p.requires_grad_(False)
+    return {"steps": step, "seconds": round(time.perf_counter() - start, 1), "loss_last": losses[-50:]}
+
+
+def evaluate(backbone: Backbone, images: torch.Tensor, conditioning: Mapping[str, Mapping[str, float]],
+             cases: Sequence[tuple[str, ...]], coarsest: int, severity: float = 0.6) -> dict[str, dict]:
+    """PSNR per case: input, each present LoRA alone at weight 1, and all present LoRAs composed at 1."""
+
+    def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
+        mse = F.mse_loss(a.float().clamp(0, 1), b, reduction="none").mean((1, 2, 3)).clamp_min(1e-10)
+        return round(float((-10 * torch.log10(mse)).mean()), 3)
+
+    results = {}
+    for case in cases:
+        gen = torch.Generator().manual_seed(20_000)
+        damaged = torch.cat([degrade_alt(x, list(case), generator=gen, severity=severity) for x in images.split(1)])
+        row = {"input": psnr(damaged, images)}
+        with torch.inference_mode():
+            for names in [(n,) for n in case] + ([tuple(case)] if len(case) > 1 else []):
+                activate(backbone, names)
+                cond = blended_conditioning(backbone, conditioning, names)
+                out = torch.cat([restore(backbone, x.to(backbone.device), cond, coarsest).cpu()
+                                 for x in damaged.split(1)])
+                row["+".join(names)] = psnr(out, images)
+        results["+".join(case)] = row
+    return results
+
+
+def _load_photos(folders: Sequence[Path], max_side: int) -> list[np.ndarray]:
+    photos = []
+    for folder in folders:
+        for path in sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png",
+                                                                                        ".webp")):
+            image = Image.open(path).convert("RGB")
+            if max(image.size) > max_side:
+                factor = max(image.size) / max_side
+                image = image.resize((round(image.width / factor), round(image.height / factor)), Image.LANCZOS)
+            photos.append(np.asarray(image))
+    return photos
+
+
+def training_photos(extra_folders: Sequence[Path] = (), max_side: int = 1024) -> list[np.ndarray]:
+    """The training sources of offline-assets.md: template renders, training interiors, extra folders."""
+    from .data import _downscale, media_images, split_photos
+
+    photos = [np.asarray(image) for _, image in media_images()]
+    train, _ = split_photos()
+    for index, path in enumerate(train):
+        image = _downscale(Image.open(path).convert("RGB"), 2.0 + (index % 3) * 0.5)  # JPEG artefacts vanish
+        photos.append(np.asarray(image))
+    return photos + _load_photos(extra_folders, max_side)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from safetensors.torch import load_file
+
+    from ..backbones.registry import FAMILIES
+    from ..bank.manifest import LoraEntry, read_manifest, write_manifest
+    from ..bank.writer import add_lora, create_bank
+    from .data import DEFAULT_DATA_DIR, load_validation_images
+
+    parser = argparse.ArgumentParser(prog="python -m uir_lora.train.joint", description=__doc__.split("\n")[0])
+    parser.add_argument("--out", type=Path, required=True, help="new bank folder")
+    parser.add_argument("--init", type=Path, help="a bank to start from (its LoRAs, conditioning and router)")
+    parser.add_argument("--photos", type=Path, nargs="*", default=[], help="folders of clean training photos "
+                        "(default: the training packages; tools/pack_training_photos.py writes them as files)")
+    parser.add_argument("--data-dir", type=Path, help="where data/validation.pt is cached (default <repo>/data)")
+    parser.add_argument("--steps", type=int, default=0)
+    parser.add_argument("--minutes", type=float, default=8.0)
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--crop", type=int, default=256)
+    parser.add_argument("--lr", type=float, default=5e-4)
+    parser.add_argument("--multiscale", type=int, default=0, help="coarsest pyramid side (0: flat)")
+    parser.add_argument("--no-bf16", action="store_true")
+    parser.add_argument("--eval-images", type=int, default=9)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    if (args.out / "manifest.json").exists():
+        parser.error(f"{args.out} already holds a bank; choose a new folder")
+    backbone = FAMILIES["embedded-ffdnet"](None)
+    init_manifest = read_manifest(args.init) if args.init else None
+    init = ({e.name: load_file(str(args.init / e.file)) for e in init_manifest.loras} if init_manifest else None)
+    conditioning = {name: dict(init_manifest.lora(name).conditioning) if init_manifest and name in
+                    init_manifest.names else dict(backbone.default_conditioning) for name in (*KINDS, CLEAN)}
+    cfg = JointConfig(steps=args.steps, minutes=args.minutes, batch=args.batch, crop=args.crop, lr=args.lr,
+                      multiscale_coarsest=args.multiscale, bf16=not args.no_bf16, seed=args.seed)
+    photos = _load_photos(args.photos, 1024) if args.photos else training_photos()
+    if not photos:
+        parser.error(f"no photos in {[str(p) for p in args.photos]}")
+    stats = train_bank(backbone, photos, cfg, conditioning, init)
+    images = load_validation_images(args.data_dir or DEFAULT_DATA_DIR)[: args.eval_images]
+    cases = [(k,) for k in KINDS] + [("noise", "jpeg"), ("low_light", "noise"), ("haze", "noise"),
+                                      ("motion_blur", "jpeg"), ("rain", "haze")]
+    backbone.to("cpu")
+    results = evaluate(backbone, images, conditioning, cases, args.multiscale)
+    encoder = init_manifest.encoder if init_manifest else None
+    if encoder is None:
+        from ..bank.manifest import EncoderSpec
+        from ..router.encoder import DegradationEncoder
+
+        dim = DegradationEncoder().dim
+        encoder = EncoderSpec(dim=dim, feature_mean=[0.0] * dim, feature_std=[1.0] * dim)
+    manifest = create_bank(args.out, args.out.name, backbone.family, backbone.fingerprint, encoder,
+                           description="LoRAs trained jointly with composition in the loop (uir_lora.train.joint)")
+    if init_manifest is not None:  # the router's settings come with the embeddings they were fitted with
+        manifest.router = init_manifest.router
+        write_manifest(manifest, args.out)
+    provenance = {"recipe": "joint", "steps": stats["steps"], "seconds": stats["seconds"], "batch": cfg.batch,
+                  "crop": cfg.crop, "multiscale_coarsest": cfg.multiscale_coarsest, "photos": len(photos),
+                  "implementations": list(IMPLEMENTATIONS), "init": str(args.init) if args.init else None}
+    for name in (*KINDS, CLEAN):
+        old = init_manifest.lora(name) if init_manifest and name in init_manifest.names else None
+        entry = LoraEntry(name=name, file=f"{name}.safetensors", rank=cfg.rank, alpha=float(cfg.rank),
+                          target_modules=list(backbone.default_lora_targets),
+                          embedding=list(old.embedding) if old else [0.0] * encoder.dim,
+                          description=old.description if old else name, conditioning=conditioning[name],
+                          provenance=provenance)
+        add_lora(args.out, entry, backbone.adapter_state(name))
+    (args.out / "joint_eval.json").write_text(json.dumps({"stats": stats, "eval": results}, indent=1))
+    print(json.dumps(results, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
