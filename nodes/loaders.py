@@ -35,10 +35,11 @@ def diffusers_folders() -> list[str]:
     return sorted(set(found))
 
 
+TRAIN_SD_TURBO_BANK = ("uir-lora train-lora --backbone sd-turbo --backbone-path <weights> --bank <folder>, "
+                       "see docs/sd_turbo.md")
 SD_TURBO_NEEDS = ("the SD-Turbo weights (stabilityai/sd-turbo) in models/checkpoints/ (a name with 'turbo') or "
                   "models/diffusers/, and a LoRA bank trained on exactly those weights in models/uir_lora/<bank>/ "
-                  "(uir-lora train-lora --backbone sd-turbo --backbone-path <weights> --bank <folder>; see "
-                  "docs/sd_turbo.md); the pack ships neither")
+                  f"({TRAIN_SD_TURBO_BANK}); the pack ships neither")
 
 
 def looks_like_sd_turbo(name: str) -> bool:
@@ -88,8 +89,9 @@ def backbone_problems(choice: str) -> list[str]:
         problems.append(str(exc))
         family = choice.partition(SEP)[0] if SEP in choice else None
     if family and family != "embedded-ffdnet" and not pipeline.banks_for_family(family, bank_roots()):
-        needs = f"SD-Turbo needs {SD_TURBO_NEEDS}" if family == "sd-turbo" else "train one with uir-lora train-lora"
-        problems.append(f"no LoRA bank for the {family} backbone is installed in models/uir_lora/; {needs}")
+        how = TRAIN_SD_TURBO_BANK if family == "sd-turbo" else "uir-lora train-lora"
+        problems.append(f"no LoRA bank for the {family} backbone is installed in models/uir_lora/ and none ships "
+                        f"with the pack: train one on exactly these weights ({how})")
     return problems
 
 

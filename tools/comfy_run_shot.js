@@ -5,6 +5,7 @@
 //   NODE_PATH=$COMFY_HOME/pw/node_modules node tools/comfy_run_shot.js --workflow WF.json
 //       --screenshot full.png [--node-type UIR_DegradationEstimator --node-shot node.png [--node-index 1]]
 //       [--help-node UIR_Compare --help-shot help.png] [--new-node UIR_Restore]
+//       [--templates-shot templates.png --pack PACK_FOLDER_NAME]
 //       [--server 127.0.0.1:8188] [--set '{"3": {"bank": "x"}}'] [--timeout 300]
 // WF.json: an API prompt, or a UI workflow (nodes + links: loaded with its own layout; --set then ignored).
 // --help-shot: the node library's help panel for --help-node (its web/docs page).
@@ -91,16 +92,24 @@ function parseArgs(argv) {
     }, a.newNode);
   }
   if (a.helpNode && a.helpShot) {
+    await page.setViewportSize({ width: 1400, height: 1600 });  // the whole page in one shot
     await page.evaluate(() => window.app.extensionManager.command.execute('Workspace.ToggleSidebarTab.node-library'));
     await page.waitForTimeout(1000);
-    const search = page.locator('.node-lib-search-box input, input[placeholder*="Search"]').first();
-    await search.fill(a.helpNode);
-    await page.waitForTimeout(1500);
+    await page.locator('input[placeholder="Search Nodes..."]').fill(a.helpNode);
+    await page.waitForTimeout(2000);
     const leaf = page.locator('.node-lib-node-container').first();
-    await leaf.hover();
-    await leaf.locator('.help-button').click();
+    await leaf.hover({ force: true });  // the help button shows on hover
+    await leaf.locator('.help-button').click({ force: true });
     await page.waitForTimeout(2000);
     await page.screenshot({ path: a.helpShot });
+  }
+  if (a.templatesShot) {  // Workflow > Browse Templates, this pack's cards, in a window tall enough for all
+    await page.setViewportSize({ width: 1400, height: 1500 });
+    await page.evaluate(() => window.app.extensionManager.command.execute('Comfy.BrowseTemplates'));
+    await page.waitForTimeout(2000);
+    if (a.pack) await page.getByText(a.pack, { exact: true }).first().click();
+    await page.waitForTimeout(3000);
+    await page.screenshot({ path: a.templatesShot });
   }
   console.log(JSON.stringify({ status, node_found: found, widgets_values: saved, new_node: fresh,
     console_errors: errors.slice(0, 10) }));
