@@ -11,7 +11,7 @@ import torch
 from comfy_api.latest import io
 
 from ..uir_lora import pipeline
-from ..uir_lora.backbones.registry import load_backbone
+from ..uir_lora.backbones.registry import FAMILIES, load_backbone
 from ..uir_lora.errors import BackboneError, InputError
 from ..uir_lora.paths import UnsafePathError, safe_resolve
 from .common import CATEGORY, Backbone, Bank, bank_choices, bank_roots
@@ -87,8 +87,8 @@ def backbone_problems(choice: str) -> list[str]:
         family, _ = resolve_backbone(choice)
     except (InputError, BackboneError, UnsafePathError) as exc:
         problems.append(str(exc))
-        family = choice.partition(SEP)[0] if SEP in choice else None
-    if family and family != "embedded-ffdnet" and not pipeline.banks_for_family(family, bank_roots()):
+        family = choice.partition(SEP)[0]
+    if family in FAMILIES and family != "embedded-ffdnet" and not pipeline.banks_for_family(family, bank_roots()):
         how = TRAIN_SD_TURBO_BANK if family == "sd-turbo" else "uir-lora train-lora"
         problems.append(f"no LoRA bank for the {family} backbone is installed in models/uir_lora/ and none ships "
                         f"with the pack: train one on exactly these weights ({how})")
