@@ -11,7 +11,7 @@ import torch
 from comfy_api.latest import io
 
 from ..uir_lora import pipeline
-from ..uir_lora.backbones.registry import load_backbone
+from ..uir_lora.backbones.registry import FAMILIES, load_backbone
 from ..uir_lora.errors import BackboneError, InputError
 from ..uir_lora.paths import UnsafePathError, safe_resolve
 from .common import CATEGORY, Backbone, Bank, bank_choices, bank_roots
@@ -35,11 +35,28 @@ def diffusers_folders() -> list[str]:
     return sorted(set(found))
 
 
+TRAIN_SD_TURBO_BANK = ("uir-lora train-lora --backbone sd-turbo --backbone-path <weights> --bank <folder>, "
+                       "see docs/sd_turbo.md")
+SD_TURBO_NEEDS = ("the SD-Turbo weights (stabilityai/sd-turbo) in models/checkpoints/ (a name with 'turbo') or "
+                  "models/diffusers/, and a LoRA bank trained on exactly those weights in models/uir_lora/<bank>/ "
+                  f"({TRAIN_SD_TURBO_BANK}); the pack ships neither")
+
+
+def looks_like_sd_turbo(name: str) -> bool:
+    """SD-Turbo family by name: 'turbo' but not SDXL-Turbo (another architecture the family cannot load).
+
+    Only filters the combo; a name typed into an API prompt is still loaded, and the loader's layout check
+    names what is wrong with a checkpoint that is not SD-Turbo.
+    """
+    lowered = name.lower()
+    return "turbo" in lowered and "xl" not in lowered
+
+
 def backbone_choices() -> list[str]:
     checkpoints = [n for n in folder_paths.get_filename_list("checkpoints") if n.lower().endswith(".safetensors")]
     return ([EMBEDDED]
-            + [f"sd-turbo{SEP}diffusers/{name}" for name in diffusers_folders()]
-            + [f"sd-turbo{SEP}checkpoints/{name}" for name in checkpoints])
+            + [f"sd-turbo{SEP}diffusers/{name}" for name in diffusers_folders() if looks_like_sd_turbo(name)]
+            + [f"sd-turbo{SEP}checkpoints/{name}" for name in checkpoints if looks_like_sd_turbo(name)])
 
 
 def resolve_backbone(choice: str) -> tuple[str, Path | None]:
@@ -63,6 +80,21 @@ def resolve_backbone(choice: str) -> tuple[str, Path | None]:
     return family, path
 
 
+def backbone_problems(choice: str) -> list[str]:
+    """Everything that stops this backbone from restoring, found before any weights load: the file, and a bank."""
+    problems = []
+    try:
+        family, _ = resolve_backbone(choice)
+    except (InputError, BackboneError, UnsafePathError) as exc:
+        problems.append(str(exc))
+        family = choice.partition(SEP)[0]
+    if family in FAMILIES and family != "embedded-ffdnet" and not pipeline.banks_for_family(family, bank_roots()):
+        how = TRAIN_SD_TURBO_BANK if family == "sd-turbo" else "uir-lora train-lora"
+        problems.append(f"no LoRA bank for the {family} backbone is installed in models/uir_lora/ and none ships "
+                        f"with the pack: train one on exactly these weights ({how})")
+    return problems
+
+
 def pick_device(device: str) -> torch.device:
     if device == "auto":
         return mm.get_torch_device()
@@ -76,25 +108,29 @@ class UIR_BackboneLoader(io.ComfyNode):
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="UIR_BackboneLoader", display_name="UIR Backbone Loader", category=CATEGORY,
-            description="Load the frozen restoration backbone the LoRA bank was trained on.",
+            description="Load the frozen restoration backbone the LoRA bank was trained on. The built-in FFDNet "
+                        "and its bank ship with the pack and run on any machine. SD-Turbo needs "
+                        + SD_TURBO_NEEDS + ".",
             inputs=[
                 io.Combo.Input("backbone", options=backbone_choices(), default=EMBEDDED,
-                               tooltip="built-in FFDNet, or an SD-Turbo model from models/diffusers "
-                                       "(folder with model_index.json) or models/checkpoints"),
-                io.Combo.Input("device", options=list(DEVICES), default="auto"),
-                io.Combo.Input("dtype", options=list(DTYPES), default="fp32"),
+                               tooltip="the built-in FFDNet (ships with its bank), or your SD-Turbo weights from "
+                                       "models/checkpoints (names with 'turbo') or models/diffusers (a folder with "
+                                       "model_index.json); SD-Turbo also needs a bank you train, none ships"),
+                io.Combo.Input("device", options=list(DEVICES), default="auto",
+                               tooltip="where the backbone runs: auto = ComfyUI's device (the GPU if there is one)"),
+                io.Combo.Input("dtype", options=list(DTYPES), default="fp32",
+                               tooltip="weight precision: fp32 everywhere; bf16/fp16 halve the memory on a GPU"),
             ],
-            outputs=[Backbone.Output(display_name="backbone")],
+            outputs=[Backbone.Output(display_name="backbone",
+                                     tooltip="the frozen backbone: connect it to the Bank Loader and to Restore")],
         )
 
     @classmethod
     def validate_inputs(cls, backbone: str) -> bool | str:
-        # Replaces ComfyUI's "value not in list" with a message naming the folder and file to add.
-        try:
-            resolve_backbone(backbone)
-        except (InputError, BackboneError, UnsafePathError) as exc:
-            return str(exc)
-        return True
+        # Replaces ComfyUI's "value not in list" with a message naming every file and folder to add, before
+        # gigabytes of weights load only for the bank loader to stop.
+        problems = backbone_problems(backbone)
+        return "; and ".join(problems) if problems else True
 
     @classmethod
     def execute(cls, backbone: str, device: str, dtype: str) -> io.NodeOutput:
@@ -114,10 +150,13 @@ class UIR_LoraBankLoader(io.ComfyNode):
             description="Open a LoRA bank (the pack's lora_bank/ or models/uir_lora/<bank>/) and attach it "
                         "to the backbone; a bank made for other backbone weights is refused.",
             inputs=[
-                Backbone.Input("backbone"),
-                io.Combo.Input("bank", options=bank_choices(), default=pipeline.DEFAULT_BANK),
+                Backbone.Input("backbone", tooltip="the backbone from UIR Backbone Loader"),
+                io.Combo.Input("bank", options=bank_choices(), default=pipeline.DEFAULT_BANK,
+                               tooltip="a folder with manifest.json and one safetensors file per LoRA: the pack's "
+                                       "embedded-ffdnet bank, or your own in models/uir_lora/<bank>/"),
             ],
-            outputs=[Bank.Output(display_name="bank")],
+            outputs=[Bank.Output(display_name="bank",
+                                 tooltip="the LoRAs and their router, attached to the backbone")],
         )
 
     @classmethod

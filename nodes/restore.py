@@ -24,18 +24,21 @@ class UIR_Restore(io.ComfyNode):
             node_id="UIR_Restore", display_name="UIR Restore", category=CATEGORY,
             description="Restore images with the backbone and the composed LoRAs (tiled, any size).",
             inputs=[
-                io.Image.Input("image"),
-                Backbone.Input("backbone"),
-                Composition.Input("composition"),
+                io.Image.Input("image", tooltip="the damaged image(s); any size, restored tile by tile"),
+                Backbone.Input("backbone", tooltip="the same backbone the Bank Loader got"),
+                Composition.Input("composition", tooltip="the LoRA weights from UIR LoRA Composer"),
                 io.Float.Input("strength", default=1.0, min=0.0, max=1.0, step=0.01,
                                tooltip="0 = the input, 1 = the full restoration"),
                 io.Int.Input("tile", default=512, min=64, max=4096, step=32,
                              tooltip="tile size in pixels; halved automatically on out-of-memory"),
-                io.Int.Input("seed", default=0, min=0, max=2**63 - 1, control_after_generate=True),
+                # one deterministic step: a seed that changes after each run would only re-run the same work
+                io.Int.Input("seed", default=0, min=0, max=2**63 - 1, control_after_generate=True,
+                             tooltip="used only by a backbone that draws random numbers (the built-in FFDNet "
+                                     "does not); starts fixed, so queueing again re-runs nothing"),
                 io.Boolean.Input("spatial", default=False,
                                  tooltip="route each region of the image separately (mixed damage)"),
             ],
-            outputs=[io.Image.Output(display_name="image")],
+            outputs=[io.Image.Output(display_name="image", tooltip="the restored image(s), same size as the input")],
         )
 
     @classmethod

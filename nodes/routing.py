@@ -6,7 +6,7 @@ import logging
 
 import numpy as np
 import torch
-from comfy_api.latest import io, ui
+from comfy_api.latest import io
 
 from ..uir_lora import pipeline
 from ..uir_lora.bank.manifest import NORMALISATIONS
@@ -44,17 +44,21 @@ class UIR_DegradationEstimator(io.ComfyNode):
             node_id="UIR_DegradationEstimator", display_name="UIR Degradation Estimator", category=CATEGORY,
             description="Route each image: similarity to every LoRA of the bank, then top-K weights.",
             inputs=[
-                io.Image.Input("image"),
-                Bank.Input("bank"),
+                io.Image.Input("image", tooltip="the damaged image(s) to route; each image gets its own weights"),
+                Bank.Input("bank", tooltip="the bank from UIR LoRA Bank Loader"),
                 io.Int.Input("top_k", default=0, min=0, max=64, tooltip="LoRAs kept per image; 0 = the bank's default"),
                 # min 0, not the router's minimum: 0 stands for the bank's default (see validate_inputs)
                 io.Float.Input("temperature", default=0.0, min=0.0, max=TEMPERATURE_RANGE[1], step=0.005,
                                tooltip=f"softmax temperature, {TEMPERATURE_RANGE[0]:g} to {TEMPERATURE_RANGE[1]:g}; "
                                        f"0 = the bank's default"),
-                io.Combo.Input("normalisation", options=[BANK_DEFAULT, *NORMALISATIONS], default=BANK_DEFAULT),
+                io.Combo.Input("normalisation", options=[BANK_DEFAULT, *NORMALISATIONS], default=BANK_DEFAULT,
+                               tooltip="how the top-K similarities become weights that sum to 1: softmax (with the "
+                                       "temperature) or sum (each divided by their total); bank default = the bank's"),
             ],
-            outputs=[Routing.Output(display_name="routing"), io.Image.Output(display_name="chart"),
-                     io.String.Output(display_name="table")],
+            outputs=[Routing.Output(display_name="routing", tooltip="per-image LoRA weights for the Composer"),
+                     io.Image.Output(display_name="chart",
+                                     tooltip="the routing as a bar chart image, to save or preview elsewhere"),
+                     io.String.Output(display_name="table", tooltip="similarity and weight of every LoRA, as text")],
             is_output_node=True,
         )
 
@@ -79,8 +83,8 @@ class UIR_DegradationEstimator(io.ComfyNode):
         chart = chart_batch(results)
         table = "\n\n".join(f"image {i}\n{r.table()}" if len(results) > 1 else r.table()
                             for i, r in enumerate(results))
-        preview = ui.PreviewImage(chart, cls=cls).as_dict()
-        return io.NodeOutput(results, chart, table, ui={**preview, "uir_weights": weights_ui(results)})
+        # drawn on the node by web/uir_lora.js; no image preview of the chart as well (it showed the routing twice)
+        return io.NodeOutput(results, chart, table, ui={"uir_weights": weights_ui(results)})
 
 
 class UIR_LoraComposer(io.ComfyNode):
@@ -91,14 +95,18 @@ class UIR_LoraComposer(io.ComfyNode):
             description="Decide the LoRA weights: auto (router), manual (typed weights only), override "
                         "(typed weights replace the router's) or bias (typed weights are added).",
             inputs=[
-                Bank.Input("bank"),
-                Routing.Input("routing", optional=True),
-                io.Combo.Input("mode", options=list(COMPOSE_MODES), default="auto"),
+                Bank.Input("bank", tooltip="the bank from UIR LoRA Bank Loader"),
+                Routing.Input("routing", optional=True,
+                              tooltip="the Degradation Estimator's routing; needed by every mode but manual"),
+                io.Combo.Input("mode", options=list(COMPOSE_MODES), default="auto",
+                               tooltip="auto: the router's weights; manual: only the typed weights; override: typed "
+                                       "weights replace the router's; bias: typed weights are added"),
                 io.String.Input("weights", default="", tooltip="e.g. noise=0.7,jpeg=0.3 (ignored in auto mode)"),
                 io.Boolean.Input("fused", default=True, tooltip="merge the weighted LoRAs into the weights: "
                                  "as fast as the bare backbone; off = peft adapters side by side"),
             ],
-            outputs=[Composition.Output(display_name="composition")],
+            outputs=[Composition.Output(display_name="composition",
+                                        tooltip="the weighted LoRAs per image, for UIR Restore")],
         )
 
     @classmethod

@@ -29,8 +29,9 @@ class UIR_ExampleImage(io.ComfyNode):
         return io.Schema(
             node_id="UIR_ExampleImage", display_name="UIR Example Image", category=CATEGORY,
             description="A photo shipped with the pack (public domain or CC0), so no upload is needed.",
-            inputs=[io.Combo.Input("image", options=example_choices())],
-            outputs=[io.Image.Output(display_name="image")],
+            inputs=[io.Combo.Input("image", options=example_choices(),
+                                   tooltip="a photo from the pack's workflows/inputs/ (credits in CREDITS.md there)")],
+            outputs=[io.Image.Output(display_name="image", tooltip="the photo as a ComfyUI IMAGE")],
         )
 
     @classmethod
@@ -45,13 +46,17 @@ class UIR_SyntheticDegrade(io.ComfyNode):
             node_id="UIR_SyntheticDegrade", display_name="UIR Synthetic Degrade", category=CATEGORY,
             description="Damage a clean image on purpose (one or two degradations, applied in physical order).",
             inputs=[
-                io.Image.Input("image"),
-                io.Combo.Input("kind", options=list(KINDS), default=KINDS[0]),
-                io.Combo.Input("second_kind", options=[NONE, *KINDS], default=NONE),
+                io.Image.Input("image", tooltip="a clean image to damage"),
+                io.Combo.Input("kind", options=list(KINDS), default=KINDS[0],
+                               tooltip="the degradation to apply (one LoRA of the shipped bank is trained per kind)"),
+                io.Combo.Input("second_kind", options=[NONE, *KINDS], default=NONE,
+                               tooltip="an optional second degradation; the two are applied in physical order"),
                 io.Float.Input("severity", default=0.5, min=0.0, max=1.0, step=0.05, tooltip="0 mild, 1 strong"),
-                io.Int.Input("seed", default=0, min=0, max=2**63 - 1, control_after_generate=True),
+                io.Int.Input("seed", default=0, min=0, max=2**63 - 1, control_after_generate=True,
+                             tooltip="the random draw of noise, rain, blur kernels...; starts fixed, so the same "
+                                     "damage comes back on every queue"),
             ],
-            outputs=[io.Image.Output(display_name="image")],
+            outputs=[io.Image.Output(display_name="image", tooltip="the damaged image")],
         )
 
     @classmethod
@@ -77,24 +82,37 @@ def psnr_ssim(image: torch.Tensor, reference: torch.Tensor) -> tuple[list[float]
     return psnr.tolist(), ssim.tolist()
 
 
+def side_by_side(images: torch.Tensor, references: torch.Tensor, gap: int = 4) -> torch.Tensor:
+    """[B,3,H,W] images with their references to the right, split by a white gap (what the node previews)."""
+    references = references.expand_as(images) if references.shape[0] == 1 else references
+    divider = torch.ones(*images.shape[:3], gap, dtype=images.dtype)
+    return torch.cat([images, divider, references], dim=3)
+
+
 class UIR_Compare(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="UIR_Compare", display_name="UIR Compare (PSNR/SSIM)", category=CATEGORY,
-            description="PSNR and SSIM of an image against a clean reference (mean over the batch).",
-            inputs=[io.Image.Input("image"), io.Image.Input("reference")],
-            outputs=[io.String.Output(display_name="report"), io.Float.Output(display_name="psnr"),
-                     io.Float.Output(display_name="ssim")],
+            description="PSNR and SSIM of an image against a clean reference (mean over the batch). The numbers "
+                        "and the image beside its reference show on the node after a run.",
+            inputs=[io.Image.Input("image", tooltip="the image to score (e.g. damaged, or restored)"),
+                    io.Image.Input("reference", tooltip="the clean image, same size (one, or one per image)")],
+            outputs=[io.String.Output(display_name="report", tooltip="PSNR and SSIM as text, one line per image"),
+                     io.Float.Output(display_name="psnr", tooltip="mean PSNR in dB (higher is closer)"),
+                     io.Float.Output(display_name="ssim", tooltip="mean SSIM, 0 to 1 (higher is closer)")],
             is_output_node=True,
         )
 
     @classmethod
     def execute(cls, image, reference) -> io.NodeOutput:
-        psnr, ssim = psnr_ssim(to_engine(image), to_engine(reference))
+        images, references = to_engine(image), to_engine(reference)
+        psnr, ssim = psnr_ssim(images, references)
         lines = [f"image {i}: PSNR {p:.2f} dB, SSIM {s:.4f}" for i, (p, s) in enumerate(zip(psnr, ssim))]
         mean_psnr, mean_ssim = sum(psnr) / len(psnr), sum(ssim) / len(ssim)
         if len(lines) > 1:
             lines.append(f"mean: PSNR {mean_psnr:.2f} dB, SSIM {mean_ssim:.4f}")
         report = "\n".join(lines)
-        return io.NodeOutput(report, mean_psnr, mean_ssim, ui=ui.PreviewText(report))
+        # "text" is drawn on the node by web/uir_lora.js; the previews are each image beside its reference
+        pairs = ui.PreviewImage(to_comfy(side_by_side(images, references)), cls=cls).as_dict()
+        return io.NodeOutput(report, mean_psnr, mean_ssim, ui={**pairs, **ui.PreviewText(report).as_dict()})

@@ -48,6 +48,7 @@ class Input:
 class Output:
     io_type: str
     display_name: str | None = None
+    tooltip: str | None = None
 
 
 def _comfy_type(io_type: str) -> type:
@@ -57,8 +58,8 @@ def _comfy_type(io_type: str) -> type:
             default = options[0]
         return Input(id, io_type, optional, options, default, min, max, bool(control_after_generate), extra)
 
-    def make_output(id=None, display_name=None, **_):
-        return Output(io_type, display_name)
+    def make_output(id=None, display_name=None, tooltip=None, **_):
+        return Output(io_type, display_name, tooltip)
 
     return type(io_type, (), {"io_type": io_type, "Input": staticmethod(make_input),
                               "Output": staticmethod(make_output)})
@@ -220,10 +221,10 @@ def stubbed_pack(models_dir: Path) -> Iterator[types.ModuleType]:
 
 # Core nodes the shipped workflows use (ComfyUI 0.3.64 nodes.py); Note is UI-only (dropped from API prompts).
 CORE_SCHEMAS = {
-    "SaveImage": Schema("SaveImage", inputs=[Input("images", "IMAGE"),
-                                             Input("filename_prefix", "STRING", default="ComfyUI")],
+    "SaveImage": Schema("SaveImage", "Save Image", inputs=[Input("images", "IMAGE"),
+                                                           Input("filename_prefix", "STRING", default="ComfyUI")],
                         is_output_node=True),
-    "PreviewImage": Schema("PreviewImage", inputs=[Input("images", "IMAGE")], is_output_node=True),
+    "PreviewImage": Schema("PreviewImage", "Preview Image", inputs=[Input("images", "IMAGE")], is_output_node=True),
 }
 UI_ONLY = {"Note": ["text"], "MarkdownNote": ["text"]}
 

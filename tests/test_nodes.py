@@ -122,7 +122,7 @@ def test_estimator_outputs_routing_chart_table_and_ui_weights(nodes, loaded, ima
     assert chart.ndim == 4 and chart.shape[0] == 2 and chart.shape[-1] == 3 and 0 <= chart.min() <= chart.max() <= 1
     assert "image 1" in table and all(name in table for name in bank.manifest.names)
     weights = json.loads(json.dumps(out.ui["uir_weights"]))
-    assert len(out.ui["images"]) == 2 and len(weights) == 2
+    assert "images" not in out.ui and len(weights) == 2  # drawn once, by web/uir_lora.js; no chart preview too
     assert sum(weights[0]["weights"]) == pytest.approx(1.0, abs=1e-3)
     assert weights[0]["names"] == list(routing[0].similarities)
 
@@ -190,7 +190,8 @@ def test_synthetic_degrade_and_compare(nodes, images):
     report, psnr, ssim = out.args
     mse = float(((first - clean) ** 2).mean())
     assert psnr == pytest.approx(10 * math.log10(1 / mse), abs=1e-3) and 0 < ssim < 1
-    assert f"{psnr:.2f}" in report and out.ui.as_dict()["text"] == (report,)
+    assert f"{psnr:.2f}" in report and out.ui["text"] == (report,)
+    assert len(out.ui["images"]) == 1  # the image beside its reference, previewed on the node
     with pytest.raises(ValueError, match="same size"):
         nodes["UIR_Compare"].execute(first, clean[:, :40])
 
@@ -204,3 +205,95 @@ def test_example_images_ship_with_the_pack(nodes):
     with pytest.raises(ValueError, match=r"\.\."):
         node.execute("../README.md")
     assert all(Path(comfy_stubs.PACK_DIR, "workflows", "inputs", o).stat().st_size < 300_000 for o in options)
+
+
+def test_every_input_and_output_has_a_tooltip(nodes):
+    missing = [f"{node_id}.{i.id}" for node_id, cls in nodes.items() for i in cls.GET_SCHEMA().inputs
+               if not i.extra.get("tooltip")]
+    missing += [f"{node_id} output {o.display_name}" for node_id, cls in nodes.items()
+                for o in cls.GET_SCHEMA().outputs if not o.tooltip]
+    assert not missing, missing
+
+
+def test_every_node_has_a_help_page(nodes):
+    docs = comfy_stubs.PACK_DIR / "web" / "docs"
+    for node_id, cls in nodes.items():
+        page = (docs / f"{node_id}.md").read_text()
+        schema = cls.GET_SCHEMA()
+        assert page.startswith(f"# {schema.display_name}\n")
+        absent = [i.id for i in schema.inputs if f"**{i.id}**" not in page]
+        assert not absent, f"{node_id}.md does not describe {absent}"
+
+
+def test_compare_previews_each_image_beside_its_reference(pack):
+    images = torch.rand(2, 3, 16, 20)
+    pairs = pack.nodes.utilities.side_by_side(images, torch.zeros(1, 3, 16, 20), gap=4)
+    assert pairs.shape == (2, 3, 16, 44)
+    assert torch.equal(pairs[..., :20], images) and (pairs[..., 20:24] == 1).all() and (pairs[..., 24:] == 0).all()
+
+
+def test_backbone_combo_offers_only_sd_turbo_checkpoints(nodes, models, tiny_bank):
+    (models / "checkpoints").mkdir()
+    for name in ("sd_xl_base_1.0.safetensors", "sd_turbo.safetensors", "sd_xl_turbo_1.0.safetensors",
+                 "v1-5-pruned.safetensors", "My-SD-Turbo-fp16.safetensors"):
+        (models / "checkpoints" / name).write_bytes(b"")
+    loader = nodes["UIR_BackboneLoader"]
+    assert loader.GET_SCHEMA().inputs[0].options == ["embedded-ffdnet (built in)",
+                                                     "sd-turbo | checkpoints/My-SD-Turbo-fp16.safetensors",
+                                                     "sd-turbo | checkpoints/sd_turbo.safetensors"]
+    # no sd-turbo bank yet: refused up front, naming the bank to train, before any weights load
+    message = loader.validate_inputs("sd-turbo | checkpoints/sd_turbo.safetensors")
+    assert "no LoRA bank for the sd-turbo backbone" in message and "uir-lora train-lora" in message
+    both = loader.validate_inputs("sd-turbo | checkpoints/gone.safetensors")
+    assert "models/checkpoints/gone.safetensors" in both and "uir-lora train-lora" in both
+    manifest = models / "uir_lora" / tiny_bank / "manifest.json"
+    manifest.write_text(json.dumps({**json.loads(manifest.read_text()), "backbone_family": "sd-turbo"}))
+    assert loader.validate_inputs("sd-turbo | checkpoints/sd_turbo.safetensors") is True
+    # a name the combo hides is still the user's choice: accepted here, its layout checked when it loads
+    assert loader.validate_inputs("sd-turbo | checkpoints/sd_xl_base_1.0.safetensors") is True
+
+
+def test_banks_for_family_reads_each_manifest(models, tiny_bank):
+    from uir_lora import pipeline
+
+    roots = [models / "uir_lora"]
+    assert tiny_bank in pipeline.banks_for_family("embedded-ffdnet", roots)
+    assert pipeline.banks_for_family("sd-turbo", roots) == []
+    (models / "uir_lora" / "broken").mkdir()
+    (models / "uir_lora" / "broken" / "manifest.json").write_text("{not json")
+    assert "broken" not in pipeline.banks_for_family("embedded-ffdnet", roots)
+
+
+def test_routing_values_never_print_minus_zero():
+    from uir_lora.router.router import RoutingResult, plain
+
+    assert [plain(v, 2) for v in (-0.0, -0.004, 0.004, -0.006, 0.5)] == ["0.00", "0.00", "0.00", "-0.01", "0.50"]
+    result = RoutingResult(similarities={"noise": 0.3, "haze": -0.0004}, weights={"noise": 1.0, "haze": -0.0},
+                           top_k=1, temperature=0.01, normalisation="softmax")
+    assert "-0.000" not in result.table()
+
+
+def load_root(monkeypatch, comfy_present: bool):
+    monkeypatch.setitem(sys.modules, "comfy_api", None)
+    monkeypatch.setitem(sys.modules, "comfy_api.latest", None)
+    if comfy_present:
+        monkeypatch.setitem(sys.modules, "comfy", sys.modules.get("comfy") or object())
+    else:
+        monkeypatch.delitem(sys.modules, "comfy", raising=False)
+    spec = importlib.util.spec_from_file_location("uir_root_under_test", comfy_stubs.PACK_DIR / "__init__.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_older_comfyui_gets_one_line_naming_the_version_needed(monkeypatch, caplog):
+    with caplog.at_level("ERROR"):
+        module = load_root(monkeypatch, comfy_present=True)
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 1 and "0.3.60" in lines[0] and "update ComfyUI" in lines[0]
+    pyproject = (comfy_stubs.PACK_DIR / "pyproject.toml").read_text()
+    assert f'requires-comfyui = ">={module.REQUIRES_COMFYUI}"' in pyproject
+    caplog.clear()
+    with caplog.at_level("ERROR"):
+        load_root(monkeypatch, comfy_present=False)  # a plain import outside ComfyUI (pytest) stays quiet
+    assert not caplog.records

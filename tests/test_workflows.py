@@ -4,6 +4,8 @@ and runnable through the engine (API format, executed node by node against the C
 from __future__ import annotations
 
 import json
+import math
+import re
 import sys
 from pathlib import Path
 
@@ -13,6 +15,7 @@ import torch
 
 WORKFLOWS = comfy_stubs.PACK_DIR / "workflows"
 UI_FILES = sorted(WORKFLOWS.glob("*.json"))
+AUTOMATIC = WORKFLOWS / "Automatic restore - the router picks the LoRAs.json"
 CONTROL_VALUES = ("fixed", "increment", "decrement", "randomize")
 PYTHON_TYPES = {"INT": (int,), "FLOAT": (int, float), "STRING": (str,), "BOOLEAN": (bool,)}
 
@@ -100,9 +103,15 @@ def missing_backbone(prompt: dict, pack) -> str | None:
     return None
 
 
+def api_twin(path: Path) -> Path:
+    """The API twin a UI workflow names in extra.uir_lora (UI files are named by their title)."""
+    return WORKFLOWS / json.loads(path.read_text())["extra"]["uir_lora"]["api_twin"]
+
+
 def test_there_are_workflows():
-    names = {p.stem for p in UI_FILES}
+    names = {api_twin(p).stem for p in UI_FILES}
     assert {"uir_automatic_restore", "uir_manual_blend", "uir_mixed_degradation_demo"} <= names
+    assert {p.name for p in (WORKFLOWS / "api").glob("*.json")} == {api_twin(p).name for p in UI_FILES}
 
 
 @pytest.mark.parametrize("path", UI_FILES, ids=lambda p: p.stem)
@@ -117,14 +126,14 @@ def test_ui_workflow_matches_schemas_and_api_twin(path: Path, schemas):
             # backbone/bank combos list files on the user's machine: checked when the workflow runs
             errors += widget_errors(node, schemas[node["type"]], {"backbone", "bank"})
     assert not errors, "\n".join(errors)
-    api = json.loads((WORKFLOWS / "api" / path.name).read_text())
+    api = json.loads(api_twin(path).read_text())
     assert {k: {"class_type": v["class_type"], "inputs": v["inputs"]} for k, v in api.items()} == ui_to_api(
         workflow, schemas)
     assert path.with_suffix(".jpg").is_file(), "every workflow needs a .jpg thumbnail (Browse Templates shows it)"
 
 
 def test_checks_catch_broken_workflows(schemas):
-    workflow = json.loads((WORKFLOWS / "uir_automatic_restore.json").read_text())
+    workflow = json.loads(AUTOMATIC.read_text())
     restore = next(n for n in workflow["nodes"] if n["type"] == "UIR_Restore")
     restore["widgets_values"][1] = 5  # tile below its minimum
     assert any("tile=5 outside" in e for e in widget_errors(restore, schemas["UIR_Restore"], set()))
@@ -158,3 +167,86 @@ def test_api_workflow_runs_through_the_engine(path: Path, pack, schemas, tmp_pat
         (_, damaged_psnr, _), (_, restored_psnr, _) = compares
         print(f"{path.stem}: PSNR damaged {damaged_psnr:.2f} dB -> restored {restored_psnr:.2f} dB", file=sys.stderr)
         assert restored_psnr > damaged_psnr
+
+
+SLOT, TITLE = 20, 30
+"""The frontend's socket row height and title bar height (litegraph), for where links are drawn."""
+
+
+def link_curve(start: tuple[float, float], end: tuple[float, float], steps: int = 80) -> list[tuple[float, float]]:
+    """Points of a link as litegraph draws it: a cubic spline leaving and entering horizontally."""
+    reach = math.dist(start, end) * 0.25
+    points = [start, (start[0] + reach, start[1]), (end[0] - reach, end[1]), end]
+    return [tuple((1 - t) ** 3 * points[0][k] + 3 * t * (1 - t) ** 2 * points[1][k]
+                  + 3 * t * t * (1 - t) * points[2][k] + t ** 3 * points[3][k] for k in (0, 1))
+            for t in (i / steps for i in range(steps + 1))]
+
+
+def links_behind_sockets(workflow: dict) -> list[str]:
+    """Links that run level behind another node at the height of its sockets: read as if it passed them on."""
+    nodes = {n["id"]: n for n in workflow["nodes"]}
+
+    def socket(node: dict, slot: int, output: bool) -> tuple[float, float]:
+        return node["pos"][0] + (node["size"][0] if output else 0), node["pos"][1] + (slot + 0.7) * SLOT
+
+    found = []
+    for link_id, src, src_slot, dst, dst_slot, _ in workflow["links"]:
+        points = link_curve(socket(nodes[src], src_slot, True), socket(nodes[dst], dst_slot, False))
+        for node in nodes.values():
+            if node["id"] in (src, dst):
+                continue
+            (x, y), (width, _) = node["pos"], node["size"]
+            rows = max(len(node.get("inputs", [])), len(node.get("outputs", [])))
+            level = [p for p, q in zip(points, points[1:]) if x <= p[0] <= x + width
+                     and y - TITLE <= p[1] <= y + rows * SLOT + 10 and abs(q[1] - p[1]) < 0.35 * abs(q[0] - p[0])]
+            if level:
+                found.append(f"link {link_id} ({nodes[src]['type']} -> {nodes[dst]['type']}) runs behind "
+                             f"{node['type']} near {tuple(round(v) for v in level[0])}")
+    return found
+
+
+@pytest.mark.parametrize("path", UI_FILES, ids=lambda p: p.stem)
+def test_links_never_run_behind_a_node(path: Path):
+    assert not links_behind_sockets(json.loads(path.read_text()))
+
+
+def test_link_check_catches_a_link_behind_a_node():
+    workflow = json.loads(AUTOMATIC.read_text())
+    nodes = {n["type"]: n for n in workflow["nodes"]}
+    source, target = nodes["UIR_ExampleImage"], nodes["UIR_DegradationEstimator"]
+    target["pos"] = [target["pos"][0], source["pos"][1]]  # the estimator moved onto the image's way to Restore
+    assert any("runs behind UIR_DegradationEstimator" in f for f in links_behind_sockets(workflow))
+
+
+def test_templates_are_listed_working_ones_first():
+    script = (comfy_stubs.PACK_DIR / "web" / "uir_lora.js").read_text()
+    order = json.loads(re.search(r"const TEMPLATE_ORDER = (\[.*?\]);", script, re.S).group(1).replace(",\n]", "]"))
+    assert sorted(order) == sorted(p.stem for p in UI_FILES)
+    assert order[-1].startswith("SD-Turbo")  # the one that needs the user's weights and bank comes last
+    for title in order:
+        assert re.fullmatch(r"[A-Z][A-Za-z0-9 ,\-]+", title), f"{title!r}: the file name is the card's title"
+        extra = json.loads((WORKFLOWS / f"{title}.json").read_text())["extra"]["uir_lora"]
+        assert extra["description"] and extra["description"] != title
+
+
+@pytest.mark.parametrize("path", UI_FILES, ids=lambda p: p.stem)
+def test_thumbnail_is_a_square_card(path: Path):
+    from PIL import Image
+
+    with Image.open(path.with_suffix(".jpg")) as thumbnail:
+        assert thumbnail.width == thumbnail.height >= 256
+
+
+def test_sd_turbo_template_says_what_it_needs_first():
+    path = next(p for p in UI_FILES if p.stem.startswith("SD-Turbo"))
+    note = next(n for n in json.loads(path.read_text())["nodes"] if n["type"] == "Note")["widgets_values"][0]
+    first = note.split("\n")[0]
+    assert "NEEDS" in first and "NOT SHIP" in first
+    assert "models/checkpoints" in note and "uir-lora train-lora" in note and "models/uir_lora" in note
+
+
+@pytest.mark.parametrize("path", sorted((WORKFLOWS / "api").glob("*.json")), ids=lambda p: p.stem)
+def test_api_twins_carry_display_names(path: Path, schemas):
+    for node in json.loads(path.read_text()).values():
+        title = node["_meta"]["title"]
+        assert title == schemas[node["class_type"]].display_name or title.startswith("Compare: "), title

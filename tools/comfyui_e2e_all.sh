@@ -19,7 +19,7 @@ COMFY_HOME=${COMFY_HOME:?set COMFY_HOME}
 export COMFY_PORT=${COMFY_PORT:-8231}
 PY="$COMFY_HOME/venv/bin/python"
 mkdir -p "$OUT"
-first="$PACK/workflows/uir_automatic_restore.json"
+first="$PACK/workflows/Automatic restore - the router picks the LoRAs.json"
 t0=$(date +%s)
 nice -n 10 bash "$E2E" --keep-server --screenshot "$OUT/workflow.png" --templates-shot "$OUT/templates.png" \
   "$PACK" "$first" > "$OUT/first.log" 2>&1 || first_rc=$?

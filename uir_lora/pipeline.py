@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
@@ -37,6 +38,20 @@ def list_banks(extra_roots: Sequence[str | Path] = ()) -> list[str]:
         if root.is_dir():
             names += [p.name for p in sorted(root.iterdir()) if (p / "manifest.json").is_file()]
     return list(dict.fromkeys(names))
+
+
+def banks_for_family(family: str, extra_roots: Sequence[str | Path] = ()) -> list[str]:
+    """Names of the banks made for a backbone family (manifest's backbone_family); unreadable manifests are skipped,
+    since opening that bank names what is wrong with it."""
+    found = []
+    for name in list_banks(extra_roots):
+        try:
+            manifest = safe_resolve(name, bank_roots(extra_roots), what="LoRA bank") / "manifest.json"
+            if json.loads(manifest.read_text()).get("backbone_family") == family:
+                found.append(name)
+        except (OSError, ValueError, AttributeError):
+            continue
+    return found
 
 
 def load_bank(name: str = DEFAULT_BANK, extra_roots: Sequence[str | Path] = ()) -> LoraBank:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image, ImageDraw
 
-from .router import RoutingResult
+from .router import RoutingResult, plain
 
 BAR = (70, 150, 230)
 KEPT = (240, 160, 40)
@@ -28,7 +28,7 @@ def weight_chart(result: RoutingResult, width: int = 360, row: int = 18) -> np.n
         draw.rectangle([label_w, y + 12, label_w + int(bar_w * max(sim, 0.0)), y + 14], fill=BAR)
         if weight > 0:
             draw.rectangle([label_w, y + 3, label_w + max(1, int(bar_w * weight)), y + 10], fill=KEPT)
-        draw.text((label_w + bar_w + 4, y + 3), f"{weight:.2f}", fill=(230, 230, 230))
+        draw.text((label_w + bar_w + 4, y + 3), plain(weight, 2), fill=(230, 230, 230))
     if result.unknown:
         draw.text((4, header + row * len(names) + 2), "unknown degradation: no LoRA fits well", fill=WARN)
     return np.asarray(image)

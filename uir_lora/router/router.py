@@ -73,10 +73,15 @@ class RoutingResult:
         lines = [f"{'LoRA':<16}{'similarity':>11}{'weight':>9}"]
         order = sorted(self.similarities, key=lambda n: (-self.weights.get(n, 0.0), -self.similarities[n]))
         for name in order:
-            lines.append(f"{name:<16}{self.similarities[name]:>11.3f}{self.weights.get(name, 0.0):>9.3f}")
+            lines.append(f"{name:<16}{plain(self.similarities[name], 3):>11}{plain(self.weights.get(name, 0.0), 3):>9}")
         if self.unknown:
             lines.append(f"unknown degradation: {self.unknown_reason}; no LoRA fits well")
         return "\n".join(lines)
+
+
+def plain(value: float, digits: int) -> str:
+    """``value`` with ``digits`` decimals, never "-0.00": a value that rounds to zero prints as 0."""
+    return f"{round(value, digits) + 0.0:.{digits}f}"  # -0.0 + 0.0 is +0.0
 
 
 def unknown_mask(best: torch.Tensor, unknown_similarity: torch.Tensor | None, threshold: float | None,
