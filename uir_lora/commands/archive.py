@@ -39,21 +39,20 @@ def is_complete(path: Path) -> bool:
 def pending_jobs(jobs: list[Job], share: ProcessShare, resume: bool) -> list[Job]:
     """This process's share of ``jobs``; with ``resume``, without those already done.
 
-    Every process has checked every name before this (the barrier keeps a fast process from writing
-    an output a slow one is still checking), then takes its slice of the same ordered list.
+    Every process has checked every name before this, and lists the finished outputs before any
+    process writes (the barriers), so all of them split the same two ordered lists: the work left,
+    shared out evenly, and the finished outputs, each re-read by one process and redone if broken.
     """
     share.wait()
-    mine = share.split(jobs)
     if not resume:
-        return mine
-    todo = []
-    for source, target in mine:
-        if not target.exists():
-            todo.append((source, target))
-        elif not is_complete(target):
-            log.warning("%s is unreadable (cut short?); restoring %s again", target, source)
-            todo.append((source, target))
-    skipped = len(mine) - len(todo)
-    if skipped:
-        print(f"resume: {skipped} of {len(mine)} outputs already written, {len(todo)} to do")
-    return todo
+        return share.split(jobs)
+    written = [target.exists() for _, target in jobs]
+    done = [job for job, exists in zip(jobs, written) if exists]
+    todo = [job for job, exists in zip(jobs, written) if not exists]
+    share.wait()
+    broken = [job for job in share.split(done) if not is_complete(job[1])]
+    for source, target in broken:
+        log.warning("%s is unreadable (cut short?); restoring %s again", target, source)
+    if done and share.is_main:
+        print(f"resume: {len(done)} of {len(jobs)} outputs already written, {len(todo)} to do")
+    return share.split(todo) + broken
