@@ -10,7 +10,8 @@ from ..backbones.registry import load_backbone, parse_backbone_spec
 from ..distributed import ProcessShare
 
 GPU_TILE_BATCH = 4
-"""Tiles per backbone call on a GPU unless --tile-batch says otherwise; a CPU gains nothing from more than 1."""
+"""Tiles per backbone call on a GPU unless --tile-batch says otherwise; the CPU keeps 1 (one tile already
+spreads over its cores)."""
 
 
 def add_placement_arguments(parser: argparse.ArgumentParser) -> None:

@@ -31,7 +31,7 @@ class SamplerOptions:
     seed: int = 0
     dtype: torch.dtype | None = None
     tile_batch: int = 1
-    """Tiles run through the backbone together: more keeps a GPU busy, 1 is enough on a CPU."""
+    """Tiles run through the backbone together (more keeps a GPU busy); halved on out-of-memory."""
 
     def validate(self, backbone: Backbone) -> None:
         """Check the values (they may come from a workflow file) and store them as ints."""
