@@ -54,7 +54,9 @@ def test_both_layouts_load_offline_to_the_same_model(layouts, backbone, image):
     # tokenizer path (folder) and the built-in empty-prompt ids (single file) give one conditioning
     assert torch.equal(backbone.prompt_embeds, single.prompt_embeds)
     assert backbone.fingerprint == single.fingerprint
-    assert torch.equal(_restore(backbone, image), _restore(single, image))
+    # one model (its weights match bit for bit above); the restores are compared to float32 rounding, since
+    # the two loaders' modules may sum in another order and bit-exactness is not what this test is about
+    torch.testing.assert_close(_restore(backbone, image), _restore(single, image), atol=1e-5, rtol=0)
 
 
 def test_restore_step_is_the_one_step_img2img_turbo_pass(backbone, image):

@@ -25,6 +25,10 @@ class BackboneError(UIRError, ValueError):
     """A backbone's weights are missing, corrupt or of an unexpected architecture."""
 
 
+class MissingExtraError(UIRError, ImportError):
+    """A feature beyond inference needs a package that ComfyUI's install of the pack leaves out."""
+
+
 class RestoreInterrupted(UIRError):
     """The caller's cancellation hook asked the restore to stop."""
 

@@ -93,3 +93,28 @@ def load_backbone(
             cached.copies[placement] = copy.deepcopy(cached.master).to(*placement)
         cached.copies[placement] = cached.copies.pop(placement)  # most recently used last
         return cached.copies[placement]
+
+
+BACKBONE_ALIASES = {"embedded": "embedded-ffdnet"}
+PATH_FAMILY = "sd-turbo"
+"""The family a bare path names: the one that loads from a user's model folders."""
+
+
+def parse_backbone_spec(spec: str) -> tuple[str, Path | None]:
+    """``embedded`` | ``FAMILY`` | ``FAMILY=PATH`` | ``PATH`` (an SD-Turbo-family folder or checkpoint).
+
+    Returns (family, path); the path must exist. Loading is left to load_backbone.
+    """
+    text = spec.strip()
+    name, sep, where = text.partition("=")
+    family = BACKBONE_ALIASES.get(name, name)
+    if family in FAMILIES:
+        path = Path(where) if sep else None
+    elif sep:
+        raise BackboneError(f"unknown backbone family {name!r} in {spec!r}; known: {', '.join(FAMILIES)}")
+    else:
+        family, path = PATH_FAMILY, Path(text)
+    if path is not None and not path.exists():
+        raise BackboneError(f"backbone {spec!r}: {path} does not exist; give a diffusers folder (with "
+                            f"model_index.json) or a .safetensors checkpoint, or 'embedded'")
+    return family, path

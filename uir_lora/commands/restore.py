@@ -8,11 +8,14 @@ from pathlib import Path
 from tqdm import tqdm
 
 from ..cli import existing_path
+from ..distributed import ProcessShare
 from ..errors import InputError
 from ..images import IMAGE_SUFFIXES, load_image, save_image
-from ..pipeline import DEFAULT_BANK, default_backbone, estimate, estimate_spatial, load_bank, parse_weights, restore
+from ..pipeline import DEFAULT_BANK, estimate, estimate_spatial, load_bank, parse_weights, restore
 from ..router.spatial import DEFAULT_WINDOW, region_map_picture
 from ..sampler.restore import SamplerOptions
+from .archive import add_archive_arguments, pending_jobs
+from .placement import add_placement_arguments, backbone_from_args, tile_batch
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -33,6 +36,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--spatial", action="store_true",
                    help="route per region: each part of the image gets its own LoRA weights")
     p.add_argument("--window", type=int, default=DEFAULT_WINDOW, help="per-region window in px (default %(default)s)")
+    add_placement_arguments(p)
+    add_archive_arguments(p)
     p.set_defaults(run=run_restore)
 
     e = subparsers.add_parser("estimate", help="print the router's weight table for images")
@@ -67,20 +72,24 @@ def output_path(source: Path, args: argparse.Namespace, single: bool) -> Path:
         target = folder / f"{source.stem}_restored.png"
     if target.resolve() == source.resolve():
         raise InputError(f"{target}: output would overwrite the input; choose another -o")
-    if target.exists() and not args.overwrite:
-        raise InputError(f"{target} exists; pass --overwrite to replace it")
+    if target.exists() and not (args.overwrite or args.resume):
+        raise InputError(f"{target} exists; pass --overwrite to replace it (or --resume to keep it)")
     return target
 
 
 def run_restore(args: argparse.Namespace) -> int:
+    if args.resume and args.overwrite:
+        raise InputError("--resume keeps finished outputs and --overwrite replaces them; choose one")
+    share = ProcessShare.current()  # one process, or this one's place under accelerate launch
     inputs = list_inputs(args.input)
     single = args.input.is_file()
     targets = [output_path(p, args, single) for p in inputs]  # check every name before any work
+    jobs = pending_jobs(list(zip(inputs, targets)), share, args.resume)
     bank = load_bank(args.bank, args.bank_dir)
-    backbone = default_backbone()
+    backbone = backbone_from_args(args, share)
     manual = parse_weights(args.weights)
-    options = SamplerOptions(tile=args.tile)
-    for source, target in tqdm(list(zip(inputs, targets)), desc="restore", unit="img", disable=len(inputs) == 1):
+    options = SamplerOptions(tile=args.tile, tile_batch=tile_batch(args, backbone))
+    for source, target in tqdm(jobs, desc="restore", unit="img", disable=len(jobs) <= 1 or not share.is_main):
         image = load_image(source)
         with tqdm(total=1, desc=source.name, unit="tile", leave=False) as bar:
             def progress(done: int, total: int) -> None:
@@ -96,6 +105,7 @@ def run_restore(args: argparse.Namespace) -> int:
         save_image(restored, target)
         weights = ", ".join(f"{k}={v:.2f}" for k, v in sorted(compositions[0].weights.items(), key=lambda kv: -kv[1]))
         print(f"{source} -> {target}  [{compositions[0].source}: {weights or 'base only'}]")
+    share.wait()  # the launcher's processes end together
     return 0
 
 

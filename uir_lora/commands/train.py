@@ -23,6 +23,7 @@ from ..backbones.registry import FAMILIES
 from ..bank.manifest import MANIFEST_NAME, EncoderSpec, LoraEntry, read_manifest
 from ..bank.writer import add_lora, create_bank, save_lora_file
 from ..errors import InputError
+from ..extras import require
 
 ALL = "all"  # --degradation all: a uniform mixture of every kind (the multi-task full-finetune baseline)
 
@@ -116,7 +117,7 @@ def resumed_provenance(previous: dict, run: dict) -> dict:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from accelerate import Accelerator
+    Accelerator = require("accelerate", "train", "uir-lora train-lora").Accelerator
 
     from ..degrade import DEGRADATION_INFO
     from ..train import data, trainer, validate

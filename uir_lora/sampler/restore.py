@@ -21,6 +21,7 @@ InterruptFn = Callable[[], None]
 """check_interrupt(): raises (e.g. RestoreInterrupted) to stop; called before each tile."""
 
 MIN_TILE = 128
+MAX_TILE_BATCH = 64
 
 
 @dataclass
@@ -29,12 +30,15 @@ class SamplerOptions:
     steps: int = 1
     seed: int = 0
     dtype: torch.dtype | None = None
+    tile_batch: int = 1
+    """Tiles run through the backbone together (more keeps a GPU busy); halved on out-of-memory."""
 
     def validate(self, backbone: Backbone) -> None:
         """Check the values (they may come from a workflow file) and store them as ints."""
         self.tile = check_int("tile", self.tile, 64, 8192)
         self.steps = check_int("steps", self.steps, 1, backbone.max_steps)
         self.seed = check_int("seed", self.seed, 0, 2**63 - 1)
+        self.tile_batch = check_int("tile batch", self.tile_batch, 1, MAX_TILE_BATCH)
 
 
 def as_image_batch(image: torch.Tensor) -> torch.Tensor:
@@ -107,10 +111,10 @@ def restore_one(
     on_tile: Callable[[], None] | None = None,
     check_interrupt: InterruptFn | None = None,
 ) -> torch.Tensor:
-    """One image through the composed backbone, halving the tile on out-of-memory down to 128."""
+    """One image through the composed backbone; on out-of-memory, halve the tile batch, then the tile down to 128."""
     conditioning = composition.conditioning(backbone)
     dtype = options.dtype or backbone.dtype
-    tile = options.tile
+    tile, batch = options.tile, options.tile_batch
 
     def step(tile_image: torch.Tensor, _box: tuple[int, int, int, int]) -> torch.Tensor:
         if check_interrupt:
@@ -127,8 +131,12 @@ def restore_one(
         while True:
             try:
                 return run_tiled(image, step, tile=tile, overlap=backbone.tile_overlap,
-                                 multiple=backbone.size_multiple, on_tile=on_tile)
+                                 multiple=backbone.size_multiple, on_tile=on_tile, batch=batch)
             except torch.OutOfMemoryError:
+                if batch > 1:
+                    batch //= 2
+                    log.warning("out of memory: retrying with %d tiles at a time", batch)
+                    continue
                 if tile // 2 < MIN_TILE:
                     raise
                 tile //= 2

@@ -54,11 +54,13 @@ def run_tiled(
     overlap: int,
     multiple: int = 1,
     on_tile: Callable[[], None] | None = None,
+    batch: int = 1,
 ) -> torch.Tensor:
     """Apply ``step`` tile by tile over ``image`` [B,C,H,W]; blend overlaps without seams.
 
     ``step(tile_image, (y0, y1, x0, x1))`` gets tiles whose sides are multiples of ``multiple``;
-    ``on_tile`` runs after each tile (progress, cancellation).
+    ``on_tile`` runs after each tile (progress, cancellation). ``batch`` > 1 stacks up to that many
+    tiles (all of one size) along dim 0 into one call, whose box then spans all of them.
     """
     height, width = image.shape[-2:]
     padded, _, _ = pad_to_multiple(image, multiple)
@@ -72,10 +74,14 @@ def run_tiled(
         return out[..., :height, :width]
     out = torch.zeros_like(padded, dtype=torch.float32)
     norm = torch.zeros((1, 1, full_h, full_w), dtype=torch.float32, device=padded.device)
-    for y in ys:
-        for x in xs:
-            y1, x1 = min(y + tile, full_h), min(x + tile, full_w)
-            result = step(padded[..., y:y1, x:x1], (y, y1, x, x1)).float()
+    boxes = [(y, min(y + tile, full_h), x, min(x + tile, full_w)) for y in ys for x in xs]
+    images_per_tile = padded.shape[0]
+    for first in range(0, len(boxes), batch):
+        group = boxes[first : first + batch]
+        tiles = torch.cat([padded[..., y0:y1, x0:x1] for y0, y1, x0, x1 in group])
+        span = (group[0][0], max(b[1] for b in group), min(b[2] for b in group), max(b[3] for b in group))
+        results = step(tiles, span).float().split(images_per_tile)
+        for (y, y1, x, x1), result in zip(group, results):
             window = blend_window(y1 - y, x1 - x, overlap, top=y > 0, bottom=y1 < full_h, left=x > 0,
                                   right=x1 < full_w).to(result.device)
             out[..., y:y1, x:x1] += result * window
