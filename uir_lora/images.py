@@ -131,10 +131,10 @@ def _check_regular_file(path: Path) -> None:
 def _check_budget(path: Path, width: int, height: int, budget: int) -> None:
     pixels = width * height
     if pixels > budget:
-        raise InputError(f"{path}: {width}x{height} is {pixels / 1e6:.0f} MP, over the "
-                         f"{budget / 1e6:.0f} MP pixel budget (decoding it would take ~{pixels * 16 / 2**30:.0f} GB); "
-                         f"raise it with --max-pixels or the {PIXEL_BUDGET_ENV} environment variable "
-                         f"(at most {HARD_PIXEL_LIMIT / 1e6:.0f} MP), or downscale the image")
+        raise InputError(f"{path}: {width}x{height} = {pixels:,} pixels, over the pixel budget of {budget:,} "
+                         f"(decoding it would take ~{pixels * 16 / 2**30:.1f} GB); raise the budget with --max-pixels "
+                         f"or the {PIXEL_BUDGET_ENV} environment variable (at most {HARD_PIXEL_LIMIT:,}), "
+                         f"or downscale the image")
 
 
 def read_image(path: str | Path, *, max_pixels: int | None = None) -> LoadedImage:
