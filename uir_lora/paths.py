@@ -33,7 +33,7 @@ def safe_resolve(name: str, roots: Iterable[os.PathLike | str], *, what: str = "
     roots = [Path(r) for r in roots]
     if not isinstance(name, str) or not name.strip():
         raise UnsafePathError(f"{what} name must be a non-empty string, got {name!r}")
-    if "\x00" in name or os.path.isabs(name) or name.startswith(("/", "\\")) or ":" in Path(name).parts[0]:
+    if "\x00" in name or os.path.isabs(name) or name.startswith(("/", "\\")) or ":" in "".join(Path(name).parts[:1]):
         raise UnsafePathError(f"{what} {name!r} must be a name relative to a model folder, not an absolute path")
     parts = Path(name.replace("\\", "/")).parts
     if any(p == ".." for p in parts):
