@@ -7,6 +7,7 @@ import importlib
 import logging
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 from .errors import InputError, UIRError, parse_number
 
@@ -15,8 +16,15 @@ COMMAND_MODULES = ("uir_lora.commands.restore", "uir_lora.commands.bank", "uir_l
                    "uir_lora.commands.evaluate", "uir_lora.commands.router")
 
 
+class CommandLineParser(argparse.ArgumentParser):
+    """argparse, with its refusals reported like every other bad input (``uir-lora: error: ...``, exit 2)."""
+
+    def error(self, message: str) -> NoReturn:
+        raise InputError(f"{message}; see `{self.prog} --help`")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="uir-lora",
+    parser = CommandLineParser(prog="uir-lora",
                                      description="Universal image restoration with a routed LoRA bank.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log more (router weights, tiles)")
     subparsers = parser.add_subparsers(dest="command", required=True)
@@ -27,9 +35,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
     try:
+        args = parser.parse_args(argv)
+        logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                            format="%(levelname)s %(message)s")
         return int(args.run(args) or 0)
     except (UIRError, FileNotFoundError) as exc:
         print(f"uir-lora: error: {exc}", file=sys.stderr)
