@@ -47,6 +47,10 @@ def main(argv: list[str] | None = None) -> int:
         where = f"{exc.filename}: " if exc.filename else ""
         print(f"uir-lora: error: {where}{exc.strerror or exc}; check the path and its permissions", file=sys.stderr)
         return 2
+    except MemoryError:
+        print("uir-lora: error: out of memory; lower --tile or --max-pixels, or restore smaller images",
+              file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("uir-lora: interrupted; finished files are kept, nothing half-written", file=sys.stderr)
         return 130
