@@ -21,7 +21,7 @@ from tqdm import tqdm
 from ..cli import decimal_number, existing_path, whole_number
 from ..compose.composer import check_weights
 from ..errors import InputError, check_range
-from ..images import IMAGE_SUFFIXES, PIXEL_BUDGET_ENV, LoadedImage, read_image, save_image
+from ..images import IMAGE_SUFFIXES, PIXEL_BUDGET_ENV, LoadedImage, pixel_budget, read_image, save_image
 from ..paths import MAX_NAME_BYTES
 from ..pipeline import (
     DEFAULT_BANK,
@@ -170,7 +170,7 @@ def _read(source: Path, max_pixels: int | None, failures: list[str]) -> LoadedIm
         loaded = read_image(source, max_pixels=max_pixels)
     except InputError as exc:
         failures.append(str(source))
-        print(f"uir-lora: skipped {source}: {exc}", file=sys.stderr)
+        print(f"uir-lora: skipped: {exc}", file=sys.stderr)  # the message names the file
         return None
     if loaded.frames > 1:
         print(f"uir-lora: note: {source} has {loaded.frames} frames; the first frame only is used", file=sys.stderr)
@@ -195,6 +195,7 @@ def run_restore(args: argparse.Namespace) -> int:
     check_weights(manual, bank)  # every option checked before the first image, used or not
     check_routing_options(bank, args.top_k, args.temperature, args.window)
     check_range("strength", args.strength, 0.0, 1.0)
+    pixel_budget(args.max_pixels)
     options = SamplerOptions(tile=args.tile)
     options.validate(backbone)
     failures: list[str] = []
@@ -223,6 +224,7 @@ def run_restore(args: argparse.Namespace) -> int:
 def run_estimate(args: argparse.Namespace) -> int:
     bank = load_bank(args.bank, args.bank_dir)
     check_routing_options(bank, args.top_k, args.temperature, args.window)
+    pixel_budget(args.max_pixels)
     inputs = list_inputs(args.input)
     maps = plan_outputs(inputs, args.map, None, "map", args.overwrite, "--map") if args.map else [None] * len(inputs)
     failures: list[str] = []
