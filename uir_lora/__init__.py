@@ -5,3 +5,7 @@ No ComfyUI import anywhere in this package: the nodes in ../nodes are thin adapt
 """
 
 __version__ = "0.1.0"
+
+from .errors import BackboneError, BankError, InputError, RestoreInterrupted, UIRError, UnsafePathError  # noqa: E402
+
+__all__ = ["BackboneError", "BankError", "InputError", "RestoreInterrupted", "UIRError", "UnsafePathError"]

@@ -1,12 +1,27 @@
-"""Exceptions the engine raises. Every message names the bad value and the fix."""
+"""Exceptions the engine raises. Every message names the bad value and the fix.
+
+ComfyUI's error dialog titles an exception ``<class.__module__>.<class.__qualname__>``, and it imports a
+pack under a module name built from its install path; so every class here reports the short, importable
+module ``uir_lora`` (the package re-exports them) and the dialog reads e.g. ``uir_lora.InputError``.
+"""
 
 from __future__ import annotations
 
+import re
 from numbers import Integral, Real
+
+PUBLIC_MODULE = "uir_lora"
 
 
 class UIRError(Exception):
     """Base class: anything the pack reports to a user on purpose."""
+
+    def __init_subclass__(cls, **kwargs) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.__module__ = PUBLIC_MODULE
+
+
+UIRError.__module__ = PUBLIC_MODULE
 
 
 class InputError(UIRError, ValueError):
@@ -56,3 +71,18 @@ def check_int(field: str, value: object, low: int, high: int) -> int:
     if not low <= number <= high:
         raise InputError(f"{field} must be in [{low}, {high}], got {value!r}")
     return number
+
+
+_ASCII_NUMBER = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+_ASCII_WHOLE = re.compile(r"[+-]?[0-9]+")
+
+
+def parse_number(field: str, text: str, *, whole: bool = False) -> float | int:
+    """Read plain ASCII decimal text as a number; refuse what float()/int() also take ('1_0', '٣', 'nan')."""
+    stripped = text.strip() if isinstance(text, str) else text
+    pattern = _ASCII_WHOLE if whole else _ASCII_NUMBER
+    if not isinstance(stripped, str) or not pattern.fullmatch(stripped):
+        kind = "a whole number" if whole else "a finite number"
+        raise InputError(f"{field} must be {kind} written with the digits 0-9 (like {'3' if whole else '0.5'}), "
+                         f"got {text!r}")
+    return int(stripped) if whole else float(stripped)

@@ -8,6 +8,8 @@ from pathlib import Path
 
 from .errors import UnsafePathError
 
+MAX_NAME_BYTES = 255
+"""The longest file or folder name common file systems allow."""
 PACK_ROOT = Path(__file__).resolve().parent.parent
 """The pack's folder (ComfyUI custom_nodes/<pack> or a source checkout)."""
 
@@ -31,11 +33,16 @@ def safe_resolve(name: str, roots: Iterable[os.PathLike | str], *, what: str = "
     roots = [Path(r) for r in roots]
     if not isinstance(name, str) or not name.strip():
         raise UnsafePathError(f"{what} name must be a non-empty string, got {name!r}")
-    if "\x00" in name or os.path.isabs(name) or name.startswith(("/", "\\")) or ":" in Path(name).parts[0]:
+    if "\x00" in name or os.path.isabs(name) or name.startswith(("/", "\\")) or ":" in "".join(Path(name).parts[:1]):
         raise UnsafePathError(f"{what} {name!r} must be a name relative to a model folder, not an absolute path")
     parts = Path(name.replace("\\", "/")).parts
     if any(p == ".." for p in parts):
         raise UnsafePathError(f"{what} {name!r} must not contain '..'")
+    if not parts or parts == (".",):
+        raise UnsafePathError(f"{what} {name!r} names the model folder itself; give the name of a folder inside it")
+    if any(len(p.encode("utf-8", "surrogateescape")) > MAX_NAME_BYTES for p in parts):
+        raise UnsafePathError(f"{what} name {name[:60]!r}... is longer than {MAX_NAME_BYTES} bytes, which no file "
+                              f"system allows; use the folder's real name")
     for root in roots:
         candidate = root / Path(*parts)
         if not candidate.exists():

@@ -14,10 +14,10 @@ from .backbones.base import Backbone
 from .backbones.registry import load_backbone
 from .bank.store import LoraBank, open_bank
 from .compose.composer import Composition, check_weights
-from .errors import InputError, check_range
+from .errors import TEMPERATURE_RANGE, InputError, check_int, check_range, parse_number
 from .paths import bundled_bank_root, safe_resolve
 from .router.router import Router, RoutingResult
-from .router.spatial import DEFAULT_WINDOW, RegionWeights, estimate_regions
+from .router.spatial import DEFAULT_WINDOW, WINDOW_RANGE, RegionWeights, estimate_regions
 from .sampler.restore import InterruptFn, ProgressFn, SamplerOptions, as_image_batch, restore_batch
 from .sampler.spatial import restore_regions
 
@@ -102,13 +102,27 @@ def parse_weights(text: str) -> dict[str, float]:
     weights: dict[str, float] = {}
     for item in filter(None, (part.strip() for part in text.split(","))):
         name, sep, value = item.partition("=")
+        name = name.strip()
+        if not sep or not name:
+            raise InputError(f"weights must look like 'noise=0.7,jpeg=0.3'; could not read {item!r}")
+        if name in weights:
+            raise InputError(f"weights name {name!r} twice; give each LoRA one weight")
         try:
-            if not sep:
-                raise ValueError
-            weights[name.strip()] = float(value)
-        except ValueError:
-            raise InputError(f"weights must look like 'noise=0.7,jpeg=0.3'; could not read {item!r}") from None
+            weights[name] = float(parse_number(f"the weight of {name!r}", value))
+        except InputError as exc:
+            raise InputError(f"weights must look like 'noise=0.7,jpeg=0.3'; could not read {item!r}: {exc}") from None
     return weights
+
+
+def check_routing_options(
+    bank: LoraBank, top_k: int | None, temperature: float | None, window: int = DEFAULT_WINDOW
+) -> None:
+    """Refuse bad router options up front, even when the call would not use them (manual weights)."""
+    if top_k is not None:
+        check_int("top_k", top_k, 1, max(1, len(bank.manifest.names)))  # the router's own limit
+    if temperature is not None:
+        check_range("temperature", temperature, *TEMPERATURE_RANGE)
+    check_int("window", window, *WINDOW_RANGE)
 
 
 def compose(
@@ -179,6 +193,7 @@ def restore(
     options = options or SamplerOptions()
     options.validate(backbone)
     bank = bank or load_bank()
+    check_routing_options(bank, top_k, temperature, window)
     images = as_image_batch(images)
     route_needed = mode != "manual"
     if spatial and route_needed:

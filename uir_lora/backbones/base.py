@@ -31,6 +31,8 @@ class Backbone(ABC):
     """How many restoration steps the family supports (1 = one-step)."""
     default_conditioning: Mapping[str, float] = {}
     """Conditioning used when no LoRA is active (e.g. FFDNet's noise level)."""
+    conditioning_ranges: Mapping[str, tuple[float, float]] = {}
+    """Inclusive range of each conditioning value the family takes; a bank's values outside it are refused."""
 
     # -- the pieces the engine needs -------------------------------------------------------
     @property

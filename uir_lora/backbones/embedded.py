@@ -48,6 +48,7 @@ class EmbeddedFFDNetBackbone(Backbone):
     size_multiple = 2
     tile_overlap = 32  # 12 convs at half resolution: a 50 px receptive field
     default_conditioning = {"sigma": 0.0}
+    conditioning_ranges = {"sigma": (0.0, 1.0)}  # a noise level in 0..1 pixel units; beyond 1 the output saturates
 
     def __init__(self, net: FFDNet) -> None:
         self.net = net.eval().requires_grad_(False)

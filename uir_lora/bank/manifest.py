@@ -25,8 +25,14 @@ from ..errors import TEMPERATURE_RANGE, BankError
 FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"
 MAX_MANIFEST_BYTES = 32 << 20  # a 64-LoRA bank is well under 1 MB
-NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_\-]{0,63}$")
-FILE_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,200}\.safetensors$")  # no path, drive or backslash
+NAME_PATTERN = re.compile(r"[a-z0-9][a-z0-9_\-]{0,63}")  # used with fullmatch: "$" would let a final newline in
+FILE_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,200}\.safetensors")  # no path, drive or backslash
+MAX_NESTING = 32
+"""JSON nesting a manifest may have (it needs 4); deeper input is refused before anything recurses over it."""
+MAX_INTEGER_DIGITS = 30
+"""Digits an integer in a manifest may have; huge ones would overflow floats or Python's int-to-text limit."""
+MAX_TEXT_BYTES = 255
+CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 ENCODER_BLOCKS = range(11)  # EfficientNet-Lite0 blocks the encoder has channel counts for
 NORMALISATIONS = ("softmax", "sum")
 
@@ -131,12 +137,53 @@ def _require(data: dict, key: str, kind: type | tuple[type, ...], where: str) ->
     return value
 
 
+def _plain_name(value: str, key: str, where: str) -> str:
+    """A name shown to users and used in keys: non-empty, no control characters, at most 255 bytes."""
+    if not value.strip() or CONTROL_CHARACTERS.search(value) or len(value.encode("utf-8")) > MAX_TEXT_BYTES:
+        raise BankError(f"{where}: {key} must be a non-empty name of at most {MAX_TEXT_BYTES} bytes without control "
+                        f"characters (newlines, tabs, escapes), got {value[:80]!r}")
+    return value
+
+
+def _description(data: dict, where: str) -> str:
+    """Free text printed to terminals: line breaks and tabs are fine, other control characters
+    (terminal escape sequences among them) are refused."""
+    text = str(data.get("description", ""))
+    if CONTROL_CHARACTERS.search(text.replace("\n", "").replace("\t", "")):
+        raise BankError(f"{where}: description holds control characters other than line breaks and tabs; "
+                        f"remove them from the manifest")
+    return text
+
+
+def _bounded_int(text: str) -> int:
+    """json.loads' parse_int: refuse integers too long to be a real manifest value."""
+    if len(text.lstrip("-")) > MAX_INTEGER_DIGITS:
+        raise BankError(f"an integer of {len(text)} digits ({text[:12]}...) is far too large for a manifest value; "
+                        f"the manifest is damaged")
+    return int(text)
+
+
+def _check_nesting(data: Any, where: str) -> None:
+    """Refuse JSON nested deeper than MAX_NESTING, walking it without recursion."""
+    stack = [(data, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, (dict, list)):
+            if depth > MAX_NESTING:
+                raise BankError(f"{where}: JSON nested more than {MAX_NESTING} levels deep; the manifest is damaged")
+            stack.extend((item, depth + 1) for item in (value.values() if isinstance(value, dict) else value))
+
+
 def _finite_vector(values: Any, where: str, dim: int | None = None) -> list[float]:
     if not isinstance(values, list) or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
                                                for v in values):
         raise BankError(f"{where}: must be a list of numbers")
-    if not all(math.isfinite(v) for v in values):
-        raise BankError(f"{where}: contains NaN or Inf")
+    try:
+        finite = all(math.isfinite(v) for v in values)
+    except OverflowError:  # an int beyond float range
+        finite = False
+    if not finite:
+        raise BankError(f"{where}: contains NaN or Inf (or a number beyond float range)")
     if dim is not None and len(values) != dim:
         raise BankError(f"{where}: has {len(values)} numbers, the encoder gives {dim}; re-run "
                         f"`uir-lora train-router` or `uir-lora bank add` for this bank")
@@ -205,26 +252,26 @@ def _parse_lora(data: Any, index: int, dim: int) -> LoraEntry:
     if not isinstance(data, dict):
         raise BankError(f"{where}: must be an object")
     name = _require(data, "name", str, where)
-    if not NAME_PATTERN.match(name):
+    if not NAME_PATTERN.fullmatch(name):
         raise BankError(f"{where}: name {name!r} must match {NAME_PATTERN.pattern}")
     where = f"LoRA {name!r}"
     file = _require(data, "file", str, where)
-    if not FILE_PATTERN.match(file):
+    if not FILE_PATTERN.fullmatch(file):
         raise BankError(f"{where}: file {file!r} must be a plain *.safetensors name inside the bank folder")
     rank = _require(data, "rank", int, where)
     alpha = _require(data, "alpha", (int, float), where)
     if not 1 <= rank <= 1024 or not 0 < alpha <= 4096:
         raise BankError(f"{where}: rank must be in [1, 1024] and alpha in (0, 4096], got {rank}, {alpha}")
     targets = _require(data, "target_modules", list, where)
-    if not targets or not all(isinstance(t, str) for t in targets):
-        raise BankError(f"{where}: target_modules must be a non-empty list of module names")
+    if not targets or not all(isinstance(t, str) and t and not CONTROL_CHARACTERS.search(t) for t in targets):
+        raise BankError(f"{where}: target_modules must be a non-empty list of module names (no control characters)")
     conditioning = data.get("conditioning", {})
-    if not isinstance(conditioning, dict):
-        raise BankError(f"{where}: conditioning must be an object of numbers")
+    if not isinstance(conditioning, dict) or not all(NAME_PATTERN.fullmatch(key) for key in conditioning):
+        raise BankError(f"{where}: conditioning must be an object of numbers keyed by plain lowercase names")
     return LoraEntry(
         name=name, file=file, rank=rank, alpha=float(alpha), target_modules=list(targets),
         embedding=_finite_vector(_require(data, "embedding", list, where), f"{where} embedding", dim),
-        description=str(data.get("description", "")),
+        description=_description(data, where),
         conditioning=dict(zip(conditioning, _finite_vector(list(conditioning.values()), f"{where} conditioning"))),
         provenance=_object(data, "provenance", where), validation=_object(data, "validation", where),
     )
@@ -234,11 +281,12 @@ def parse_manifest(data: Any, source: str = "manifest") -> Manifest:
     """Validate a manifest's JSON object; raise BankError naming the first problem."""
     if not isinstance(data, dict):
         raise BankError(f"{source}: must be a JSON object")
+    _check_nesting(data, source)
     version = _require(data, "format_version", int, source)
     if version != FORMAT_VERSION:
         raise BankError(f"{source}: format_version {version} is not supported (this pack reads "
                         f"{FORMAT_VERSION}); update the pack or re-export the bank")
-    backbone = _require(data, "backbone_family", str, source)
+    backbone = _plain_name(_require(data, "backbone_family", str, source), "backbone_family", source)
     encoder_data = _require(data, "encoder", dict, source)
     for added, before in (("peak", False), ("statistics", False), ("grid_crops", 0)):  # banks fitted before
         encoder_data.setdefault(added, before)
@@ -265,9 +313,9 @@ def parse_manifest(data: Any, source: str = "manifest") -> Manifest:
     if len({entry.name for entry in loras}) != len(loras):
         raise BankError(f"{source}: LoRA names must be unique")
     return Manifest(
-        name=_require(data, "name", str, source), backbone_family=backbone,
+        name=_plain_name(_require(data, "name", str, source), "name", source), backbone_family=backbone,
         backbone_fingerprint=_require(data, "backbone_fingerprint", str, source),
-        encoder=encoder, loras=loras, router=router, description=str(data.get("description", "")),
+        encoder=encoder, loras=loras, router=router, description=_description(data, source),
         format_version=version,
     )
 
@@ -304,9 +352,11 @@ def read_manifest(bank_dir: str | Path) -> Manifest:
         raise BankError(f"{path}: {path.stat().st_size >> 20} MB is far too large for a manifest "
                         f"(limit {MAX_MANIFEST_BYTES >> 20} MB); the bank is damaged or not a UIR-LoRA bank")
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
-        raise BankError(f"{path}: not valid JSON ({exc})") from exc
+        data = json.loads(path.read_text(encoding="utf-8"), parse_int=_bounded_int)
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:  # JSONDecodeError is a ValueError
+        raise BankError(f"{path}: not valid JSON ({exc}); the manifest is damaged") from exc
+    except OSError as exc:
+        raise BankError(f"{path}: cannot be read ({exc.strerror or exc})") from exc
     return parse_manifest(data, str(path))
 
 

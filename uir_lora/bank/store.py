@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import hashlib
+import logging
+import re
+import threading
 import warnings
-from dataclasses import dataclass, field
+import weakref
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -13,10 +17,36 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 
 from ..backbones.base import Backbone
-from ..errors import BankError
-from .manifest import LoraEntry, Manifest, read_manifest
+from ..errors import BankError, UIRError
+from .manifest import MANIFEST_NAME, LoraEntry, Manifest, read_manifest
+
+log = logging.getLogger(__name__)
 
 PICKLE_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin", ".pkl")
+_STATE_LOCKS: weakref.WeakKeyDictionary[Backbone, threading.RLock] = weakref.WeakKeyDictionary()
+_STATE_LOCKS_GUARD = threading.Lock()
+_SOURCES_ATTRIBUTE = "_uir_lora_sources"
+"""Backbone attribute: {adapter name: signature of the file it was loaded from} (deep copies keep it)."""
+
+
+def backbone_lock(backbone: Backbone) -> threading.RLock:
+    """The lock around everything that changes a backbone's shared state: adapters, merged weights, scales.
+
+    Fused composition writes into the backbone's own weight tensors and unfused composition sets its
+    layers' active adapters, so two threads composing on one cached backbone would corrupt each other;
+    attach, compose and forward run under this lock (re-entrant: attach is called inside composition).
+    """
+    with _STATE_LOCKS_GUARD:
+        lock = _STATE_LOCKS.get(backbone)
+        if lock is None:
+            lock = _STATE_LOCKS[backbone] = threading.RLock()
+        return lock
+
+
+def file_signature(path: Path) -> tuple[int, int, int]:
+    """What changes when a file is replaced or rewritten: inode, size, modification time."""
+    stat = path.stat()
+    return stat.st_ino, stat.st_size, stat.st_mtime_ns
 
 
 def read_lora_file(path: Path) -> dict[str, torch.Tensor]:
@@ -45,13 +75,16 @@ class LoraBank:
 
     root: Path
     manifest: Manifest
-    attached_to: dict[int, dict[str, str]] = field(default_factory=dict, repr=False)
 
     @property
     def key(self) -> str:
-        """Short id used to namespace adapter names, so several banks can share one backbone."""
+        """Short id used to namespace adapter names, so several banks can share one backbone.
+
+        peft uses adapter names as module keys, which must not contain dots: the manifest's name is
+        reduced to letters, digits and underscores here.
+        """
         digest = hashlib.sha256((self.root.as_posix() + str(self.manifest.to_json())).encode()).hexdigest()
-        return f"{self.manifest.name.replace('-', '_')}_{digest[:8]}"
+        return f"{re.sub(r'[^0-9A-Za-z_]', '_', self.manifest.name)[:40]}_{digest[:8]}"
 
     def adapter_name(self, lora: str) -> str:
         self.manifest.lora(lora)  # raises with the list of names if unknown
@@ -74,34 +107,54 @@ class LoraBank:
             raise BankError(f"bank {manifest.name!r} was trained on backbone weights "
                             f"{manifest.backbone_fingerprint}, but the loaded weights are {backbone.fingerprint}; "
                             f"its LoRAs would not fit: load the matching backbone or re-train the bank")
+        for entry in manifest.loras:
+            for key, value in entry.conditioning.items():
+                low, high = backbone.conditioning_ranges.get(key, (-float("inf"), float("inf")))
+                if not low <= value <= high:
+                    raise BankError(f"bank {manifest.name!r}, LoRA {entry.name!r}: conditioning {key} = {value:g} "
+                                    f"is outside [{low:g}, {high:g}], the range the {backbone.family!r} backbone "
+                                    f"takes; fix the value in {MANIFEST_NAME}")
 
     def attach(self, backbone: Backbone) -> dict[str, str]:
         """Inject every LoRA of the bank into ``backbone`` (once); returns {lora name: adapter name}.
 
-        All files are read and checked before the backbone is touched; if anything fails, adapters
-        injected by this call are removed again.
+        A LoRA file replaced on disk since it was loaded is read again (and logged). All files are
+        read and checked before the backbone is touched; if anything fails, adapters injected by this
+        call are removed again.
         """
-        if id(backbone) in self.attached_to and set(self.attached_to[id(backbone)].values()) <= set(
-            backbone.adapter_names()
-        ):
-            return self.attached_to[id(backbone)]
-        self.check_backbone(backbone)
-        states = {entry.name: read_lora_file(self.lora_path(entry)) for entry in self.manifest.loras}
-        names: dict[str, str] = {}
-        try:
-            for entry in self.manifest.loras:
-                adapter = self.adapter_name(entry.name)
-                if adapter not in backbone.adapter_names():
-                    _inject_and_load(backbone, adapter, entry, states[entry.name], self.root / entry.file)
-                names[entry.name] = adapter
-        except Exception:
-            for adapter in names.values():
-                _delete_adapter(backbone, adapter)
-            raise
-        finally:
-            _deactivate_all(backbone)
-        self.attached_to[id(backbone)] = names
-        return names
+        with backbone_lock(backbone):
+            self.check_backbone(backbone)
+            sources = backbone.__dict__.setdefault(_SOURCES_ATTRIBUTE, {})
+            names = {entry.name: self.adapter_name(entry.name) for entry in self.manifest.loras}
+            present = set(backbone.adapter_names())
+            signatures = {entry.name: file_signature(self.lora_path(entry)) for entry in self.manifest.loras
+                          if self.lora_path(entry).is_file()}
+            todo = [entry for entry in self.manifest.loras
+                    if names[entry.name] not in present or sources.get(names[entry.name]) != signatures.get(entry.name)]
+            if not todo:
+                return names
+            states = {entry.name: read_lora_file(self.lora_path(entry)) for entry in todo}
+            injected: list[str] = []
+            try:
+                for entry in todo:
+                    adapter = names[entry.name]
+                    if adapter in present:  # the same bank with a LoRA file changed on disk: reload its tensors
+                        log.warning("LoRA file %s changed on disk since it was loaded; reloading it",
+                                    self.lora_path(entry))
+                        sources.pop(adapter, None)  # if the reload fails, the next attach tries again
+                        backbone.load_adapter_state(adapter, states[entry.name])
+                    else:
+                        injected.append(adapter)
+                        _inject_and_load(backbone, adapter, entry, states[entry.name], self.root / entry.file)
+                    sources[adapter] = signatures[entry.name]
+            except Exception:
+                for adapter in injected:
+                    _delete_adapter(backbone, adapter)
+                    sources.pop(adapter, None)
+                raise
+            finally:
+                _deactivate_all(backbone)
+            return names
 
 
 def lora_config(entry: LoraEntry) -> LoraConfig:
@@ -110,19 +163,23 @@ def lora_config(entry: LoraEntry) -> LoraConfig:
 
 
 def _inject_and_load(backbone: Backbone, adapter: str, entry: LoraEntry, state: dict, path: Path) -> None:
+    """Inject one adapter and load its tensors; on any failure nothing of it stays on the backbone."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*peft_config.*")
         try:
             backbone.inject_adapter(adapter, lora_config(entry))
-        except ValueError as exc:
-            _delete_adapter(backbone, adapter)  # peft may have registered its config already
+        except Exception as exc:  # peft raises ValueError, KeyError or TypeError for names it cannot place
+            _delete_adapter(backbone, adapter)  # peft may have registered its config or some layers already
             raise BankError(f"{path.name}: target modules {entry.target_modules} do not fit the "
-                            f"{backbone.family!r} backbone ({exc})") from exc
+                            f"{backbone.family!r} backbone ({type(exc).__name__}: {exc})") from exc
     try:
         backbone.load_adapter_state(adapter, state)
-    except BankError:
+    except Exception as exc:
         _delete_adapter(backbone, adapter)
-        raise
+        if isinstance(exc, UIRError):
+            raise
+        raise BankError(f"{path.name}: peft could not load it ({type(exc).__name__}: {exc}); "
+                        f"re-train or re-export this LoRA") from exc
 
 
 def expected_adapter_state(backbone: Backbone, adapter: str) -> dict[str, torch.Tensor]:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
+from ..errors import UIRError
 from ..pipeline import DEFAULT_BANK, bank_roots, list_banks, load_bank
 
 
@@ -23,11 +25,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_list(args: argparse.Namespace) -> int:
+    """Every bank found; a broken one is named with its problem and the others are still listed (exit 1)."""
     names = list_banks(args.bank_dir)
     print(f"banks in {', '.join(str(r) for r in bank_roots(args.bank_dir))}:")
+    broken = []
     for name in names:
-        bank = load_bank(name, args.bank_dir)
+        try:
+            bank = load_bank(name, args.bank_dir)
+        except (UIRError, OSError) as exc:
+            broken.append(name)
+            print(f"  {name:<24} BROKEN: {exc}")
+            continue
         print(f"  {name:<24} {len(bank.manifest.loras):>3} LoRAs  backbone {bank.manifest.backbone_family}")
+    if broken:
+        print(f"uir-lora: {len(broken)} bank(s) cannot be used: {', '.join(broken)}; fix or remove them",
+              file=sys.stderr)
+        return 1
     return 0
 
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import torch
 
 from ..backbones.base import Backbone
-from ..bank.store import LoraBank
+from ..bank.store import LoraBank, backbone_lock
 from ..errors import InputError
 
 MAX_WEIGHT = 4.0
@@ -66,7 +66,16 @@ def check_weights(weights: Mapping[str, float], bank: LoraBank) -> dict[str, flo
 
 @contextmanager
 def composed(backbone: Backbone, composition: Composition) -> Iterator[Backbone]:
-    """Activate ``composition`` on ``backbone`` for the ``with`` body, then restore the base state."""
+    """Activate ``composition`` on ``backbone`` for the ``with`` body, then restore the base state.
+
+    The body runs under the backbone's lock (bank/store.py:backbone_lock): other threads composing on
+    the same backbone wait, so each sees only its own weights and gets the single-threaded result.
+    """
+    with backbone_lock(backbone):
+        yield from _composed_unlocked(backbone, composition)
+
+
+def _composed_unlocked(backbone: Backbone, composition: Composition) -> Iterator[Backbone]:
     weights = check_weights(composition.weights, composition.bank)
     adapters = composition.bank.attach(backbone)
     active = {adapters[name]: w for name, w in weights.items()}

@@ -22,6 +22,8 @@ from ..sampler.tiling import tile_starts
 from .router import Router, RoutingResult, normalise_top_k, unknown_mask
 
 DEFAULT_WINDOW = 192
+WINDOW_RANGE = (64, 4096)
+"""The per-region window sizes in px that routing accepts, inclusive."""
 MAP_SCALE = 8
 """Weight maps are kept at 1/8 resolution: they are smooth, and 12 full-size maps of a 4K photo
 would take ~400 MB."""
@@ -150,7 +152,7 @@ def estimate_regions(
     """Route every overlapping ``window`` x ``window`` crop of ``image`` [1,3,H,W] (batched)."""
     if image.ndim != 4 or image.shape[:2] != (1, 3):
         raise InputError(f"estimate_regions expects one image [1,3,H,W], got {tuple(image.shape)}")
-    window = check_int("window", window, 64, 4096)
+    window = check_int("window", window, *WINDOW_RANGE)
     defaults = router.manifest.router
     top_k = check_int("top_k", defaults.top_k if top_k is None else top_k, 1, max(1, len(router.names)))
     temperature = check_range("temperature", defaults.temperature if temperature is None else temperature,
