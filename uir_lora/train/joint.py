@@ -18,11 +18,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import random
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -35,20 +34,19 @@ from ..backbones.base import Backbone
 from ..degrade import KINDS, compatible, degrade
 from ..degrade_alt import degrade as degrade_alt
 from ..sampler.multiscale import multiscale, pyramid_levels
-from .trainer import CLEAN
+from .trainer import CLEAN, TrainConfig, log_progress, optimise
 
 IMPLEMENTATIONS = ("wide", "alt")
 """The two independent syntheses that feed training: degrade's wide profile and degrade_alt."""
 
 
 @dataclass
-class JointConfig:
-    steps: int = 0
+class JointConfig(TrainConfig):
     minutes: float = 8.0
-    batch: int = 16
     crop: int = 256
     lr: float = 5e-4
-    lr_min: float = 1e-5
+    bf16: bool = True
+    log_every: int = 25
     rank: int = 16
     mixture_share: float = 0.4
     """Share of batches that hold two kinds at once."""
@@ -56,11 +54,7 @@ class JointConfig:
     """Share of batches of undamaged photos (the clean LoRA's identity target)."""
     multiscale_coarsest: int = 0
     """0: run flat; else coarse-to-fine down to this many pixels on the shorter side."""
-    bf16: bool = True
-    seed: int = 0
-    log_every: int = 25
     kinds: tuple[str, ...] = KINDS
-    extra: dict = field(default_factory=dict)
 
 
 def all_pairs(kinds: Sequence[str]) -> list[tuple[str, str]]:
@@ -163,7 +157,7 @@ def train_bank(backbone: Backbone, photos: Sequence[np.ndarray], cfg: JointConfi
         progress = step / cfg.steps if cfg.steps else (time.perf_counter() - start) / (cfg.minutes * 60)
         if progress >= 1.0:
             break
-        lr = cfg.lr_min + 0.5 * (cfg.lr - cfg.lr_min) * (1 + math.cos(math.pi * progress))
+        lr = cfg.lr_at(progress)
         for group in optimizer.param_groups:
             group["lr"] = lr
         case = draw_case(rng, cfg)
@@ -178,14 +172,9 @@ def train_bank(backbone: Backbone, photos: Sequence[np.ndarray], cfg: JointConfi
         with torch.autocast(accelerator.device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
             out = restore(backbone, x, cond, cfg.multiscale_coarsest)
         loss = F.l1_loss(out.float(), target.to(accelerator.device))
-        optimizer.zero_grad(set_to_none=True)
-        accelerator.backward(loss)
-        optimizer.step()
-        losses.append(float(loss.detach()))
+        losses.append(optimise(accelerator, optimizer, loss))
         step += 1
-        if step % cfg.log_every == 0:
-            log(f"step {step} loss {sum(losses[-cfg.log_every:]) / cfg.log_every:.4f} lr {lr:.2e} "
-                f"{time.perf_counter() - start:.0f}s")
+        log_progress(step, losses, cfg, lr, start, log)
     for p in params:
         p.requires_grad_(False)
     return {"steps": step, "seconds": round(time.perf_counter() - start, 1), "loss_last": losses[-50:]}

@@ -122,6 +122,10 @@ class TrainConfig:
     log_every: int = 50
     extra: dict = field(default_factory=dict)
 
+    def lr_at(self, progress: float) -> float:
+        """The cosine schedule's learning rate at ``progress`` (0..1) through the run."""
+        return self.lr_min + 0.5 * (self.lr - self.lr_min) * (1 + math.cos(math.pi * progress))
+
     def schedule(self) -> str:
         return f"AdamW {self.lr:g}, cosine to {self.lr_min:g} over the " + (
             f"{self.steps} steps" if self.steps else f"{self.minutes:g}-minute budget (wall-clock progress)")
@@ -146,6 +150,21 @@ def _progress(step: int, start: float, cfg: TrainConfig, accelerator: Accelerato
     return float(accelerator.reduce(elapsed, reduction="max"))  # all ranks agree on lr and on stopping
 
 
+def optimise(accelerator: Accelerator, optimizer: torch.optim.Optimizer, loss: torch.Tensor) -> float:
+    """One optimiser step on ``loss``; returns its value."""
+    optimizer.zero_grad(set_to_none=True)
+    accelerator.backward(loss)
+    optimizer.step()
+    return float(loss.detach())
+
+
+def log_progress(step: int, losses: Sequence[float], cfg: TrainConfig, lr: float, start: float,
+                 log: Callable[[str], None]) -> None:
+    if step % cfg.log_every == 0:
+        recent = sum(losses[-cfg.log_every:]) / cfg.log_every
+        log(f"step {step} loss {recent:.4f} lr {lr:.2e} {time.perf_counter() - start:.0f}s")
+
+
 def train(backbone: Backbone, dataset: Dataset, conditioning: Mapping[str, float], cfg: TrainConfig,
           params: Sequence[nn.Parameter], accelerator: Accelerator | None = None,
           log: Callable[[str], None] = print) -> dict:
@@ -164,20 +183,15 @@ def train(backbone: Backbone, dataset: Dataset, conditioning: Mapping[str, float
         progress = _progress(step, start, cfg, accelerator)
         if progress >= 1.0:
             break
-        lr = cfg.lr_min + 0.5 * (cfg.lr - cfg.lr_min) * (1 + math.cos(math.pi * progress))
+        lr = cfg.lr_at(progress)
         for group in optimizer.param_groups:
             group["lr"] = lr
         degraded = degraded.contiguous(memory_format=torch.channels_last)
         with torch.autocast(accelerator.device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
             loss = LOSSES[cfg.loss](model(degraded).float(), clean)
-        optimizer.zero_grad(set_to_none=True)
-        accelerator.backward(loss)
-        optimizer.step()
-        losses.append(float(loss.detach()))
+        losses.append(optimise(accelerator, optimizer, loss))
         step += 1
-        if step % cfg.log_every == 0:
-            recent = sum(losses[-cfg.log_every:]) / cfg.log_every
-            log(f"step {step} loss {recent:.4f} lr {lr:.2e} {time.perf_counter() - start:.0f}s")
+        log_progress(step, losses, cfg, lr, start, log)
     model.eval()
     return {"steps": step, "seconds": round(time.perf_counter() - start, 1), "losses": losses}
 
