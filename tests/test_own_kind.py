@@ -196,3 +196,26 @@ def test_scratch_kind_end_to_end_changes_no_other_file(tmp_path, embedded_backbo
     restored, compositions = pipeline.restore(scratched, embedded_backbone, loaded)
     assert restored.shape == scratched.shape and torch.isfinite(restored).all()
     assert all("scratches" in c.weights for c in compositions)
+
+
+def test_bank_add_keeps_the_other_kinds_examples_with_their_own_loras(tmp_path, embedded_backbone, encoder_dim):
+    """Scratched photos look much like clean ones: placed on its examples alone, the new embedding takes clean
+    photos too; with clean and built-in examples drawn on the same photos as negatives it leaves them."""
+    from uir_lora.router.fit import add_embedding, synthetic_negatives
+    from uir_lora.testing.banks import make_random_bank
+
+    generator = torch.Generator().manual_seed(5)
+    photos = [smooth_photo(generator, 96) for _ in range(4)]
+    examples = [scratches_and_dust(photo, generator) for photo in photos]
+    others = torch.cat([smooth_photo(generator, 96) for _ in range(4)])  # clean photos not seen by bank add
+    taken = {}
+    for use_negatives in (False, True):
+        bank = make_random_bank(tmp_path / str(use_negatives), embedded_backbone, ("noise", "clean", "scratches"),
+                                dim=encoder_dim)
+        negatives = synthetic_negatives(photos, read_manifest(bank).names, per_photo=2) if use_negatives else []
+        _, report = add_embedding(bank, "scratches", examples, negatives=negatives)
+        assert report["routed_to_new"] == len(examples)
+        loaded = open_bank(bank)
+        taken[use_negatives] = sum(r.best[0] == "scratches" for r in pipeline.estimate(loaded, others))
+        assert report["negatives"] == len(negatives) and report["negatives_taken"] == 0 or not use_negatives
+    assert taken == {False: 4, True: 0}, taken

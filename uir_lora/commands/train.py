@@ -46,6 +46,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                      "for validation, chosen by a hash of each name (default 0.2; 0: none)")
     own.add_argument("--no-bank-add", action="store_true", help="do not set the router embedding from the damaged "
                      "photos afterwards (run `uir-lora bank add` yourself)")
+    own.add_argument("--negatives", type=int, default=4, help="bank add: built-in kinds drawn on each clean "
+                     "training photo, kept with their own LoRAs while the new embedding is placed, so the new kind "
+                     "does not take their photos (default 4; 0: none)")
     own.add_argument("--no-alignment-check", action="store_true", help="--pairs: skip the check that each pair is "
                      "not shifted (for damage that itself moves the picture, such as strong motion blur)")
     own.add_argument("--description", help="the kind's description in the manifest")
@@ -100,8 +103,9 @@ def _check_own_kind_args(args: argparse.Namespace) -> None:
                          f"scratches); got {args.name!r}")
     if args.bank is None:
         raise InputError("give --bank FOLDER (a copy of a bank to add the kind to, or a new folder)")
-    if not 0 <= args.val_fraction < 1 or args.draws < 1:
-        raise InputError(f"need 0 <= --val-fraction < 1 and --draws >= 1; got {args.val_fraction}, {args.draws}")
+    if not 0 <= args.val_fraction < 1 or args.draws < 1 or args.negatives < 0:
+        raise InputError(f"need 0 <= --val-fraction < 1, --draws >= 1 and --negatives >= 0; got {args.val_fraction}, "
+                         f"{args.draws}, {args.negatives}")
 
 
 def _check_args(args: argparse.Namespace, kinds: tuple[str, ...]) -> None:
@@ -334,7 +338,7 @@ def run_train(args: argparse.Namespace) -> int:
     log.info("added %s to %s", name, bank_dir)
     say(f"wrote {bank_dir / entry.file} and its manifest entry")
     if own is not None and not args.no_bank_add:
-        _bank_add(bank_dir, name, own, say)
+        _bank_add(bank_dir, name, own, args.negatives, args.seed, say)
     return 0
 
 
@@ -345,14 +349,18 @@ def _description(name: str, own: OwnKindData | None, info: dict[str, str]) -> st
     return info.get(name, "Clean input: identity target, a safe route for undegraded photos")
 
 
-def _bank_add(bank_dir: Path, name: str, own: OwnKindData, say) -> None:
+def _bank_add(bank_dir: Path, name: str, own: OwnKindData, negatives_per_photo: int, seed: int, say) -> None:
     """`uir-lora bank add` on the training pairs' damaged photos: only this kind's embedding (and the unknown
     test's subspace) change; then how the router sends the held-out damaged photos."""
-    from ..router.fit import add_embedding
+    from ..router.fit import add_embedding, synthetic_negatives
 
-    say(f"bank add: the router embedding of {name!r} from {len(own.train)} damaged photos")
+    clean = list({id(pair.clean): pair.clean for pair in own.train}.values())  # --degrade: draws share a photo
+    negatives = synthetic_negatives(clean, read_manifest(bank_dir).names, negatives_per_photo, seed)
+    say(f"bank add: the router embedding of {name!r} from {len(own.train)} damaged photos, kept apart from "
+        f"{len(negatives)} examples of the bank's other kinds")
     with bank_lock(bank_dir):
-        _, report = add_embedding(bank_dir, name, [pair.damaged for pair in own.train])
-    say(f"bank add: {report['routed_to_new']}/{report['examples']} training photos route to {name!r} first"
+        _, report = add_embedding(bank_dir, name, [pair.damaged for pair in own.train], negatives=negatives)
+    say(f"bank add: {report['routed_to_new']}/{report['examples']} training photos route to {name!r} first, "
+        f"{report['negatives_taken']}/{report['negatives']} examples of other kinds do"
         + (f"; {_route_held_out(bank_dir, name, [p.damaged for p in own.held_out])}" if own.held_out else ""))
 
