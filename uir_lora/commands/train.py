@@ -13,8 +13,10 @@ import platform
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from filelock import FileLock
@@ -24,6 +26,9 @@ from ..backbones.registry import FAMILIES
 from ..bank.manifest import MANIFEST_NAME, EncoderSpec, LoraEntry, read_manifest
 from ..bank.writer import add_lora, create_bank, save_lora_file
 from ..errors import InputError
+
+if TYPE_CHECKING:
+    from ..train.pairs import PhotoPair
 
 ALL = "all"  # --degradation all: a uniform mixture of every kind (the multi-task full-finetune baseline)
 
@@ -167,12 +172,12 @@ def resumed_provenance(previous: dict, run: dict) -> dict:
 class OwnKindData:
     """A user's kind: training and held-out pairs, and how they were made (for the provenance)."""
 
-    train: list
-    held_out: list
+    train: list[PhotoPair]
+    held_out: list[PhotoPair]
     record: dict
 
 
-def _own_kind_data(args: argparse.Namespace, say) -> OwnKindData:
+def _own_kind_data(args: argparse.Namespace, say: Callable[[str], None]) -> OwnKindData:
     """Pairs from --pairs, or --clean-photos damaged by --degrade; split by a hash of each name."""
     from ..train import pairs as own
 
@@ -349,7 +354,8 @@ def _description(name: str, own: OwnKindData | None, info: dict[str, str]) -> st
     return info.get(name, "Clean input: identity target, a safe route for undegraded photos")
 
 
-def _bank_add(bank_dir: Path, name: str, own: OwnKindData, negatives_per_photo: int, seed: int, say) -> None:
+def _bank_add(bank_dir: Path, name: str, own: OwnKindData, negatives_per_photo: int, seed: int,
+              say: Callable[[str], None]) -> None:
     """`uir-lora bank add` on the training pairs' damaged photos: only this kind's embedding (and the unknown
     test's subspace) change; then how the router sends the held-out damaged photos."""
     from ..router.fit import add_embedding, synthetic_negatives

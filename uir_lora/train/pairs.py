@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import importlib
 import importlib.util
-import math
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -288,7 +287,3 @@ def file_digest(spec: str) -> str | None:
     path = Path(target)
     return hashlib.sha256(path.read_bytes()).hexdigest() if target.endswith(".py") and path.is_file() else None
 
-
-def mean_side(pairs: Sequence[PhotoPair]) -> int:
-    """Geometric mean of the photos' shorter sides (for the record)."""
-    return round(math.exp(sum(math.log(min(p.clean.shape[-2:])) for p in pairs) / len(pairs)))
