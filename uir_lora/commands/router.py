@@ -47,7 +47,7 @@ def register_bank_add(actions: argparse._SubParsersAction) -> None:
     add.add_argument("--clean-images", type=existing_path, nargs="+", help="clean photos (a folder or files): the "
                      "bank's built-in kinds are drawn on them and kept with their own LoRAs while the embedding is "
                      "placed, so the new kind does not take their photos")
-    add.add_argument("--negatives", type=int, default=4, help="--clean-images: built-in kinds drawn per photo")
+    add.add_argument("--negatives", type=int, default=8, help="--clean-images: built-in kinds drawn per photo")
     add.set_defaults(run=run_bank_add)
 
 

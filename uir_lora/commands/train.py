@@ -51,9 +51,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                      "for validation, chosen by a hash of each name (default 0.2; 0: none)")
     own.add_argument("--no-bank-add", action="store_true", help="do not set the router embedding from the damaged "
                      "photos afterwards (run `uir-lora bank add` yourself)")
-    own.add_argument("--negatives", type=int, default=4, help="bank add: built-in kinds drawn on each clean "
+    own.add_argument("--negatives", type=int, default=8, help="bank add: built-in kinds drawn on each clean "
                      "training photo, kept with their own LoRAs while the new embedding is placed, so the new kind "
-                     "does not take their photos (default 4; 0: none)")
+                     "does not take their photos (default 8; 0: none)")
     own.add_argument("--no-alignment-check", action="store_true", help="--pairs: skip the check that each pair is "
                      "not shifted (for damage that itself moves the picture, such as strong motion blur)")
     own.add_argument("--description", help="the kind's description in the manifest")
