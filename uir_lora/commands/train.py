@@ -117,7 +117,9 @@ def _check_args(args: argparse.Namespace, kinds: tuple[str, ...]) -> None:
     if own_kind(args):
         _check_own_kind_args(args)
     elif args.degradation not in (*kinds, ALL):
-        raise InputError(f"--degradation {args.degradation!r} is unknown; choose one of {', '.join(kinds)} or {ALL}, "
+        given = f"--degradation {args.degradation!r} is unknown"
+        given = "no --degradation was given" if args.degradation is None else given
+        raise InputError(f"{given}; choose one of {', '.join(kinds)} or {ALL}, "
                          f"or train a kind of your own with --pairs DAMAGED_DIR CLEAN_DIR --name NAME")
     if args.full_finetune and args.output is None:
         raise InputError("--full-finetune writes a backbone, not a LoRA: give --output FILE.safetensors")
