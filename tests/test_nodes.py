@@ -114,6 +114,23 @@ def test_bank_loader_lists_model_folder_and_refuses_foreign_weights(nodes, loade
         nodes["UIR_LoraBankLoader"].execute(backbone, tiny_bank)
 
 
+def test_user_banks_in_extra_model_paths_are_listed_and_their_own_kinds_shown(nodes, models, embedded_backbone,
+                                                                             encoder_dim, images):
+    """A bank made with `train-lora --pairs` in a folder extra_model_paths.yaml names: the loader lists it and the
+    estimator shows its kind by the manifest's name, like any other."""
+    from uir_lora.testing.banks import make_random_bank
+
+    elsewhere = models / "elsewhere" / "uir_lora"
+    sys.modules["folder_paths"].folder_names_and_paths["uir_lora"] = ([str(elsewhere)], set())
+    make_random_bank(elsewhere, embedded_backbone, names=("noise", "scratches"), dim=encoder_dim, bank_name="scans")
+    loader = nodes["UIR_LoraBankLoader"]
+    assert "scans" in loader.GET_SCHEMA().inputs[1].options
+    backbone = nodes["UIR_BackboneLoader"].execute("embedded-ffdnet (built in)", "cpu", "fp32")[0]
+    bank = loader.execute(backbone, "scans")[0]
+    out = nodes["UIR_DegradationEstimator"].execute(images, bank, 2, 0.0, "bank default")
+    assert "scratches" in out.args[2] and out.ui["uir_weights"][0]["names"] == ["noise", "scratches"]
+
+
 def test_estimator_outputs_routing_chart_table_and_ui_weights(nodes, loaded, images):
     _, bank = loaded
     out = nodes["UIR_DegradationEstimator"].execute(images, bank, 2, 0.1, "softmax")

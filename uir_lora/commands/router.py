@@ -44,6 +44,10 @@ def register_bank_add(actions: argparse._SubParsersAction) -> None:
     add.add_argument("--images", type=existing_path, nargs="+", required=True,
                      help="a folder of images or image files that show this degradation")
     add.add_argument("--no-refine", action="store_true", help="plain centroid; skip moving away from the others")
+    add.add_argument("--clean-images", type=existing_path, nargs="+", help="clean photos (a folder or files): the "
+                     "bank's built-in kinds are drawn on them and kept with their own LoRAs while the embedding is "
+                     "placed, so the new kind does not take their photos")
+    add.add_argument("--negatives", type=int, default=8, help="--clean-images: built-in kinds drawn per photo")
     add.set_defaults(run=run_bank_add)
 
 
@@ -69,13 +73,17 @@ def run_train_router(args: argparse.Namespace) -> int:
 
 
 def run_bank_add(args: argparse.Namespace) -> int:
+    from ..bank.manifest import read_manifest
     from ..images import load_image
-    from ..router.fit import add_embedding
+    from ..router.fit import add_embedding, synthetic_negatives
     from .restore import list_inputs
 
     files = [f for path in args.images for f in list_inputs(path)]
+    clean = [load_image(f) for path in args.clean_images or [] for f in list_inputs(path)]
+    negatives = synthetic_negatives(clean, read_manifest(args.bank).names, args.negatives)
     with _lock(args.bank):
-        _, report = add_embedding(args.bank, args.name, [load_image(f) for f in files], refine=not args.no_refine)
+        _, report = add_embedding(args.bank, args.name, [load_image(f) for f in files], refine=not args.no_refine,
+                                  negatives=negatives)
     print(f"set the embedding of {args.name!r} from {report['examples']} images"
           f"{' (refined against the other embeddings)' if report['refined'] else ''}; "
           f"{report['routed_to_new']}/{report['examples']} of them now route to it first"

@@ -13,7 +13,10 @@ import platform
 import sys
 import tempfile
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from filelock import FileLock
@@ -25,14 +28,36 @@ from ..bank.writer import add_lora, create_bank, save_lora_file
 from ..errors import InputError
 from ..extras import require
 
+if TYPE_CHECKING:
+    from ..train.pairs import PhotoPair
+
 ALL = "all"  # --degradation all: a uniform mixture of every kind (the multi-task full-finetune baseline)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("train-lora", help="train one degradation's LoRA and add it to a bank")
-    p.add_argument("--degradation", required=True, help="a kind of uir_lora.degrade.KINDS, 'clean', or 'all'")
+    p.add_argument("--degradation", help="a kind of uir_lora.degrade.KINDS, 'clean', or 'all' (or give --pairs, "
+                   "or --degrade with --clean-photos, for a kind of your own)")
     p.add_argument("--bank", type=Path, help="bank folder to add the LoRA to (created if it has no manifest)")
-    p.add_argument("--name", help="LoRA name (default: the degradation's name)")
+    p.add_argument("--name", help="LoRA name (default: the degradation's name; required for a kind of your own)")
+    own = p.add_argument_group("a kind of your own (see docs/your_own_kind.md)")
+    own.add_argument("--pairs", type=Path, nargs=2, metavar=("DAMAGED_DIR", "CLEAN_DIR"),
+                     help="train on photo pairs: each damaged photo and its clean version under the same name")
+    own.add_argument("--degrade", metavar="MODULE:FUNCTION", help="train on --clean-photos damaged by this function "
+                     "(module:function or path/to/file.py:function): f(image [1,3,H,W] in 0..1, generator) -> the "
+                     "damaged image, same shape; imported from here only, never from a bank")
+    own.add_argument("--clean-photos", type=Path, metavar="DIR", help="--degrade: the clean photos to damage")
+    own.add_argument("--draws", type=int, default=4, help="--degrade: damaged versions per clean photo (default 4)")
+    own.add_argument("--val-fraction", type=float, default=0.2, help="share of the pairs (or clean photos) held out "
+                     "for validation, chosen by a hash of each name (default 0.2; 0: none)")
+    own.add_argument("--no-bank-add", action="store_true", help="do not set the router embedding from the damaged "
+                     "photos afterwards (run `uir-lora bank add` yourself)")
+    own.add_argument("--negatives", type=int, default=8, help="bank add: built-in kinds drawn on each clean "
+                     "training photo, kept with their own LoRAs while the new embedding is placed, so the new kind "
+                     "does not take their photos (default 8; 0: none)")
+    own.add_argument("--no-alignment-check", action="store_true", help="--pairs: skip the check that each pair is "
+                     "not shifted (for damage that itself moves the picture, such as strong motion blur)")
+    own.add_argument("--description", help="the kind's description in the manifest")
     p.add_argument("--steps", type=int, default=0, help="training steps (0: use --minutes)")
     p.add_argument("--minutes", "--time-budget", type=float, default=7.0, help="wall-clock budget (default 7)")
     p.add_argument("--rank", type=int, default=16)
@@ -64,9 +89,39 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(run=run_train)
 
 
+def own_kind(args: argparse.Namespace) -> bool:
+    """True when the LoRA learns a user's kind of damage (--pairs or --degrade) instead of a built-in one."""
+    return bool(args.pairs or args.degrade or args.clean_photos)
+
+
+def _check_own_kind_args(args: argparse.Namespace) -> None:
+    from ..bank.manifest import NAME_PATTERN
+
+    if args.pairs and (args.degrade or args.clean_photos):
+        raise InputError("give either --pairs DAMAGED_DIR CLEAN_DIR or --degrade FN --clean-photos DIR, not both")
+    if bool(args.degrade) != bool(args.clean_photos):
+        raise InputError("--degrade and --clean-photos go together: the function damages the clean photos")
+    if args.degradation or args.full_finetune or args.resume or args.identity_fraction:
+        raise InputError("--pairs/--degrade train a kind of your own: drop --degradation, --full-finetune, --resume "
+                         "and --identity-fraction")
+    if not args.name or not NAME_PATTERN.match(args.name):
+        raise InputError(f"give the new kind a --name of lower-case letters, digits, '_' or '-' (e.g. --name "
+                         f"scratches); got {args.name!r}")
+    if args.bank is None:
+        raise InputError("give --bank FOLDER (a copy of a bank to add the kind to, or a new folder)")
+    if not 0 <= args.val_fraction < 1 or args.draws < 1 or args.negatives < 0:
+        raise InputError(f"need 0 <= --val-fraction < 1, --draws >= 1 and --negatives >= 0; got {args.val_fraction}, "
+                         f"{args.draws}, {args.negatives}")
+
+
 def _check_args(args: argparse.Namespace, kinds: tuple[str, ...]) -> None:
-    if args.degradation not in (*kinds, ALL):
-        raise InputError(f"--degradation {args.degradation!r} is unknown; choose one of {', '.join(kinds)} or {ALL}")
+    if own_kind(args):
+        _check_own_kind_args(args)
+    elif args.degradation not in (*kinds, ALL):
+        given = f"--degradation {args.degradation!r} is unknown"
+        given = "no --degradation was given" if args.degradation is None else given
+        raise InputError(f"{given}; choose one of {', '.join(kinds)} or {ALL}, "
+                         f"or train a kind of your own with --pairs DAMAGED_DIR CLEAN_DIR --name NAME")
     if args.full_finetune and args.output is None:
         raise InputError("--full-finetune writes a backbone, not a LoRA: give --output FILE.safetensors")
     if not args.full_finetune and args.bank is None:
@@ -76,7 +131,7 @@ def _check_args(args: argparse.Namespace, kinds: tuple[str, ...]) -> None:
     if args.resume and (args.full_finetune or args.bank is None or not (args.bank / MANIFEST_NAME).is_file()):
         raise InputError("--resume continues a LoRA of an existing bank: give --bank FOLDER with a manifest.json "
                          "(and no --full-finetune)")
-    if args.frame_side and args.frame_side < args.crop:
+    if args.frame_side and args.frame_side < args.crop and not own_kind(args):
         raise InputError(f"--frame-side {args.frame_side} is smaller than --crop {args.crop}; use >= the crop or 0")
     # kinds ends with "clean": identity examples need one real degradation to be "other" than
     if args.identity_fraction and (not 0 < args.identity_fraction < 1 or args.degradation not in kinds[:-1]):
@@ -116,14 +171,70 @@ def resumed_provenance(previous: dict, run: dict) -> dict:
             "runs": [{k: v for k, v in r.items() if k != "runs"} for r in runs]}
 
 
+@dataclass
+class OwnKindData:
+    """A user's kind: training and held-out pairs, and how they were made (for the provenance)."""
+
+    train: list[PhotoPair]
+    held_out: list[PhotoPair]
+    record: dict
+
+
+def _own_kind_data(args: argparse.Namespace, say: Callable[[str], None]) -> OwnKindData:
+    """Pairs from --pairs, or --clean-photos damaged by --degrade; split by a hash of each name."""
+    from ..train import pairs as own
+
+    if args.pairs:
+        found = own.find_pairs(*args.pairs, alignment=not args.no_alignment_check)
+        val_names = own.held_out([pair.name for pair in found], args.val_fraction)
+        train = [pair for pair in found if pair.name not in val_names]
+        val = [pair for pair in found if pair.name in val_names]
+        record = {"source": "pairs", "damaged_dir": str(args.pairs[0]), "clean_dir": str(args.pairs[1]),
+                  "pairs": len(found)}
+    else:
+        function = own.load_damage_function(args.degrade)  # only ever from the command line
+        photos = own.load_photos(args.clean_photos)
+        val_names = own.held_out([stem for stem, _ in photos], args.val_fraction)
+        train = own.damaged_pairs([p for p in photos if p[0] not in val_names], function, args.degrade,
+                                  args.draws, args.seed)
+        val = own.damaged_pairs([p for p in photos if p[0] in val_names], function, args.degrade, 1, args.seed + 1)
+        record = {"source": "clean photos damaged by a function", "degrade": args.degrade,
+                  "degrade_file_sha256": own.file_digest(args.degrade), "clean_dir": str(args.clean_photos),
+                  "photos": len(photos), "draws": args.draws}
+    record.update(train_pairs=[pair.name for pair in train], held_out_pairs=sorted(val_names),
+                  split=f"{args.val_fraction:g} of the names held out, the first in the order of sha256(name)")
+    say(f"{args.name}: {len(train)} training pairs, {len(val)} held out ({', '.join(sorted(val_names)) or 'none'})")
+    return OwnKindData(train, val, record)
+
+
+def _check_new_name(bank_dir: Path, name: str, replace: bool) -> None:
+    """Refuse a taken name before training rather than after it."""
+    if (bank_dir / MANIFEST_NAME).is_file() and not replace and name in read_manifest(bank_dir).names:
+        raise InputError(f"bank {bank_dir} already has a LoRA {name!r}; choose another --name or pass --replace")
+
+
+def _route_held_out(bank_dir: Path, name: str, images: list[torch.Tensor]) -> str:
+    """How many held-out damaged photos the bank's router now sends to ``name`` first."""
+    from ..router.router import Router
+
+    router = Router(read_manifest(bank_dir))
+    best = [router.scores(image).similarities.argmax(dim=-1).item() for image in images]
+    hits = sum(router.names[index] == name for index in best)
+    return f"{hits}/{len(images)} held-out damaged photos route to {name!r} first"
+
+
 def run_train(args: argparse.Namespace) -> int:
     Accelerator = require("accelerate", "train", "uir-lora train-lora").Accelerator
 
     from ..degrade import DEGRADATION_INFO
     from ..train import data, trainer, validate
+    from ..train.pairs import PairCropDataset
 
     kinds = trainer.all_kinds()
     _check_args(args, kinds)
+    own = None
+    if own_kind(args):
+        _check_new_name(args.bank, args.name, args.replace)
     torch.set_num_threads(args.threads)
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
     log = logging.getLogger("uir_lora.train")
@@ -131,20 +242,29 @@ def run_train(args: argparse.Namespace) -> int:
     torch.manual_seed(args.seed)
     if args.backbone not in FAMILIES:
         raise InputError(f"--backbone {args.backbone!r} is unknown; choose one of {', '.join(FAMILIES)}")
+    if own_kind(args):
+        own = _own_kind_data(args, say)  # before the backbone: bad pairs fail fast
     backbone = FAMILIES[args.backbone](args.backbone_path)  # a fresh copy, never the shared cached one
     if args.gradient_checkpointing:
         if not hasattr(backbone, "enable_gradient_checkpointing"):
             raise InputError(f"--gradient-checkpointing: the {args.backbone} family has none (it is small); drop it")
         backbone.enable_gradient_checkpointing()
-    data_dir = args.data_dir or data.DEFAULT_DATA_DIR
-    with accelerator.main_process_first():  # the first run builds the cache once
-        crops, data_info = data.load_training_crops(data_dir)
-        val_images = data.load_validation_images(data_dir)
-    kind = list(trainer.KINDS) if args.degradation == ALL else args.degradation
-    frame_side = args.frame_side or None
     name = args.name or args.degradation
+    frame_side = args.frame_side or None
+    length = (args.steps or 10**7) * args.batch * accelerator.num_processes
+    if own is None:
+        data_dir = args.data_dir or data.DEFAULT_DATA_DIR
+        with accelerator.main_process_first():  # the first run builds the cache once
+            crops, data_info = data.load_training_crops(data_dir)
+            val_images = data.load_validation_images(data_dir)
+        kind = list(trainer.KINDS) if args.degradation == ALL else args.degradation
+        probe = trainer.PairDataset(crops, kind, crops.shape[-1], 32, args.seed + 7777, frame_side)  # to pick sigma
+        dataset = trainer.PairDataset(crops, kind, args.crop, length, args.seed, frame_side, args.identity_fraction)
+    else:
+        kind, data_info = name, own.record
+        probe = PairCropDataset(own.train, args.crop, 32, args.seed + 7777)
+        dataset = PairCropDataset(own.train, args.crop, length, args.seed)
     resumed, init_state = _resume_from(args, name) if args.resume else (None, None)
-    probe = trainer.PairDataset(crops, kind, crops.shape[-1], 32, args.seed + 7777, frame_side)  # to pick sigma on
     degraded, clean = (torch.stack(t) for t in zip(*(probe[i] for i in range(len(probe)))))
     conditioning, sigma_scores = dict(backbone.default_conditioning), {}
     if resumed is not None:  # the LoRA was trained for its stored sigma: keep it
@@ -153,12 +273,10 @@ def run_train(args: argparse.Namespace) -> int:
     elif "sigma" in conditioning:  # FFDNet-style families: pick the fixed noise level first
         sigma, sigma_scores = trainer.pick_sigma(backbone, degraded, clean)
         conditioning = {"sigma": sigma}
-        say(f"{args.degradation}: fixed sigma {sigma * 255:.0f}/255 (base PSNR by sigma: "
+        say(f"{name}: fixed sigma {sigma * 255:.0f}/255 (base PSNR by sigma: "
             f"{ {k: round(v, 2) for k, v in sigma_scores.items()} })")
     cfg = trainer.TrainConfig(steps=args.steps, minutes=args.minutes, batch=args.batch, crop=args.crop, lr=args.lr,
                               seed=args.seed, bf16=args.bf16 and not args.no_bf16, loss=args.loss)
-    length = (args.steps or 10**7) * args.batch * accelerator.num_processes
-    dataset = trainer.PairDataset(crops, kind, args.crop, length, args.seed, frame_side, args.identity_fraction)
     alpha, targets = (resumed.alpha, list(resumed.target_modules)) if resumed else (
         float(args.rank), list(backbone.default_lora_targets))
     if args.full_finetune:
@@ -171,12 +289,16 @@ def run_train(args: argparse.Namespace) -> int:
     accelerator.wait_for_everyone()
     if not accelerator.is_main_process:
         return 0
-    result = validate.validate(backbone, kind, val_images, conditioning, None if args.full_finetune else name)
+    if own is None:
+        result = validate.validate(backbone, kind, val_images, conditioning, None if args.full_finetune else name)
+    else:  # no held-out pairs (--val-fraction 0): nothing to score
+        result = validate.validate_pairs(backbone, [(p.damaged, p.clean) for p in own.held_out], conditioning,
+                                         name) if own.held_out else {}
     if args.full_finetune:
         result = {**before, "psnr_out": result["base_psnr"], "ssim_out": result["base_ssim"]}
     losses = stats.pop("losses")
     provenance = {
-        "data": data_info, "validation_photos": list(data.VALIDATION_PHOTOS), "degradation": args.degradation,
+        "data": data_info, "degradation": args.degradation or name,
         "steps": stats["steps"], "batch": args.batch, "crop": args.crop, "lr_schedule": cfg.schedule(),
         "loss": cfg.loss.upper(), "loss_first_50": round(sum(losses[:50]) / max(1, len(losses[:50])), 5),
         "loss_last_50": round(sum(losses[-50:]) / max(1, len(losses[-50:])), 5), "seed": args.seed,
@@ -188,8 +310,12 @@ def run_train(args: argparse.Namespace) -> int:
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "command": "uir-lora " + " ".join(sys.argv[1:]),
         "code": os.environ.get("UIR_LORA_CODE", "working tree"),  # tools/train_bank.sh: the git commit trained
-        "frame_side": frame_side, "identity_fraction": args.identity_fraction,
     }
+    if own is None:
+        provenance.update(validation_photos=list(data.VALIDATION_PHOTOS), frame_side=frame_side,
+                          identity_fraction=args.identity_fraction)
+    else:  # the held-out pairs' scores, next to the split they come from
+        provenance["held_out_validation"] = result
     if resumed is not None:
         provenance = resumed_provenance(resumed.provenance, provenance)
     say(f"{name}: {stats['steps']} steps in {stats['seconds']:.0f}s; validation {result}")
@@ -201,8 +327,7 @@ def run_train(args: argparse.Namespace) -> int:
     bank_dir: Path = args.bank
     entry = LoraEntry(name=name, file=f"{name}.safetensors", rank=args.rank, alpha=alpha, target_modules=targets,
                       embedding=[],  # set under the lock below; a placeholder that `uir-lora train-router` fills
-                      description=DEGRADATION_INFO.get(name, "Clean input: identity target, a safe route for "
-                                                             "undegraded photos"),
+                      description=args.description or _description(name, own, DEGRADATION_INFO),
                       conditioning=conditioning, provenance=provenance, validation=result)
     with bank_lock(bank_dir):
         if not (bank_dir / MANIFEST_NAME).is_file():
@@ -220,5 +345,31 @@ def run_train(args: argparse.Namespace) -> int:
         add_lora(bank_dir, entry, backbone.adapter_state(name), replace=args.replace or args.resume)
     log.info("added %s to %s", name, bank_dir)
     say(f"wrote {bank_dir / entry.file} and its manifest entry")
+    if own is not None and not args.no_bank_add:
+        _bank_add(bank_dir, name, own, args.negatives, args.seed, say)
     return 0
+
+
+def _description(name: str, own: OwnKindData | None, info: dict[str, str]) -> str:
+    if own is not None:
+        source = own.record.get("degrade") or own.record.get("damaged_dir")
+        return f"{name}: a kind of damage learned from {own.record['source']} ({source})"
+    return info.get(name, "Clean input: identity target, a safe route for undegraded photos")
+
+
+def _bank_add(bank_dir: Path, name: str, own: OwnKindData, negatives_per_photo: int, seed: int,
+              say: Callable[[str], None]) -> None:
+    """`uir-lora bank add` on the training pairs' damaged photos: only this kind's embedding (and the unknown
+    test's subspace) change; then how the router sends the held-out damaged photos."""
+    from ..router.fit import add_embedding, synthetic_negatives
+
+    clean = list({id(pair.clean): pair.clean for pair in own.train}.values())  # --degrade: draws share a photo
+    negatives = synthetic_negatives(clean, read_manifest(bank_dir).names, negatives_per_photo, seed)
+    say(f"bank add: the router embedding of {name!r} from {len(own.train)} damaged photos, kept apart from "
+        f"{len(negatives)} examples of the bank's other kinds")
+    with bank_lock(bank_dir):
+        _, report = add_embedding(bank_dir, name, [pair.damaged for pair in own.train], negatives=negatives)
+    say(f"bank add: {report['routed_to_new']}/{report['examples']} training photos route to {name!r} first, "
+        f"{report['negatives_taken']}/{report['negatives']} examples of other kinds do"
+        + (f"; {_route_held_out(bank_dir, name, [p.damaged for p in own.held_out])}" if own.held_out else ""))
 

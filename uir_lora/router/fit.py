@@ -426,13 +426,36 @@ def train_router(bank_dir: Path, config: RouterFitConfig | None = None, cache_di
     return manifest
 
 
+def synthetic_negatives(photos: Sequence[torch.Tensor], names: Sequence[str], per_photo: int = 4,
+                        seed: int = 0) -> list[tuple[str, torch.Tensor]]:
+    """(class name, image) examples of the bank's synthesisable classes on ``photos`` (clean photos of the user's
+    pairs): ``per_photo`` classes per photo, taken in turn so every class gets its share, each degraded as the
+    router's examples are (``at_photo_scale``)."""
+    from ..degrade import KINDS, degrade
+    from .data import CLEAN
+
+    classes = [n for n in names if n in KINDS or n == CLEAN]
+    if not classes or per_photo < 1:
+        return []
+    synthesise, generator = at_photo_scale(degrade), torch.Generator().manual_seed(seed)
+    examples = []
+    for index, photo in enumerate(photos):
+        for slot in range(per_photo):
+            kind = classes[(index * per_photo + slot) % len(classes)]
+            examples.append((kind, photo if kind == CLEAN else synthesise(photo, kind, generator=generator)))
+    return examples
+
+
 def add_embedding(bank_dir: Path, name: str, images: Sequence[torch.Tensor], *, refine: bool = True,
-                  steps: int = 100) -> tuple[Manifest, dict]:
+                  steps: int = 100, negatives: Sequence[tuple[str, torch.Tensor]] = ()) -> tuple[Manifest, dict]:
     """Set LoRA ``name``'s embedding from example degraded images; every other entry stays byte-identical.
 
     Centroid of the examples in the bank's standardised feature space, then (``refine``) a few
     cross-entropy steps that move only this embedding away from the other, frozen embeddings. The
     residual unknown test's subspace grows by the examples' main directions (``extend_subspace``).
+    ``negatives``: (name, image) examples of the bank's other classes (``synthetic_negatives``); the refinement
+    then also keeps each with its own embedding, so the new kind does not take their photos (without them,
+    scratches and dust took 59 of 234 held-out photos of the other kinds, docs/your_own_kind.md).
     """
     manifest = read_manifest(bank_dir)
     if name not in manifest.names:
@@ -443,23 +466,31 @@ def add_embedding(bank_dir: Path, name: str, images: Sequence[torch.Tensor], *, 
     encoder = DegradationEncoder(manifest.encoder)
     raw = torch.cat([encoder.features(image) for image in images])
     check_dim(raw, manifest.encoder.dim)
-    z = Standardisation(torch.tensor(manifest.encoder.feature_mean), torch.tensor(manifest.encoder.feature_std))(raw)
+    standard = Standardisation(torch.tensor(manifest.encoder.feature_mean), torch.tensor(manifest.encoder.feature_std))
+    z = standard(raw)
     index = manifest.names.index(name)
     table = torch.tensor([entry.embedding for entry in manifest.loras])
     others = [i for i, row in enumerate(table) if i != index and row.abs().sum() > 0]  # zero rows: not yet set
     table[index] = centroids(z, torch.zeros(len(z), dtype=torch.long), 1)[0]
+    kept = [(others.index(manifest.names.index(n)) + 1, image) for n, image in negatives
+            if n in manifest.names and manifest.names.index(n) in others]
+    z_negative = standard(torch.cat([encoder.features(image) for _, image in kept])) if kept else z[:0]
+    labels_negative = torch.tensor([row for row, _ in kept], dtype=torch.long)
     if refine and others:
         rows = F.normalize(table[[index, *others]], dim=-1)
         if manifest.router.unknown_embedding is not None:  # keep the new kind apart from "unknown" too
             rows = torch.cat([rows, F.normalize(torch.tensor([manifest.router.unknown_embedding]), dim=-1)])
-        fitted, _ = fit_embeddings(z, torch.zeros(len(z), dtype=torch.long), rows,
+        fitted, _ = fit_embeddings(torch.cat([z, z_negative]),
+                                   torch.cat([torch.zeros(len(z), dtype=torch.long), labels_negative]), rows,
                                    trainable=[0], steps=steps, lr=0.01, temperature=manifest.router.temperature,
                                    learn_temperature=False)
         table[index] = fitted[0]
     manifest.loras[index].embedding = table[index].tolist()
-    routed = similarities(z, F.normalize(table, dim=-1)).argmax(dim=-1)
+    unit_table = F.normalize(table, dim=-1)
+    routed = similarities(z, unit_table).argmax(dim=-1)
     report = {"examples": len(images), "routed_to_new": int((routed == index).sum()),
-              "refined": bool(refine and others)}
+              "refined": bool(refine and others), "negatives": len(kept),
+              "negatives_taken": int((similarities(z_negative, unit_table).argmax(dim=-1) == index).sum())}
     if manifest.router.unknown_subspace is not None:
         basis = decode_matrix(manifest.router.unknown_subspace, manifest.encoder.dim, "router.unknown_subspace")
         grown = extend_subspace(basis, z)
