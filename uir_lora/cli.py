@@ -12,7 +12,8 @@ from .errors import UIRError
 
 # modules that add sub-commands with ``register(subparsers)``; kept in one table
 COMMAND_MODULES = ("uir_lora.commands.restore", "uir_lora.commands.bank", "uir_lora.commands.train",
-                   "uir_lora.commands.evaluate", "uir_lora.commands.router")
+                   "uir_lora.commands.evaluate", "uir_lora.commands.router",
+                   "uir_lora.commands.encoder")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -53,7 +53,7 @@ def router_for(bank: LoraBank) -> Router:
     key = bank.key  # hashes the whole manifest (~20 ms with 13 x 1178-d embeddings): once per call
     with _ROUTERS_LOCK:
         if key not in _ROUTERS:
-            _ROUTERS[key] = Router(bank.manifest)
+            _ROUTERS[key] = Router(bank.manifest, bank_dir=bank.root)
         return _ROUTERS[key]
 
 
@@ -175,7 +175,10 @@ def restore(
     compositions = [compose(bank, r, manual, mode, fused) for r in routings]
     restored = restore_batch(backbone, images, compositions, options, progress=progress,
                              check_interrupt=check_interrupt)
-    return apply_strength(images, restored, strength), compositions
+    # do no harm: an unsure router's restore is blended towards the input (its routing notes say so)
+    confidence = [r.confidence if r is not None and mode != "manual" else 1.0 for r in routings]
+    return torch.cat([apply_strength(image[None], out[None], strength * c)
+                      for image, out, c in zip(images, restored, confidence)]), compositions
 
 
 def _restore_spatial(images, backbone, bank, manual, mode, top_k, temperature, fused, strength, options,
