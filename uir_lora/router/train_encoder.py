@@ -11,7 +11,6 @@ binary cross-entropy) and severity per present kind (regression). Runs through `
 from __future__ import annotations
 
 import json
-import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -26,7 +25,7 @@ from torch.utils.data import DataLoader, Dataset
 from ..degrade import KINDS, canonical_kinds, compatible
 from ..errors import InputError
 from ..images import IMAGE_SUFFIXES
-from ..train.trainer import TrainConfig, _progress
+from ..train.trainer import TrainConfig, next_lr, optimise
 from .trained import BASE, CLEAN, DegradationNet, build_base, lda_statistics, save_encoder
 
 IMPLEMENTATIONS = ("degrade", "degrade_alt")
@@ -219,29 +218,20 @@ def train_encoder(config: EncoderTrainConfig, out: Path, log: Callable[[str], No
     losses: list[float] = []
     start, step = time.perf_counter(), 0
     for images, presence, severity, mask in loader:
-        progress = _progress(step, start, config, accelerator)
-        if progress >= 1.0:
+        lr = next_lr(step, start, config, accelerator, optimizer)
+        if lr is None:
             break
-        lr = config.lr_min + 0.5 * (config.lr - config.lr_min) * (1 + math.cos(math.pi * progress))
-        for group in optimizer.param_groups:
-            group["lr"] = lr
         images = images.contiguous(memory_format=torch.channels_last)
         with torch.autocast(accelerator.device.type, dtype=torch.bfloat16, enabled=config.bf16):
             presence_logits, severity_logits = model(images)
         loss = damage_loss(presence_logits, severity_logits, presence, severity, mask, config.severity_weight)
-        optimizer.zero_grad(set_to_none=True)
-        accelerator.backward(loss)
-        optimizer.step()
-        losses.append(float(loss.detach()))
-        step += 1
-        if step % config.log_every == 0:
-            recent = sum(losses[-config.log_every:]) / config.log_every
-            say(f"step {step} loss {recent:.4f} lr {lr:.2e} {time.perf_counter() - start:.0f}s")
+        step = optimise(loss, optimizer, accelerator, losses, step, lr, start, config, say)
     seconds = round(time.perf_counter() - start, 1)
     net = accelerator.unwrap_model(model).float().to(memory_format=torch.contiguous_format)
     record = {"steps": step, "seconds": seconds, "images": step * config.batch * accelerator.num_processes,
               "final_loss": round(sum(losses[-50:]) / max(1, len(losses[-50:])), 4), "base": BASE,
-              "data": data_info, "implementations": list(IMPLEMENTATIONS), "config": asdict(config),
+              "data": data_info, "implementations": list(IMPLEMENTATIONS),
+              "config": {k: v for k, v in asdict(config).items() if k not in ("loss", "extra")},  # LoRA-only fields
               "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
     if accelerator.is_main_process:
         say("collecting the within-class statistics of d for `bank add`")

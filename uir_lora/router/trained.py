@@ -248,6 +248,7 @@ def install_encoder(bank_dir: Path, encoder_file: Path, confidence_full: float =
     if Path(encoder_file).resolve() != target.resolve():
         with tempfile.NamedTemporaryFile(dir=bank_dir, suffix=".tmp", delete=False) as tmp:
             shutil.copyfile(encoder_file, tmp.name)
+        os.chmod(tmp.name, 0o644)  # a temporary file is private; a bank file is read by whoever runs ComfyUI
         os.replace(tmp.name, target)
     unset = []
     for entry in manifest.loras:
