@@ -147,8 +147,12 @@ def test_an_unsure_router_leaves_the_photo_close_to_its_input(trained_bank, embe
     expected = float(torch.sigmoid(torch.tensor(-3.0))) / 0.5
     assert routing.confidence == pytest.approx(expected, abs=1e-6) and not routing.unknown
     assert any("strength x" in note for note in routing.notes)
+    assert "note: unsure of any damage" in routing.table()  # the estimator's table (CLI and node)
     out, (composition,) = pipeline.restore(photo, embedded_backbone, bank, mode="override")
-    assert any("strength x" in note for note in composition.notes)  # what the node and the CLI show
+    assert any("strength x" in note for note in composition.notes)
+    assert composition.confidence == pytest.approx(expected, abs=1e-6)
+    manual, (chosen,) = pipeline.restore(photo, embedded_backbone, bank, manual={"noise": 1.0}, mode="override")
+    assert chosen.confidence == 1.0  # weights the user chose are applied as asked
     _set_biases(trained_bank, {"clean": 3.0, "noise": -3.0, "low_light": -4.0, "haze": -5.0}, None)
     full, _ = pipeline.restore(photo, embedded_backbone, open_bank(trained_bank), mode="override")
     assert torch.allclose(out, (photo + expected * (full - photo)).clamp(0, 1), atol=1e-5)
@@ -217,3 +221,14 @@ def test_the_encoder_file_is_read_safely(trained_bank, tmp_path):
     (trained_bank / "manifest.json").write_text(json.dumps(data))
     with pytest.raises(BankError, match="sha256"):
         read_manifest(trained_bank)
+
+
+def test_the_cli_restore_prints_the_routing_notes(trained_bank, photo, tmp_path, capsys):
+    from uir_lora.cli import main
+    from uir_lora.images import save_image
+
+    _set_biases(trained_bank, {"clean": 3.0, "noise": -3.0, "low_light": -4.0, "haze": -5.0})
+    save_image(photo, tmp_path / "in.png")
+    assert main(["restore", str(tmp_path / "in.png"), "-o", str(tmp_path / "out.png"), "--bank", trained_bank.name,
+                 "--bank-dir", str(trained_bank.parent)]) == 0
+    assert "note: unsure of any damage" in capsys.readouterr().out

@@ -125,7 +125,9 @@ def compose(
     else:
         weights = {name: routed.get(name, 0.0) + manual.get(name, 0.0) for name in routed.keys() | manual.keys()}
     source = "+".join(s for s, used in (("router", routing), ("manual", manual)) if used) or "none"
-    return Composition(bank=bank, weights=check_weights(weights, bank), fused=fused, source=source, notes=notes)
+    confidence = routing.confidence if routing is not None and not manual else 1.0
+    return Composition(bank=bank, weights=check_weights(weights, bank), fused=fused, source=source, notes=notes,
+                       confidence=confidence)
 
 
 def apply_strength(original: torch.Tensor, restored: torch.Tensor, strength: float) -> torch.Tensor:
@@ -176,9 +178,8 @@ def restore(
     restored = restore_batch(backbone, images, compositions, options, progress=progress,
                              check_interrupt=check_interrupt)
     # do no harm: an unsure router's restore is blended towards the input (its routing notes say so)
-    confidence = [r.confidence if r is not None and mode != "manual" else 1.0 for r in routings]
-    return torch.cat([apply_strength(image[None], out[None], strength * c)
-                      for image, out, c in zip(images, restored, confidence)]), compositions
+    return torch.cat([apply_strength(image[None], out[None], strength * composition.confidence)
+                      for image, out, composition in zip(images, restored, compositions)]), compositions
 
 
 def _restore_spatial(images, backbone, bank, manual, mode, top_k, temperature, fused, strength, options,

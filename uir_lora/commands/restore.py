@@ -96,6 +96,8 @@ def run_restore(args: argparse.Namespace) -> int:
         save_image(restored, target)
         weights = ", ".join(f"{k}={v:.2f}" for k, v in sorted(compositions[0].weights.items(), key=lambda kv: -kv[1]))
         print(f"{source} -> {target}  [{compositions[0].source}: {weights or 'base only'}]")
+        for note in compositions[0].notes:  # e.g. an unsure router's reduced strength, an unknown degradation
+            print(f"  note: {note}")
     return 0
 
 

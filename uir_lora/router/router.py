@@ -89,6 +89,7 @@ class RoutingResult:
             lines.append(f"{name:<16}{self.similarities[name]:>11.3f}{self.weights.get(name, 0.0):>9.3f}")
         if self.unknown:
             lines.append(f"unknown degradation: {self.unknown_reason}; no LoRA fits well")
+        lines += [f"note: {note}" for note in self.notes]
         return "\n".join(lines)
 
 
