@@ -13,7 +13,8 @@ from .errors import InputError, UIRError, parse_number
 
 # modules that add sub-commands with ``register(subparsers)``; kept in one table
 COMMAND_MODULES = ("uir_lora.commands.restore", "uir_lora.commands.bank", "uir_lora.commands.train",
-                   "uir_lora.commands.evaluate", "uir_lora.commands.router")
+                   "uir_lora.commands.evaluate", "uir_lora.commands.router",
+                   "uir_lora.commands.encoder")
 
 
 class CommandLineParser(argparse.ArgumentParser):

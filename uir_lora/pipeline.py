@@ -68,7 +68,7 @@ def router_for(bank: LoraBank) -> Router:
     key = bank.key  # hashes the whole manifest (~20 ms with 13 x 1178-d embeddings): once per call
     with _ROUTERS_LOCK:
         if key not in _ROUTERS:
-            _ROUTERS[key] = Router(bank.manifest)
+            _ROUTERS[key] = Router(bank.manifest, bank_dir=bank.root)
         return _ROUTERS[key]
 
 
@@ -154,7 +154,9 @@ def compose(
     else:
         weights = {name: routed.get(name, 0.0) + manual.get(name, 0.0) for name in routed.keys() | manual.keys()}
     source = "+".join(s for s, used in (("router", routing), ("manual", manual)) if used) or "none"
-    return Composition(bank=bank, weights=check_weights(weights, bank), fused=fused, source=source, notes=notes)
+    confidence = routing.confidence if routing is not None and not manual else 1.0
+    return Composition(bank=bank, weights=check_weights(weights, bank), fused=fused, source=source, notes=notes,
+                       confidence=confidence)
 
 
 def apply_strength(original: torch.Tensor, restored: torch.Tensor, strength: float) -> torch.Tensor:
@@ -205,7 +207,9 @@ def restore(
     compositions = [compose(bank, r, manual, mode, fused) for r in routings]
     restored = restore_batch(backbone, images, compositions, options, progress=progress,
                              check_interrupt=check_interrupt)
-    return apply_strength(images, restored, strength), compositions
+    # do no harm: an unsure router's restore is blended towards the input (its routing notes say so)
+    return torch.cat([apply_strength(image[None], out[None], strength * composition.confidence)
+                      for image, out, composition in zip(images, restored, compositions)]), compositions
 
 
 def _restore_spatial(images, backbone, bank, manual, mode, top_k, temperature, fused, strength, options,

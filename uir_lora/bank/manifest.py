@@ -34,7 +34,11 @@ MAX_INTEGER_DIGITS = 30
 MAX_TEXT_BYTES = 255
 CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 ENCODER_BLOCKS = range(11)  # EfficientNet-Lite0 blocks the encoder has channel counts for
-NORMALISATIONS = ("softmax", "sum")
+NORMALISATIONS = ("softmax", "sum", "sigmoid")
+"""How s = norm_K(s_o) turns the kept similarities into weights: a softmax over the K (weights sum to 1),
+their share of the sum, or each logit's own sigmoid (the trained encoder's calibrated presence)."""
+TRAINED_ENCODER = "da-efficientnet-lite0"
+"""The degradation-aware encoder trained here (router/trained.py); its weights ship in the bank folder."""
 
 
 @dataclass
@@ -64,6 +68,16 @@ class EncoderSpec:
     dim: int = 0
     feature_mean: list[float] = field(default_factory=list)
     feature_std: list[float] = field(default_factory=list)
+    file: str = ""
+    """The trained encoder's weights in the bank folder (safetensors); empty for the frozen ImageNet encoder."""
+    sha256: str = ""
+    """sha256 of ``file``: the embeddings B belong to these exact weights."""
+    base: str = ""
+    """The pretrained network ``file`` was fine-tuned from."""
+
+    @property
+    def trained(self) -> bool:
+        return self.name == TRAINED_ENCODER
 
 
 @dataclass
@@ -85,6 +99,9 @@ class RouterDefaults:
     """A residual outside that subspace above this also means unknown (calibrated like the threshold)."""
     unknown_strength: float = 0.5
     """Composer's scale of the router weights when the degradation is unknown (0 = input, 1 = full)."""
+    confidence_full: float | None = None
+    """Trained encoder: the damage presence at and above which the restore gets its full strength; below,
+    strength x presence / this, so an unsure router leaves the photo close to its input. None: off."""
     calibration: dict[str, Any] = field(default_factory=dict)
     """How train-router fitted the above: data, seed, validation accuracy, false-alarm rate."""
 
@@ -247,6 +264,25 @@ def _check_specs(encoder: EncoderSpec, router: RouterDefaults, where: str) -> No
                       "router.unknown_residual must be null or a number in [0, 1]", where)
 
 
+def _check_trained(encoder: EncoderSpec, router: RouterDefaults, where: str) -> None:
+    """The trained encoder's file, hash and (unused) standardisation; the confidence scale."""
+    for key in ("file", "sha256", "base"):
+        if not isinstance(getattr(encoder, key), str):
+            raise BankError(f"{where}: encoder.{key} must be a string, got {getattr(encoder, key)!r}")
+    if encoder.trained:
+        if not FILE_PATTERN.match(encoder.file) or not re.fullmatch(r"[0-9a-f]{64}", encoder.sha256):
+            raise BankError(f"{where}: the trained encoder needs encoder.file (a .safetensors name in the bank "
+                            f"folder) and its sha256; re-run `uir-lora encoder install` for this bank")
+        if encoder.feature_mean or encoder.feature_std:
+            raise BankError(f"{where}: the trained encoder takes no feature_mean / feature_std; leave them empty")
+    elif encoder.file:
+        raise BankError(f"{where}: encoder.file is only for the {TRAINED_ENCODER!r} encoder")
+    full = router.confidence_full
+    if full is not None:
+        _check_number(full, isinstance(full, (int, float)) and 0 < full <= 1,
+                      "router.confidence_full must be null or a number in (0, 1]", where)
+
+
 def _parse_lora(data: Any, index: int, dim: int) -> LoraEntry:
     where = f"loras[{index}]"
     if not isinstance(data, dict):
@@ -299,14 +335,17 @@ def parse_manifest(data: Any, source: str = "manifest") -> Manifest:
     except TypeError as exc:
         raise BankError(f"{source}: router has unknown fields ({exc})") from None
     _check_specs(encoder, router, source)
+    _check_trained(encoder, router, source)
     for key in ("feature_mean", "feature_std"):
+        if encoder.trained:  # its d is used as it is
+            continue
         setattr(encoder, key, _finite_vector(getattr(encoder, key), f"{source} encoder.{key}", encoder.dim))
     if router.unknown_embedding is not None:
         router.unknown_embedding = _finite_vector(router.unknown_embedding, f"{source} router.unknown_embedding",
                                                   encoder.dim)
     if router.unknown_subspace is not None:
         decode_matrix(router.unknown_subspace, encoder.dim, f"{source} router.unknown_subspace")
-    if min(encoder.feature_std) < 1e-12:  # tinier values overflow the standardised features
+    if not encoder.trained and min(encoder.feature_std) < 1e-12:  # tinier values overflow the standardised features
         raise BankError(f"{source}: encoder.feature_std must be >= 1e-12; re-run `uir-lora train-router`")
     loras_data = _require(data, "loras", list, source)
     loras = [_parse_lora(item, i, encoder.dim) for i, item in enumerate(loras_data)]

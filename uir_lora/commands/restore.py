@@ -226,6 +226,8 @@ def run_restore(args: argparse.Namespace) -> int:
         weights = ", ".join(f"{k}={v:.2f}" for k, v in sorted(compositions[0].weights.items(), key=lambda kv: -kv[1]))
         kept = "; alpha kept" if loaded.alpha is not None else ""
         print(f"{source} -> {target}  [{compositions[0].source}: {weights or 'base only'}{kept}]")
+        for note in compositions[0].notes:  # e.g. an unsure router's reduced strength, an unknown degradation
+            print(f"  note: {note}")
     share.wait()  # the launcher's processes end together
     return _finish(failures, len(jobs))
 

@@ -34,6 +34,9 @@ class Composition:
     source: str = "manual"
     """"router", "manual" or "router+manual": shown to users so they know what decided."""
     notes: tuple[str, ...] = field(default_factory=tuple)
+    confidence: float = 1.0
+    """Share of the requested strength to use: below 1 when the router is unsure of any damage (its notes
+    say so), so the output stays close to the input; 1 when manual weights take part."""
 
     def conditioning(self, backbone: Backbone) -> dict[str, float]:
         """Blend the LoRAs' conditioning (e.g. FFDNet's sigma) by weight; the base default fills gaps."""

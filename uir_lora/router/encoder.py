@@ -55,7 +55,7 @@ def _efficientnet_lite0() -> nn.Module:
     return net.eval().requires_grad_(False)
 
 
-def _fold(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
+def fold_conv_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
     """``bn(conv(x))`` as one convolution; a symmetric 'same' zero pad moves into the convolution (one
     copy of the activations less). Equal to the original up to float rounding."""
     fused = fuse_conv_bn_eval(conv, bn)
@@ -72,15 +72,20 @@ class _Trunk(nn.Module):
 
     def __init__(self, net: nn.Module, last: int) -> None:
         super().__init__()
-        self.stem, self.act = _fold(net._conv_stem, net._bn0), copy.deepcopy(net._swish)
+        self.stem, self.act = fold_conv_bn(net._conv_stem, net._bn0), copy.deepcopy(net._swish)
         self.blocks = nn.ModuleList()
         for original in net._blocks[: last + 1]:
-            block = copy.deepcopy(original)
-            for conv, bn in (("_expand_conv", "_bn0"), ("_depthwise_conv", "_bn1"), ("_project_conv", "_bn2")):
-                if hasattr(block, conv):
-                    setattr(block, conv, _fold(getattr(block, conv), getattr(block, bn)))
-                    setattr(block, bn, nn.Identity())
-            self.blocks.append(block)
+            self.blocks.append(folded_block(original))
+
+
+def folded_block(original: nn.Module) -> nn.Module:
+    """A copy of one EfficientNet-Lite block with its batch norms folded into its convolutions."""
+    block = copy.deepcopy(original)
+    for conv, bn in (("_expand_conv", "_bn0"), ("_depthwise_conv", "_bn1"), ("_project_conv", "_bn2")):
+        if hasattr(block, conv):
+            setattr(block, conv, fold_conv_bn(getattr(block, conv), getattr(block, bn)))
+            setattr(block, bn, nn.Identity())
+    return block
 
 
 @functools.lru_cache(maxsize=4)
@@ -150,7 +155,8 @@ class DegradationEncoder:
         ``whole_images=False``: for images no larger than one crop, which the crop layout does not
         change, so their caches outlive layout changes."""
         key = {k: v for k, v in vars(self.spec).items() if k not in ("dim", "feature_mean", "feature_std")}
-        for added in ("peak", "grid_crops"):  # added later: off, they leave the caches of earlier designs valid
+        # added later: off or empty, they leave the caches of earlier designs valid
+        for added in ("peak", "grid_crops", "file", "sha256", "base"):
             if not key[added]:
                 del key[added]
         if not whole_images:

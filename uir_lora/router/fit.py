@@ -30,6 +30,7 @@ from ..errors import BankError, InputError
 from .data import FRAME_SIDES, PHOTO_WIDTHS, at_photo_scale
 from .encoder import DegradationEncoder
 from .router import outside_subspace, subspace_residual, unknown_mask
+from .trained import TrainedEncoder, lda_row, make_encoder
 
 MIN_STD = 1e-4  # features that never vary must not blow up the standardisation
 
@@ -463,9 +464,11 @@ def add_embedding(bank_dir: Path, name: str, images: Sequence[torch.Tensor], *, 
                         f"uir-lora train-lora --degradation KIND --name {name} --bank {bank_dir}")
     if not images:
         raise InputError(f"no example images for {name!r}; give a handful of images showing its degradation")
-    encoder = DegradationEncoder(manifest.encoder)
+    encoder = make_encoder(manifest.encoder, bank_dir)
     raw = torch.cat([encoder.features(image) for image in images])
     check_dim(raw, manifest.encoder.dim)
+    if manifest.encoder.trained:
+        return _add_trained_embedding(bank_dir, manifest, name, raw, encoder)
     standard = Standardisation(torch.tensor(manifest.encoder.feature_mean), torch.tensor(manifest.encoder.feature_std))
     z = standard(raw)
     index = manifest.names.index(name)
@@ -498,3 +501,20 @@ def add_embedding(bank_dir: Path, name: str, images: Sequence[torch.Tensor], *, 
         report["subspace_rank"] = len(grown)
     write_manifest(manifest, bank_dir)
     return manifest, report
+
+
+def _add_trained_embedding(bank_dir: Path, manifest: Manifest, name: str, raw: torch.Tensor,
+                           encoder: TrainedEncoder) -> tuple[Manifest, dict]:
+    """``add_embedding`` with the trained encoder: B in closed form (router/trained.py:lda_row) from the
+    examples' d against the clean mean and covariance stored with the encoder; nothing is retrained."""
+    lda = encoder.lda
+    if "lda.clean_mean" not in lda or "lda.precision" not in lda:
+        raise BankError(f"the bank's router encoder {manifest.encoder.file} has no clean statistics for "
+                        f"`bank add`; install an encoder trained by `uir-lora encoder train`")
+    row = lda_row(raw[:, :-1], lda["lda.clean_mean"], lda["lda.precision"])
+    index = manifest.names.index(name)
+    manifest.loras[index].embedding = row.tolist()
+    table = torch.tensor([entry.embedding for entry in manifest.loras])
+    routed = (raw @ table.T).argmax(dim=-1)
+    write_manifest(manifest, bank_dir)
+    return manifest, {"examples": len(raw), "routed_to_new": int((routed == index).sum()), "refined": False}

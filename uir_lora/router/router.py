@@ -1,8 +1,14 @@
-"""Degradation-aware router: s_o = cos(d, B), keep the top K, s = norm_K(s_o)."""
+"""Degradation-aware router: s_o = d·B, keep the top K, s = norm_K(s_o).
+
+With the frozen ImageNet encoder d is the standardised feature and s_o a cosine; with the trained
+encoder (router/trained.py) d is its feature with a constant 1 appended and s_o the presence logit,
+whose sigmoid is a calibrated probability that the damage is there.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import NamedTuple
 
 import torch
@@ -11,6 +17,7 @@ import torch.nn.functional as F
 from ..bank.manifest import NORMALISATIONS, Manifest, decode_matrix
 from ..errors import TEMPERATURE_RANGE, BankError, InputError, check_int, check_range
 from .encoder import DegradationEncoder
+from .trained import CLEAN, make_encoder
 
 
 class Scores(NamedTuple):
@@ -40,6 +47,10 @@ class RoutingResult:
     """Share of the image's standardised feature outside the bank's known-kinds subspace (0..1)."""
     residual_threshold: float | None = None
     notes: list[str] = field(default_factory=list)
+    confidence: float = 1.0
+    """Share of the requested strength the restore should use (trained encoder: follows the damage presence)."""
+    presence_unknown: str | None = None
+    """Trained encoder: why the image looks damaged but no kind is confident, or None."""
 
     @property
     def best(self) -> tuple[str, float]:
@@ -51,6 +62,8 @@ class RoutingResult:
         """Why no LoRA fits, or None: the best similarity is too low, d is closer to the "unknown"
         embedding than to every LoRA by more than the margin, or d lies too far outside the subspace of
         the features the bank was fitted on (all three calibrated on the validation split)."""
+        if self.presence_unknown is not None:
+            return self.presence_unknown
         best = self.best[1]
         if self.unknown_threshold is not None and best < self.unknown_threshold:
             return f"best similarity {best:.3f} < threshold {self.unknown_threshold:.3f}"
@@ -76,6 +89,7 @@ class RoutingResult:
             lines.append(f"{name:<16}{plain(self.similarities[name], 3):>11}{plain(self.weights.get(name, 0.0), 3):>9}")
         if self.unknown:
             lines.append(f"unknown degradation: {self.unknown_reason}; no LoRA fits well")
+        lines += [f"note: {note}" for note in self.notes]
         return "\n".join(lines)
 
 
@@ -117,6 +131,8 @@ def normalise_top_k(similarities: torch.Tensor, top_k: int, temperature: float, 
     values, index = similarities.topk(k, dim=-1)
     if normalisation == "softmax":
         kept = torch.softmax(values / temperature, dim=-1)
+    elif normalisation == "sigmoid":  # each kept kind's own presence probability: a mixture keeps both
+        kept = torch.sigmoid(values / temperature)
     else:  # plain sum-normalisation; negative similarities count as zero
         positive = values.clamp_min(0)
         total = positive.sum(dim=-1, keepdim=True)
@@ -127,9 +143,11 @@ def normalise_top_k(similarities: torch.Tensor, top_k: int, temperature: float, 
 class Router:
     """Frozen encoder + the bank's embeddings B (one per LoRA) and feature standardisation."""
 
-    def __init__(self, manifest: Manifest, encoder: DegradationEncoder | None = None) -> None:
+    def __init__(self, manifest: Manifest, encoder: DegradationEncoder | None = None,
+                 bank_dir: Path | None = None) -> None:
         self.manifest = manifest
-        self.encoder = encoder or DegradationEncoder(manifest.encoder)
+        self.encoder = encoder or make_encoder(manifest.encoder, bank_dir)
+        self.trained = manifest.encoder.trained
         if not manifest.loras:
             raise BankError(f"bank {manifest.name!r} has no LoRAs to route to; add some with `uir-lora bank add`")
         if manifest.encoder.dim != self.encoder.dim:
@@ -137,17 +155,20 @@ class Router:
                             f"encoder gives {self.encoder.dim}; re-run `uir-lora train-router` for this bank")
         self.names = manifest.names
         spec = manifest.encoder
-        self.mean = torch.tensor(spec.feature_mean)
-        self.std = torch.tensor(spec.feature_std)
         embeddings = torch.tensor([entry.embedding for entry in manifest.loras]).reshape(len(self.names), -1)
-        self.embeddings = F.normalize(embeddings, dim=-1)
+        if self.trained:  # d is used as it is and B is the presence head's rows: s_o is a logit
+            self.mean, self.std = torch.zeros(spec.dim), torch.ones(spec.dim)
+            self.embeddings = embeddings
+        else:
+            self.mean, self.std = torch.tensor(spec.feature_mean), torch.tensor(spec.feature_std)
+            self.embeddings = F.normalize(embeddings, dim=-1)
         unknown = manifest.router.unknown_embedding
         self.unknown_embedding = None if unknown is None else F.normalize(torch.tensor(unknown), dim=-1)
         subspace = manifest.router.unknown_subspace
         self.subspace = None if subspace is None else decode_matrix(subspace, len(self.mean), "unknown_subspace")
 
     def similarities(self, images: torch.Tensor) -> torch.Tensor:
-        """s_o = cos(d, B): [B, N]."""
+        """s_o = d·B: [B, N]."""
         return self.scores(images)[0]
 
     def scores(self, images: torch.Tensor) -> Scores:
@@ -156,7 +177,9 @@ class Router:
 
     def feature_scores(self, raw: torch.Tensor) -> Scores:
         """``scores`` of raw encoder features (cached features in evaluation need no encoder pass);
-        d is the feature standardised by the bank's mean and std."""
+        d is the feature standardised by the bank's mean and std (the trained encoder's: as it is)."""
+        if self.trained:
+            return Scores(raw.float() @ self.embeddings.T, None, None)
         z = (raw - self.mean) / self.std
         unit = F.normalize(z, dim=-1)
         unknown = None if self.unknown_embedding is None else unit @ self.unknown_embedding
@@ -189,7 +212,7 @@ class Router:
         weights = normalise_top_k(sims, top_k, temperature, normalisation)
         unknown_list = [None] * len(sims) if unknown is None else unknown.tolist()
         residual_list = [None] * len(sims) if residual is None else residual.tolist()
-        return [
+        results = [
             RoutingResult(
                 similarities=dict(zip(self.names, row_s.tolist())),
                 weights={n: w for n, w in zip(self.names, row_w.tolist()) if w > 0},
@@ -200,3 +223,24 @@ class Router:
             )
             for row_s, row_w, row_u, row_r in zip(sims, weights, unknown_list, residual_list)
         ]
+        if self.trained:
+            for result, row in zip(results, torch.sigmoid(sims / temperature)):
+                self._judge_presence(result, dict(zip(self.names, row.tolist())))
+        return results
+
+    def _judge_presence(self, result: RoutingResult, presence: dict[str, float]) -> None:
+        """The trained encoder's own uncertainty: unknown when damage is likely but no kind is confident;
+        strength x presence / ``confidence_full`` when the strongest damage is not confident."""
+        damage = {name: p for name, p in presence.items() if name != CLEAN}
+        if not damage:
+            return
+        kind, strongest = max(damage.items(), key=lambda item: item[1])
+        clean = presence.get(CLEAN, 1.0 - strongest)
+        if clean < 0.5 and strongest < 0.5:
+            result.presence_unknown = (f"damage is likely (clean {clean:.2f}) but no kind is confident "
+                                       f"(best {kind} {strongest:.2f})")
+        full = self.manifest.router.confidence_full
+        if full is not None and strongest < full:
+            result.confidence = strongest / full
+            result.notes.append(f"unsure of any damage (strongest: {kind} {strongest:.2f}, clean {clean:.2f}): "
+                                f"strength x {result.confidence:.2f}, the output stays close to the input")

@@ -34,7 +34,7 @@ from ..backbones.base import Backbone
 from ..degrade import KINDS, compatible, degrade
 from ..degrade_alt import degrade as degrade_alt
 from ..sampler.multiscale import multiscale, pyramid_levels
-from .trainer import CLEAN, TrainConfig, log_progress, optimise
+from .trainer import CLEAN, TrainConfig, next_lr, optimise
 
 IMPLEMENTATIONS = ("wide", "alt")
 """The two independent syntheses that feed training: degrade's wide profile and degrade_alt."""
@@ -153,13 +153,7 @@ def train_bank(backbone: Backbone, photos: Sequence[np.ndarray], cfg: JointConfi
     np_rng = np.random.default_rng(cfg.seed + accelerator.process_index)
     gen = torch.Generator().manual_seed(cfg.seed + accelerator.process_index)
     start, step, losses = time.perf_counter(), 0, []
-    while True:
-        progress = step / cfg.steps if cfg.steps else (time.perf_counter() - start) / (cfg.minutes * 60)
-        if progress >= 1.0:
-            break
-        lr = cfg.lr_at(progress)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
+    while (lr := next_lr(step, start, cfg, accelerator, optimizer)) is not None:
         case = draw_case(rng, cfg)
         clean = photo_crops(photos, cfg.batch, cfg.crop, np_rng)
         damaged = degrade_case(clean, case, gen)
@@ -172,9 +166,7 @@ def train_bank(backbone: Backbone, photos: Sequence[np.ndarray], cfg: JointConfi
         with torch.autocast(accelerator.device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
             out = restore(backbone, x, cond, cfg.multiscale_coarsest)
         loss = F.l1_loss(out.float(), target.to(accelerator.device))
-        losses.append(optimise(accelerator, optimizer, loss))
-        step += 1
-        log_progress(step, losses, cfg, lr, start, log)
+        step = optimise(loss, optimizer, accelerator, losses, step, lr, start, cfg, log)
     for p in params:
         p.requires_grad_(False)
     return {"steps": step, "seconds": round(time.perf_counter() - start, 1), "loss_last": losses[-50:]}

@@ -150,19 +150,31 @@ def _progress(step: int, start: float, cfg: TrainConfig, accelerator: Accelerato
     return float(accelerator.reduce(elapsed, reduction="max"))  # all ranks agree on lr and on stopping
 
 
-def optimise(accelerator: Accelerator, optimizer: torch.optim.Optimizer, loss: torch.Tensor) -> float:
-    """One optimiser step on ``loss``; returns its value."""
+def next_lr(step: int, start: float, cfg: TrainConfig, accelerator: Accelerator,
+            optimizer: torch.optim.Optimizer) -> float | None:
+    """Set and return the cosine learning rate for ``step``; None once the steps or minutes are spent."""
+    progress = _progress(step, start, cfg, accelerator)
+    if progress >= 1.0:
+        return None
+    lr = cfg.lr_at(progress)
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    return lr
+
+
+def optimise(loss: torch.Tensor, optimizer: torch.optim.Optimizer, accelerator: Accelerator, losses: list[float],
+             step: int, lr: float, start: float, cfg: TrainConfig, log: Callable[[str], None]) -> int:
+    """One optimiser step on ``loss``; every ``cfg.log_every`` steps a line with the mean loss since the last
+    one. Returns the number of steps done."""
     optimizer.zero_grad(set_to_none=True)
     accelerator.backward(loss)
     optimizer.step()
-    return float(loss.detach())
-
-
-def log_progress(step: int, losses: Sequence[float], cfg: TrainConfig, lr: float, start: float,
-                 log: Callable[[str], None]) -> None:
+    losses.append(float(loss.detach()))
+    step += 1
     if step % cfg.log_every == 0:
         recent = sum(losses[-cfg.log_every:]) / cfg.log_every
         log(f"step {step} loss {recent:.4f} lr {lr:.2e} {time.perf_counter() - start:.0f}s")
+    return step
 
 
 def train(backbone: Backbone, dataset: Dataset, conditioning: Mapping[str, float], cfg: TrainConfig,
@@ -178,20 +190,15 @@ def train(backbone: Backbone, dataset: Dataset, conditioning: Mapping[str, float
     model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
     model.train()
     losses: list[float] = []
-    start, step, progress = time.perf_counter(), 0, 0.0
+    start, step = time.perf_counter(), 0
     for degraded, clean in loader:
-        progress = _progress(step, start, cfg, accelerator)
-        if progress >= 1.0:
+        lr = next_lr(step, start, cfg, accelerator, optimizer)
+        if lr is None:
             break
-        lr = cfg.lr_at(progress)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
         degraded = degraded.contiguous(memory_format=torch.channels_last)
         with torch.autocast(accelerator.device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
             loss = LOSSES[cfg.loss](model(degraded).float(), clean)
-        losses.append(optimise(accelerator, optimizer, loss))
-        step += 1
-        log_progress(step, losses, cfg, lr, start, log)
+        step = optimise(loss, optimizer, accelerator, losses, step, lr, start, cfg, log)
     model.eval()
     return {"steps": step, "seconds": round(time.perf_counter() - start, 1), "losses": losses}
 

