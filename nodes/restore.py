@@ -8,7 +8,7 @@ from comfy_api.latest import io
 
 from ..uir_lora import pipeline
 from ..uir_lora.errors import InputError
-from ..uir_lora.sampler.restore import SamplerOptions, as_image_batch, restore_batch
+from ..uir_lora.sampler.restore import SamplerOptions
 from .common import CATEGORY, Backbone, Composition, hooks, to_comfy, to_engine
 
 
@@ -50,9 +50,8 @@ class UIR_Restore(io.ComfyNode):
         if spatial:
             restored = restore_spatial(images, backbone, composition, strength, options, progress, check_interrupt)
         else:
-            restored = restore_batch(backbone, images, composition, options,
-                                     progress=progress, check_interrupt=check_interrupt)
-            restored = pipeline.apply_strength(as_image_batch(images), restored, strength)
+            restored = pipeline.restore_composed(images, backbone, composition, strength, options, progress,
+                                                 check_interrupt)
         return io.NodeOutput(to_comfy(restored))
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
 import math
@@ -178,6 +179,18 @@ def test_restore_shapes_progress_strength_and_interrupt(nodes, loaded, images):
         restore.execute(images, backbone, composition, 1.0, 64, 0, False)
     (again,) = restore.execute(images, backbone, composition, 1.0, 64, 0, False).args
     assert torch.equal(again, out)  # the interrupt left the backbone in its base state
+
+
+def test_restore_blends_an_unsure_composition_towards_the_input(nodes, loaded, images):
+    """Do no harm reaches the node: a composition's confidence scales its strength, per image."""
+    backbone, bank = loaded
+    (composition,) = nodes["UIR_LoraComposer"].execute(bank, "manual", "noise=1", True)
+    sure, unsure, half = (dataclasses.replace(composition[0], confidence=c) for c in (1.0, 0.0, 0.5))
+    restore = nodes["UIR_Restore"]
+    (full,) = restore.execute(images, backbone, [sure, sure], 1.0, 512, 0, False).args
+    (out,) = restore.execute(images, backbone, [unsure, half], 1.0, 512, 0, False).args
+    assert torch.allclose(out[0], images[0], atol=1e-6)
+    assert torch.allclose(out[1], (images[1] + 0.5 * (full[1] - images[1])).clamp(0, 1), atol=1e-5)
 
 
 def test_restore_spatial_is_explicit(nodes, loaded, images, pack):

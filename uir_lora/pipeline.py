@@ -205,11 +205,23 @@ def restore(
         estimate(bank, images, top_k, temperature) if route_needed else [None] * images.shape[0]
     )
     compositions = [compose(bank, r, manual, mode, fused) for r in routings]
-    restored = restore_batch(backbone, images, compositions, options, progress=progress,
+    return restore_composed(images, backbone, compositions, strength, options, progress, check_interrupt), compositions
+
+
+def restore_composed(images: torch.Tensor, backbone: Backbone, compositions: Sequence[Composition],
+                     strength: float = 1.0, options: SamplerOptions | None = None, progress: ProgressFn | None = None,
+                     check_interrupt: InterruptFn | None = None) -> torch.Tensor:
+    """Restore with compositions already made (one for all images, or one each), at ``strength``.
+
+    Do no harm: each image's strength is scaled by its composition's confidence, so an unsure router's
+    restore is blended towards the input (its routing notes say so).
+    """
+    images = as_image_batch(images)
+    restored = restore_batch(backbone, images, list(compositions), options, progress=progress,
                              check_interrupt=check_interrupt)
-    # do no harm: an unsure router's restore is blended towards the input (its routing notes say so)
+    per_image = list(compositions) * images.shape[0] if len(compositions) == 1 else compositions
     return torch.cat([apply_strength(image[None], out[None], strength * composition.confidence)
-                      for image, out, composition in zip(images, restored, compositions)]), compositions
+                      for image, out, composition in zip(images, restored, per_image)])
 
 
 def _restore_spatial(images, backbone, bank, manual, mode, top_k, temperature, fused, strength, options,
