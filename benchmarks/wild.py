@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import hashlib
+import itertools
 import json
 import platform
 import subprocess
@@ -65,12 +66,14 @@ def classical_for(kinds: tuple[str, ...]) -> dict[str, Restorer]:
 
 
 def check_photos(size: int | None, max_photos: int | None, with_scenes: bool) -> list[tuple[str, np.ndarray]]:
-    """(name, RGB uint8) of the CHECK scenes, then the scikit photos; centre crops of ``size`` unless None."""
-    photos = [(f"scene:{Path(name).stem}", image) for name, image in load_scenes("CHECK")] if with_scenes else []
-    photos += [(f"scikit:{name}", (image[0].permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8))
-               for name, image in scene_photos()]
+    """(name, RGB uint8) of the CHECK scenes and the scikit photos; centre crops of ``size`` unless None."""
+    scenes = [(f"scene:{Path(name).stem}", image) for name, image in load_scenes("CHECK")] if with_scenes else []
+    scikit = [(f"scikit:{name}", (image[0].permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8))
+              for name, image in scene_photos()]
+    # alternate the two sources, so any prefix (--max-photos, an interrupted run) holds both
+    photos = [photo for pair in itertools.zip_longest(scenes, scikit) for photo in pair if photo is not None]
     if size:
-        photos = [(name, centre_crop(torch.from_numpy(image).permute(2, 0, 1), size).permute(1, 2, 0).numpy())
+        photos = [(name, centre_crop(torch.from_numpy(image.copy()).permute(2, 0, 1), size).permute(1, 2, 0).numpy())
                   for name, image in photos]
     else:  # the backbone wants even sides
         photos = [(name, image[: image.shape[0] // 2 * 2, : image.shape[1] // 2 * 2]) for name, image in photos]
@@ -315,10 +318,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     options = {"bank": args.bank, "seed": args.seed, "restore_severities": args.restore_severities,
                "threads": max(1, torch.get_num_threads() // max(1, args.jobs))}
     rows: list[dict] = []
+    args.out.mkdir(parents=True, exist_ok=True)
+    partial = args.out / f"{args.name}.partial.jsonl"  # kept per photo: an interrupted run can still be summarised
+    partial.write_text("")
     with ProcessPoolExecutor(args.jobs) if args.jobs > 1 else _Inline() as pool:
         futures = [pool.submit(evaluate_photo, i, name, image, options) for i, (name, image) in enumerate(photos)]
         for done, future in enumerate(futures, 1):
-            rows += future.result()
+            photo_rows = future.result()
+            rows += photo_rows
+            with partial.open("a") as handle:
+                handle.writelines(json.dumps(row) + "\n" for row in photo_rows)
             print(f"[{done}/{len(photos)}] {time.time() - started:.0f} s", flush=True)
     summary = summarise(rows)
     meta = {"command": "python benchmarks/wild.py " + " ".join(sys.argv[1:] if argv is None else argv),
@@ -328,13 +337,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             "photos": {name: hashlib.sha256(image.tobytes()).hexdigest() for name, image in photos},
             "restore_severities": args.restore_severities, "seconds": time.time() - started,
             "bank": args.bank, "seed": args.seed}
-    args.out.mkdir(parents=True, exist_ok=True)
     (args.out / f"{args.name}.json").write_text(json.dumps({"meta": meta, "summary": summary, "rows": rows},
                                                            indent=1) + "\n")
     text = markdown(summary, meta)
     (args.out / f"{args.name}.md").write_text("# Independent check set\n\n" + text)
     if args.doc:
         replace_section(args.doc, "wild", text)
+    partial.unlink()
     print(text)
     return 0
 
