@@ -160,7 +160,7 @@ def licence_of(candidate: Candidate, copyright_text: str) -> str:
                 chosen = licence
         return chosen or "UNKNOWN"
     position = free_form.find(base)
-    match = re.search(r"Licensed under ([^\n]*?)(?: License)?\.", free_form[position:]) if position >= 0 else None
+    match = re.search(r"Licensed under (.+?)(?: License)?\.?$", free_form[position:], re.M) if position >= 0 else None
     return match.group(1) if match else "UNKNOWN"
 
 

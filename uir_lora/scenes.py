@@ -32,7 +32,8 @@ def read_scene_list(path: Path = DEFAULT_LIST) -> list[dict]:
     try:
         document = json.loads(Path(path).read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise InputError(f"{path}: the scene list is missing; {BUILD_HINT} --refresh-list") from None
+        raise InputError(f"{path}: the scene list is missing; restore it with git, or rebuild it with "
+                         "python tools/build_scene_pool.py --refresh-list") from None
     except json.JSONDecodeError as exc:
         raise InputError(f"{path}: not valid JSON ({exc}); restore it from git or rebuild it with "
                          "python tools/build_scene_pool.py --refresh-list") from None
