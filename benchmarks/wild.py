@@ -300,11 +300,15 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "results", help="folder for JSON and markdown")
     parser.add_argument("--name", default="wild_check", help="file stem of the outputs")
     parser.add_argument("--doc", type=Path, help="also write the table into this markdown file's 'wild' section")
+    parser.add_argument("--summarise", type=Path, metavar="ROWS.jsonl",
+                        help="only summarise the rows an interrupted run kept (<out>/<name>.partial.jsonl)")
     return parser.parse_args(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse(argv)
+    if args.summarise:
+        return summarise_partial(args)
     started, revision = time.time(), commit()  # the code that ran, before anything is edited during a long run
     try:
         photos = check_photos(None if args.native else args.size,
@@ -329,7 +333,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             with partial.open("a") as handle:
                 handle.writelines(json.dumps(row) + "\n" for row in photo_rows)
             print(f"[{done}/{len(photos)}] {time.time() - started:.0f} s", flush=True)
-    summary = summarise(rows)
     meta = {"command": "python benchmarks/wild.py " + " ".join(sys.argv[1:] if argv is None else argv),
             "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
             "commit": revision, "machine": f"{platform.machine()} CPU, torch {torch.__version__}",
@@ -337,14 +340,35 @@ def main(argv: Sequence[str] | None = None) -> int:
             "photos": {name: hashlib.sha256(image.tobytes()).hexdigest() for name, image in photos},
             "restore_severities": args.restore_severities, "seconds": time.time() - started,
             "bank": args.bank, "seed": args.seed}
+    write_outputs(args, rows, meta)
+    partial.unlink()
+    return 0
+
+
+def write_outputs(args: argparse.Namespace, rows: list[dict], meta: dict) -> None:
+    """<out>/<name>.json (meta, summary, every row), <out>/<name>.md, and the --doc section."""
+    summary = summarise(rows)
+    args.out.mkdir(parents=True, exist_ok=True)
     (args.out / f"{args.name}.json").write_text(json.dumps({"meta": meta, "summary": summary, "rows": rows},
                                                            indent=1) + "\n")
     text = markdown(summary, meta)
     (args.out / f"{args.name}.md").write_text("# Independent check set\n\n" + text)
     if args.doc:
         replace_section(args.doc, "wild", text)
-    partial.unlink()
     print(text)
+
+
+def summarise_partial(args: argparse.Namespace) -> int:
+    """Outputs from the rows of an interrupted run; the photos are those that finished."""
+    rows = [json.loads(line) for line in args.summarise.read_text().splitlines() if line.strip()]
+    photos = list(dict.fromkeys(r["photo"] for r in rows))
+    meta = {"command": f"python benchmarks/wild.py {' '.join(sys.argv[1:])} (rows of an interrupted run)",
+            "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+            "commit": commit(), "machine": f"{platform.machine()} CPU, torch {torch.__version__}",
+            "photos_n": len(photos), "crop": "see the run's command", "photos": {p: "-" * 12 for p in photos},
+            "restore_severities": args.restore_severities, "seconds": float("nan"), "bank": args.bank,
+            "seed": args.seed}
+    write_outputs(args, rows, meta)
     return 0
 
 
