@@ -53,16 +53,9 @@ def sensor_noise(image: np.ndarray, rng: np.random.Generator, shot: float, read:
     return to_srgb(linear + rng.normal(size=image.shape).astype(np.float32) * std)
 
 
-def gaussian_field(rng: np.random.Generator, shape: tuple[int, int], scale: float) -> np.ndarray:
-    """Smooth random field in 0..1 (low-pass filtered white noise), correlation length about ``scale`` px."""
-    field = ndimage.gaussian_filter(rng.normal(size=shape).astype(np.float32), scale, mode="wrap")
-    field -= field.min()
-    return field / max(float(field.max()), 1e-8)
-
-
 # ---------------------------------------------------------------- noise
 
-def gaussian_noise(image: np.ndarray, rng: np.random.Generator, level: int) -> np.ndarray:
+def white_gaussian_noise(image: np.ndarray, rng: np.random.Generator, level: int) -> np.ndarray:
     """Additive white Gaussian noise, colour (independent channels) or grey (one field for all)."""
     sigma = NOISE_SIGMAS[level] / 255
     colour = rng.random() < 0.6
@@ -70,7 +63,7 @@ def gaussian_noise(image: np.ndarray, rng: np.random.Generator, level: int) -> n
     return image + sigma * noise
 
 
-def poisson_noise(image: np.ndarray, rng: np.random.Generator, level: int) -> np.ndarray:
+def photon_noise(image: np.ndarray, rng: np.random.Generator, level: int) -> np.ndarray:
     """Photon shot noise: counts ~ Poisson(peak * x); colour or grey (on luminance), as Real-ESRGAN."""
     peak = (80.0, 25.0, 8.0)[level]
     if rng.random() < 0.6:
@@ -81,21 +74,21 @@ def poisson_noise(image: np.ndarray, rng: np.random.Generator, level: int) -> np
 
 # ---------------------------------------------------------------- blur
 
-def motion_blur(image: np.ndarray, rng: np.random.Generator, level: int) -> np.ndarray:
+def camera_shake(image: np.ndarray, rng: np.random.Generator, level: int) -> np.ndarray:
     """Camera shake along a random trajectory, then the faint sensor noise every real exposure carries."""
     length = (8.0, 16.0, 28.0)[level] * rng.uniform(0.85, 1.15)
     blurred = convolve(to_linear(image), kernels.motion(rng, length))  # light adds up in linear space
     return sensor_noise(to_srgb(blurred), rng, shot=rng.uniform(2e-5, 8e-5), read=rng.uniform(5e-4, 1.5e-3))
 
 
-def defocus_blur(image: np.ndarray, rng: np.random.Generator, level: int) -> np.ndarray:
+def out_of_focus(image: np.ndarray, rng: np.random.Generator, level: int) -> np.ndarray:
     """Out of focus: convolution with the aperture's disc, in linear light, plus faint sensor noise."""
     radius = (2.0, 4.0, 7.0)[level] * rng.uniform(0.9, 1.1)
     blurred = convolve(to_linear(image), kernels.disc(radius))
     return sensor_noise(to_srgb(blurred), rng, shot=rng.uniform(1e-5, 4e-5), read=rng.uniform(3e-4, 8e-4))
 
 
-def low_resolution(image: np.ndarray, rng: np.random.Generator, level: int) -> np.ndarray:
+def downsampled(image: np.ndarray, rng: np.random.Generator, level: int) -> np.ndarray:
     """Blur with a random kernel family, downsample, upsample back (the user's bicubic enlargement)."""
     factor = (2, 3, 4)[level]
     _, kernel = kernels.random_resolution_kernel(rng, strength=0.4 * factor)
@@ -114,7 +107,7 @@ def to_uint8(image: np.ndarray) -> np.ndarray:
     return (np.clip(image, 0, 1) * 255 + 0.5).astype(np.uint8)
 
 
-def jpeg(image: np.ndarray, rng: np.random.Generator, level: int) -> np.ndarray:
+def jpeg_compression(image: np.ndarray, rng: np.random.Generator, level: int) -> np.ndarray:
     """PIL's libjpeg at a fixed quality per severity, 4:2:0 or 4:4:4 chroma subsampling."""
     quality = (50, 30, 10)[level]
     buffer = io.BytesIO()
@@ -131,7 +124,7 @@ def camera_curve(linear: np.ndarray, contrast: float, toe: float) -> np.ndarray:
     return np.clip(shoulder + toe * shoulder * (1 - shoulder) ** 3, 0, 1)
 
 
-def low_light(image: np.ndarray, rng: np.random.Generator, level: int) -> np.ndarray:
+def underexposure(image: np.ndarray, rng: np.random.Generator, level: int) -> np.ndarray:
     """Underexposure through a camera pipeline: less light, a tone curve, gamma, amplified sensor noise."""
     exposure = (0.30, 0.15, 0.07)[level] * rng.uniform(0.85, 1.15)
     linear = to_linear(image) * exposure
@@ -142,7 +135,7 @@ def low_light(image: np.ndarray, rng: np.random.Generator, level: int) -> np.nda
     return np.clip(curved, 0, 1) ** (1 / rng.uniform(2.0, 2.4))
 
 
-def color_cast(image: np.ndarray, rng: np.random.Generator, level: int) -> np.ndarray:
+def white_balance_error(image: np.ndarray, rng: np.random.Generator, level: int) -> np.ndarray:
     """A wrong white balance: per-channel gains in linear light along warm/cool plus a green/magenta tint."""
     strength = (0.15, 0.30, 0.50)[level]
     temperature = rng.choice([-1.0, 1.0]) * strength * rng.uniform(0.8, 1.2)   # + warm, - cool
@@ -168,7 +161,7 @@ def depth_proxy(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return np.clip(ndimage.gaussian_filter(depth, max(height, width) / 60), 0, 1)
 
 
-def haze(image: np.ndarray, rng: np.random.Generator, level: int) -> np.ndarray:
+def atmospheric_haze(image: np.ndarray, rng: np.random.Generator, level: int) -> np.ndarray:
     """Koschmieder's model I = J t + A (1 - t), t = exp(-β d), with a varied airlight colour."""
     beta = (0.7, 1.3, 2.2)[level] * rng.uniform(0.85, 1.15)
     depth = 0.25 + 0.75 * depth_proxy(image, rng)
@@ -192,7 +185,7 @@ def streak_layer(rng: np.random.Generator, shape: tuple[int, int], density: floa
     return np.clip(streaks * brightness * length / 3, 0, 1)
 
 
-def rain(image: np.ndarray, rng: np.random.Generator, level: int) -> np.ndarray:
+def rain_streaks(image: np.ndarray, rng: np.random.Generator, level: int) -> np.ndarray:
     """Two or three streak layers (near: long, wide, sparse; far: short, thin, dense) and a faint veil."""
     density = (0.002, 0.005, 0.010)[level]
     angle = rng.uniform(-0.35, 0.35)
@@ -210,7 +203,7 @@ def rain(image: np.ndarray, rng: np.random.Generator, level: int) -> np.ndarray:
     return screen(hazy, layers[..., None] * np.array([0.95, 0.97, 1.0], np.float32))
 
 
-def snow(image: np.ndarray, rng: np.random.Generator, level: int) -> np.ndarray:
+def snowfall(image: np.ndarray, rng: np.random.Generator, level: int) -> np.ndarray:
     """Flake layers: soft discs of several sizes, near ones larger, blurred and slightly smeared."""
     density = (0.0002, 0.0005, 0.0011)[level]
     shape = image.shape[:2]
@@ -228,7 +221,7 @@ def snow(image: np.ndarray, rng: np.random.Generator, level: int) -> np.ndarray:
     return screen(image * (1 - veil) + veil * 0.9, flakes[..., None])
 
 
-def raindrop(image: np.ndarray, rng: np.random.Generator, level: int) -> np.ndarray:
+def lens_raindrops(image: np.ndarray, rng: np.random.Generator, level: int) -> np.ndarray:
     """Water drops on the lens or window: each drop refracts an inverted, shrunken, defocused view of
     the scene around it, with a soft edge and a dark rim; the glass behind is slightly out of focus."""
     count = (8, 18, 35)[level]
@@ -263,17 +256,17 @@ def raindrop(image: np.ndarray, rng: np.random.Generator, level: int) -> np.ndar
 
 
 DEGRADATIONS: dict[str, Degradation] = {
-    "noise": gaussian_noise,
-    "poisson_noise": poisson_noise,
-    "motion_blur": motion_blur,
-    "defocus_blur": defocus_blur,
-    "jpeg": jpeg,
-    "low_light": low_light,
-    "haze": haze,
-    "rain": rain,
-    "snow": snow,
-    "raindrop": raindrop,
-    "low_resolution": low_resolution,
-    "color_cast": color_cast,
+    "gaussian_noise": white_gaussian_noise,
+    "poisson_noise": photon_noise,
+    "motion_blur": camera_shake,
+    "defocus_blur": out_of_focus,
+    "jpeg": jpeg_compression,
+    "low_light": underexposure,
+    "haze": atmospheric_haze,
+    "rain": rain_streaks,
+    "snow": snowfall,
+    "raindrop": lens_raindrops,
+    "low_resolution": downsampled,
+    "color_cast": white_balance_error,
 }
 """Kind name (the bank's names) -> degradation(image, rng, severity index)."""
