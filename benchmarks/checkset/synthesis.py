@@ -256,7 +256,7 @@ def lens_raindrops(image: np.ndarray, rng: np.random.Generator, level: int) -> n
 
 
 DEGRADATIONS: dict[str, Degradation] = {
-    "gaussian_noise": white_gaussian_noise,
+    "noise": white_gaussian_noise,
     "poisson_noise": photon_noise,
     "motion_blur": camera_shake,
     "defocus_blur": out_of_focus,
