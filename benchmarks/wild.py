@@ -293,6 +293,8 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--native", action="store_true", help="whole photos instead of centre crops")
     parser.add_argument("--restore-severities", nargs="+", default=["moderate"], choices=SEVERITIES,
                         help="severities of single kinds that are restored and scored (all are routed)")
+    parser.add_argument("--skip-photos", type=int, default=0,
+                        help="leave out the first N photos (run parts in parallel; merge with --summarise)")
     parser.add_argument("--no-scenes", action="store_true", help="only the scikit photos (no scene pool)")
     parser.add_argument("--bank", default=pipeline.DEFAULT_BANK)
     parser.add_argument("--seed", type=int, default=0)
@@ -326,13 +328,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     partial = args.out / f"{args.name}.partial.jsonl"  # kept per photo: an interrupted run can still be summarised
     partial.write_text("")
     with ProcessPoolExecutor(args.jobs) if args.jobs > 1 else _Inline() as pool:
-        futures = [pool.submit(evaluate_photo, i, name, image, options) for i, (name, image) in enumerate(photos)]
+        futures = [pool.submit(evaluate_photo, i, name, image, options) for i, (name, image) in enumerate(photos)
+                   if i >= args.skip_photos]  # the index fixes the photo's seeds: runs of parts agree with a whole
         for done, future in enumerate(futures, 1):
             photo_rows = future.result()
             rows += photo_rows
             with partial.open("a") as handle:
                 handle.writelines(json.dumps(row) + "\n" for row in photo_rows)
-            print(f"[{done}/{len(photos)}] {time.time() - started:.0f} s", flush=True)
+            print(f"[{done}/{len(futures)}] {time.time() - started:.0f} s", flush=True)
     meta = {"command": "python benchmarks/wild.py " + " ".join(sys.argv[1:] if argv is None else argv),
             "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
             "commit": revision, "machine": f"{platform.machine()} CPU, torch {torch.__version__}",
