@@ -365,10 +365,13 @@ def summarise_partial(args: argparse.Namespace) -> int:
     """Outputs from the rows of an interrupted run; the photos are those that finished."""
     rows = [json.loads(line) for line in args.summarise.read_text().splitlines() if line.strip()]
     photos = list(dict.fromkeys(r["photo"] for r in rows))
+    digests = {name: hashlib.sha256(image.tobytes()).hexdigest()
+               for name, image in check_photos(None if args.native else args.size, None, not args.no_scenes)}
     meta = {"command": f"python benchmarks/wild.py {' '.join(sys.argv[1:])} (rows of an interrupted run)",
             "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
             "commit": commit(), "machine": f"{platform.machine()} CPU, torch {torch.__version__}",
-            "photos_n": len(photos), "crop": "see the run's command", "photos": {p: "-" * 12 for p in photos},
+            "photos_n": len(photos), "crop": "whole photos" if args.native else f"centre {args.size}² crops",
+            "photos": {p: digests[p] for p in photos},
             "restore_severities": args.restore_severities, "seconds": float("nan"), "bank": args.bank,
             "seed": args.seed}
     write_outputs(args, rows, meta)
