@@ -241,8 +241,61 @@ def markdown(summary: dict, meta: dict) -> str:
              for column, key in (("classical", None), ("auto", "auto"))}
     lines += ["", f"- **Mean gain over the cases above**: classical {fmt(means['classical'])} dB, "
               f"auto {fmt(means['auto'])} dB."]
-    lines += routing_markdown(routing) + clean_markdown(summary["clean"])
+    lines += routing_markdown(routing) + clean_markdown(summary["clean"]) + goals_table(summary)
     return "\n".join(lines) + "\n"
+
+
+def goals(summary: dict) -> list[tuple[str, str, bool]]:
+    """The done-when lines of the engine issue (14) and the router issue (15), measured here."""
+    cases = list(summary["cases"].values())
+    singles = [c for c in cases if c["best_single_lora"] is None]
+    mixtures = [c for c in cases if c["best_single_lora"] is not None]
+
+    def shortfalls(items, better, worse, margin=0.0):
+        return [f"{c['case']} ({fmt(c['gain'][better(c)] - c['gain'][worse(c)])})" for c in items
+                if c["gain"][better(c)] < c["gain"][worse(c)] + margin]
+
+    def best(c):
+        return c["best_classical"]
+
+    def composed(c):
+        return max(("loras@0.5", "loras@1"), key=c["gain"].get)
+
+    rows = []
+    for label, items, better, worse, margin in (
+            ("auto > best classical, every kind and mixture", cases, lambda c: "auto", best, 0.0),
+            ("right LoRA at 1 > best classical, every kind", singles, lambda c: "lora@1", best, 0.0),
+            ("composed LoRAs ≥ best single LoRA + 0.3 dB, every mixture", mixtures, composed,
+             lambda c: c["best_single_lora"], 0.3)):
+        missed = shortfalls(items, better, worse, margin)
+        rows.append((f"(14) {label}", f"{len(items) - len(missed)}/{len(items)}"
+                     + (f"; short: {', '.join(missed)}" if missed else ""), not missed))
+    below = [c["case"] for c in singles if c["gain"]["auto"] <= 0]
+    rows.append(("(14) auto above the input, every kind", f"{len(singles) - len(below)}/{len(singles)}"
+                 + (f"; not: {', '.join(below)}" if below else ""), not below))
+    routing, clean = summary["routing"], summary["clean"]
+    if routing["top1_all"] is not None:
+        weakest = min(routing["top1_per_kind"].items(), key=lambda item: item[1]["all"])
+        rows += [("(15) top-1 ≥ 95 % at moderate and strong", f"{routing['top1_moderate_strong']:.1%}",
+                  routing["top1_moderate_strong"] >= 0.95),
+                 ("(15) top-1 ≥ 90 % over all severities", f"{routing['top1_all']:.1%}", routing["top1_all"] >= 0.9),
+                 ("(15) every kind's top-1 ≥ 85 %", f"weakest {weakest[0]} {weakest[1]['all']:.0%}",
+                  weakest[1]["all"] >= 0.85)]
+    if routing["top2_mixtures_all"] is not None:
+        rows.append(("(15) both kinds in the top 2 on ≥ 80 % of mixtures", f"{routing['top2_mixtures_all']:.0%}",
+                     routing["top2_mixtures_all"] >= 0.8))
+    if clean["n"]:
+        rows += [("(15) clean photos: PSNR(output, input) ≥ 40 dB on ≥ 95 %", f"{clean['share_at_least_40db']:.0%}",
+                  clean["share_at_least_40db"] >= 0.95),
+                 ("(15) clean photos: none below 30 dB", f"{clean['below_30db']} below (minimum "
+                  f"{clean['min_psnr_vs_input']:.1f} dB)", clean["below_30db"] == 0)]
+    return rows
+
+
+def goals_table(summary: dict) -> list[str]:
+    lines = ["| goal (issue) | measured | met |", "|---|---|---|"]
+    lines += [f"| {goal} | {measured} | {'yes' if met else '**no**'} |" for goal, measured, met in goals(summary)]
+    return ["", *lines]
 
 
 def routing_markdown(routing: dict) -> list[str]:

@@ -52,3 +52,7 @@ def test_gains_best_classical_routing_and_clean_photos():
                                    "crop": "centre 512² crops", "photos": {"a": "0" * 64, "b": "1" * 64},
                                    "restore_severities": ["moderate"], "seconds": 1.0})
     assert "| haze (moderate) | 11.00 | +2.00 (dark_channel) | +1.00 |" in text
+    met = {goal: ok for goal, _, ok in wild.goals(summary)}
+    assert not met["(14) auto > best classical, every kind and mixture"]  # haze: +1 against +2
+    assert met["(14) auto above the input, every kind"]
+    assert not met["(15) clean photos: none below 30 dB"]
