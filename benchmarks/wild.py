@@ -253,13 +253,13 @@ def goals(summary: dict) -> list[tuple[str, str, bool]]:
 
     def shortfalls(items, better, worse, margin=0.0):
         return [f"{c['case']} ({fmt(c['gain'][better(c)] - c['gain'][worse(c)])})" for c in items
-                if c["gain"][better(c)] < c["gain"][worse(c)] + margin]
+                if c["gain"].get(better(c), -np.inf) < c["gain"][worse(c)] + margin]
 
     def best(c):
         return c["best_classical"]
 
     def composed(c):
-        return max(("loras@0.5", "loras@1"), key=c["gain"].get)
+        return max(("loras@0.5", "loras@1"), key=lambda method: c["gain"].get(method, -np.inf))
 
     rows = []
     for label, items, better, worse, margin in (

@@ -23,6 +23,7 @@ def test_gains_best_classical_routing_and_clean_photos():
         restored("a", "haze", "auto", 13.0, weights={"haze": 0.9, "noise": 0.1}),
         restored("b", "haze", "input", 12.0), restored("b", "haze", "classical:dark_channel", 12.0),
         restored("b", "haze", "auto", 11.0, weights={"snow": 1.0}),
+        restored("a", "haze", "lora@1", 15.0), restored("b", "haze", "lora@1", 13.0),
         {"photo": "a", "case": "haze", "kinds": ["haze"], "severity": "mild", "method": "route",
          "weights": {"haze": 1.0}},
         restored("a", "haze+noise", "input", 10.0, kinds=["haze", "noise"]),
@@ -30,6 +31,8 @@ def test_gains_best_classical_routing_and_clean_photos():
         restored("a", "haze+noise", "auto", 12.0, kinds=["haze", "noise"], weights={"noise": 0.6, "haze": 0.4}),
         restored("a", "haze+noise", "lora@1:haze", 13.0, kinds=["haze", "noise"]),
         restored("a", "haze+noise", "lora@1:noise", 11.5, kinds=["haze", "noise"]),
+        restored("a", "haze+noise", "loras@0.5", 13.5, kinds=["haze", "noise"]),
+        restored("a", "haze+noise", "loras@1", 12.5, kinds=["haze", "noise"]),
         {"photo": "a", "case": "clean", "kinds": [], "severity": None, "method": "auto", "psnr_vs_input": 45.0,
          "weights": {"clean": 1.0}},
         {"photo": "b", "case": "clean", "kinds": [], "severity": None, "method": "auto", "psnr_vs_input": 25.0,
@@ -54,5 +57,6 @@ def test_gains_best_classical_routing_and_clean_photos():
     assert "| haze (moderate) | 11.00 | +2.00 (dark_channel) | +1.00 |" in text
     met = {goal: ok for goal, _, ok in wild.goals(summary)}
     assert not met["(14) auto > best classical, every kind and mixture"]  # haze: +1 against +2
-    assert met["(14) auto above the input, every kind"]
+    assert met["(14) auto above the input, every kind"] and met["(14) right LoRA at 1 > best classical, every kind"]
     assert not met["(15) clean photos: none below 30 dB"]
+    assert met["(14) composed LoRAs ≥ best single LoRA + 0.3 dB, every mixture"]  # 13.5 against 13.0 + 0.3
