@@ -210,7 +210,10 @@ def _load_photos(folders: Sequence[Path], max_side: int) -> list[np.ndarray]:
 
 
 def training_photos(extra_folders: Sequence[Path] = (), max_side: int = 1024) -> list[np.ndarray]:
-    """The training sources of offline-assets.md: template renders, training interiors, extra folders."""
+    """The training sources of offline-assets.md: template renders, training interiors, the Debian
+    TRAIN scenes when tools/build_scene_pool.py has fetched them, and extra folders."""
+    from ..errors import InputError
+    from ..scenes import load_scenes
     from .data import _downscale, media_images, split_photos
 
     photos = [np.asarray(image) for _, image in media_images()]
@@ -218,6 +221,10 @@ def training_photos(extra_folders: Sequence[Path] = (), max_side: int = 1024) ->
     for index, path in enumerate(train):
         image = _downscale(Image.open(path).convert("RGB"), 2.0 + (index % 3) * 0.5)  # JPEG artefacts vanish
         photos.append(np.asarray(image))
+    try:
+        photos += [array for _, array in load_scenes("TRAIN")]
+    except InputError as exc:  # the pool is optional: training runs without it, and says so
+        print(f"training without the Debian scenes: {exc}")
     return photos + _load_photos(extra_folders, max_side)
 
 
