@@ -117,8 +117,8 @@ class SpandrelBackbone(Backbone):
     def __init__(self, descriptor, scale_mode: str = DEFAULT_SCALE_MODE) -> None:  # noqa: ANN001 - spandrel type
         spandrel = _spandrel()
         if not isinstance(descriptor, spandrel.ImageModelDescriptor):
-            raise BackboneError(f"{descriptor.architecture.name} is a {type(descriptor).__name__} (inpainting "
-                                f"or another non image-to-image kind); a backbone must be an image-to-image model")
+            raise BackboneError(f"got a {type(descriptor).__name__}, not a spandrel ImageModelDescriptor (an "
+                                f"inpainting model, or not a spandrel model); a backbone must be image-to-image")
         if descriptor.input_channels != 3 or descriptor.output_channels != 3:
             raise BackboneError(f"{descriptor.architecture.name} takes {descriptor.input_channels} and returns "
                                 f"{descriptor.output_channels} channels; the engine restores RGB images (3 and 3)")
