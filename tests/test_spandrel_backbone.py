@@ -250,3 +250,19 @@ def test_the_converted_wheel_loads_as_real_esrgan_x4plus(tmp_path):
     backbone = realesrgan.load_realesrgan(out)
     assert (backbone.family, backbone.architecture, backbone.scale) == ("embedded-realesrgan", "ESRGAN", 4)
     assert sum(p.numel() for p in backbone.adapter_root.parameters()) == 16_697_987
+
+
+def test_cli_restores_with_a_spandrel_backbone_and_its_bank(files, tmp_path, capsys):
+    from uir_lora.cli import main
+    from uir_lora.images import load_image, save_image
+
+    backbone = load_backbone("spandrel", files["esrgan4"])
+    make_random_bank(tmp_path / "banks", backbone, ("noise",), rank=2, bank_name="esrgan")
+    source = save_image(torch.rand(1, 3, 48, 40, generator=torch.Generator().manual_seed(4)), tmp_path / "in.png")
+    common = ["--bank", "esrgan", "--bank-dir", str(tmp_path / "banks"), "--weights", "noise=1"]
+    assert main(["restore", str(source), "-o", str(tmp_path / "out.png"), *common, "--backbone", "spandrel",
+                 "--backbone-path", str(files["esrgan4"])]) == 0
+    assert load_image(tmp_path / "out.png").shape == (1, 3, 48, 40)
+    # the default backbone is FFDNet: the bank names the family it needs
+    assert main(["restore", str(source), "-o", str(tmp_path / "other.png"), *common]) == 2
+    assert "spandrel" in capsys.readouterr().err

@@ -7,10 +7,11 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from ..backbones.registry import FAMILIES, load_backbone
 from ..cli import existing_path
 from ..errors import InputError
 from ..images import IMAGE_SUFFIXES, load_image, save_image
-from ..pipeline import DEFAULT_BANK, default_backbone, estimate, estimate_spatial, load_bank, parse_weights, restore
+from ..pipeline import DEFAULT_BANK, estimate, estimate_spatial, load_bank, parse_weights, restore
 from ..router.spatial import DEFAULT_WINDOW, region_map_picture
 from ..sampler.restore import SamplerOptions
 
@@ -33,6 +34,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--spatial", action="store_true",
                    help="route per region: each part of the image gets its own LoRA weights")
     p.add_argument("--window", type=int, default=DEFAULT_WINDOW, help="per-region window in px (default %(default)s)")
+    p.add_argument("--backbone", choices=list(FAMILIES), default="embedded-ffdnet",
+                   help="the backbone family the bank was made for (default %(default)s)")
+    p.add_argument("--backbone-path", type=Path, help="its weights: spandrel, a model file (e.g. ComfyUI's "
+                   "models/upscale_models/*.safetensors); sd-turbo, a checkpoint or diffusers folder")
     p.set_defaults(run=run_restore)
 
     e = subparsers.add_parser("estimate", help="print the router's weight table for images")
@@ -77,7 +82,7 @@ def run_restore(args: argparse.Namespace) -> int:
     single = args.input.is_file()
     targets = [output_path(p, args, single) for p in inputs]  # check every name before any work
     bank = load_bank(args.bank, args.bank_dir)
-    backbone = default_backbone()
+    backbone = load_backbone(args.backbone, args.backbone_path)
     manual = parse_weights(args.weights)
     options = SamplerOptions(tile=args.tile)
     for source, target in tqdm(list(zip(inputs, targets)), desc="restore", unit="img", disable=len(inputs) == 1):
