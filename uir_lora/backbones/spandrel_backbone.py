@@ -9,10 +9,10 @@ only through ``torch.load(weights_only=True)`` (no code execution), then
 A ×N super-resolution model restores at ×1 by bringing its output back to the input's size; how is
 ``scale_mode`` (docs/benchmarks.md, "Backbones side by side", measures both):
 
+- ``downscale_output`` (the default): run the model at full size, area-downscale its ×N output by N.
+  Keeps every input pixel; better in every case measured (by 1 to 8 dB with Real-ESRGAN x4plus).
 - ``downscale_input``: area-downscale the input by N, run the model (it returns the input's size).
-  N² fewer pixels through the network: the fast way, and what a blind SR model was trained for.
-- ``downscale_output``: run the model at full size, area-downscale its ×N output by N.
-  Keeps every input pixel, at N² times the compute and memory of the other way.
+  N² fewer pixels through the network, so N² times faster, but the area downscale throws detail away.
 """
 
 from __future__ import annotations
@@ -27,8 +27,8 @@ from torch import nn
 from ..errors import BackboneError
 from .base import Backbone
 
-SCALE_MODES = ("downscale_input", "downscale_output")
-DEFAULT_SCALE_MODE = "downscale_input"
+SCALE_MODES = ("downscale_output", "downscale_input")
+DEFAULT_SCALE_MODE = "downscale_output"
 PICKLE_SUFFIXES = (".pth", ".ckpt", ".pt")
 SUFFIXES = (".safetensors", *PICKLE_SUFFIXES)
 INSTALL_HINT = "pip install 'uir-lora[spandrel]' (spandrel==0.4.2; ComfyUI already ships it)"
