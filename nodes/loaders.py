@@ -19,7 +19,7 @@ from .common import CATEGORY, Backbone, Bank, bank_choices, bank_roots
 EMBEDDED = "embedded-ffdnet (built in)"
 EMBEDDED_REALESRGAN = "embedded-realesrgan (built in, converted on first use)"
 SEP = " | "
-"""Combo entries other than the built-in one read "<family> | <folder key>/<name>"."""
+"""Combo entries other than the built-in ones read "<family> | <folder key>/<name>"."""
 FAMILY_FOLDERS = {("sd-turbo", "diffusers"), ("sd-turbo", "checkpoints"), ("spandrel", "upscale_models")}
 """The folder_paths keys each family's combo entries come from."""
 SPANDREL_SUFFIXES = (".safetensors", ".pth", ".ckpt", ".pt")
