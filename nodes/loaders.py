@@ -17,8 +17,12 @@ from ..uir_lora.paths import UnsafePathError, safe_resolve
 from .common import CATEGORY, Backbone, Bank, bank_choices, bank_roots
 
 EMBEDDED = "embedded-ffdnet (built in)"
+EMBEDDED_REALESRGAN = "embedded-realesrgan (built in, converted on first use)"
 SEP = " | "
-"""Combo entries other than the built-in one read "<family> | <folder key>/<name>"."""
+"""Combo entries other than the built-in ones read "<family> | <folder key>/<name>"."""
+FAMILY_FOLDERS = {("sd-turbo", "diffusers"), ("sd-turbo", "checkpoints"), ("spandrel", "upscale_models")}
+"""The folder_paths keys each family's combo entries come from."""
+SPANDREL_SUFFIXES = (".safetensors", ".pth", ".ckpt", ".pt")
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 DEVICES = ("auto", "cpu", "cuda")
 
@@ -52,22 +56,33 @@ def looks_like_sd_turbo(name: str) -> bool:
     return "turbo" in lowered and "xl" not in lowered
 
 
+def upscale_model_files() -> list[str]:
+    """Files in ComfyUI's upscale_models folders (extra_model_paths included) the spandrel family can read."""
+    if "upscale_models" not in folder_paths.folder_names_and_paths:
+        return []
+    return [n for n in folder_paths.get_filename_list("upscale_models") if n.lower().endswith(SPANDREL_SUFFIXES)]
+
+
 def backbone_choices() -> list[str]:
     checkpoints = [n for n in folder_paths.get_filename_list("checkpoints") if n.lower().endswith(".safetensors")]
-    return ([EMBEDDED]
+    return ([EMBEDDED, EMBEDDED_REALESRGAN]
             + [f"sd-turbo{SEP}diffusers/{name}" for name in diffusers_folders() if looks_like_sd_turbo(name)]
-            + [f"sd-turbo{SEP}checkpoints/{name}" for name in checkpoints if looks_like_sd_turbo(name)])
+            + [f"sd-turbo{SEP}checkpoints/{name}" for name in checkpoints if looks_like_sd_turbo(name)]
+            + [f"spandrel{SEP}upscale_models/{name}" for name in upscale_model_files()])
 
 
 def resolve_backbone(choice: str) -> tuple[str, Path | None]:
     """Combo entry -> (family, path); a missing file raises an error naming the folder and file expected."""
     if choice == EMBEDDED:
         return "embedded-ffdnet", None
+    if choice == EMBEDDED_REALESRGAN:
+        return "embedded-realesrgan", None
     family, sep, where = choice.partition(SEP)
     key, _, name = where.partition("/")
-    if not sep or key not in ("diffusers", "checkpoints") or not name:
-        raise InputError(f"backbone {choice!r} is not one of: {EMBEDDED!r}, "
-                         f"'<family>{SEP}diffusers/<folder>', '<family>{SEP}checkpoints/<file>.safetensors'")
+    if not sep or (family, key) not in FAMILY_FOLDERS or not name:
+        raise InputError(f"backbone {choice!r} is not one of: {EMBEDDED!r}, {EMBEDDED_REALESRGAN!r}, "
+                         f"'sd-turbo{SEP}diffusers/<folder>', 'sd-turbo{SEP}checkpoints/<file>.safetensors', "
+                         f"'spandrel{SEP}upscale_models/<file>'")
     roots = folder_paths.get_folder_paths(key)
     expected = f"models/{key}/{name}" + ("/model_index.json" if key == "diffusers" else "")
     try:
@@ -113,13 +128,18 @@ class UIR_BackboneLoader(io.ComfyNode):
                         + SD_TURBO_NEEDS + ".",
             inputs=[
                 io.Combo.Input("backbone", options=backbone_choices(), default=EMBEDDED,
-                               tooltip="the built-in FFDNet (ships with its bank), or your SD-Turbo weights from "
-                                       "models/checkpoints (names with 'turbo') or models/diffusers (a folder with "
-                                       "model_index.json); SD-Turbo also needs a bank you train, none ships"),
+                               tooltip="the built-in FFDNet (ships with its bank) or Real-ESRGAN (converted on first "
+                                       "use, no bank ships), your SD-Turbo weights from models/checkpoints (names "
+                                       "with 'turbo') or models/diffusers (a folder with model_index.json; it also "
+                                       "needs a bank you train, none ships), or any spandrel model from "
+                                       "models/upscale_models"),
                 io.Combo.Input("device", options=list(DEVICES), default="auto",
                                tooltip="where the backbone runs: auto = ComfyUI's device (the GPU if there is one)"),
                 io.Combo.Input("dtype", options=list(DTYPES), default="fp32",
                                tooltip="weight precision: fp32 everywhere; bf16/fp16 halve the memory on a GPU"),
+                io.UpscaleModel.Input("upscale_model", optional=True,
+                                      tooltip="a model from core's Load Upscale Model (any spandrel model); when "
+                                              "connected it is the backbone instead of the list's choice"),
             ],
             outputs=[Backbone.Output(display_name="backbone",
                                      tooltip="the frozen backbone: connect it to the Bank Loader and to Restore")],
@@ -133,10 +153,15 @@ class UIR_BackboneLoader(io.ComfyNode):
         return "; and ".join(problems) if problems else True
 
     @classmethod
-    def execute(cls, backbone: str, device: str, dtype: str) -> io.NodeOutput:
+    def execute(cls, backbone: str, device: str, dtype: str, upscale_model=None) -> io.NodeOutput:
         if dtype not in DTYPES or device not in DEVICES:  # API prompts skip the combo's check
             raise InputError(f"dtype must be one of {', '.join(DTYPES)} and device one of {', '.join(DEVICES)}; "
                              f"got dtype {dtype!r}, device {device!r}")
+        if upscale_model is not None:
+            from ..uir_lora.backbones.spandrel_backbone import SpandrelBackbone
+
+            # a copy: LoRAs must never end up in the model core's Upscale Image node also uses
+            return io.NodeOutput(SpandrelBackbone.from_descriptor(upscale_model).to(pick_device(device), DTYPES[dtype]))
         family, path = resolve_backbone(backbone)
         # one cached object per device/dtype: two loaders with other settings never move each other's
         return io.NodeOutput(load_backbone(family, path, pick_device(device), DTYPES[dtype]))

@@ -139,6 +139,7 @@ def make_folder_paths(models_dir: Path) -> types.ModuleType:
     fp.folder_names_and_paths = {
         "checkpoints": ([str(models_dir / "checkpoints")], fp.supported_pt_extensions),
         "diffusers": ([str(models_dir / "diffusers")], {"folder"}),
+        "upscale_models": ([str(models_dir / "upscale_models")], fp.supported_pt_extensions),
     }
 
     def get_folder_paths(key):
@@ -164,7 +165,7 @@ def stub_modules(models_dir: Path) -> dict[str, types.ModuleType]:
     io = types.SimpleNamespace(Schema=Schema, ComfyNode=ComfyNode, NodeOutput=NodeOutput, Custom=_comfy_type,
                                **{n: _comfy_type(t) for n, t in [("Image", "IMAGE"), ("Int", "INT"),
                                   ("Float", "FLOAT"), ("String", "STRING"), ("Boolean", "BOOLEAN"),
-                                  ("Combo", "COMBO"), ("Mask", "MASK")]})
+                                  ("Combo", "COMBO"), ("Mask", "MASK"), ("UpscaleModel", "UPSCALE_MODEL")]})
     latest = types.ModuleType("comfy_api.latest")
     latest.io, latest.ui = io, types.SimpleNamespace(PreviewImage=PreviewImage, PreviewText=PreviewText)
     latest.ComfyExtension = type("ComfyExtension", (), {})
@@ -189,7 +190,7 @@ def use_models_dir(models_dir: Path) -> types.ModuleType:
     fp = sys.modules["folder_paths"]
     fp.models_dir = str(models_dir)
     fp.folder_names_and_paths.pop("uir_lora", None)
-    for key in ("checkpoints", "diffusers"):
+    for key in ("checkpoints", "diffusers", "upscale_models"):
         fp.folder_names_and_paths[key] = ([str(models_dir / key)], fp.folder_names_and_paths[key][1])
     ProgressBar.updates.clear()
     Interrupt.pending = False

@@ -174,3 +174,36 @@ def test_missing_backbone_file_is_reported_by_validation(comfy):
         comfy.execution.validate_prompt(uuid.uuid4().hex, prompt, None))
     assert not valid
     assert "models/checkpoints/not-there.safetensors" in json.dumps(node_errors)
+
+
+def test_core_load_upscale_model_wired_into_the_backbone_loader(comfy, engine):
+    """UpscaleModelLoader (core, spandrel) -> UIR Backbone Loader -> a bank made on the same file -> restore."""
+    if "UpscaleModelLoader" not in comfy.nodes.NODE_CLASS_MAPPINGS:  # core's extra nodes, as at server start
+        extra = os.path.join(COMFYUI_DIR, "comfy_extras", "nodes_upscale_model.py")
+        assert comfy.loop.run_until_complete(comfy.nodes.load_custom_node(extra, module_parent="comfy_extras"))
+    spandrel_tiny = import_module(engine.__name__ + ".testing.spandrel_tiny")
+    make_random_bank = import_module(engine.__name__ + ".testing.banks").make_random_bank
+    folder = comfy.models / "upscale_models"  # a second folder, as extra_model_paths.yaml adds one
+    comfy.folder_paths.add_model_folder_path("upscale_models", str(folder))
+    model_file = spandrel_tiny.write_safetensors(spandrel_tiny.esrgan(4), folder / "uir_test_tiny_x4.safetensors")
+    try:
+        backbone = engine.backbones.registry.load_backbone("spandrel", model_file)
+        make_random_bank(comfy.models / "uir_lora", backbone, ("noise",), rank=2, bank_name="esrgan_tiny")
+        options = comfy.cls("UIR_BackboneLoader").INPUT_TYPES()["required"]["backbone"][1]["options"]
+        assert "spandrel | upscale_models/uir_test_tiny_x4.safetensors" in options
+        prompt = {"1": {"class_type": "UpscaleModelLoader", "inputs": {"model_name": model_file.name}},
+                  "2": {"class_type": "UIR_BackboneLoader",
+                        "inputs": {"backbone": "embedded-ffdnet (built in)", "device": "cpu", "dtype": "fp32",
+                                   "upscale_model": ["1", 0]}},
+                  "3": {"class_type": "UIR_LoraBankLoader", "inputs": {"backbone": ["2", 0], "bank": "esrgan_tiny"}},
+                  "4": {"class_type": "UIR_LoraComposer",
+                        "inputs": {"bank": ["3", 0], "mode": "manual", "weights": "noise=1", "fused": True}},
+                  "5": {"class_type": "UIR_ExampleImage", "inputs": {"image": "astronaut.png"}},
+                  "6": {"class_type": "UIR_Restore",
+                        "inputs": {"image": ["5", 0], "backbone": ["2", 0], "composition": ["4", 0],
+                                   "strength": 1.0, "tile": 256, "seed": 0, "spatial": False}},
+                  "7": {"class_type": "PreviewImage", "inputs": {"images": ["6", 0]}}}
+        outputs = run_prompt(comfy, prompt)
+        assert outputs["7"]["images"]
+    finally:
+        model_file.unlink()

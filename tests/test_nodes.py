@@ -93,14 +93,53 @@ def test_backbone_choices_and_missing_file_message(nodes, models):
     (models / "checkpoints" / "turbo.safetensors").write_bytes(b"")
     loader = nodes["UIR_BackboneLoader"]
     options = loader.GET_SCHEMA().inputs[0].options
-    assert options == ["embedded-ffdnet (built in)", "sd-turbo | diffusers/sd-turbo",
-                       "sd-turbo | checkpoints/turbo.safetensors"]
+    assert options == ["embedded-ffdnet (built in)", "embedded-realesrgan (built in, converted on first use)",
+                       "sd-turbo | diffusers/sd-turbo", "sd-turbo | checkpoints/turbo.safetensors"]
     message = loader.validate_inputs("sd-turbo | checkpoints/missing.safetensors")
     assert "models/checkpoints/missing.safetensors" in message
     assert "model_index.json" in loader.validate_inputs("sd-turbo | diffusers/gone")
     assert loader.validate_inputs(options[0]) is True
     with pytest.raises(ValueError, match="models/checkpoints/missing.safetensors"):
         loader.execute("sd-turbo | checkpoints/missing.safetensors", "cpu", "fp32")
+
+
+def test_backbone_loader_offers_upscale_models_and_takes_core_upscale_model(nodes, models, tmp_path):
+    pytest.importorskip("spandrel")
+    import spandrel
+
+    from uir_lora.testing import spandrel_tiny
+    from uir_lora.testing.banks import make_random_bank
+
+    folder = models / "upscale_models"
+    spandrel_tiny.write_safetensors(spandrel_tiny.esrgan(4), folder / "tiny_x4.safetensors")
+    spandrel_tiny.write_pth(spandrel_tiny.esrgan(2), folder / "sub" / "tiny_x2.pth")
+    (folder / "notes.txt").write_text("not a model")
+    extra = tmp_path / "extra_upscale"  # a second folder, as extra_model_paths.yaml adds one
+    spandrel_tiny.write_safetensors(spandrel_tiny.swinir(), extra / "tiny_swinir.safetensors")
+    fp = sys.modules["folder_paths"]
+    fp.folder_names_and_paths["upscale_models"][0].append(str(extra))
+    loader = nodes["UIR_BackboneLoader"]
+    options = loader.GET_SCHEMA().inputs[0].options
+    assert options[2:] == ["spandrel | upscale_models/sub/tiny_x2.pth",
+                           "spandrel | upscale_models/tiny_swinir.safetensors",
+                           "spandrel | upscale_models/tiny_x4.safetensors"]
+    assert "UPSCALE_MODEL" in [i.io_type for i in loader.GET_SCHEMA().inputs]
+    from_list = loader.execute("spandrel | upscale_models/tiny_x4.safetensors", "cpu", "fp32")[0]
+    assert (from_list.family, from_list.architecture, from_list.scale) == ("spandrel", "ESRGAN", 4)
+    assert loader.execute("spandrel | upscale_models/tiny_swinir.safetensors", "cpu", "fp32")[0].scale == 1
+    assert "models/upscale_models/gone.pth" in loader.validate_inputs("spandrel | upscale_models/gone.pth")
+    assert "is not one of" in loader.validate_inputs("spandrel | checkpoints/tiny_x4.safetensors")
+
+    # core's Load Upscale Model output: the same weights, so a bank made on the file attaches to it
+    descriptor = spandrel.ModelLoader().load_from_file(str(folder / "tiny_x4.safetensors"))
+    wired = loader.execute(options[0], "cpu", "fp32", upscale_model=descriptor)[0]
+    assert wired.fingerprint == from_list.fingerprint and wired.descriptor is not descriptor
+    make_random_bank(models / "uir_lora", from_list, ("noise",), rank=2, bank_name="esrgan")
+    bank = nodes["UIR_LoraBankLoader"].execute(wired, "esrgan")[0]
+    assert bank.manifest.backbone_family == "spandrel"
+    assert not any("lora" in name for name, _ in descriptor.model.named_modules())  # core's model untouched
+    with pytest.raises(ValueError, match="ImageModelDescriptor"):
+        loader.execute(options[0], "cpu", "fp32", upscale_model=object())
 
 
 def test_bank_loader_lists_model_folder_and_refuses_foreign_weights(nodes, loaded, models, tiny_bank):

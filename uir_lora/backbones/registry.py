@@ -47,9 +47,26 @@ def _load_sd_turbo(path: Path | None) -> Backbone:
     return load_sd_turbo(path)
 
 
+def _load_spandrel(path: Path | None) -> Backbone:
+    from .spandrel_backbone import SpandrelBackbone
+
+    if path is None:
+        raise BackboneError("the spandrel family needs a path: a model file spandrel loads (ComfyUI's "
+                            "models/upscale_models/*.safetensors, or .pth/.ckpt holding only tensors)")
+    return SpandrelBackbone.from_file(path)
+
+
+def _load_realesrgan(path: Path | None) -> Backbone:
+    from .realesrgan import load_realesrgan
+
+    return load_realesrgan(path)
+
+
 FAMILIES: dict[str, Callable[[Path | None], Backbone]] = {
     "embedded-ffdnet": _load_embedded,
     "sd-turbo": _load_sd_turbo,
+    "spandrel": _load_spandrel,
+    "embedded-realesrgan": _load_realesrgan,
 }
 
 

@@ -71,8 +71,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--bf16", action="store_true", help="bf16 autocast (about 2x faster on CPU); see docs/training.md: "
                    "an FFDNet LoRA trained under bf16 learns bf16's errors and then hurts in float32")
     p.add_argument("--no-bf16", action="store_true", help="float32 (the default; kept for old command lines)")
-    p.add_argument("--backbone", default="embedded-ffdnet", help="backbone family (embedded-ffdnet, sd-turbo)")
-    p.add_argument("--backbone-path", type=Path, help="sd-turbo: sd_turbo.safetensors or a diffusers folder")
+    p.add_argument("--backbone", default="embedded-ffdnet", help=f"backbone family ({', '.join(FAMILIES)})")
+    p.add_argument("--backbone-path", type=Path, help="sd-turbo: sd_turbo.safetensors or a diffusers folder; "
+                   "spandrel: a model file (e.g. models/upscale_models/*.safetensors)")
     p.add_argument("--gradient-checkpointing", action="store_true", help="recompute activations (large backbones)")
     p.add_argument("--data-dir", type=Path, help="cache folder for decoded crops (default <repo>/data)")
     p.add_argument("--full-finetune", action="store_true", help="train every backbone weight, no LoRA")

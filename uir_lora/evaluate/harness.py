@@ -151,6 +151,7 @@ def evaluate(
     progress: Callable[[int, int], None] | None = None,
     indices: Sequence[int] | None = None,
     only: Collection[str] | None = None,
+    extra_methods: Mapping[str, Method] | None = None,
 ) -> tuple[list[dict], dict[tuple[str, str, str], torch.Tensor]]:
     """Score every method on every (image, case); returns result rows and the images ``keep`` asked for.
 
@@ -159,6 +160,7 @@ def evaluate(
     (image name, case name, method); the degraded input is "input" and the clean image "clean".
     ``indices``: each image's position in the whole set (for shards), which fixes its seeds.
     ``only``: run just these methods (e.g. a baseline added to an earlier run with the same seeds).
+    ``extra_methods``: more methods for every case (e.g. another backbone), scored on the same degraded images.
     """
     cases = list(cases or default_cases())
     rows: list[dict] = []
@@ -170,7 +172,8 @@ def evaluate(
             degraded, sigma = synthesise(clean, case, case_seed, severity)
             if keep and keep(name, case, "clean"):
                 kept[(name, case.name, "clean")] = clean
-            for method, function in case_methods(case, backbone, bank, sigma, multitask).items():
+            methods = {**case_methods(case, backbone, bank, sigma, multitask), **(extra_methods or {})}
+            for method, function in methods.items():
                 if only and method not in only:
                     continue
                 start = time.perf_counter()
