@@ -308,6 +308,7 @@ def test_backbone_combo_offers_only_sd_turbo_checkpoints(nodes, models, tiny_ban
         (models / "checkpoints" / name).write_bytes(b"")
     loader = nodes["UIR_BackboneLoader"]
     assert loader.GET_SCHEMA().inputs[0].options == ["embedded-ffdnet (built in)",
+                                                     "embedded-realesrgan (built in, converted on first use)",
                                                      "sd-turbo | checkpoints/My-SD-Turbo-fp16.safetensors",
                                                      "sd-turbo | checkpoints/sd_turbo.safetensors"]
     # no sd-turbo bank yet: refused up front, naming the bank to train, before any weights load
