@@ -216,6 +216,7 @@ def restore_composed(images: torch.Tensor, backbone: Backbone, compositions: Seq
     Do no harm: each image's strength is scaled by its composition's confidence, so an unsure router's
     restore is blended towards the input (its routing notes say so).
     """
+    strength = check_range("strength", strength, 0.0, 1.0)  # before any work, not after the restore
     images = as_image_batch(images)
     restored = restore_batch(backbone, images, list(compositions), options, progress=progress,
                              check_interrupt=check_interrupt)
