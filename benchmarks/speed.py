@@ -203,7 +203,7 @@ def speed_markdown(result: dict) -> str:
                      f"({big['seconds']:.0f} s wall on the shared machine), peak "
                      f"RSS **{big['peak_rss_gb']:.2f} GB** ({big['rss_before_gb']:.2f} GB before the restore: "
                      f"torch, the encoder and the 144 MB input); output finite: {big['finite']}.")
-    lines.append("- GPU: not measured in this session; on a CUDA machine run "
+    lines.append("- GPU: not measured yet; on a CUDA machine run "
                  "`python benchmarks/speed.py --device cuda --dtype bf16 --out /tmp/gpu` (SD-Turbo: docs/sd_turbo.md).")
     return "\n".join(lines)
 

@@ -24,7 +24,7 @@ CLEAN = "clean"
 PHOTO_WIDTHS = (640, 960)  # the tiktok photos are 1920 px wide with JPEG artefacts: use them at x1/3, x1/2
 FRAME_SIDES = (224, 4096)
 """Shorter sides of the photos a router crop is taken to be a window of (see ``at_photo_scale``): up to
-a 6000 x 4000 camera photo. Up to 1280 (session 3), photos degraded as if 2880 px tall sent snow to the
+a 6000 x 4000 camera photo. Up to 1280 (router v3), photos degraded as if 2880 px tall sent snow to the
 haze LoRA and raindrops to clean on 9 of 10 images: their flakes and drops were larger than any seen."""
 DegradeFn = Callable[..., torch.Tensor]
 

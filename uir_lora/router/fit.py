@@ -146,7 +146,7 @@ class RouterFitConfig:
     keep both LoRAs of a mixture and a temperature that blends them; 0: single kinds only."""
     mixture_targets_db: float = 1.0
     """> 0: a mixture's target shares are softmax(PSNR / this) of its two LoRAs, each restoring it alone
-    (embedded backbone), so the LoRA that restores it better leads; 0: 1/2 : 1/2 (sessions 2-4 until
+    (embedded backbone), so the LoRA that restores it better leads; 0: 1/2 : 1/2 (routers v2-v4 until
     this: noise+jpeg went to the JPEG LoRA, 3.6 dB below the noise LoRA; docs/router.md)."""
     outliers: int = 240
     """Training crops changed by router/outliers.py (outlier exposure): an extra "unknown" embedding."""
