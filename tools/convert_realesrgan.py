@@ -24,6 +24,7 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from uir_lora.backbones import realesrgan  # noqa: E402
+from uir_lora.evaluate.metrics import psnr  # noqa: E402
 
 
 def ncnn_upscale(image: np.ndarray) -> np.ndarray:
@@ -40,10 +41,6 @@ def ncnn_upscale(image: np.ndarray) -> np.ndarray:
     extractor.input("data", ncnn.Mat(np.ascontiguousarray(image, dtype=np.float32)))
     _, out = extractor.extract("output")
     return np.array(out)
-
-
-def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
-    return float(10 * torch.log10(1 / F.mse_loss(a.clamp(0, 1), b)))
 
 
 def check(out: Path, side: int) -> None:

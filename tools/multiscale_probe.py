@@ -10,18 +10,14 @@ import functools
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image
 
 from uir_lora import pipeline
 from uir_lora.compose.composer import Composition, composed
 from uir_lora.degrade import degrade
+from uir_lora.evaluate.metrics import psnr
 from uir_lora.sampler.multiscale import multiscale, pyramid_levels
 from uir_lora.train.data import _downscale, split_photos
-
-
-def psnr(output: torch.Tensor, target: torch.Tensor) -> float:
-    return float(-10 * torch.log10(F.mse_loss(output.clamp(0, 1), target)))
 
 
 def validation_crops(count: int, side: int) -> list[torch.Tensor]:

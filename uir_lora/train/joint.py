@@ -174,11 +174,12 @@ def train_bank(backbone: Backbone, photos: Sequence[np.ndarray], cfg: JointConfi
 
 def evaluate(backbone: Backbone, images: torch.Tensor, conditioning: Mapping[str, Mapping[str, float]],
              cases: Sequence[tuple[str, ...]], coarsest: int, severity: float = 0.6) -> dict[str, dict]:
-    """PSNR per case: input, each present LoRA alone at weight 1, and all present LoRAs composed at 1."""
+    """PSNR per case (mean over images, as validation scores it): input, each present LoRA alone at weight 1,
+    and all present LoRAs composed at 1."""
+    from .validate import scores
 
-    def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
-        mse = F.mse_loss(a.float().clamp(0, 1), b, reduction="none").mean((1, 2, 3)).clamp_min(1e-10)
-        return round(float((-10 * torch.log10(mse)).mean()), 3)
+    def psnr(output: torch.Tensor, target: torch.Tensor) -> float | None:
+        return scores(output.float().clamp(0, 1), target)[0]
 
     results = {}
     for case in cases:
