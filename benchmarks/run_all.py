@@ -15,7 +15,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import speed  # noqa: E402  (the sibling script)
 
-from uir_lora.cli import main as cli_main  # noqa: E402
+from uir_lora.lab.cli import main as cli_main  # noqa: E402
 
 
 def main(argv: list[str]) -> int:

@@ -88,7 +88,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from uir_lora.bank.store import open_bank
-    from uir_lora.testing.banks import make_random_bank
+    from uir_lora.lab.testing.banks import make_random_bank
 
     t0 = time.perf_counter()
     backbone = build_backbone(0)

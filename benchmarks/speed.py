@@ -33,9 +33,9 @@ from uir_lora.bank.store import LoraBank, open_bank
 from uir_lora.compose.composer import Composition, composed
 from uir_lora.degrade import KINDS, degrade
 from uir_lora.errors import UIRError
-from uir_lora.evaluate.harness import bare_restore
-from uir_lora.evaluate.publish import SPEED_JSON, write_json
-from uir_lora.evaluate.report import replace_section
+from uir_lora.lab.evaluate.harness import bare_restore
+from uir_lora.lab.evaluate.publish import SPEED_JSON, write_json
+from uir_lora.lab.evaluate.report import replace_section
 from uir_lora.sampler.restore import SamplerOptions, restore_batch
 from uir_lora.sampler.tiling import count_tiles
 
@@ -76,8 +76,8 @@ def get_bank(name: str, root: Path, backbone) -> tuple[LoraBank, str]:
             return bank, f"`{name}` ({len(bank.manifest.loras)} LoRAs, rank {bank.manifest.loras[0].rank})"
         except (UIRError, FileNotFoundError):
             pass
+    from uir_lora.lab.testing.banks import make_random_bank
     from uir_lora.router.encoder import DegradationEncoder
-    from uir_lora.testing.banks import make_random_bank
 
     names = (*KINDS, "clean")
     bank = open_bank(make_random_bank(root, backbone, names=names, dim=DegradationEncoder().dim, rank=16))

@@ -40,13 +40,13 @@ from checkset import KINDS, MIXTURES, SEVERITIES, case_name, degrade  # noqa: E4
 from checkset.synthesis import NOISE_SIGMAS  # noqa: E402
 
 from uir_lora import pipeline  # noqa: E402
-from uir_lora.evaluate import classical  # noqa: E402
-from uir_lora.evaluate.datasets import centre_crop, scene_photos  # noqa: E402
-from uir_lora.evaluate.harness import bare_restore  # noqa: E402
-from uir_lora.evaluate.metrics import psnr, ssim  # noqa: E402
-from uir_lora.evaluate.report import replace_section  # noqa: E402
 from uir_lora.images import array_to_tensor  # noqa: E402
-from uir_lora.scenes import BUILD_HINT, load_scenes  # noqa: E402
+from uir_lora.lab.evaluate import classical  # noqa: E402
+from uir_lora.lab.evaluate.datasets import centre_crop, scene_photos  # noqa: E402
+from uir_lora.lab.evaluate.harness import bare_restore  # noqa: E402
+from uir_lora.lab.evaluate.metrics import psnr, ssim  # noqa: E402
+from uir_lora.lab.evaluate.report import replace_section  # noqa: E402
+from uir_lora.lab.scenes import BUILD_HINT, load_scenes  # noqa: E402
 
 Restorer = Callable[[torch.Tensor], torch.Tensor]
 EXTRA_CLASSICAL: dict[str, dict[str, Restorer]] = {
@@ -54,7 +54,7 @@ EXTRA_CLASSICAL: dict[str, dict[str, Restorer]] = {
     "motion_blur": {"unsharp": classical.unsharp},
     "defocus_blur": {"unsharp": classical.unsharp},
 }
-"""Classical methods added for this benchmark to those of uir_lora/evaluate/classical.py."""
+"""Classical methods added for this benchmark to those of uir_lora/lab/evaluate/classical.py."""
 MIXTURE_SEVERITY = "moderate"
 QUICK_PHOTOS = 3
 

@@ -27,7 +27,7 @@ def encoder_dim() -> int:
 def random_bank(tmp_path, embedded_backbone, encoder_dim):
     """A bank of three random LoRAs (noise, haze, jpeg) on the embedded backbone, routable."""
     from uir_lora.bank.store import open_bank
-    from uir_lora.testing.banks import make_random_bank
+    from uir_lora.lab.testing.banks import make_random_bank
 
     return open_bank(make_random_bank(tmp_path, embedded_backbone, dim=encoder_dim,
                                       conditioning={"sigma": 25 / 255}))

@@ -10,7 +10,7 @@ import torch
 
 from uir_lora.bank.manifest import read_manifest, write_manifest
 from uir_lora.bank.store import read_lora_file
-from uir_lora.testing.banks import make_random_bank
+from uir_lora.lab.testing.banks import make_random_bank
 
 TOOL = Path(__file__).resolve().parents[1] / "tools" / "adopt_loras.py"
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from PIL import Image
 
-from uir_lora import cli
 from uir_lora.errors import InputError, parse_number
+from uir_lora.lab import cli
 from uir_lora.pipeline import parse_weights, restore
 
 

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from uir_lora import cli
 from uir_lora.bank.store import open_bank
 from uir_lora.errors import BankError, InputError, UIRError, UnsafePathError
+from uir_lora.lab import cli
 from uir_lora.pipeline import load_bank
 
 

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from uir_lora import cli
 from uir_lora.images import PIXEL_BUDGET_ENV, load_image
+from uir_lora.lab import cli
 
 
 def digest(folder: Path) -> dict[str, str]:

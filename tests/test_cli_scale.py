@@ -14,9 +14,9 @@ from PIL import Image
 
 from uir_lora.backbones import placement
 from uir_lora.backbones.registry import load_backbone, parse_backbone_spec
-from uir_lora.cli import main
 from uir_lora.errors import BackboneError, InputError
 from uir_lora.images import save_image
+from uir_lora.lab.cli import main
 from uir_lora.pipeline import compose, load_bank
 from uir_lora.sampler.restore import SamplerOptions, restore_batch
 
@@ -99,8 +99,8 @@ def test_backbone_specs_name_a_family_and_an_existing_path(tmp_path):
 
 
 def test_cli_restores_with_an_sd_turbo_family_backbone_and_its_bank(tmp_path, capsys):
-    from uir_lora.testing import sd_turbo_tiny as tiny
-    from uir_lora.testing.banks import make_random_bank
+    from uir_lora.lab.testing import sd_turbo_tiny as tiny
+    from uir_lora.lab.testing.banks import make_random_bank
 
     unet, vae, text = tiny.tiny_models(seed=0)
     folder = tiny.write_diffusers_folder(tmp_path / "tiny-turbo", unet, vae, text)

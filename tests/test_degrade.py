@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import uir_lora.degrade as reference
-import uir_lora.degrade_alt as alternative
+import uir_lora.lab.degrade_alt as alternative
 from uir_lora.degrade import CANONICAL_ORDER, DEGRADATION_INFO, KINDS, degrade, sample_mixture
 
 torch.set_num_threads(1)

@@ -15,7 +15,8 @@ from uir_lora.bank.manifest import read_manifest, write_manifest
 from uir_lora.bank.store import open_bank
 from uir_lora.degrade import degrade
 from uir_lora.errors import BankError
-from uir_lora.router import fit
+from uir_lora.lab.testing.banks import make_random_bank
+from uir_lora.lab.router import fit
 from uir_lora.router.encoder import DegradationEncoder
 from uir_lora.router.router import Router, normalise_top_k
 from uir_lora.router.trained import (
@@ -26,7 +27,6 @@ from uir_lora.router.trained import (
     lda_row,
     load_encoder,
 )
-from uir_lora.testing.banks import make_random_bank
 
 KINDS = ("noise", "low_light")
 
@@ -46,7 +46,7 @@ def as_image(array: np.ndarray) -> torch.Tensor:
 @pytest.fixture(scope="module")
 def tiny_encoder(tmp_path_factory):
     """An encoder trained for 30 steps on 8 synthetic scenes, noise and low light only (~10 s)."""
-    from uir_lora.router.train_encoder import EncoderTrainConfig, train_encoder
+    from uir_lora.lab.router.train_encoder import EncoderTrainConfig, train_encoder
 
     out = tmp_path_factory.mktemp("encoder") / "tiny.safetensors"
     config = EncoderTrainConfig(steps=30, batch=8, crop=64, workers=0, lr=2e-3, log_every=100, clean_share=0.5,
@@ -224,8 +224,8 @@ def test_the_encoder_file_is_read_safely(trained_bank, tmp_path):
 
 
 def test_the_cli_restore_prints_the_routing_notes(trained_bank, photo, tmp_path, capsys):
-    from uir_lora.cli import main
     from uir_lora.images import save_image
+    from uir_lora.lab.cli import main
 
     _set_biases(trained_bank, {"clean": 3.0, "noise": -3.0, "low_light": -4.0, "haze": -5.0})
     save_image(photo, tmp_path / "in.png")

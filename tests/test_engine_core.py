@@ -73,7 +73,7 @@ def test_parse_weights():
 
 def test_bank_default_top_k_larger_than_a_small_bank(tmp_path, embedded_backbone, encoder_dim, photo):
     from uir_lora.bank.store import open_bank
-    from uir_lora.testing.banks import make_random_bank
+    from uir_lora.lab.testing.banks import make_random_bank
 
     one = open_bank(make_random_bank(tmp_path, embedded_backbone, ("noise",), dim=encoder_dim))
     assert one.manifest.router.top_k == 2

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from uir_lora.degrade import degrade
-from uir_lora.evaluate import classical, harness, metrics, publish, report
+from uir_lora.lab.evaluate import classical, harness, metrics, publish, report
 
 
 def _blur(image: torch.Tensor, sigma: float) -> torch.Tensor:
@@ -138,7 +138,7 @@ def test_goals_report_a_loss_to_classical_and_a_speed_miss():
 def test_eval_command_on_a_folder(tmp_path, monkeypatch):
     from PIL import Image
 
-    from uir_lora.cli import main
+    from uir_lora.lab.cli import main
 
     folder = tmp_path / "clean"
     folder.mkdir()
@@ -146,7 +146,7 @@ def test_eval_command_on_a_folder(tmp_path, monkeypatch):
     for i in range(2):
         array = (_blur(torch.rand(1, 3, 80, 80, generator=gen), 2.0)[0].permute(1, 2, 0) * 255).byte().numpy()
         Image.fromarray(array).save(folder / f"p{i}.png")
-    monkeypatch.setattr("uir_lora.commands.evaluate.random_bank", _small_random_bank)
+    monkeypatch.setattr("uir_lora.lab.commands.evaluate.random_bank", _small_random_bank)
     out = tmp_path / "out"
     assert main(["eval", str(folder), "--out", str(out), "--kinds", "noise", "--random-bank", "--size", "64"]) == 0
     assert "uir-lora eval" in (out / "benchmarks.md").read_text()
@@ -155,9 +155,9 @@ def test_eval_command_on_a_folder(tmp_path, monkeypatch):
 
 def _small_random_bank(root):
     from uir_lora.bank.store import open_bank
+    from uir_lora.lab.testing.banks import make_random_bank
     from uir_lora.pipeline import default_backbone
     from uir_lora.router.encoder import DegradationEncoder
-    from uir_lora.testing.banks import make_random_bank
 
     return open_bank(make_random_bank(root, default_backbone(), names=("noise", "jpeg"), dim=DegradationEncoder().dim))
 
@@ -176,7 +176,7 @@ def test_a_shard_sees_the_same_degradations_as_the_whole_run(photo, random_bank,
 
 
 def test_a_later_only_run_replaces_that_methods_rows_and_keeps_the_rest():
-    from uir_lora.commands.evaluate import latest_rows
+    from uir_lora.lab.commands.evaluate import latest_rows
 
     def row(method: str, psnr: float) -> dict:
         return {"image": "a", "case": "noise", "method": method, "psnr": psnr}

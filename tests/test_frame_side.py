@@ -8,7 +8,7 @@ import torch
 from uir_lora.degrade import degrade
 from uir_lora.degrade._common import randint
 from uir_lora.degrade.lens import _MAX_DROPS, _drop_field
-from uir_lora.train.trainer import PairDataset
+from uir_lora.lab.train.trainer import PairDataset
 
 FRAME_KINDS = ("raindrop", "haze", "snow")
 

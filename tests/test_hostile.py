@@ -25,16 +25,16 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file, save_file
 
-from uir_lora import cli
 from uir_lora.backbones.embedded import EmbeddedFFDNetBackbone
 from uir_lora.backbones.registry import load_backbone
 from uir_lora.bank.store import open_bank, read_lora_file
 from uir_lora.compose.composer import check_weights, composed
 from uir_lora.errors import BackboneError, BankError, InputError, RestoreInterrupted, UnsafePathError
 from uir_lora.images import array_to_tensor, load_image, save_image
+from uir_lora.lab import cli
+from uir_lora.lab.testing.banks import make_random_bank
 from uir_lora.pipeline import apply_strength, compose, estimate, estimate_spatial, load_bank, parse_weights, restore
 from uir_lora.sampler.restore import SamplerOptions, restore_batch
-from uir_lora.testing.banks import make_random_bank
 
 pack = test_nodes.pack  # the pack imported against fakes of ComfyUI (module scope), for section 9
 
@@ -521,7 +521,7 @@ def test_large_image_real_backbone_memory(tmp_path):
         "import resource, torch; torch.set_num_threads(1)\n"
         "from uir_lora.pipeline import default_backbone, compose\n"
         "from uir_lora.bank.store import open_bank\n"
-        "from uir_lora.testing.banks import make_random_bank\n"
+        "from uir_lora.lab.testing.banks import make_random_bank\n"
         "from uir_lora.sampler.restore import SamplerOptions, restore_batch\n"
         "import sys; from pathlib import Path\n"
         "b = default_backbone(); bank = open_bank(make_random_bank(Path(sys.argv[1]), b))\n"
@@ -767,8 +767,8 @@ def test_numbers_given_as_text_are_refused_with_the_field_name():
 
 
 def test_restore_refuses_an_output_name_that_is_not_an_image(tmp_path, photo, capsys):
-    from uir_lora.cli import main
     from uir_lora.images import save_image
+    from uir_lora.lab.cli import main
 
     source = save_image(photo, tmp_path / "in.png")
     assert main(["restore", str(source), "-o", str(tmp_path / "out.txt")]) == 2

@@ -12,9 +12,8 @@ from uir_lora.backbones.registry import FAMILIES
 from uir_lora.bank.store import open_bank
 from uir_lora.compose.composer import Composition, composed
 from uir_lora.degrade import KINDS, compatible
-from uir_lora.sampler.multiscale import multiscale, pyramid_levels
-from uir_lora.testing.banks import make_random_bank
-from uir_lora.train.joint import (
+from uir_lora.lab.testing.banks import make_random_bank
+from uir_lora.lab.train.joint import (
     JointConfig,
     activate,
     all_pairs,
@@ -23,6 +22,7 @@ from uir_lora.train.joint import (
     photo_crops,
     train_bank,
 )
+from uir_lora.sampler.multiscale import multiscale, pyramid_levels
 
 
 @pytest.mark.parametrize(("side", "coarsest", "levels"), [(64, 64, 0), (127, 64, 0), (128, 64, 1), (512, 64, 3),

@@ -55,7 +55,7 @@ def nodes(pack):
 
 @pytest.fixture()
 def tiny_bank(models, embedded_backbone, encoder_dim) -> str:
-    from uir_lora.testing.banks import make_random_bank
+    from uir_lora.lab.testing.banks import make_random_bank
 
     make_random_bank(models / "uir_lora", embedded_backbone, dim=encoder_dim, conditioning={"sigma": 25 / 255})
     return "tiny"
@@ -107,8 +107,8 @@ def test_backbone_loader_offers_upscale_models_and_takes_core_upscale_model(node
     pytest.importorskip("spandrel")
     import spandrel
 
-    from uir_lora.testing import spandrel_tiny
-    from uir_lora.testing.banks import make_random_bank
+    from uir_lora.lab.testing import spandrel_tiny
+    from uir_lora.lab.testing.banks import make_random_bank
 
     folder = models / "upscale_models"
     spandrel_tiny.write_safetensors(spandrel_tiny.esrgan(4), folder / "tiny_x4.safetensors")
@@ -158,7 +158,7 @@ def test_user_banks_in_extra_model_paths_are_listed_and_their_own_kinds_shown(no
                                                                              encoder_dim, images):
     """A bank made with `train-lora --pairs` in a folder extra_model_paths.yaml names: the loader lists it and the
     estimator shows its kind by the manifest's name, like any other."""
-    from uir_lora.testing.banks import make_random_bank
+    from uir_lora.lab.testing.banks import make_random_bank
 
     elsewhere = models / "elsewhere" / "uir_lora"
     sys.modules["folder_paths"].folder_names_and_paths["uir_lora"] = ([str(elsewhere)], set())

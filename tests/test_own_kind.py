@@ -14,11 +14,11 @@ import torch
 from uir_lora import pipeline
 from uir_lora.bank.manifest import read_manifest
 from uir_lora.bank.store import open_bank
-from uir_lora.cli import main
 from uir_lora.errors import InputError
 from uir_lora.images import save_image
-from uir_lora.testing.scratches import scratches_and_dust
-from uir_lora.train import pairs as own
+from uir_lora.lab.cli import main
+from uir_lora.lab.testing.scratches import scratches_and_dust
+from uir_lora.lab.train import pairs as own
 
 SIDE = 72
 
@@ -137,7 +137,7 @@ def test_degrade_function_comes_from_the_command_line_only(tmp_path, embedded_ba
     marker = tmp_path / "imported.txt"
     script = tmp_path / "my_damage.py"
     script.write_text(f"from pathlib import Path\nwith open({str(marker)!r}, 'a') as f:\n    f.write('x')\n"
-                      "from uir_lora.testing.scratches import scratches_and_dust\n\n\n"
+                      "from uir_lora.lab.testing.scratches import scratches_and_dust\n\n\n"
                       "def damage(image, generator):\n    return scratches_and_dust(image, generator)\n")
     photos = tmp_path / "clean"
     photos.mkdir()
@@ -161,7 +161,7 @@ def test_degrade_function_comes_from_the_command_line_only(tmp_path, embedded_ba
 
 def test_scratch_kind_end_to_end_changes_no_other_file(tmp_path, embedded_backbone, encoder_dim, capsys):
     """Train a few steps on pairs drawn here, add to a copy of a bank, route held-out scratches to it, restore."""
-    from uir_lora.testing.banks import make_random_bank
+    from uir_lora.lab.testing.banks import make_random_bank
 
     source = make_random_bank(tmp_path / "shipped", embedded_backbone, dim=encoder_dim,
                               conditioning={"sigma": 25 / 255})
@@ -201,8 +201,8 @@ def test_scratch_kind_end_to_end_changes_no_other_file(tmp_path, embedded_backbo
 def test_bank_add_keeps_the_other_kinds_examples_with_their_own_loras(tmp_path, embedded_backbone, encoder_dim):
     """Scratched photos look much like clean ones: placed on its examples alone, the new embedding takes clean
     photos too; with clean and built-in examples drawn on the same photos as negatives it leaves them."""
-    from uir_lora.router.fit import add_embedding, synthetic_negatives
-    from uir_lora.testing.banks import make_random_bank
+    from uir_lora.lab.router.fit import add_embedding, synthetic_negatives
+    from uir_lora.lab.testing.banks import make_random_bank
 
     generator = torch.Generator().manual_seed(5)
     photos = [smooth_photo(generator, 96) for _ in range(4)]

@@ -14,10 +14,10 @@ import pytest
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-from uir_lora.cli import build_parser, main
 from uir_lora.distributed import ProcessShare
 from uir_lora.errors import MissingExtraError
 from uir_lora.extras import require
+from uir_lora.lab.cli import build_parser, main
 
 ROOT = Path(__file__).resolve().parents[1]
 INSTALL = re.compile(r"^pip install -c constraints\.txt .*$", re.MULTILINE)

@@ -35,7 +35,7 @@ ANY_VALUE = st.one_of(
 @pytest.fixture(scope="module")
 def bank(tmp_path_factory, embedded_backbone, encoder_dim):
     from uir_lora.bank.store import open_bank
-    from uir_lora.testing.banks import make_random_bank
+    from uir_lora.lab.testing.banks import make_random_bank
 
     return open_bank(make_random_bank(tmp_path_factory.mktemp("bank"), embedded_backbone, dim=encoder_dim,
                                       conditioning={"sigma": 25 / 255}))

@@ -75,7 +75,7 @@ def test_truncated_16_bit_png_is_an_input_error(tmp_path):
 
 def test_each_dtype_gets_its_own_backbone(tmp_path, encoder_dim):
     from uir_lora.bank.store import open_bank
-    from uir_lora.testing.banks import make_random_bank
+    from uir_lora.lab.testing.banks import make_random_bank
 
     master = load_backbone("embedded-ffdnet")
     full = load_backbone("embedded-ffdnet", device="cpu", dtype=torch.float32)
@@ -107,7 +107,7 @@ def test_backbone_copies_are_bounded_least_recently_used_first():
 
 
 def test_sd_turbo_copy_keeps_its_parts_together(tmp_path):
-    from uir_lora.testing import sd_turbo_tiny as tiny
+    from uir_lora.lab.testing import sd_turbo_tiny as tiny
 
     folder = tiny.write_diffusers_folder(tmp_path / "tiny-turbo", *tiny.tiny_models(seed=0))
     master = load_backbone("sd-turbo", folder)

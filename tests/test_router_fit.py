@@ -10,10 +10,10 @@ import torch
 from uir_lora import pipeline
 from uir_lora.bank.manifest import read_manifest, write_manifest
 from uir_lora.bank.store import open_bank
-from uir_lora.cli import main
 from uir_lora.degrade import degrade
 from uir_lora.images import save_image
-from uir_lora.router import fit
+from uir_lora.lab.cli import main
+from uir_lora.lab.router import fit
 from uir_lora.router.router import RoutingResult
 
 
@@ -127,7 +127,7 @@ def test_bank_add_names_the_fix_for_a_missing_lora(random_bank, photo, tmp_path,
 
 def test_train_router_fits_the_whole_bank_and_leaves_lora_files(random_bank, photo, tmp_path, monkeypatch):
     """A tiny run: three 'photos' (flips of one), one crop each; checks the manifest it writes."""
-    from uir_lora.router import data
+    from uir_lora.lab.router import data
 
     paths = []
     big = torch.nn.functional.interpolate(photo, size=(240, 320), mode="bilinear")
@@ -241,7 +241,7 @@ def test_unknown_kinds_and_confusion_picture(photo, tmp_path):
     import numpy as np
     from PIL import Image
 
-    from uir_lora.router import evaluate
+    from uir_lora.lab.router import evaluate
 
     gen = torch.Generator().manual_seed(0)
     for kind in evaluate.UNKNOWN_KINDS:
@@ -259,7 +259,7 @@ def test_unknown_kinds_and_confusion_picture(photo, tmp_path):
 
 
 def test_large_photo_scale_needs_the_implementation_that_sizes_drops_by_the_frame(tmp_path):
-    from uir_lora.router import evaluate
+    from uir_lora.lab.router import evaluate
 
     with pytest.raises(ValueError, match="frame_side needs uir_lora.degrade"):
         evaluate.whole_photos(tmp_path, "degrade_alt", frame_side=evaluate.LARGE_FRAME)
@@ -278,11 +278,11 @@ def test_mixture_targets_follow_which_lora_restores_the_mixture_better(random_ba
 
 
 def test_whole_photo_scores_per_photo_on_the_other_scenes(random_bank, photo, monkeypatch, tmp_path):
-    from uir_lora.router import evaluate
+    from uir_lora.lab.router import evaluate
 
     # Two "photos": the astronaut crop as it is and mirrored; the real set is 8 photos of 300-1000 px.
     scenes = [("a", photo), ("b", photo.flip(-1))]
-    monkeypatch.setattr("uir_lora.evaluate.datasets.scene_photos", lambda: scenes)
+    monkeypatch.setattr("uir_lora.lab.evaluate.datasets.scene_photos", lambda: scenes)
     names, photos, key = evaluate.held_out_photos(scenes=True)
     assert names == ["a", "b"] and key == {"photos": ["a", "b"]} and photos[1] is scenes[1][1]
     result = evaluate.whole_photos(random_bank.root, "degrade", draws=2, cache_dir=tmp_path, scenes=True)
@@ -291,6 +291,6 @@ def test_whole_photo_scores_per_photo_on_the_other_scenes(random_bank, photo, mo
     assert sum(result["per_photo"].values()) / 2 == pytest.approx(result["top1"])
     assert sum(map(sum, result["confusion"])) == result["images"]
     # Photo "a" comes first, so it gets the same draws alone: its score must be that run's top-1.
-    monkeypatch.setattr("uir_lora.evaluate.datasets.scene_photos", lambda: scenes[:1])
+    monkeypatch.setattr("uir_lora.lab.evaluate.datasets.scene_photos", lambda: scenes[:1])
     alone = evaluate.whole_photos(random_bank.root, "degrade", draws=2, cache_dir=tmp_path / "alone", scenes=True)
     assert result["per_photo"]["a"] == pytest.approx(alone["top1"])

@@ -14,10 +14,10 @@ from PIL import Image
 
 from uir_lora.bank.manifest import EncoderSpec, decode_matrix, encode_matrix, parse_manifest, read_manifest
 from uir_lora.errors import BankError
+from uir_lora.lab.router.data import FRAME_SIDES, at_photo_scale
+from uir_lora.lab.router.fit import calibrate_residual, known_subspace
 from uir_lora.router import statistics as stats
-from uir_lora.router.data import FRAME_SIDES, at_photo_scale
 from uir_lora.router.encoder import DegradationEncoder
-from uir_lora.router.fit import calibrate_residual, known_subspace
 from uir_lora.router.router import RoutingResult, subspace_residual, unknown_mask
 
 # Offsets of each group in degradation_statistics' output (the order of its parts).
@@ -209,7 +209,7 @@ def test_shipped_bank_has_the_residual_test():
 
 
 def test_whole_photos_are_encoded_per_draw_and_cached(tmp_path):
-    from uir_lora.router.data import CLEAN, encode_photos
+    from uir_lora.lab.router.data import CLEAN, encode_photos
 
     class MeanEncoder:
         spec = EncoderSpec()

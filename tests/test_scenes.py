@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from uir_lora.errors import InputError
-from uir_lora.scenes import DEFAULT_LIST, SPLITS, downscale_factor, load_scenes, read_scene_list, scene_records
+from uir_lora.lab.scenes import DEFAULT_LIST, SPLITS, downscale_factor, load_scenes, read_scene_list, scene_records
 
 ROOT = Path(__file__).resolve().parents[1]
 

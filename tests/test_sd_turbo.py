@@ -14,8 +14,8 @@ from uir_lora.backbones.sd_turbo import CONFIG_DIR, load_sd_turbo
 from uir_lora.bank.store import open_bank
 from uir_lora.compose.composer import Composition, composed
 from uir_lora.errors import BackboneError, BankError
-from uir_lora.testing import sd_turbo_tiny as tiny
-from uir_lora.testing.banks import make_random_bank
+from uir_lora.lab.testing import sd_turbo_tiny as tiny
+from uir_lora.lab.testing.banks import make_random_bank
 
 COMFY = Path(os.environ.get("COMFYUI_DIR", "/work/comfy/ComfyUI"))
 COMFY_PYTHON = Path(os.environ.get("COMFY_PYTHON", "/work/comfy/venv/bin/python"))
@@ -175,7 +175,7 @@ def test_generic_trainer_trains_a_lora_that_survives_a_bank_round_trip(tmp_path,
 
     from uir_lora.bank.manifest import EncoderSpec, LoraEntry
     from uir_lora.bank.writer import add_lora, create_bank
-    from uir_lora.train.trainer import TrainConfig, train_lora
+    from uir_lora.lab.train.trainer import TrainConfig, train_lora
 
     trained = load_sd_turbo(layouts["folder"])
     trained.enable_gradient_checkpointing()

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from uir_lora.bank.store import read_lora_file
-from uir_lora.cli import main
 from uir_lora.images import load_image, save_image
+from uir_lora.lab.cli import main
 from uir_lora.pipeline import DEFAULT_BANK, load_bank
 
 

@@ -16,9 +16,9 @@ from uir_lora.backbones.spandrel_backbone import SpandrelBackbone  # noqa: E402
 from uir_lora.bank.store import open_bank  # noqa: E402
 from uir_lora.compose.composer import Composition, composed  # noqa: E402
 from uir_lora.errors import BackboneError, BankError  # noqa: E402
+from uir_lora.lab.testing import spandrel_tiny as tiny  # noqa: E402
+from uir_lora.lab.testing.banks import make_random_bank  # noqa: E402
 from uir_lora.sampler.restore import SamplerOptions, restore_batch  # noqa: E402
-from uir_lora.testing import spandrel_tiny as tiny  # noqa: E402
-from uir_lora.testing.banks import make_random_bank  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -136,7 +136,7 @@ def test_the_trainer_trains_a_lora_that_survives_a_bank_round_trip(files, tmp_pa
 
     from uir_lora.bank.manifest import EncoderSpec, LoraEntry
     from uir_lora.bank.writer import add_lora, create_bank
-    from uir_lora.train.trainer import TrainConfig, train_lora
+    from uir_lora.lab.train.trainer import TrainConfig, train_lora
 
     trained = SpandrelBackbone.from_file(files["esrgan4"])
     gen = torch.Generator().manual_seed(0)
@@ -253,8 +253,8 @@ def test_the_converted_wheel_loads_as_real_esrgan_x4plus(tmp_path):
 
 
 def test_cli_restores_with_a_spandrel_backbone_and_its_bank(files, tmp_path, capsys):
-    from uir_lora.cli import main
     from uir_lora.images import load_image, save_image
+    from uir_lora.lab.cli import main
 
     backbone = load_backbone("spandrel", files["esrgan4"])
     make_random_bank(tmp_path / "banks", backbone, ("noise",), rank=2, bank_name="esrgan")

@@ -118,8 +118,8 @@ def test_map_picture(brightness_router):
 
 
 def test_cli_spatial_and_map(random_bank, photo, tmp_path, capsys):
-    from uir_lora.cli import main
     from uir_lora.images import save_image
+    from uir_lora.lab.cli import main
 
     source = save_image(photo, tmp_path / "in.png")
     bank = ["--bank", random_bank.manifest.name, "--bank-dir", str(random_bank.root.parent)]
@@ -133,8 +133,8 @@ def test_cli_spatial_and_map(random_bank, photo, tmp_path, capsys):
 
 
 def test_cli_strength_zero_returns_the_input(random_bank, photo, tmp_path):
-    from uir_lora.cli import main
     from uir_lora.images import load_image, save_image
+    from uir_lora.lab.cli import main
 
     source = save_image(photo, tmp_path / "in.png")
     bank = ["--bank", random_bank.manifest.name, "--bank-dir", str(random_bank.root.parent)]

@@ -11,8 +11,8 @@ from peft import LoraConfig
 from uir_lora.backbones.registry import FAMILIES
 from uir_lora.bank.manifest import read_manifest, write_manifest
 from uir_lora.bank.store import open_bank, read_lora_file
-from uir_lora.cli import main
-from uir_lora.train import trainer
+from uir_lora.lab.cli import main
+from uir_lora.lab.train import trainer
 
 
 @pytest.fixture()

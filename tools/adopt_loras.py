@@ -17,7 +17,7 @@ from pathlib import Path
 from uir_lora.bank.manifest import MANIFEST_NAME, read_manifest, write_manifest
 from uir_lora.bank.store import read_lora_file
 from uir_lora.bank.writer import save_lora_file
-from uir_lora.commands.train import bank_lock
+from uir_lora.lab.commands.train import bank_lock
 
 FIELDS = ("provenance", "validation", "conditioning")
 

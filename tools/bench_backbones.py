@@ -29,8 +29,8 @@ from uir_lora import pipeline  # noqa: E402
 from uir_lora.backbones.realesrgan import load_realesrgan  # noqa: E402
 from uir_lora.backbones.registry import load_backbone  # noqa: E402
 from uir_lora.backbones.spandrel_backbone import SCALE_MODES  # noqa: E402
-from uir_lora.evaluate.datasets import default_images  # noqa: E402
-from uir_lora.evaluate.harness import Case, aggregate, bare_restore, evaluate  # noqa: E402
+from uir_lora.lab.evaluate.datasets import default_images  # noqa: E402
+from uir_lora.lab.evaluate.harness import Case, aggregate, bare_restore, evaluate  # noqa: E402
 from uir_lora.sampler.restore import SamplerOptions  # noqa: E402
 
 CASES = [Case((kind,)) for kind in ("noise", "defocus_blur", "jpeg", "low_resolution")]

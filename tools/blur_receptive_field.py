@@ -16,8 +16,8 @@ import torch
 
 from uir_lora.backbones.registry import FAMILIES
 from uir_lora.bank.store import open_bank
-from uir_lora.train.data import load_validation_images
-from uir_lora.train.validate import set_adapter_enabled, validate
+from uir_lora.lab.train.data import load_validation_images
+from uir_lora.lab.train.validate import set_adapter_enabled, validate
 
 SEVERITIES = (0.0, 0.5, 1.0)
 

@@ -30,7 +30,7 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from uir_lora.scenes import DEFAULT_LIST, DEFAULT_POOL, SPLITS, read_scene_list  # noqa: E402
+from uir_lora.lab.scenes import DEFAULT_LIST, DEFAULT_POOL, SPLITS, read_scene_list  # noqa: E402
 
 PACKAGES = ("ukui-wallpapers", "lomiri-wallpapers-16.04", "lomiri-wallpapers-20.04",
             "plasma-workspace-wallpapers", "gnome-backgrounds")

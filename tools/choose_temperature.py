@@ -22,8 +22,8 @@ from uir_lora import pipeline
 from uir_lora.bank.manifest import read_manifest, write_manifest
 from uir_lora.bank.store import open_bank
 from uir_lora.compose.composer import Composition
-from uir_lora.evaluate.harness import default_cases, synthesise
-from uir_lora.evaluate.metrics import psnr
+from uir_lora.lab.evaluate.harness import default_cases, synthesise
+from uir_lora.lab.evaluate.metrics import psnr
 from uir_lora.router.router import normalise_top_k
 from uir_lora.sampler.restore import SamplerOptions, restore_batch
 
@@ -35,8 +35,8 @@ SEED = 5000
 
 def training_photos(count: int, size: int = 256) -> list[torch.Tensor]:
     """Centre crops of the first ``count`` training photos, downscaled x2 like the validation ones."""
-    from uir_lora.router.data import load_scaled
-    from uir_lora.train.data import split_photos
+    from uir_lora.lab.router.data import load_scaled
+    from uir_lora.lab.train.data import split_photos
 
     photos = []
     for path in split_photos()[0][:count]:

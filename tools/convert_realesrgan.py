@@ -24,7 +24,7 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from uir_lora.backbones import realesrgan  # noqa: E402
-from uir_lora.evaluate.metrics import psnr  # noqa: E402
+from uir_lora.lab.evaluate.metrics import psnr  # noqa: E402
 
 
 def ncnn_upscale(image: np.ndarray) -> np.ndarray:

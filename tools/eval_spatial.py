@@ -25,7 +25,7 @@ import torch
 from PIL import Image
 
 from uir_lora.degrade import degrade
-from uir_lora.evaluate.metrics import psnr
+from uir_lora.lab.evaluate.metrics import psnr
 from uir_lora.pipeline import DEFAULT_BANK, default_backbone, estimate_spatial, load_bank, restore
 from uir_lora.router.spatial import DEFAULT_WINDOW, region_map_picture
 
@@ -35,7 +35,7 @@ PAIRS = ("haze:noise", "low_light:jpeg", "rain:defocus_blur", "motion_blur:snow"
 def photos(count: int, height: int, width: int) -> list[torch.Tensor]:
     """Crops of the validation photos (never seen in LoRA training), downscaled x2; of 9 crop positions
     the most textured (mean gradient) is kept, so the halves are not a bare wall."""
-    from uir_lora.train.data import _downscale, split_photos
+    from uir_lora.lab.train.data import _downscale, split_photos
 
     out = []
     for path in split_photos()[1][:count]:
@@ -63,8 +63,8 @@ def stitched(clean: torch.Tensor, left: str, right: str, seed: int, severity: fl
 
 def random_bank(root: Path, names: list[str]):
     from uir_lora.bank.store import open_bank
+    from uir_lora.lab.testing.banks import make_random_bank
     from uir_lora.router.encoder import DegradationEncoder
-    from uir_lora.testing.banks import make_random_bank
 
     return open_bank(make_random_bank(root, default_backbone(), names, dim=DegradationEncoder().dim,
                                       conditioning={"sigma": 15 / 255}))

@@ -15,9 +15,9 @@ from PIL import Image
 from uir_lora import pipeline
 from uir_lora.compose.composer import Composition, composed
 from uir_lora.degrade import degrade
-from uir_lora.evaluate.metrics import psnr
+from uir_lora.lab.evaluate.metrics import psnr
+from uir_lora.lab.train.data import _downscale, split_photos
 from uir_lora.sampler.multiscale import multiscale, pyramid_levels
-from uir_lora.train.data import _downscale, split_photos
 
 
 def validation_crops(count: int, side: int) -> list[torch.Tensor]:

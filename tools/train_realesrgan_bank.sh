@@ -27,13 +27,13 @@ python tools/convert_realesrgan.py
 echo "$(date -u +%H:%M) training $(echo $KINDS | wc -w) LoRAs (${STEPS} steps, crop ${CROP}, rank ${RANK}) into $BANK"
 for kind in $KINDS; do
   # --frame-side: degrade crops as windows of a 256 px photo (as the FFDNet bank); never below the crop
-  python -m uir_lora.cli train-lora --backbone embedded-realesrgan --degradation "$kind" --bank "$BANK" \
+  python -m uir_lora.lab.cli train-lora --backbone embedded-realesrgan --degradation "$kind" --bank "$BANK" \
     --steps "$STEPS" --crop "$CROP" --batch "$BATCH" --rank "$RANK" --seed 0 --threads "$THREADS" \
     --frame-side "$(( CROP > 256 ? CROP : 256 ))" --data-dir "$DATA" --replace 2>&1 | tee -a "$RUNS/$kind.log"
   echo "$(date -u +%H:%M) done $kind"
 done
 if [ "$ROUTER" = 1 ]; then
   # shellcheck disable=SC2086 - ROUTER_ARGS is a list of options
-  python -m uir_lora.cli train-router --bank "$BANK" $ROUTER_ARGS 2>&1 | tee -a "$RUNS/router.log"
+  python -m uir_lora.lab.cli train-router --bank "$BANK" $ROUTER_ARGS 2>&1 | tee -a "$RUNS/router.log"
 fi
 echo "$(date -u +%H:%M) bank complete: $BANK"

@@ -1,6 +1,6 @@
 """The check set's degradation models: one function per kind, three fixed severities each.
 
-Written apart from the training synthesis (uir_lora/degrade, uir_lora/degrade_alt) and never used for
+Written apart from the training synthesis (uir_lora/degrade, uir_lora/lab/degrade_alt) and never used for
 training, so the check measures damage the bank did not learn from. Images are float32 HxWx3 arrays
 in 0..1 (sRGB); every function draws its randomness from the Generator it is given.
 """

@@ -30,7 +30,7 @@ $PY -c "import torch; print('device', torch.cuda.get_device_name() if torch.cuda
 for coarsest in 0 64; do
   arm="bank_ms${coarsest}"
   rm -rf "runs/$arm"
-  $PY -m uir_lora.train.joint --out "runs/$arm" --init lora_bank/embedded-ffdnet --photos data/train_photos \
+  $PY -m uir_lora.lab.train.joint --out "runs/$arm" --init lora_bank/embedded-ffdnet --photos data/train_photos \
       --multiscale "$coarsest" "${ARGS[@]}" 2>&1 | tee "$OUT/$arm.log"
   tar -cf "$OUT/$arm.tar" -C runs "$arm"
 done

@@ -18,7 +18,6 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from ..cli import decimal_number, existing_path, whole_number
 from ..compose.composer import check_weights
 from ..distributed import ProcessShare
 from ..errors import InputError, check_range
@@ -36,6 +35,7 @@ from ..pipeline import (
 from ..router.spatial import DEFAULT_WINDOW, region_map_picture
 from ..sampler.restore import SamplerOptions
 from .archive import add_archive_arguments, pending_jobs
+from .arguments import decimal_number, existing_path, whole_number
 from .placement import add_placement_arguments, backbone_from_args, tile_batch
 
 

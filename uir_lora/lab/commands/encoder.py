@@ -1,6 +1,6 @@
 """``uir-lora encoder train --out FILE`` and ``uir-lora encoder install FILE --bank DIR``.
 
-CPU: ``python -m uir_lora.cli encoder train ...``; GPUs: ``accelerate launch -m uir_lora.cli encoder train ...``.
+CPU: ``python -m uir_lora.lab encoder train ...``; GPUs: ``accelerate launch -m uir_lora.lab encoder train ...``.
 """
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..cli import existing_path
-from ..errors import InputError
+from ...commands.arguments import existing_path
+from ...errors import InputError
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -63,7 +63,7 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def run_install(args: argparse.Namespace) -> int:
-    from ..router.trained import install_encoder
+    from ...router.trained import install_encoder
     from .train import bank_lock
 
     if not 0 < args.confidence_full <= 1:

@@ -15,7 +15,7 @@ import torch
 from scipy import ndimage
 from skimage import exposure, restoration
 
-from ..degrade import CANONICAL_ORDER
+from ...degrade import CANONICAL_ORDER
 
 ClassicalFn = Callable[[torch.Tensor], torch.Tensor]
 

@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 import torch
 from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
 
-from ..backbones.base import Backbone
+from ...backbones.base import Backbone
 from .trainer import CLEAN, degrade_batch
 
 VALIDATION_SEED = 10_000

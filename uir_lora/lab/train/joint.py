@@ -5,13 +5,13 @@ Each LoRA is still one kind's adapter on the frozen backbone, but the bank learn
 weight 1 (``x_out = f0(x) + sum_i f_i(x)``), so a mixture is not restored by half-strength LoRAs.
 A batch holds one case (one kind, a compatible pair, or a clean photo for the clean LoRA) on
 photo-sized images, degraded by the wide profile of ``uir_lora.degrade`` or by the independent
-``uir_lora.degrade_alt``, and optionally run coarse-to-fine (``sampler.multiscale``).
+``uir_lora.lab.degrade_alt``, and optionally run coarse-to-fine (``sampler.multiscale``).
 
 A new kind joins such a bank as before: its LoRA trains alone (on its own kind and on mixtures
 with the frozen others), and nothing else changes.
 
-GPU:  accelerate launch -m uir_lora.train.joint --out runs/bank --init lora_bank/embedded-ffdnet --minutes 8
-CPU:  python -m uir_lora.train.joint --out runs/bank --steps 2 --crop 64 --batch 2   (a smoke run)
+GPU:  accelerate launch -m uir_lora.lab.train.joint --out runs/bank --init lora_bank/embedded-ffdnet --minutes 8
+CPU:  python -m uir_lora.lab.train.joint --out runs/bank --steps 2 --crop 64 --batch 2   (a smoke run)
 """
 
 from __future__ import annotations
@@ -30,10 +30,10 @@ import torch.nn.functional as F
 from peft import LoraConfig
 from PIL import Image
 
-from ..backbones.base import Backbone
-from ..degrade import KINDS, compatible, degrade
+from ...backbones.base import Backbone
+from ...degrade import KINDS, compatible, degrade
+from ...sampler.multiscale import multiscale, pyramid_levels
 from ..degrade_alt import degrade as degrade_alt
-from ..sampler.multiscale import multiscale, pyramid_levels
 from .trainer import CLEAN, TrainConfig, next_lr, optimise
 
 IMPLEMENTATIONS = ("wide", "alt")
@@ -213,7 +213,7 @@ def _load_photos(folders: Sequence[Path], max_side: int) -> list[np.ndarray]:
 def training_photos(extra_folders: Sequence[Path] = (), max_side: int = 1024) -> list[np.ndarray]:
     """The training sources of offline-assets.md: template renders, training interiors, the Debian
     TRAIN scenes when tools/build_scene_pool.py has fetched them, and extra folders."""
-    from ..errors import InputError
+    from ...errors import InputError
     from ..scenes import load_scenes
     from .data import _downscale, media_images, split_photos
 
@@ -232,12 +232,12 @@ def training_photos(extra_folders: Sequence[Path] = (), max_side: int = 1024) ->
 def main(argv: Sequence[str] | None = None) -> int:
     from safetensors.torch import load_file
 
-    from ..backbones.registry import FAMILIES
-    from ..bank.manifest import LoraEntry, read_manifest, write_manifest
-    from ..bank.writer import add_lora, create_bank
+    from ...backbones.registry import FAMILIES
+    from ...bank.manifest import LoraEntry, read_manifest, write_manifest
+    from ...bank.writer import add_lora, create_bank
     from .data import DEFAULT_DATA_DIR, load_validation_images
 
-    parser = argparse.ArgumentParser(prog="python -m uir_lora.train.joint", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m uir_lora.lab.train.joint", description=__doc__.split("\n")[0])
     parser.add_argument("--out", type=Path, required=True, help="new bank folder")
     parser.add_argument("--init", type=Path, help="a bank to start from (its LoRAs, conditioning and router)")
     parser.add_argument("--photos", type=Path, nargs="*", default=[], help="folders of clean training photos "
@@ -273,13 +273,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     results = evaluate(backbone, images, conditioning, cases, args.multiscale)
     encoder = init_manifest.encoder if init_manifest else None
     if encoder is None:
-        from ..bank.manifest import EncoderSpec
-        from ..router.encoder import DegradationEncoder
+        from ...bank.manifest import EncoderSpec
+        from ...router.encoder import DegradationEncoder
 
         dim = DegradationEncoder().dim
         encoder = EncoderSpec(dim=dim, feature_mean=[0.0] * dim, feature_std=[1.0] * dim)
     manifest = create_bank(args.out, args.out.name, backbone.family, backbone.fingerprint, encoder,
-                           description="LoRAs trained jointly with composition in the loop (uir_lora.train.joint)")
+                           description="LoRAs trained jointly with composition in the loop (uir_lora.lab.train.joint)")
     if init_manifest is not None:  # the router's settings come with the embeddings they were fitted with
         manifest.router = init_manifest.router
         write_manifest(manifest, args.out)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..cli import existing_path
-from ..errors import InputError
+from ...commands.arguments import existing_path
+from ...errors import InputError
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -73,10 +73,10 @@ def run_train_router(args: argparse.Namespace) -> int:
 
 
 def run_bank_add(args: argparse.Namespace) -> int:
-    from ..bank.manifest import read_manifest
-    from ..images import load_image
+    from ...bank.manifest import read_manifest
+    from ...commands.restore import list_inputs
+    from ...images import load_image
     from ..router.fit import add_embedding, synthetic_negatives
-    from .restore import list_inputs
 
     files = [f for path in args.images for f in list_inputs(path)]
     clean = [load_image(f) for path in args.clean_images or [] for f in list_inputs(path)]

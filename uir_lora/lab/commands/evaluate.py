@@ -12,10 +12,10 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from ..bank.store import LoraBank, open_bank
-from ..degrade import KINDS
-from ..errors import InputError
-from ..pipeline import DEFAULT_BANK, default_backbone, load_bank
+from ...bank.store import LoraBank, open_bank
+from ...degrade import KINDS
+from ...errors import InputError
+from ...pipeline import DEFAULT_BANK, default_backbone, load_bank
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +45,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def random_bank(root: Path) -> LoraBank:
-    from ..router.encoder import DegradationEncoder
+    from ...router.encoder import DegradationEncoder
     from ..testing.banks import make_random_bank
 
     return open_bank(make_random_bank(root, default_backbone(), names=KINDS, dim=DegradationEncoder().dim,

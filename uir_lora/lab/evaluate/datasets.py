@@ -2,7 +2,7 @@
 
 The default set (offline, pinned in the ``eval`` extra): scikit-image's six colour scenes,
 scikit-learn's two sample photos, and the training code's fixed validation split (9 tiktok photos
-never used for training; uir_lora/train/data.py). Every image is centre-cropped to a square.
+never used for training; uir_lora/lab/train/data.py). Every image is centre-cropped to a square.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..errors import InputError
-from ..images import IMAGE_SUFFIXES, array_to_tensor, load_image
+from ...errors import InputError
+from ...images import IMAGE_SUFFIXES, array_to_tensor, load_image
 
 log = logging.getLogger(__name__)
 DEFAULT = "default"

@@ -17,8 +17,8 @@ from peft import LoraConfig
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from ..backbones.base import Backbone
-from ..degrade import KINDS, degrade
+from ...backbones.base import Backbone
+from ...degrade import KINDS, degrade
 
 CLEAN = "clean"  # the identity LoRA: target = input, so clean photos have a safe route
 SIGMA_GRID = (0, 5, 10, 15, 25, 35, 50)  # candidate fixed FFDNet noise levels, in /255 units

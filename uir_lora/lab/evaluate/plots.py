@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
-from ..images import tensor_to_uint8
+from ...images import tensor_to_uint8
 
 COLOURS = {"router": (240, 150, 40), "oracle": (90, 170, 90), "multitask": (150, 110, 200),
            "ffdnet_sigma": (200, 80, 80), "classical": (70, 140, 220)}

@@ -1,6 +1,6 @@
 """``uir-lora train-lora``: train one degradation's LoRA (or a full fine-tune) and add it to a bank.
 
-CPU: ``python -m uir_lora.cli train-lora ...``; several GPUs: ``accelerate launch -m uir_lora.cli train-lora ...``.
+CPU: ``python -m uir_lora.lab train-lora ...``; several GPUs: ``accelerate launch -m uir_lora.lab train-lora ...``.
 """
 
 from __future__ import annotations
@@ -22,11 +22,11 @@ import torch
 from filelock import FileLock
 from peft import LoraConfig
 
-from ..backbones.registry import FAMILIES
-from ..bank.manifest import MANIFEST_NAME, EncoderSpec, LoraEntry, read_manifest
-from ..bank.writer import add_lora, create_bank, save_lora_file
-from ..errors import InputError
-from ..extras import require
+from ...backbones.registry import FAMILIES
+from ...bank.manifest import MANIFEST_NAME, EncoderSpec, LoraEntry, read_manifest
+from ...bank.writer import add_lora, create_bank, save_lora_file
+from ...errors import InputError
+from ...extras import require
 
 if TYPE_CHECKING:
     from ..train.pairs import PhotoPair
@@ -96,7 +96,7 @@ def own_kind(args: argparse.Namespace) -> bool:
 
 
 def _check_own_kind_args(args: argparse.Namespace) -> None:
-    from ..bank.manifest import NAME_PATTERN
+    from ...bank.manifest import NAME_PATTERN
 
     if args.pairs and (args.degrade or args.clean_photos):
         raise InputError("give either --pairs DAMAGED_DIR CLEAN_DIR or --degrade FN --clean-photos DIR, not both")
@@ -151,7 +151,7 @@ def bank_lock(bank_dir: Path) -> FileLock:
 
 def _resume_from(args: argparse.Namespace, name: str) -> tuple[LoraEntry, dict[str, torch.Tensor]]:
     """The bank's entry and weights of LoRA ``name`` (--resume), with its rank overriding --rank."""
-    from ..bank.store import read_lora_file
+    from ...bank.store import read_lora_file
 
     manifest = read_manifest(args.bank)
     if name not in manifest.names:
@@ -216,7 +216,7 @@ def _check_new_name(bank_dir: Path, name: str, replace: bool) -> None:
 
 def _route_held_out(bank_dir: Path, name: str, images: list[torch.Tensor]) -> str:
     """How many held-out damaged photos the bank's router now sends to ``name`` first."""
-    from ..router.router import Router
+    from ...router.router import Router
 
     router = Router(read_manifest(bank_dir))
     best = [router.scores(image).similarities.argmax(dim=-1).item() for image in images]
@@ -227,7 +227,7 @@ def _route_held_out(bank_dir: Path, name: str, images: list[torch.Tensor]) -> st
 def run_train(args: argparse.Namespace) -> int:
     Accelerator = require("accelerate", "train", "uir-lora train-lora").Accelerator
 
-    from ..degrade import DEGRADATION_INFO
+    from ...degrade import DEGRADATION_INFO
     from ..train import data, trainer, validate
     from ..train.pairs import PairCropDataset
 
@@ -238,7 +238,7 @@ def run_train(args: argparse.Namespace) -> int:
         _check_new_name(args.bank, args.name, args.replace)
     torch.set_num_threads(args.threads)
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
-    log = logging.getLogger("uir_lora.train")
+    log = logging.getLogger("uir_lora.lab.train")
     say = print if accelerator.is_main_process else (lambda *_: None)
     torch.manual_seed(args.seed)
     if args.backbone not in FAMILIES:
@@ -332,7 +332,7 @@ def run_train(args: argparse.Namespace) -> int:
                       conditioning=conditioning, provenance=provenance, validation=result)
     with bank_lock(bank_dir):
         if not (bank_dir / MANIFEST_NAME).is_file():
-            from ..router.encoder import DegradationEncoder
+            from ...router.encoder import DegradationEncoder
 
             dim = DegradationEncoder().dim
             create_bank(bank_dir, bank_dir.name, backbone.family, backbone.fingerprint,

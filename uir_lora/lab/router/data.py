@@ -17,8 +17,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from ..images import load_image
-from .encoder import DegradationEncoder
+from ...images import load_image
+from ...router.encoder import DegradationEncoder
 
 CLEAN = "clean"
 PHOTO_WIDTHS = (640, 960)  # the tiktok photos are 1920 px wide with JPEG artefacts: use them at x1/3, x1/2
@@ -48,7 +48,7 @@ def at_photo_scale(degrade: DegradeFn, sides: tuple[int, int] = FRAME_SIDES) -> 
 
 
 def photo_split() -> tuple[list[Path], list[Path]]:
-    """(train, validation) photo paths: the LoRA trainers' fixed split (uir_lora.train.data)."""
+    """(train, validation) photo paths: the LoRA trainers' fixed split (uir_lora.lab.train.data)."""
     from ..train.data import split_photos
 
     return split_photos()
@@ -135,7 +135,7 @@ def encode_photos(encoder: DegradationEncoder, photos: Sequence[torch.Tensor], n
 
 def compatible_pairs(names: Sequence[str]) -> list[tuple[str, str]]:
     """Every pair of synthetic kinds among ``names`` that ``uir_lora.degrade`` can apply together."""
-    from ..degrade import KINDS, compatible
+    from ...degrade import KINDS, compatible
 
     kinds = [n for n in names if n in KINDS]
     return [(a, b) for i, a in enumerate(kinds) for b in kinds[i + 1:] if compatible((a, b))]

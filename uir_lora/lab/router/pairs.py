@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .. import pipeline
+from ... import pipeline
 from ..evaluate.harness import MIXED_PAIRS, Case, synthesise
 from ..evaluate.metrics import psnr
 
@@ -50,8 +50,8 @@ def mixed_pairs(bank_dir: Path, max_images: int | None = None, seed: int = 0,
 
     ``previous``: rows of an earlier run on the same images and seeds whose values are reused.
     """
-    from ..bank.store import open_bank
-    from ..degrade import canonical_kinds
+    from ...bank.store import open_bank
+    from ...degrade import canonical_kinds
     from ..train.data import load_validation_images
 
     bank = open_bank(bank_dir)
@@ -73,7 +73,7 @@ def mixed_pairs(bank_dir: Path, max_images: int | None = None, seed: int = 0,
 
 
 def main() -> None:
-    """``python -m uir_lora.router.pairs BANK N OUT.json [METHOD,...]`` (default: the oracle methods)."""
+    """``python -m uir_lora.lab.router.pairs BANK N OUT.json [METHOD,...]`` (default: the oracle methods)."""
     import json
     import sys
 

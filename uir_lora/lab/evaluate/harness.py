@@ -23,12 +23,12 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file
 
-from .. import pipeline
-from ..backbones.base import Backbone
-from ..backbones.embedded import EmbeddedFFDNetBackbone, FFDNet
-from ..bank.store import LoraBank
-from ..degrade import KINDS, canonical_kinds, degrade
-from ..sampler.tiling import run_tiled
+from ... import pipeline
+from ...backbones.base import Backbone
+from ...backbones.embedded import EmbeddedFFDNetBackbone, FFDNet
+from ...bank.store import LoraBank
+from ...degrade import KINDS, canonical_kinds, degrade
+from ...sampler.tiling import run_tiled
 from .classical import classical_methods
 from .metrics import METRICS, measure
 

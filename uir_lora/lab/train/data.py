@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..errors import InputError
+from ...errors import InputError
 
 MEDIA_PACKAGES = {"comfyui_workflow_templates_media_image": "comfyui-workflow-templates-media-image==0.3.160",
                   "comfyui_workflow_templates_media_assets_01": "comfyui-workflow-templates-media-assets-01==0.1.48"}

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import torch
 
-from ..backbones.base import Backbone
-from ..bank.manifest import EncoderSpec, LoraEntry
-from ..bank.store import lora_config
-from ..bank.writer import add_lora, create_bank
+from ...backbones.base import Backbone
+from ...bank.manifest import EncoderSpec, LoraEntry
+from ...bank.store import lora_config
+from ...bank.writer import add_lora, create_bank
 
 
 def random_lora_state(backbone: Backbone, entry: LoraEntry, generator: torch.Generator, scale: float = 0.02) -> dict:

@@ -1,11 +1,11 @@
-"""Markdown table of a bank's training record: ``python -m uir_lora.train.report lora_bank/embedded-ffdnet``."""
+"""Markdown table of a bank's training record: ``python -m uir_lora.lab.train.report lora_bank/embedded-ffdnet``."""
 
 from __future__ import annotations
 
 import sys
 from pathlib import Path
 
-from ..bank.manifest import Manifest, read_manifest
+from ...bank.manifest import Manifest, read_manifest
 
 
 def _num(value: float | None, digits: int) -> str:

@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .errors import InputError
-from .paths import PACK_ROOT
+from ..errors import InputError
+from ..paths import PACK_ROOT
 
 DEFAULT_LIST = PACK_ROOT / "benchmarks" / "scenes.json"
 DEFAULT_POOL = PACK_ROOT / "data" / "scenes"

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
 
-from ..router import encoder as router_encoder
+from ...router import encoder as router_encoder
 
 FEATURE_BLOCKS = (0, 2, 4, 7, 10)
 """EfficientNet-Lite0 blocks whose outputs the feature distance compares (strides 2..16)."""
