@@ -15,7 +15,6 @@ from comfy_api.latest import io
 
 from ..uir_lora import pipeline
 from ..uir_lora.errors import InputError
-from ..uir_lora.sampler.restore import InterruptFn, ProgressFn
 
 CATEGORY = "image/restoration"
 MODEL_FOLDER = "uir_lora"
@@ -66,7 +65,7 @@ def to_comfy(image: torch.Tensor) -> torch.Tensor:
     return image.movedim(1, -1).clamp(0, 1).to(mm.intermediate_device(), torch.float32).contiguous()
 
 
-def hooks() -> tuple[ProgressFn, InterruptFn]:
+def hooks() -> tuple[pipeline.ProgressFn, pipeline.InterruptFn]:
     """The engine's progress(done, total) and check_interrupt() bound to ComfyUI's bar and flag."""
     bar: list[comfy.utils.ProgressBar] = []
 

@@ -11,9 +11,7 @@ import torch
 from comfy_api.latest import io
 
 from ..uir_lora import pipeline
-from ..uir_lora.backbones.registry import FAMILIES, load_backbone
-from ..uir_lora.errors import BackboneError, InputError
-from ..uir_lora.paths import UnsafePathError, safe_resolve
+from ..uir_lora.errors import BackboneError, InputError, UnsafePathError
 from .common import CATEGORY, Backbone, Bank, bank_choices, bank_roots
 
 EMBEDDED = "embedded-ffdnet (built in)"
@@ -86,7 +84,7 @@ def resolve_backbone(choice: str) -> tuple[str, Path | None]:
     roots = folder_paths.get_folder_paths(key)
     expected = f"models/{key}/{name}" + ("/model_index.json" if key == "diffusers" else "")
     try:
-        path = safe_resolve(name, roots, what=f"{family} backbone")
+        path = pipeline.safe_resolve(name, roots, what=f"{family} backbone")
     except FileNotFoundError:
         raise BackboneError(f"backbone file missing: expected {expected} (searched: {', '.join(roots)}); "
                             f"download the {family} weights there") from None
@@ -103,7 +101,8 @@ def backbone_problems(choice: str) -> list[str]:
     except (InputError, BackboneError, UnsafePathError) as exc:
         problems.append(str(exc))
         family = choice.partition(SEP)[0]
-    if family in FAMILIES and family != "embedded-ffdnet" and not pipeline.banks_for_family(family, bank_roots()):
+    needs_bank = family in pipeline.BACKBONE_FAMILIES and family != "embedded-ffdnet"
+    if needs_bank and not pipeline.banks_for_family(family, bank_roots()):
         how = TRAIN_SD_TURBO_BANK if family == "sd-turbo" else "uir-lora train-lora"
         problems.append(f"no LoRA bank for the {family} backbone is installed in models/uir_lora/ and none ships "
                         f"with the pack: train one on exactly these weights ({how})")
@@ -158,13 +157,11 @@ class UIR_BackboneLoader(io.ComfyNode):
             raise InputError(f"dtype must be one of {', '.join(DTYPES)} and device one of {', '.join(DEVICES)}; "
                              f"got dtype {dtype!r}, device {device!r}")
         if upscale_model is not None:
-            from ..uir_lora.backbones.spandrel_backbone import SpandrelBackbone
-
-            # a copy: LoRAs must never end up in the model core's Upscale Image node also uses
-            return io.NodeOutput(SpandrelBackbone.from_descriptor(upscale_model).to(pick_device(device), DTYPES[dtype]))
+            return io.NodeOutput(pipeline.backbone_from_upscale_model(upscale_model, pick_device(device),
+                                                                      DTYPES[dtype]))
         family, path = resolve_backbone(backbone)
         # one cached object per device/dtype: two loaders with other settings never move each other's
-        return io.NodeOutput(load_backbone(family, path, pick_device(device), DTYPES[dtype]))
+        return io.NodeOutput(pipeline.load_backbone(family, path, pick_device(device), DTYPES[dtype]))
 
 
 class UIR_LoraBankLoader(io.ComfyNode):

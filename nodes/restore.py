@@ -2,19 +2,11 @@
 
 from __future__ import annotations
 
-import inspect
-
 from comfy_api.latest import io
 
 from ..uir_lora import pipeline
 from ..uir_lora.errors import InputError
-from ..uir_lora.sampler.restore import SamplerOptions
 from .common import CATEGORY, Backbone, Composition, hooks, to_comfy, to_engine
-
-
-def spatial_supported() -> bool:
-    """Per-region routing lands in the engine separately; the node keeps the input either way."""
-    return "spatial" in inspect.signature(pipeline.restore).parameters
 
 
 class UIR_Restore(io.ComfyNode):
@@ -45,7 +37,7 @@ class UIR_Restore(io.ComfyNode):
     def execute(cls, image, backbone, composition: list, strength: float, tile: int, seed: int,
                 spatial: bool) -> io.NodeOutput:
         images = to_engine(image)
-        options = SamplerOptions(tile=tile, seed=seed)
+        options = pipeline.SamplerOptions(tile=tile, seed=seed)
         progress, check_interrupt = hooks()
         if spatial:
             restored = restore_spatial(images, backbone, composition, strength, options, progress, check_interrupt)
@@ -61,8 +53,6 @@ def restore_spatial(images, backbone, compositions: list, strength, options, pro
     Only plain router (Composer mode auto) or plain manual compositions have a per-region meaning; the
     router uses the bank's top_k and temperature here.
     """
-    if not spatial_supported():
-        raise InputError("spatial routing is not available in this version of the pack; set spatial to false")
     first = compositions[0]
     if first.source not in ("router", "manual"):
         raise InputError(f"spatial routing needs a Composer in mode 'auto' (or 'manual'), not one whose weights "

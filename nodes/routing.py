@@ -9,10 +9,7 @@ import torch
 from comfy_api.latest import io
 
 from ..uir_lora import pipeline
-from ..uir_lora.bank.manifest import NORMALISATIONS
 from ..uir_lora.errors import TEMPERATURE_RANGE, InputError, check_range
-from ..uir_lora.router.chart import weight_chart
-from ..uir_lora.router.router import RoutingResult
 from .common import CATEGORY, Bank, Composition, Routing, to_engine
 
 log = logging.getLogger(__name__)
@@ -21,7 +18,7 @@ BANK_DEFAULT = "bank default"
 COMPOSE_MODES = ("auto", *pipeline.BLEND_MODES)
 
 
-def weights_ui(results: list[RoutingResult]) -> list[dict]:
+def weights_ui(results: list[pipeline.RoutingResult]) -> list[dict]:
     """JSON-able per-image weights for the node's ui dict (key "uir_weights", drawn by the web extension)."""
     return [{"names": list(r.similarities), "similarities": [round(v, 4) for v in r.similarities.values()],
              "weights": [round(r.weights.get(n, 0.0), 4) for n in r.similarities],
@@ -29,9 +26,9 @@ def weights_ui(results: list[RoutingResult]) -> list[dict]:
              "unknown": r.unknown} for r in results]
 
 
-def chart_batch(results: list[RoutingResult]) -> torch.Tensor:
+def chart_batch(results: list[pipeline.RoutingResult]) -> torch.Tensor:
     """One bar chart per image as a ComfyUI IMAGE batch (charts padded to a common height)."""
-    charts = [weight_chart(r) for r in results]
+    charts = [pipeline.weight_chart(r) for r in results]
     height = max(c.shape[0] for c in charts)
     padded = [np.pad(c, ((0, height - c.shape[0]), (0, 0), (0, 0)), constant_values=30) for c in charts]
     return torch.from_numpy(np.stack(padded)).float() / 255
@@ -51,7 +48,7 @@ class UIR_DegradationEstimator(io.ComfyNode):
                 io.Float.Input("temperature", default=0.0, min=0.0, max=TEMPERATURE_RANGE[1], step=0.005,
                                tooltip=f"softmax temperature, {TEMPERATURE_RANGE[0]:g} to {TEMPERATURE_RANGE[1]:g}; "
                                        f"0 = the bank's default"),
-                io.Combo.Input("normalisation", options=[BANK_DEFAULT, *NORMALISATIONS], default=BANK_DEFAULT,
+                io.Combo.Input("normalisation", options=[BANK_DEFAULT, *pipeline.NORMALISATIONS], default=BANK_DEFAULT,
                                tooltip="how the top-K similarities become weights that sum to 1: softmax (with the "
                                        "temperature) or sum (each divided by their total); bank default = the bank's"),
             ],

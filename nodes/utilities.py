@@ -5,13 +5,11 @@ from __future__ import annotations
 import torch
 from comfy_api.latest import io, ui
 
-from ..uir_lora.degrade import KINDS, degrade
+from ..uir_lora import pipeline
 from ..uir_lora.errors import InputError, check_int
-from ..uir_lora.images import load_image
-from ..uir_lora.paths import PACK_ROOT, safe_resolve
 from .common import CATEGORY, to_comfy, to_engine
 
-EXAMPLES = PACK_ROOT / "workflows" / "inputs"
+EXAMPLES = pipeline.PACK_ROOT / "workflows" / "inputs"
 """Photos shipped with the pack (public domain / CC0, see CREDITS there), so workflows run as is."""
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 NONE = "none"
@@ -36,7 +34,8 @@ class UIR_ExampleImage(io.ComfyNode):
 
     @classmethod
     def execute(cls, image: str) -> io.NodeOutput:
-        return io.NodeOutput(to_comfy(load_image(safe_resolve(image, [EXAMPLES], what="example image"))))
+        path = pipeline.safe_resolve(image, [EXAMPLES], what="example image")
+        return io.NodeOutput(to_comfy(pipeline.load_image(path)))
 
 
 class UIR_SyntheticDegrade(io.ComfyNode):
@@ -47,9 +46,9 @@ class UIR_SyntheticDegrade(io.ComfyNode):
             description="Damage a clean image on purpose (one or two degradations, applied in physical order).",
             inputs=[
                 io.Image.Input("image", tooltip="a clean image to damage"),
-                io.Combo.Input("kind", options=list(KINDS), default=KINDS[0],
+                io.Combo.Input("kind", options=list(pipeline.KINDS), default=pipeline.KINDS[0],
                                tooltip="the degradation to apply (one LoRA of the shipped bank is trained per kind)"),
-                io.Combo.Input("second_kind", options=[NONE, *KINDS], default=NONE,
+                io.Combo.Input("second_kind", options=[NONE, *pipeline.KINDS], default=NONE,
                                tooltip="an optional second degradation; the two are applied in physical order"),
                 io.Float.Input("severity", default=0.5, min=0.0, max=1.0, step=0.05, tooltip="0 mild, 1 strong"),
                 io.Int.Input("seed", default=0, min=0, max=2**63 - 1, control_after_generate=True,
@@ -63,7 +62,8 @@ class UIR_SyntheticDegrade(io.ComfyNode):
     def execute(cls, image, kind: str, second_kind: str, severity: float, seed: int) -> io.NodeOutput:
         kinds = [kind] if second_kind == NONE else [kind, second_kind]
         generator = torch.Generator().manual_seed(check_int("seed", seed, 0, 2**63 - 1))
-        return io.NodeOutput(to_comfy(degrade(to_engine(image), kinds, generator=generator, severity=severity)))
+        damaged = pipeline.degrade(to_engine(image), kinds, generator=generator, severity=severity)
+        return io.NodeOutput(to_comfy(damaged))
 
 
 def psnr_ssim(image: torch.Tensor, reference: torch.Tensor) -> tuple[list[float], list[float]]:

@@ -15,8 +15,8 @@ from uir_lora.bank.manifest import read_manifest, write_manifest
 from uir_lora.bank.store import open_bank
 from uir_lora.degrade import degrade
 from uir_lora.errors import BankError
-from uir_lora.lab.testing.banks import make_random_bank
 from uir_lora.lab.router import fit
+from uir_lora.lab.testing.banks import make_random_bank
 from uir_lora.router.encoder import DegradationEncoder
 from uir_lora.router.router import Router, normalise_top_k
 from uir_lora.router.trained import (

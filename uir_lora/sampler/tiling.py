@@ -7,14 +7,7 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-
-def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
-    """Start offsets covering [0, length) with tiles of ``tile`` that overlap by >= ``overlap``."""
-    if length <= tile:
-        return [0]
-    stride = max(1, tile - overlap)
-    starts = list(range(0, length - tile, stride)) + [length - tile]
-    return sorted(set(starts))
+from ..images import tile_starts
 
 
 def blend_window(

@@ -70,11 +70,11 @@ def haarpsi(pred: torch.Tensor, target: torch.Tensor) -> float:
 @torch.inference_mode()
 def _block_features(images: torch.Tensor) -> list[torch.Tensor]:
     """Outputs of FEATURE_BLOCKS for [B,3,H,W] in 0..1, on the router's cached encoder net."""
-    net = router_encoder._efficientnet_lite0()
+    net = router_encoder.efficientnet_lite0()
     wanted, last = set(FEATURE_BLOCKS), max(FEATURE_BLOCKS)
     x = (images - 0.5) / 0.5  # TF-style normalisation of these weights
     outputs = []
-    with router_encoder._LOCK:  # the router shares this net
+    with router_encoder.NET_LOCK:  # the router shares this net
         x = net._swish(net._bn0(net._conv_stem(x)))
         for index, block in enumerate(net._blocks[: last + 1]):
             x = block(x)
