@@ -25,6 +25,7 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file, save_file
 
+from uir_lora import pipeline
 from uir_lora.backbones.embedded import EmbeddedFFDNetBackbone
 from uir_lora.backbones.registry import load_backbone
 from uir_lora.bank.store import open_bank, read_lora_file
@@ -144,12 +145,13 @@ def test_sampler_option_refused(embedded_backbone, manual, photo, field, value):
     before = backbone_state(embedded_backbone)
     options = dataclasses.replace(SamplerOptions(), **{field: value})
     with pytest.raises(InputError, match=field):
-        restore_batch(embedded_backbone, photo, [manual], options)
+        pipeline.restore_composed(photo, embedded_backbone, [manual], options=options)
     assert_base_state(embedded_backbone, before)
 
 
 def test_largest_seed_accepted(embedded_backbone, manual):
-    out = restore_batch(embedded_backbone, torch.rand(2, 3, 8, 8), [manual], SamplerOptions(seed=2**63 - 1))
+    options = SamplerOptions(seed=2**63 - 1)
+    out = pipeline.restore_composed(torch.rand(2, 3, 8, 8), embedded_backbone, [manual], options=options)
     assert out.shape == (2, 3, 8, 8)
 
 
@@ -469,7 +471,7 @@ def test_nan_inf_pixels(embedded_backbone, manual, photo):
     bad[..., :10, :10] = float("nan")
     bad[..., 20:30, :10] = float("inf")
     bad[..., 40:50, :10] = -float("inf")
-    out = restore_batch(embedded_backbone, bad, [manual])
+    out = pipeline.restore_composed(bad, embedded_backbone, [manual])
     assert torch.isfinite(out).all() and out.shape == photo.shape
     assert torch.isfinite(array_to_tensor(np.array([[np.nan, np.inf]], np.float32))).all()
 
@@ -480,7 +482,7 @@ def test_nan_inf_pixels(embedded_backbone, manual, photo):
                          ids=["empty-batch", "zero-height", "no-batch-dim", "rgba-tensor", "numpy", "uint8"])
 def test_bad_image_batch(embedded_backbone, manual, images):
     with pytest.raises(InputError, match=r"\[B,3,H,W\]|empty|float pixels"):
-        restore_batch(embedded_backbone, images, [manual])
+        pipeline.restore_composed(images, embedded_backbone, [manual])
 
 
 def test_batch_each_own_composition(embedded_backbone, random_bank, photo):

@@ -14,7 +14,7 @@ import pytest
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-from uir_lora.distributed import ProcessShare
+from uir_lora.commands.distributed import ProcessShare
 from uir_lora.errors import MissingExtraError
 from uir_lora.extras import require
 from uir_lora.lab.cli import build_parser, main

@@ -9,31 +9,34 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Mapping, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
 
 from .backbones.base import Backbone
+from .backbones.placement import DEVICE_FORMS, DTYPES, resolve_device, resolve_dtype
 from .backbones.registry import FAMILIES as BACKBONE_FAMILIES
-from .backbones.registry import load_backbone
+from .backbones.registry import load_backbone, parse_backbone_spec
 from .bank.manifest import NORMALISATIONS
 from .bank.store import LoraBank, open_bank
 from .compose.composer import Composition, check_weights
 from .degrade import KINDS, degrade
 from .errors import TEMPERATURE_RANGE, InputError, check_int, check_range, parse_number
-from .images import load_image
-from .paths import PACK_ROOT, bundled_bank_root, safe_resolve
+from .images import IMAGE_SUFFIXES, PIXEL_BUDGET_ENV, LoadedImage, load_image, pixel_budget, read_image, save_image
+from .paths import MAX_NAME_BYTES, PACK_ROOT, bundled_bank_root, safe_resolve
 from .router.chart import weight_chart
 from .router.router import Router, RoutingResult
-from .router.spatial import DEFAULT_WINDOW, WINDOW_RANGE, RegionWeights, estimate_regions
+from .router.spatial import DEFAULT_WINDOW, WINDOW_RANGE, RegionWeights, estimate_regions, region_map_picture
 from .sampler.restore import InterruptFn, ProgressFn, SamplerOptions, as_image_batch, restore_batch
 from .sampler.spatial import restore_regions
 
-__all__ = [  # what the nodes and the command line use, besides the functions defined here
-    "BACKBONE_FAMILIES", "KINDS", "NORMALISATIONS", "PACK_ROOT", "Backbone", "Composition", "InterruptFn",
+__all__ = [  # what the nodes and the command line use, besides what is defined here
+    "BACKBONE_FAMILIES", "DEFAULT_WINDOW", "DEVICE_FORMS", "DTYPES", "IMAGE_SUFFIXES", "KINDS", "MAX_NAME_BYTES",
+    "NORMALISATIONS", "PACK_ROOT", "PIXEL_BUDGET_ENV", "Backbone", "Composition", "InterruptFn", "LoadedImage",
     "LoraBank", "ProgressFn", "RegionWeights", "RoutingResult", "SamplerOptions", "degrade", "load_backbone",
-    "load_image", "safe_resolve", "weight_chart",
+    "load_image", "parse_backbone_spec", "pixel_budget", "read_image", "region_map_picture", "resolve_device",
+    "resolve_dtype", "safe_resolve", "save_image", "weight_chart",
 ]
 
 DEFAULT_BANK = "embedded-ffdnet"
@@ -160,10 +163,11 @@ def compose(
 
     ``manual``: only the manual weights (the router is not consulted); ``override``: manual weights
     replace the router's for the LoRAs they name; ``bias``: manual weights are added to the router's.
+    The combined weights are checked once, when the Composition is made.
     """
     if mode not in BLEND_MODES:
         raise InputError(f"mode must be one of {BLEND_MODES}, got {mode!r}")
-    manual = check_weights(dict(manual or {}), bank) if manual else {}
+    manual = {name: value for name, value in (manual or {}).items() if value != 0}  # a zero weight is no weight
     routed = dict(routing.weights) if routing else {}
     notes = tuple(routing.notes) if routing and mode != "manual" else ()
     if routing is not None and routing.unknown and mode != "manual":
@@ -179,8 +183,86 @@ def compose(
         weights = {name: routed.get(name, 0.0) + manual.get(name, 0.0) for name in routed.keys() | manual.keys()}
     source = "+".join(s for s, used in (("router", routing), ("manual", manual)) if used) or "none"
     confidence = routing.confidence if routing is not None and not manual else 1.0
-    return Composition(bank=bank, weights=check_weights(weights, bank), fused=fused, source=source, notes=notes,
-                       confidence=confidence)
+    return Composition(bank=bank, weights=weights, fused=fused, source=source, notes=notes, confidence=confidence)
+
+
+@dataclass(frozen=True)
+class RestorePlan:
+    """Every option of a restore, validated once; ``run`` then restores any number of images with it."""
+
+    backbone: Backbone
+    bank: LoraBank
+    manual: Mapping[str, float]
+    mode: str
+    top_k: int | None
+    temperature: float | None
+    fused: bool
+    strength: float
+    options: SamplerOptions
+    spatial: bool
+    window: int
+
+    def run(self, images: torch.Tensor, progress: ProgressFn | None = None,
+            check_interrupt: InterruptFn | None = None) -> tuple[torch.Tensor, list[Composition]]:
+        """Route each image (unless the mode is "manual"), compose, restore; only the images are checked here."""
+        images = as_image_batch(images)
+        if self.mode == "manual":
+            compositions = [compose(self.bank, None, self.manual, "manual", self.fused)]
+        elif self.spatial:
+            return self._run_spatial(images, progress, check_interrupt)
+        else:
+            routings = router_for(self.bank).route(images, self.top_k, self.temperature)
+            compositions = [compose(self.bank, r, self.manual, self.mode, self.fused) for r in routings]
+        restored = _restore_composed(images, self.backbone, compositions, self.strength, self.options, progress,
+                                     check_interrupt)
+        return restored, compositions * images.shape[0] if len(compositions) == 1 else compositions
+
+    def _run_spatial(self, images, progress, check_interrupt) -> tuple[torch.Tensor, list[Composition]]:
+        router = router_for(self.bank)
+        regions = [estimate_regions(router, image[None], self.window, self.top_k, self.temperature)
+                   for image in images]
+        restored = restore_regions(self.backbone, images, regions,
+                                   lambda r: compose(self.bank, r, self.manual, self.mode, self.fused), self.options,
+                                   progress=progress, check_interrupt=check_interrupt)
+        summaries = [
+            replace(compose(self.bank, None, region.mean_weights(), "manual", self.fused),
+                    source="router per region" + ("+manual" if self.manual else ""),
+                    notes=(f"per-region routing: {self.window} px windows, {region.weights[0].numel()} of them",))
+            for region in regions
+        ]
+        return apply_strength(images, restored, self.strength), summaries
+
+
+def plan_restore(
+    backbone: Backbone | None = None,
+    bank: LoraBank | None = None,
+    *,
+    manual: Mapping[str, float] | None = None,
+    mode: str = "manual",
+    top_k: int | None = None,
+    temperature: float | None = None,
+    fused: bool = True,
+    strength: float = 1.0,
+    options: SamplerOptions | None = None,
+    spatial: bool = False,
+    window: int = DEFAULT_WINDOW,
+) -> RestorePlan:
+    """Check every option before any work, used or not (a folder restore checks them once, not per image).
+
+    With no manual weights the mode is irrelevant: the router decides alone.
+    """
+    strength = check_range("strength", strength, 0.0, 1.0)
+    if mode not in BLEND_MODES:
+        raise InputError(f"mode must be one of {BLEND_MODES}, got {mode!r}")
+    backbone = backbone or default_backbone()
+    options = options or SamplerOptions()
+    options.validate(backbone)
+    bank = bank or load_bank()
+    manual = check_weights(dict(manual or {}), bank)
+    check_routing_options(bank, top_k, temperature, window)
+    return RestorePlan(backbone=backbone, bank=bank, manual=manual, mode=mode if manual else "override",
+                       top_k=top_k, temperature=temperature, fused=bool(fused), strength=strength, options=options,
+                       spatial=bool(spatial), window=window)
 
 
 def apply_strength(original: torch.Tensor, restored: torch.Tensor, strength: float) -> torch.Tensor:
@@ -212,24 +294,9 @@ def restore(
     per region (windows of ``window`` px) and restore each tile with its own composition; the
     returned compositions then hold each image's average weights, for display.
     """
-    check_range("strength", strength, 0.0, 1.0)  # before any work, not after the restore
-    if not manual:
-        mode = "override"
-    backbone = backbone or default_backbone()
-    options = options or SamplerOptions()
-    options.validate(backbone)
-    bank = bank or load_bank()
-    check_routing_options(bank, top_k, temperature, window)
-    images = as_image_batch(images)
-    route_needed = mode != "manual"
-    if spatial and route_needed:
-        return _restore_spatial(images, backbone, bank, manual, mode, top_k, temperature, fused, strength,
-                                options, progress, check_interrupt, window)
-    routings: list[RoutingResult | None] = (
-        estimate(bank, images, top_k, temperature) if route_needed else [None] * images.shape[0]
-    )
-    compositions = [compose(bank, r, manual, mode, fused) for r in routings]
-    return restore_composed(images, backbone, compositions, strength, options, progress, check_interrupt), compositions
+    plan = plan_restore(backbone, bank, manual=manual, mode=mode, top_k=top_k, temperature=temperature, fused=fused,
+                        strength=strength, options=options, spatial=spatial, window=window)
+    return plan.run(images, progress, check_interrupt)
 
 
 def restore_composed(images: torch.Tensor, backbone: Backbone, compositions: Sequence[Composition],
@@ -241,23 +308,17 @@ def restore_composed(images: torch.Tensor, backbone: Backbone, compositions: Seq
     restore is blended towards the input (its routing notes say so).
     """
     strength = check_range("strength", strength, 0.0, 1.0)  # before any work, not after the restore
-    images = as_image_batch(images)
+    options = options or SamplerOptions()
+    options.validate(backbone)
+    return _restore_composed(as_image_batch(images), backbone, compositions, strength, options, progress,
+                             check_interrupt)
+
+
+def _restore_composed(images: torch.Tensor, backbone: Backbone, compositions: Sequence[Composition], strength: float,
+                      options: SamplerOptions, progress: ProgressFn | None,
+                      check_interrupt: InterruptFn | None) -> torch.Tensor:
     restored = restore_batch(backbone, images, list(compositions), options, progress=progress,
                              check_interrupt=check_interrupt)
     per_image = list(compositions) * images.shape[0] if len(compositions) == 1 else compositions
     return torch.cat([apply_strength(image[None], out[None], strength * composition.confidence)
                       for image, out, composition in zip(images, restored, per_image)])
-
-
-def _restore_spatial(images, backbone, bank, manual, mode, top_k, temperature, fused, strength, options,
-                     progress, check_interrupt, window) -> tuple[torch.Tensor, list[Composition]]:
-    regions = estimate_spatial(bank, images, window, top_k, temperature)
-    restored = restore_regions(backbone, images, regions, lambda r: compose(bank, r, manual, mode, fused), options,
-                               progress=progress, check_interrupt=check_interrupt)
-    summaries = [
-        replace(compose(bank, None, region.mean_weights(), "manual", fused),
-                source="router per region" + ("+manual" if manual else ""),
-                notes=(f"per-region routing: {window} px windows, {region.weights[0].numel()} of them",))
-        for region in regions
-    ]
-    return apply_strength(images, restored, strength), summaries

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from ..distributed import ProcessShare
+from .distributed import ProcessShare
 
 log = logging.getLogger(__name__)
 

@@ -5,11 +5,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..backbones.base import Backbone
-from ..backbones.placement import DEVICE_FORMS, DTYPES, resolve_device, resolve_dtype
-from ..backbones.registry import load_backbone, parse_backbone_spec
-from ..distributed import ProcessShare
 from ..errors import InputError
+from ..pipeline import DEVICE_FORMS, DTYPES, Backbone, load_backbone, parse_backbone_spec, resolve_device, resolve_dtype
+from .distributed import ProcessShare
 
 GPU_TILE_BATCH = 4
 """Tiles per backbone call on a GPU unless --tile-batch says otherwise; the CPU keeps 1 (one tile already

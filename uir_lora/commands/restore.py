@@ -18,24 +18,29 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from ..compose.composer import check_weights
-from ..distributed import ProcessShare
-from ..errors import InputError, check_range
-from ..images import IMAGE_SUFFIXES, PIXEL_BUDGET_ENV, LoadedImage, pixel_budget, read_image, save_image
-from ..paths import MAX_NAME_BYTES
+from ..errors import InputError
 from ..pipeline import (
     DEFAULT_BANK,
+    DEFAULT_WINDOW,
+    IMAGE_SUFFIXES,
+    MAX_NAME_BYTES,
+    PIXEL_BUDGET_ENV,
+    LoadedImage,
+    SamplerOptions,
     check_routing_options,
     estimate,
     estimate_spatial,
     load_bank,
     parse_weights,
-    restore,
+    pixel_budget,
+    plan_restore,
+    read_image,
+    region_map_picture,
+    save_image,
 )
-from ..router.spatial import DEFAULT_WINDOW, region_map_picture
-from ..sampler.restore import SamplerOptions
 from .archive import add_archive_arguments, pending_jobs
 from .arguments import decimal_number, existing_path, whole_number
+from .distributed import ProcessShare
 from .placement import add_placement_arguments, backbone_from_args, tile_batch
 
 
@@ -199,13 +204,12 @@ def run_restore(args: argparse.Namespace) -> int:
     jobs = pending_jobs(list(zip(inputs, targets)), share, args.resume)
     bank = load_bank(args.bank, args.bank_dir)
     backbone = backbone_from_args(args, share)
-    manual = parse_weights(args.weights)
-    check_weights(manual, bank)  # every option checked before the first image, used or not
-    check_routing_options(bank, args.top_k, args.temperature, args.window)
-    check_range("strength", args.strength, 0.0, 1.0)
     pixel_budget(args.max_pixels)
-    options = SamplerOptions(tile=args.tile, tile_batch=tile_batch(args, backbone))
-    options.validate(backbone)
+    # every option checked once, before the first image, used or not
+    plan = plan_restore(backbone, bank, manual=parse_weights(args.weights), mode=args.mode, top_k=args.top_k,
+                        temperature=args.temperature, fused=not args.unfused, strength=args.strength,
+                        options=SamplerOptions(tile=args.tile, tile_batch=tile_batch(args, backbone)),
+                        spatial=args.spatial, window=args.window)
     failures: list[str] = []
     for source, target in tqdm(jobs, desc="restore", unit="img", disable=len(jobs) <= 1 or not share.is_main):
         loaded = _read(source, args.max_pixels, failures)
@@ -217,11 +221,7 @@ def run_restore(args: argparse.Namespace) -> int:
                 bar.n = done
                 bar.refresh()
 
-            restored, compositions = restore(
-                loaded.image, backbone, bank, manual=manual, mode=args.mode, top_k=args.top_k,
-                temperature=args.temperature, fused=not args.unfused, strength=args.strength, options=options,
-                progress=progress, spatial=args.spatial, window=args.window,
-            )
+            restored, compositions = plan.run(loaded.image, progress)
         save_image(restored, target, alpha=loaded.alpha)
         weights = ", ".join(f"{k}={v:.2f}" for k, v in sorted(compositions[0].weights.items(), key=lambda kv: -kv[1]))
         kept = "; alpha kept" if loaded.alpha is not None else ""

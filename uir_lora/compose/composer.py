@@ -38,6 +38,10 @@ class Composition:
     """Share of the requested strength to use: below 1 when the router is unsure of any damage (its notes
     say so), so the output stays close to the input; 1 when manual weights take part."""
 
+    def __post_init__(self) -> None:
+        # the one check of a composition's weights: everything downstream (merge, conditioning) trusts them
+        object.__setattr__(self, "weights", check_weights(self.weights, self.bank))
+
     def conditioning(self, backbone: Backbone) -> dict[str, float]:
         """Blend the LoRAs' conditioning (e.g. FFDNet's sigma) by weight; the base default fills gaps."""
         blended = dict(backbone.default_conditioning)
@@ -79,9 +83,8 @@ def composed(backbone: Backbone, composition: Composition) -> Iterator[Backbone]
 
 
 def _composed_unlocked(backbone: Backbone, composition: Composition) -> Iterator[Backbone]:
-    weights = check_weights(composition.weights, composition.bank)
     adapters = composition.bank.attach(backbone)
-    active = {adapters[name]: w for name, w in weights.items()}
+    active = {adapters[name]: w for name, w in composition.weights.items()}
     layers = backbone.lora_layers()
     snapshots: list[tuple[torch.Tensor, torch.Tensor]] = []
     try:

@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 import torch
 
-from .extras import require
+from ..extras import require
 
 Item = TypeVar("Item")
 
