@@ -1,7 +1,7 @@
 """Routing on held-out photos: the trained encoder (router/trained.py) beside the shipped ImageNet router.
 
     python benchmarks/router_encoder.py --bank lora_bank/embedded-ffdnet --encoder FILE \
-        [--routers imagenet,trained] [--checkset-root DIR] [--out docs/router_encoder.json]
+        [--routers imagenet,trained] [--checkset-root DIR] [--out docs/results/router_encoder.json]
 
 Photos: the 9 validation interiors and the 8 scikit-image / scikit-learn photos (scenes no router
 was trained on), area-downscaled to at most ``--max-side`` px. Damage:

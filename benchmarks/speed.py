@@ -1,6 +1,6 @@
 """Speed and memory of the pipeline against the bare backbone (docs/benchmarks.md, section "Speed").
 
-    python benchmarks/speed.py                      # CPU, 1 thread, writes docs/bench_speed.json + the doc section
+    python benchmarks/speed.py                      # CPU, 1 thread: docs/results/bench_speed.json + the doc section
     python benchmarks/speed.py --device cuda --dtype bf16   # on a GPU machine (not measured yet)
 
 Every measured function runs once untimed (first-call work: attaching the bank, building the

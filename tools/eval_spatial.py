@@ -6,7 +6,7 @@ with global routing (one composition for the image), per-region routing (``spati
 oracle (each half restored with its own kind's LoRA at weight 1, stitched). PSNR is on the whole
 image against the clean photo.
 
-    nice -n 10 python tools/eval_spatial.py --out docs/spatial_eval.json --pictures docs/img
+    nice -n 10 python tools/eval_spatial.py --out docs/results/spatial_eval.json --pictures docs/img
     python tools/eval_spatial.py --random-bank --photos 1 --pairs haze:noise   # smoke test
 """
 

@@ -24,7 +24,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("eval", help="benchmark the bank against classical methods and baselines")
     p.add_argument("clean_dir", nargs="?", default="default",
                    help="folder of clean photos, or 'default' (scikit-image + scikit-learn + validation split)")
-    p.add_argument("--out", type=Path, default=Path("docs"), help="where benchmarks.md, bench_quality.json and "
+    p.add_argument("--out", type=Path, default=Path("docs"), help="where benchmarks.md, results/bench_quality.json and "
                    "img/bench_*.png go (default %(default)s)")
     p.add_argument("--kinds", nargs="+", choices=KINDS, help="only these kinds (and the mixed pairs among them)")
     p.add_argument("--no-pairs", action="store_true", help="skip the mixed pairs")

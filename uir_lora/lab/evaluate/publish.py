@@ -17,8 +17,8 @@ from .plots import gain_chart, gallery
 from .report import METRIC_TITLES, best_classical, goal_rows, goals_markdown, load_json, metric_table, replace_section
 
 DOC_NAME = "benchmarks.md"
-QUALITY_JSON = "bench_quality.json"
-SPEED_JSON = "bench_speed.json"
+QUALITY_JSON = "results/bench_quality.json"
+SPEED_JSON = "results/bench_speed.json"
 GALLERY_CASES = ("noise", "motion_blur", "jpeg", "low_light", "haze", "rain", "noise+jpeg")
 GALLERY_METHODS = ("clean", "input", "router", "oracle", "multitask", "classical")
 """Gallery columns; "classical" is each case's default classical method (or chain)."""
@@ -88,7 +88,7 @@ def quality_markdown(table: Mapping, accuracy: Mapping[str, float], meta: Mappin
 
 
 def publish(out: Path, rows: list[dict], kept: Mapping, meta: dict) -> Path:
-    """Write bench_quality.json, img/bench_*.png and the quality section of benchmarks.md under ``out``."""
+    """Write results/bench_quality.json, img/bench_*.png and the quality section of benchmarks.md under ``out``."""
     table, accuracy = aggregate(rows), routing_accuracy(rows)
     write_json(out / QUALITY_JSON, {"meta": meta, "aggregate": table, "routing_accuracy": accuracy, "rows": rows})
     img = out / "img"

@@ -225,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--bank", type=Path, required=True)
     parser.add_argument("--out", type=Path, default=Path("docs/img"))
-    parser.add_argument("--json", type=Path, default=Path("docs/router_results.json"))
+    parser.add_argument("--json", type=Path, default=Path("docs/results/router_results.json"))
     parser.add_argument("--severities", type=float, nargs="*", default=[],
                         help="also measure top-1 with every kind at these fixed severities (0 mild .. 1 strong)")
     parser.add_argument("--pairs", action="store_true", help="also restore the mixed pairs (needs trained LoRAs)")
