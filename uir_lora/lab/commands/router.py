@@ -11,6 +11,7 @@ from ...errors import InputError
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     from ..router.fit import RouterFitConfig  # light: the encoder is only built when the command runs
+    from ..router.temperature import DEFAULT_PHOTOS
 
     p = subparsers.add_parser("train-router", help="fit the router (embeddings, standardisation, unknown "
                                                    "threshold) for every LoRA of a bank")
@@ -32,6 +33,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--unknown-strength", type=float, default=defaults.unknown_strength,
                    help="router weights are scaled by this when the degradation is unknown")
     p.add_argument("--cache-dir", type=Path, help="feature cache (default ~/.cache/uir_lora or $UIR_LORA_CACHE)")
+    p.add_argument("--temperature-photos", type=int, default=DEFAULT_PHOTOS,
+                   help="after the fit, choose top-K and the temperature by restoration PSNR on this many training "
+                        "photos (default %(default)s, as for the shipped bank; 0: keep --top-k and the learned T)")
+    p.add_argument("--temperature-json", type=Path, help="write the temperature sweep's full table here")
     p.set_defaults(run=run_train_router)
 
 
@@ -66,10 +71,28 @@ def run_train_router(args: argparse.Namespace) -> int:
     config = RouterFitConfig(per_photo=args.per_photo, per_render=args.per_render, mixtures=args.mixtures,
                              outliers=args.outliers, seed=args.seed, steps=args.steps,
                              false_alarm=args.false_alarm, top_k=args.top_k, unknown_strength=args.unknown_strength)
+    if args.temperature_photos < 0:
+        raise InputError(f"--temperature-photos must be 0 or more, got {args.temperature_photos}")
     with _lock(args.bank):
         train_router(args.bank, config, cache_dir=args.cache_dir)
+        if args.temperature_photos:
+            choose_temperature(args.bank, args.temperature_photos, args.temperature_json)
     print(f"wrote {args.bank / 'manifest.json'} (router only; LoRA files untouched)")
     return 0
+
+
+def choose_temperature(bank: Path, photos: int, json_path: Path | None) -> None:
+    """The last step of train-router: top-K and T by restoration quality (lab/router/temperature.py)."""
+    import json
+
+    from ..router.temperature import record_choice, sweep, training_photos
+
+    result = sweep(bank, training_photos(photos))
+    if json_path:
+        json_path.write_text(json.dumps(result, indent=1) + "\n")
+    top_k, temperature = record_choice(bank, result, f"first {photos} training photos",
+                                       f"uir-lora train-router --temperature-photos {photos}")
+    print(f"router defaults by restoration PSNR: top_k {top_k}, temperature {temperature:g}")
 
 
 def run_bank_add(args: argparse.Namespace) -> int:
