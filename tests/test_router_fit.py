@@ -108,7 +108,7 @@ def test_bank_add_teaches_the_residual_test_its_examples(random_bank, photo, tmp
     examples = _examples(photo, "haze")
     router = pipeline.router_for(open_bank(root))
     z = (torch.cat([router.encoder.features(image) for image in examples]) - router.mean) / router.std
-    assert (subspace_residual(z, basis) > 0.5).all()  # before: every example looks unknown
+    assert (subspace_residual(z, basis) > 0.5).all()  # before bank add: every example looks unknown
     _, report = fit.add_embedding(root, "haze", examples)
     grown = decode_matrix(read_manifest(root).router.unknown_subspace, dim, "test")
     assert report["subspace_rank"] == len(grown) == 4 + len(examples)
