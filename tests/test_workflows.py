@@ -152,7 +152,7 @@ def test_api_workflow_runs_through_the_engine(path: Path, pack, nodes, schemas, 
         pytest.skip(f"needs user weights: {missing}")
     banks = {n["inputs"]["bank"] for n in prompt.values() if n["class_type"] == "UIR_LoraBankLoader"}
     stand_ins = [b for b in banks if b not in pack.uir_lora.pipeline.list_banks()]
-    for bank in stand_ins:  # a bank not shipped yet: random LoRAs with the same name, so the graph still runs
+    for bank in stand_ins:  # a bank the pack does not ship: random LoRAs with the same name, so the graph runs
         from uir_lora.testing.banks import make_random_bank
 
         make_random_bank(tmp_path / "uir_lora", embedded_backbone, dim=encoder_dim, bank_name=bank)
