@@ -1,8 +1,11 @@
 """Small fakes of the ComfyUI modules the nodes use (comfy_api.latest, comfy.*, folder_paths).
 
 They mirror the V3 API surface the pack touches (comfy_api/latest/_io.py of ComfyUI 0.3.64), record
-progress updates, and let a test raise an interrupt. ``load_pack`` imports the pack as a package
-(nodes/ use relative imports) against these fakes: see ``stubbed_pack``. Also used by tools/make_workflows.py.
+progress updates, and let a test raise an interrupt. ``stubbed_pack`` imports the pack as a package
+(nodes/ use relative imports) against these fakes.
+
+A support module, not a test module: tests reach it through the fixtures of tests/conftest.py, and
+tools/make_workflows.py imports it to build the shipped workflows.
 """
 
 from __future__ import annotations

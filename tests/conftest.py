@@ -1,7 +1,18 @@
-"""Shared fixtures. Tests run offline (pytest-socket) on the CPU with one thread."""
+"""Shared fixtures. Tests run offline (pytest-socket) on the CPU with one thread.
+
+The ComfyUI fakes live in comfy_stubs.py, a support module (tools/make_workflows.py uses it too);
+test modules reach them only through the fixtures here, never by importing it or each other.
+"""
 
 from __future__ import annotations
 
+import copy
+import hashlib
+import types
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import comfy_stubs
 import pytest
 import torch
 
@@ -10,10 +21,16 @@ torch.set_num_threads(1)
 
 @pytest.fixture(scope="session")
 def embedded_backbone():
-    """The real embedded FFDNet backbone from lora_bank/backbones (3.4 MB, loads in ms)."""
+    """The real embedded FFDNet backbone from lora_bank/backbones: small, so one load serves the whole run."""
     from uir_lora.pipeline import default_backbone
 
     return default_backbone()
+
+
+@pytest.fixture()
+def own_backbone(embedded_backbone):
+    """A private copy: a test that attaches and changes adapters must not leak them into other tests."""
+    return copy.deepcopy(embedded_backbone)
 
 
 @pytest.fixture(scope="session")
@@ -42,3 +59,44 @@ def photo() -> torch.Tensor:
         pytest.skip("scikit-image not installed")
     image = torch.from_numpy(data.astronaut()[100:196, 150:278].copy()).permute(2, 0, 1)[None].float() / 255
     return image
+
+
+def _tree_digest(folder: Path) -> dict[str, str]:
+    return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="session")
+def tree_digest() -> Callable[[Path], dict[str, str]]:
+    """{relative path: sha256} of every file under a folder: equal before and after means nothing was
+    written, edited or left behind there."""
+    return _tree_digest
+
+
+# -- the pack against fakes of ComfyUI ----------------------------------------------------------
+@pytest.fixture(scope="session")
+def comfy_fakes() -> types.ModuleType:
+    """The fake ComfyUI modules and their recorders: ProgressBar.updates, Interrupt.pending and
+    InterruptProcessingException, CORE_SCHEMAS and UI_ONLY, run_prompt, use_models_dir."""
+    return comfy_stubs
+
+
+@pytest.fixture(scope="module")
+def pack(tmp_path_factory) -> Iterator[types.ModuleType]:
+    """The pack imported as a package against the fakes, once per module; both are removed afterwards, so
+    no other module sees fake ComfyUI modules in sys.modules."""
+    with comfy_stubs.stubbed_pack(tmp_path_factory.mktemp("models")) as loaded:
+        yield loaded
+
+
+@pytest.fixture(scope="module")
+def nodes(pack) -> dict[str, type]:
+    """The pack's node classes by node id."""
+    return {cls.GET_SCHEMA().node_id: cls for cls in pack.nodes.NODES}
+
+
+@pytest.fixture()
+def models(pack, tmp_path) -> Path:
+    """A fresh models/ folder for the fake folder_paths; returns it. Resets recorded progress and interrupts."""
+    comfy_stubs.use_models_dir(tmp_path)
+    return tmp_path

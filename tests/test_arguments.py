@@ -24,7 +24,7 @@ def test_weights_only_in_ascii_digits(value):
 
 @pytest.mark.parametrize("text, expected", [("noise=.5", 0.5), ("noise=-1.", -1.0), ("noise=+2e-1", 0.2),
                                             (" noise = 0.7 , jpeg=1 ", None)])
-def test_plain_numbers_still_read(text, expected):
+def test_plain_numbers_are_read(text, expected):
     weights = parse_weights(text)
     assert weights["noise"] == pytest.approx(expected if expected is not None else 0.7)
 

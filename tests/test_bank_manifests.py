@@ -4,7 +4,6 @@ classes whose names read well in ComfyUI's dialog."""
 
 from __future__ import annotations
 
-import copy
 import importlib.util
 import json
 import pickle
@@ -16,11 +15,6 @@ from uir_lora.bank.store import open_bank
 from uir_lora.errors import BankError, InputError, UIRError, UnsafePathError
 from uir_lora.lab import cli
 from uir_lora.pipeline import load_bank
-
-
-@pytest.fixture()
-def own_backbone(embedded_backbone):
-    return copy.deepcopy(embedded_backbone)
 
 
 def edit_manifest(bank_dir: Path, mutate) -> None:

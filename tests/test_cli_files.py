@@ -3,7 +3,6 @@ handled, special files and oversized images refused per file while the rest of a
 
 from __future__ import annotations
 
-import hashlib
 import os
 import struct
 import zlib
@@ -15,11 +14,6 @@ from PIL import Image
 
 from uir_lora.images import PIXEL_BUDGET_ENV, load_image
 from uir_lora.lab import cli
-
-
-def digest(folder: Path) -> dict[str, str]:
-    return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
 def picture(path: Path, seed: int, size: tuple[int, int] = (40, 32), mode: str = "RGB") -> Path:
@@ -61,15 +55,15 @@ def test_shared_stems_get_distinct_outputs(cli_run, tmp_path):
                               np.asarray(Image.open(out / "a_png_restored.png")))
 
 
-def test_folder_into_itself_never_touches_an_input(cli_run, tmp_path):
+def test_folder_into_itself_never_touches_an_input(cli_run, tmp_path, tree_digest):
     folder = tmp_path / "photos"
     folder.mkdir()
     picture(folder / "a.png", 1)
     picture(folder / "a_restored.png", 2)  # an input whose name another input's output would take
-    before = digest(folder)
+    before = tree_digest(folder)
     code, _, err = cli_run("restore", str(folder), "-o", str(folder), "--overwrite")
     assert code == 2 and "would overwrite the input" in err
-    assert digest(folder) == before
+    assert tree_digest(folder) == before
 
 
 def test_estimate_map_never_over_the_input_nor_unasked(cli_run, tmp_path):
@@ -85,13 +79,13 @@ def test_estimate_map_never_over_the_input_nor_unasked(cli_run, tmp_path):
     assert code == 0 and other.read_bytes() != b"keep me" and Image.open(other).format == "PNG"
 
 
-def test_output_below_a_file_is_a_clear_error(cli_run, tmp_path):
+def test_output_below_a_file_is_a_clear_error(cli_run, tmp_path, tree_digest):
     source = picture(tmp_path / "in.png", 1)
     (tmp_path / "plain").write_text("a file, not a folder")
-    before = digest(tmp_path)
+    before = tree_digest(tmp_path)
     code, _, err = cli_run("restore", str(source), "-o", str(tmp_path / "plain" / "out.png"))
     assert code == 2 and "is a file" in err and "plain" in err
-    assert digest(tmp_path) == before
+    assert tree_digest(tmp_path) == before
 
 
 def test_output_name_ending_in_a_dot_is_refused(cli_run, tmp_path):

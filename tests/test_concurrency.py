@@ -18,12 +18,6 @@ from uir_lora.sampler.restore import SamplerOptions, restore_batch
 WEIGHT_SETS = [{"noise": 1.0}, {"haze": 0.8, "jpeg": 0.6}, {"jpeg": 1.5}, {"noise": -0.7, "haze": 1.2}]
 
 
-@pytest.fixture()
-def own_backbone(embedded_backbone):
-    """A private copy: these tests attach and change adapters, which must not leak into other tests."""
-    return copy.deepcopy(embedded_backbone)
-
-
 def run_in_threads(jobs: list, repeat: int = 1) -> list:
     """Run each zero-argument job in its own thread (``repeat`` times, started together); results in order."""
     barrier = threading.Barrier(len(jobs))

@@ -45,7 +45,7 @@ def as_image(array: np.ndarray) -> torch.Tensor:
 
 @pytest.fixture(scope="module")
 def tiny_encoder(tmp_path_factory):
-    """An encoder trained for 30 steps on 8 synthetic scenes, noise and low light only (~10 s)."""
+    """An encoder trained for 30 steps on 8 synthetic scenes, noise and low light only: small enough for a test."""
     from uir_lora.lab.router.train_encoder import EncoderTrainConfig, train_encoder
 
     out = tmp_path_factory.mktemp("encoder") / "tiny.safetensors"
@@ -191,16 +191,16 @@ def test_bank_add_sets_b_in_closed_form_and_changes_nothing_else(trained_bank):
     assert routing.best[0] == "haze"
 
 
-def test_old_manifests_still_load_the_imagenet_encoder(random_bank):
+def test_a_manifest_without_an_encoder_file_loads_the_imagenet_encoder(random_bank):
     data = json.loads((random_bank.root / "manifest.json").read_text())
     for key in ("file", "sha256", "base"):
-        data["encoder"].pop(key, None)  # a manifest written before the trained encoder existed
+        data["encoder"].pop(key, None)  # a bank routed by the ImageNet encoder names no encoder file
     (random_bank.root / "manifest.json").write_text(json.dumps(data))
     manifest = read_manifest(random_bank.root)
     assert not manifest.encoder.trained
     router = Router(manifest, bank_dir=random_bank.root)
     assert type(router.encoder) is DegradationEncoder
-    assert "file" not in router.encoder.spec_key()  # the feature caches of older designs stay valid
+    assert "file" not in router.encoder.spec_key()  # so such a bank's feature caches stay valid
 
 
 def test_the_encoder_file_is_read_safely(trained_bank, tmp_path):
@@ -224,8 +224,8 @@ def test_the_encoder_file_is_read_safely(trained_bank, tmp_path):
 
 
 def test_the_cli_restore_prints_the_routing_notes(trained_bank, photo, tmp_path, capsys):
-    from uir_lora.images import save_image
     from uir_lora.lab.cli import main
+    from uir_lora.images import save_image
 
     _set_biases(trained_bank, {"clean": 3.0, "noise": -3.0, "low_light": -4.0, "haze": -5.0})
     save_image(photo, tmp_path / "in.png")

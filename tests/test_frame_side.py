@@ -55,7 +55,7 @@ def test_drop_sizes_match_the_photo_on_average() -> None:
 
 
 @pytest.mark.parametrize("kind", FRAME_KINDS)
-def test_frame_side_is_seeded_and_default_is_unchanged(kind: str) -> None:
+def test_frame_side_is_seeded_and_defaults_to_the_images_own_side(kind: str) -> None:
     crop = _image(64)
 
     def run(frame: int | None) -> torch.Tensor:

@@ -1,4 +1,4 @@
-"""Every hostile input the pack must survive (issue 5), one test or parametrize id per case.
+"""Every hostile input the pack must survive, one test or parametrize id per case.
 
 Each case asserts a clear error (naming the bad value and the fix) or graceful handling, and that
 nothing was loaded, changed or written: files intact, the backbone in its base state.
@@ -7,7 +7,6 @@ nothing was loaded, changed or written: files intact, the backbone in its base s
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import os
 import re
@@ -17,10 +16,8 @@ import struct
 import zlib
 from pathlib import Path
 
-import comfy_stubs
 import numpy as np
 import pytest
-import test_nodes
 import torch
 from PIL import Image
 from safetensors.torch import load_file, save_file
@@ -36,8 +33,6 @@ from uir_lora.lab import cli
 from uir_lora.lab.testing.banks import make_random_bank
 from uir_lora.pipeline import apply_strength, compose, estimate, estimate_spatial, load_bank, parse_weights, restore
 from uir_lora.sampler.restore import SamplerOptions, restore_batch
-
-pack = test_nodes.pack  # the pack imported against fakes of ComfyUI (module scope), for section 9
 
 
 # -- helpers --------------------------------------------------------------------------------------
@@ -56,12 +51,6 @@ def assert_base_state(backbone, before: dict) -> None:
     assert after["adapters"] == before["adapters"] and after["configs"] == before["configs"]
     assert after["disabled"], "an adapter was left active"
     assert all(torch.equal(before["weights"][k], after["weights"][k]) for k in before["weights"])
-
-
-def tree_digest(folder: Path) -> dict[str, str]:
-    """{relative path: sha256} of every file under ``folder`` (catches writes, edits and leftovers)."""
-    return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
 @pytest.fixture()
@@ -105,7 +94,7 @@ def write_manifest(bank_dir: Path, mutate) -> None:
     ("tiny\\..\\..\\etc", r"\.\."), (None, "non-empty"), (5, "non-empty"),
 ], ids=["absolute", "dotdot", "inner-dotdot", "empty", "blank", "nul-byte", "drive-backslash", "drive-slash",
         "drive-relative", "unc", "backslash-dotdot", "inner-backslash-dotdot", "none", "number"])
-def test_bank_name_refused(random_bank, tmp_path, name, message):
+def test_bank_name_refused(random_bank, tmp_path, tree_digest, name, message):
     before = tree_digest(tmp_path)
     with pytest.raises(UnsafePathError, match=message):
         load_bank(name, [tmp_path])
@@ -241,7 +230,7 @@ LORA_FILE_DAMAGE = {
 
 
 @pytest.mark.parametrize("damage", list(LORA_FILE_DAMAGE))
-def test_damaged_lora_refused(random_bank, embedded_backbone, no_pickle, damage):
+def test_damaged_lora_refused(random_bank, embedded_backbone, no_pickle, tree_digest, damage):
     mutate, message = LORA_FILE_DAMAGE[damage]
     mutate(random_bank.root / "jpeg.safetensors")  # the last LoRA: the two before it get injected first
     files, before = tree_digest(random_bank.root), backbone_state(embedded_backbone)
@@ -349,7 +338,7 @@ MANIFEST_EDITS = {
 
 
 @pytest.mark.parametrize("damage", list(MANIFEST_DAMAGE) + list(MANIFEST_EDITS))
-def test_bad_manifest_refused(random_bank, embedded_backbone, damage):
+def test_bad_manifest_refused(random_bank, embedded_backbone, tree_digest, damage):
     if damage in MANIFEST_DAMAGE:
         mutate, message = MANIFEST_DAMAGE[damage]
         mutate(random_bank.root)
@@ -366,7 +355,7 @@ def test_bad_manifest_refused(random_bank, embedded_backbone, damage):
 def test_huge_manifest_refused(random_bank, monkeypatch):
     from uir_lora.bank import manifest
 
-    monkeypatch.setattr(manifest, "MAX_MANIFEST_BYTES", 1000)  # instead of writing 32 MB
+    monkeypatch.setattr(manifest, "MAX_MANIFEST_BYTES", 1000)  # no need to write a file past the real limit
     with pytest.raises(BankError, match="far too large"):
         open_bank(random_bank.root)
 
@@ -513,7 +502,7 @@ def test_large_image_tiles_bounded(embedded_backbone, manual, monkeypatch):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(os.environ.get("UIR_SLOW") != "1", reason="~1 CPU-minute: UIR_SLOW=1 pytest -m slow")
+@pytest.mark.skipif(os.environ.get("UIR_SLOW") != "1", reason="a whole 3000x2000 restore: UIR_SLOW=1 pytest -m slow")
 def test_large_image_real_backbone_memory(tmp_path):
     """Real FFDNet on 3000x2000 with 256 px tiles, in a fresh process: peak RSS stays far below whole-image."""
     import subprocess
@@ -618,7 +607,7 @@ def test_cli_refuses_existing_output(cli_case, capsys):
     (["--weights", "smoke=1"], "unknown LoRA"), (["--bank", "../../etc"], r"\.\."), (["--bank", "/etc"], "absolute"),
     (["--top-k", "0", "--mode", "override"], "top_k"), (["--temperature", "inf", "--mode", "bias"], "temperature"),
 ], ids=["tile", "strength", "weights-text", "weights-name", "bank-dotdot", "bank-absolute", "top-k", "temperature"])
-def test_cli_bad_values(cli_case, capsys, extra, message):
+def test_cli_bad_values(cli_case, capsys, tree_digest, extra, message):
     source, base = cli_case
     before = tree_digest(source.parent)
     assert cli.main(base + ["-o", str(source.with_name("out.png"))] + extra) == 2
@@ -666,16 +655,16 @@ def test_spatial_value_refused(random_bank, photo, field, value):
         estimate_spatial(random_bank, photo, **{field: value})
 
 
-# -- 9. nodes: workflow values are untrusted (ComfyUI fakes from tests/comfy_stubs.py) ------------
+# -- 9. nodes: workflow values are untrusted (conftest's pack, imported against fakes of ComfyUI) --
 # The pack is imported as its own package there, with its own copy of the engine's exception
 # classes, so these tests match ValueError (every UIR input error is one) and the message.
 @pytest.fixture(scope="module")
-def node_env(pack, tmp_path_factory, pristine_bank):
+def node_env(nodes, comfy_fakes, tmp_path_factory, pristine_bank):
     """The nodes, and a backbone and bank loaded through them once for the module."""
     models_dir = tmp_path_factory.mktemp("models")
-    comfy_stubs.use_models_dir(models_dir)
+    comfy_fakes.use_models_dir(models_dir)
     shutil.copytree(pristine_bank, models_dir / "uir_lora" / "tiny")
-    found = {cls.GET_SCHEMA().node_id: cls for cls in pack.nodes.NODES}
+    found = nodes
     backbone = found["UIR_BackboneLoader"].execute("embedded-ffdnet (built in)", "cpu", "fp32")[0]
     return found, backbone, found["UIR_LoraBankLoader"].execute(backbone, "tiny")[0], models_dir
 

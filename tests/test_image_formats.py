@@ -1,10 +1,12 @@
-"""Image files beyond 8-bit RGB: deep and float TIFFs keep their tones, alpha is kept apart, animated
-files report their frames, EXIF orientation is applied, and special files are refused without blocking."""
+"""Image files beyond 8-bit RGB: 16-bit PNGs and deep and float TIFFs keep their tones, alpha is kept apart,
+animated files report their frames, EXIF orientation is applied, and special files are refused without blocking."""
 
 from __future__ import annotations
 
 import os
+import struct
 import threading
+import zlib
 
 import numpy as np
 import pytest
@@ -16,6 +18,7 @@ from uir_lora.errors import InputError
 from uir_lora.images import PIXEL_BUDGET_ENV, load_image, read_image, save_image
 
 GRADIENT = np.linspace(0, 1, 6 * 9 * 3, dtype=np.float64).reshape(6, 9, 3)
+COLOUR_TYPES = {"grey": (0, 1), "rgb": (2, 3), "grey+alpha": (4, 2), "rgba": (6, 4)}  # PNG colour type, channels
 
 
 def expected(values: np.ndarray) -> torch.Tensor:
@@ -48,6 +51,60 @@ def test_float_colour_tiff_is_read(tmp_path):
 def test_dark_16_bit_grey_png_is_not_brightened(tmp_path):
     Image.fromarray(np.full((5, 7), 200, np.uint16)).save(tmp_path / "dark.png")
     assert load_image(tmp_path / "dark.png").max().item() == pytest.approx(200 / 65535, abs=1e-7)
+
+
+def png16(samples: np.ndarray, colour_type: int) -> bytes:
+    """A 16-bit PNG built by hand (Pillow cannot write 16-bit colour); rows cycle through filters None, Sub, Up,
+    so the decoder's bytes-per-pixel (Sub) and previous-row (Up) handling are both exercised."""
+    height, width = samples.shape[:2]
+    rows = samples.astype(">u2").reshape(height, -1).view(np.uint8).astype(np.int32)  # big-endian bytes
+    bpp = rows.shape[1] // width
+    raw = bytearray()
+    for y, row in enumerate(rows):
+        kind = y % 3 if y else 1  # the first row has no previous row for Up
+        predictor = {0: 0, 1: np.concatenate([np.zeros(bpp, np.int32), row[:-bpp]]), 2: rows[y - 1]}[kind]
+        raw += bytes([kind]) + ((row - predictor) % 256).astype(np.uint8).tobytes()
+
+    def chunk(tag: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 16, colour_type, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(bytes(raw))) + chunk(
+        b"IEND", b"")
+
+
+@pytest.mark.parametrize("layout", COLOUR_TYPES)
+def test_16_bit_png_keeps_full_precision(tmp_path, layout):
+    colour_type, channels = COLOUR_TYPES[layout]
+    rng = np.random.default_rng(0)
+    samples = rng.integers(0, 65536, (6, 9, channels), dtype=np.uint16)
+    samples[0, :3, 0] = [30000, 30001, 30100]  # closer than 1/255 apart: lost at 8 bits
+    (tmp_path / "deep.png").write_bytes(png16(samples if channels > 1 else samples[..., 0], colour_type))
+    image = load_image(tmp_path / "deep.png")
+    colour = samples[..., :3] if channels >= 3 else np.repeat(samples[..., :1], 3, axis=2)
+    wanted = torch.from_numpy(colour.astype(np.float32) / 65535).permute(2, 0, 1)[None]
+    assert image.shape == (1, 3, 6, 9) and image.dtype == torch.float32
+    assert (image - wanted).abs().max() < 1e-4
+    assert len({round(v, 6) for v in image[0, 0, 0, :3].tolist()}) == 3
+
+
+@pytest.mark.parametrize("mode", ["RGB", "RGBA", "L", "P"])
+def test_8_bit_files_load_exactly(tmp_path, mode):
+    rng = np.random.default_rng(1)
+    rgb = rng.integers(0, 256, (5, 7, 3), dtype=np.uint8)
+    source = Image.fromarray(rgb)
+    source = source.convert(mode) if mode != "P" else source.quantize(16)
+    source.save(tmp_path / "flat.png")
+    wanted = np.asarray(source.convert("RGB"), dtype=np.float32) / 255
+    image = load_image(tmp_path / "flat.png")
+    assert torch.equal(image, torch.from_numpy(wanted).permute(2, 0, 1)[None])
+
+
+def test_truncated_16_bit_png_is_an_input_error(tmp_path):
+    data = png16(np.random.default_rng(2).integers(0, 65536, (40, 40, 3), dtype=np.uint16), 2)
+    (tmp_path / "cut.png").write_bytes(data[: len(data) // 2])
+    with pytest.raises(InputError, match="not a readable image"):
+        load_image(tmp_path / "cut.png")
 
 
 @pytest.mark.parametrize("mode", ["RGBA", "LA"])

@@ -1,4 +1,4 @@
-"""The V3 node adapters against fake comfy / comfy_api / folder_paths modules (tests/comfy_stubs.py)."""
+"""The V3 node adapters against fake comfy / comfy_api / folder_paths modules (conftest's pack fixture)."""
 
 from __future__ import annotations
 
@@ -9,10 +9,13 @@ import math
 import sys
 from pathlib import Path
 
-import comfy_stubs
 import pytest
 import torch
 
+from uir_lora import pipeline
+from uir_lora.errors import TEMPERATURE_RANGE, InputError
+
+ROOT = Path(__file__).resolve().parents[1]  # the pack: ComfyUI imports this folder's __init__.py
 NODE_IDS = {"UIR_BackboneLoader", "UIR_LoraBankLoader", "UIR_DegradationEstimator", "UIR_LoraComposer",
             "UIR_Restore", "UIR_SyntheticDegrade", "UIR_Compare", "UIR_ExampleImage"}
 
@@ -29,28 +32,10 @@ def run_coroutine(coroutine):
 def test_pack_root_imports_without_comfyui(monkeypatch):
     for name in ("comfy_api", "comfy_api.latest"):
         monkeypatch.setitem(sys.modules, name, None)  # None in sys.modules makes the import fail
-    spec = importlib.util.spec_from_file_location("__init__", comfy_stubs.PACK_DIR / "__init__.py")
+    spec = importlib.util.spec_from_file_location("__init__", ROOT / "__init__.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     assert module.WEB_DIRECTORY == "./web" and not hasattr(module, "comfy_entrypoint")
-
-
-@pytest.fixture(scope="module")
-def pack(tmp_path_factory):
-    with comfy_stubs.stubbed_pack(tmp_path_factory.mktemp("models")) as loaded:
-        yield loaded
-
-
-@pytest.fixture()
-def models(pack, tmp_path):
-    """A fresh models/ folder for folder_paths; returns it. Resets recorded progress."""
-    comfy_stubs.use_models_dir(tmp_path)
-    return tmp_path
-
-
-@pytest.fixture()
-def nodes(pack):
-    return {cls.GET_SCHEMA().node_id: cls for cls in pack.nodes.NODES}
 
 
 @pytest.fixture()
@@ -142,6 +127,13 @@ def test_backbone_loader_offers_upscale_models_and_takes_core_upscale_model(node
         loader.execute(options[0], "cpu", "fp32", upscale_model=object())
 
 
+def test_two_backbone_loaders_keep_their_own_dtype(nodes):
+    loader = nodes["UIR_BackboneLoader"]
+    first = loader.execute("embedded-ffdnet (built in)", "cpu", "fp32")[0]
+    second = loader.execute("embedded-ffdnet (built in)", "cpu", "bf16")[0]
+    assert first.dtype == torch.float32 and second.dtype == torch.bfloat16
+
+
 def test_bank_loader_lists_model_folder_and_refuses_foreign_weights(nodes, loaded, models, tiny_bank):
     backbone, bank = loaded
     assert bank.manifest.names == ["noise", "haze", "jpeg"]
@@ -184,6 +176,22 @@ def test_estimator_outputs_routing_chart_table_and_ui_weights(nodes, loaded, ima
     assert weights[0]["names"] == list(routing[0].similarities)
 
 
+def test_estimator_temperature_matches_the_router(nodes, random_bank, photo):
+    estimator = nodes["UIR_DegradationEstimator"]
+    widget = next(i for i in estimator.GET_SCHEMA().inputs if i.id == "temperature")
+    assert widget.min == 0 and widget.default == 0 and widget.max == TEMPERATURE_RANGE[1]  # 0 = bank default
+    low, high = TEMPERATURE_RANGE
+    for fine in (0, 0.0, low, high, None):  # None: a linked value, checked when the node runs
+        assert estimator.validate_inputs(fine) is True
+    for bad in (low / 2, 1e-9, -0.5, high * 1.01, float("nan")):
+        message = estimator.validate_inputs(bad)
+        assert isinstance(message, str) and "temperature" in message and "bank's default" in message
+    # the router accepts exactly what the node lets through
+    assert pipeline.estimate(random_bank, photo, 2, low)[0].temperature == low
+    with pytest.raises(InputError, match="temperature"):
+        pipeline.estimate(random_bank, photo, 2, low / 2)
+
+
 def test_composer_modes(nodes, loaded, images):
     _, bank = loaded
     routing = nodes["UIR_DegradationEstimator"].execute(images, bank, 0, 0.0, "bank default")[0]
@@ -202,19 +210,19 @@ def test_composer_modes(nodes, loaded, images):
         composer.execute(bank, "manual", "noise:1", True)
 
 
-def test_restore_shapes_progress_strength_and_interrupt(nodes, loaded, images):
+def test_restore_shapes_progress_strength_and_interrupt(nodes, loaded, images, comfy_fakes):
     backbone, bank = loaded
     (composition,) = nodes["UIR_LoraComposer"].execute(bank, "manual", "noise=1", True)
     restore = nodes["UIR_Restore"]
     (out,) = restore.execute(images, backbone, composition, 1.0, 64, 0, False).args
     assert out.shape == images.shape and out.dtype == torch.float32 and 0 <= out.min() <= out.max() <= 1
     assert (out - images).abs().mean() > 1e-3  # it did restore something
-    done, total = comfy_stubs.ProgressBar.updates[-1]
+    done, total = comfy_fakes.ProgressBar.updates[-1]
     assert done == total and total >= 2 * 4  # 96x128 in 64 px tiles: several tiles per image
     (same,) = restore.execute(images, backbone, composition, 0.0, 512, 0, False).args
     assert torch.allclose(same, images, atol=1e-6)
-    comfy_stubs.Interrupt.pending = True
-    with pytest.raises(comfy_stubs.InterruptProcessingException):
+    comfy_fakes.Interrupt.pending = True
+    with pytest.raises(comfy_fakes.InterruptProcessingException):
         restore.execute(images, backbone, composition, 1.0, 64, 0, False)
     (again,) = restore.execute(images, backbone, composition, 1.0, 64, 0, False).args
     assert torch.equal(again, out)  # the interrupt left the backbone in its base state
@@ -232,7 +240,7 @@ def test_restore_blends_an_unsure_composition_towards_the_input(nodes, loaded, i
     assert torch.allclose(out[1], (images[1] + 0.5 * (full[1] - images[1])).clamp(0, 1), atol=1e-5)
 
 
-def test_restore_spatial_is_explicit(nodes, loaded, images, pack):
+def test_restore_spatial_is_explicit(nodes, loaded, images, pack, comfy_fakes):
     backbone, bank = loaded
     routing = nodes["UIR_DegradationEstimator"].execute(images, bank, 0, 0.0, "bank default")[0]
     auto = nodes["UIR_LoraComposer"].execute(bank, "auto", "", True, routing)[0]
@@ -240,7 +248,7 @@ def test_restore_spatial_is_explicit(nodes, loaded, images, pack):
     restore = nodes["UIR_Restore"]
     (out,) = restore.execute(images, backbone, auto, 1.0, 64, 0, True).args
     assert out.shape == images.shape and 0 <= out.min() <= out.max() <= 1
-    assert comfy_stubs.ProgressBar.updates[-1][0] == comfy_stubs.ProgressBar.updates[-1][1]
+    assert comfy_fakes.ProgressBar.updates[-1][0] == comfy_fakes.ProgressBar.updates[-1][1]
     with pytest.raises(ValueError, match="mode 'auto'"):
         restore.execute(images, backbone, biased, 1.0, 64, 0, True)
 
@@ -269,7 +277,7 @@ def test_example_images_ship_with_the_pack(nodes):
     assert image.shape == (1, 320, 320, 3) and image.dtype == torch.float32
     with pytest.raises(ValueError, match=r"\.\."):
         node.execute("../README.md")
-    assert all(Path(comfy_stubs.PACK_DIR, "workflows", "inputs", o).stat().st_size < 300_000 for o in options)
+    assert all(Path(ROOT, "workflows", "inputs", o).stat().st_size < 300_000 for o in options)
 
 
 def test_every_input_and_output_has_a_tooltip(nodes):
@@ -281,7 +289,7 @@ def test_every_input_and_output_has_a_tooltip(nodes):
 
 
 def test_every_node_has_a_help_page(nodes):
-    docs = comfy_stubs.PACK_DIR / "web" / "docs"
+    docs = ROOT / "web" / "docs"
     for node_id, cls in nodes.items():
         page = (docs / f"{node_id}.md").read_text()
         schema = cls.GET_SCHEMA()
@@ -320,8 +328,6 @@ def test_backbone_combo_offers_only_sd_turbo_checkpoints(nodes, models, tiny_ban
 
 
 def test_banks_for_family_reads_each_manifest(models, tiny_bank):
-    from uir_lora import pipeline
-
     roots = [models / "uir_lora"]
     assert tiny_bank in pipeline.banks_for_family("embedded-ffdnet", roots)
     assert pipeline.banks_for_family("sd-turbo", roots) == []
@@ -346,7 +352,7 @@ def load_root(monkeypatch, comfy_present: bool):
         monkeypatch.setitem(sys.modules, "comfy", sys.modules.get("comfy") or object())
     else:
         monkeypatch.delitem(sys.modules, "comfy", raising=False)
-    spec = importlib.util.spec_from_file_location("uir_root_under_test", comfy_stubs.PACK_DIR / "__init__.py")
+    spec = importlib.util.spec_from_file_location("uir_root_under_test", ROOT / "__init__.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -357,7 +363,7 @@ def test_older_comfyui_gets_one_line_naming_the_version_needed(monkeypatch, capl
         module = load_root(monkeypatch, comfy_present=True)
     lines = [r.getMessage() for r in caplog.records]
     assert len(lines) == 1 and "0.3.60" in lines[0] and "update ComfyUI" in lines[0]
-    pyproject = (comfy_stubs.PACK_DIR / "pyproject.toml").read_text()
+    pyproject = (ROOT / "pyproject.toml").read_text()
     assert f'requires-comfyui = ">={module.REQUIRES_COMFYUI}"' in pyproject
     caplog.clear()
     with caplog.at_level("ERROR"):

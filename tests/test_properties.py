@@ -8,9 +8,7 @@ from __future__ import annotations
 import math
 import shutil
 
-import comfy_stubs
 import pytest
-import test_nodes
 import torch
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
@@ -225,16 +223,13 @@ def test_pipeline_values(embedded_backbone, bank, image, data, bad, weights, fus
     assert is_base_state(embedded_backbone, before)
 
 
-# -- node values, through the pack imported against fakes of ComfyUI (tests/comfy_stubs.py) --------
-pack = test_nodes.pack
-
-
+# -- node values, through the pack imported against fakes of ComfyUI (conftest's pack fixture) ------
 @pytest.fixture(scope="module")
-def node_env(pack, tmp_path_factory, bank):
+def node_env(nodes, comfy_fakes, tmp_path_factory, bank):
     models_dir = tmp_path_factory.mktemp("models")
-    comfy_stubs.use_models_dir(models_dir)
+    comfy_fakes.use_models_dir(models_dir)
     shutil.copytree(bank.root, models_dir / "uir_lora" / "tiny")
-    found = {cls.GET_SCHEMA().node_id: cls for cls in pack.nodes.NODES}
+    found = nodes
     backbone = found["UIR_BackboneLoader"].execute("embedded-ffdnet (built in)", "cpu", "fp32")[0]
     return found, backbone, found["UIR_LoraBankLoader"].execute(backbone, "tiny")[0]
 

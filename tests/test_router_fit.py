@@ -37,8 +37,8 @@ def test_fit_beats_centroids_and_keeps_frozen_rows_bit_identical():
 
 
 def test_fit_does_not_depend_on_the_number_of_cpu_threads():
-    """float32 rounding differs with the thread count; over 300 steps it moved the shipped router's
-    held-out top-1 by 3 points, so the fit runs in float64."""
+    """float32 rounding differs with the thread count, and over a whole fit that is enough to move the
+    router's held-out top-1, so the fit runs in float64: the same data give the same router on any machine."""
     gen = torch.Generator().manual_seed(0)
     labels = torch.randint(0, 8, (3000,), generator=gen)
     z = torch.randn(8, 256, generator=gen)[labels] + 2.5 * torch.randn(3000, 256, generator=gen)
@@ -108,7 +108,7 @@ def test_bank_add_teaches_the_residual_test_its_examples(random_bank, photo, tmp
     examples = _examples(photo, "haze")
     router = pipeline.router_for(open_bank(root))
     z = (torch.cat([router.encoder.features(image) for image in examples]) - router.mean) / router.std
-    assert (subspace_residual(z, basis) > 0.5).all()  # before: every example looks unknown
+    assert (subspace_residual(z, basis) > 0.5).all()  # before bank add: every example looks unknown
     _, report = fit.add_embedding(root, "haze", examples)
     grown = decode_matrix(read_manifest(root).router.unknown_subspace, dim, "test")
     assert report["subspace_rank"] == len(grown) == 4 + len(examples)
@@ -280,7 +280,7 @@ def test_mixture_targets_follow_which_lora_restores_the_mixture_better(random_ba
 def test_whole_photo_scores_per_photo_on_the_other_scenes(random_bank, photo, monkeypatch, tmp_path):
     from uir_lora.lab.router import evaluate
 
-    # Two "photos": the astronaut crop as it is and mirrored; the real set is 8 photos of 300-1000 px.
+    # Two "photos": the astronaut crop as it is and mirrored, standing in for the held-out scene photos.
     scenes = [("a", photo), ("b", photo.flip(-1))]
     monkeypatch.setattr("uir_lora.lab.evaluate.datasets.scene_photos", lambda: scenes)
     names, photos, key = evaluate.held_out_photos(scenes=True)

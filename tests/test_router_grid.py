@@ -47,7 +47,8 @@ def test_a_tall_photo_is_seen_over_far_more_of_its_area_than_with_corner_crops()
 
 
 def test_a_512_square_keeps_four_crops():
-    """The speed budget (routing <= 1.3x the backbone at 512^2) was measured with 4 crops."""
+    """At 512x512, where evaluate checks the routing speed goal, the encoder keeps its four crops: more crops
+    would cost time that goal counts."""
     boxes = grid_boxes(512, 512, SIZE, 4, 12)
     assert sorted(boxes) == [(0, 0), (0, 288), (288, 0), (288, 288)]
     assert grid_boxes(200, 180, SIZE, 4, 12) == [(0, 0)]
@@ -64,7 +65,7 @@ def test_batched_crops_give_the_mean_of_each_crop_features(size):
     torch.testing.assert_close(encoder.features(images), one_by_one.mean(dim=0), atol=1e-4, rtol=1e-4)
 
 
-def test_old_manifests_keep_the_corner_crops_and_their_feature_caches(random_bank):
+def test_a_manifest_without_grid_crops_keeps_the_corner_crops_and_their_feature_caches(random_bank):
     data = json.loads((random_bank.root / "manifest.json").read_text())
     data["encoder"].pop("grid_crops", None)
     spec = parse_manifest(data).encoder

@@ -104,7 +104,7 @@ def test_encoder_appends_the_statistics_when_the_spec_asks(crop):
     torch.testing.assert_close(a[:, without.dim :], stats.degradation_statistics(crop), atol=1e-5, rtol=1e-5)
 
 
-def test_manifests_from_before_the_statistics_read_as_without(random_bank):
+def test_a_manifest_without_statistics_reads_as_without(random_bank):
     data = json.loads((random_bank.root / "manifest.json").read_text())
     data["encoder"].pop("statistics", None)
     assert parse_manifest(data).encoder.statistics is False

@@ -63,7 +63,7 @@ def test_restore_step_is_the_one_step_img2img_turbo_pass(backbone, image):
     out = _restore(backbone, image)
     assert out.shape == image.shape and out.dtype == image.dtype
     assert 0 <= float(out.min()) and float(out.max()) <= 1
-    vae, unet = backbone.vae, backbone.unet  # the same pass written out: a regression guard on the wiring
+    vae, unet = backbone.vae, backbone.unet  # the same pass written out, so a change in the wiring shows
     with torch.no_grad():
         z = vae.encode(image * 2 - 1).latent_dist.mode() * vae.config.scaling_factor
         eps = unet(z, torch.tensor([999]), encoder_hidden_states=backbone.prompt_embeds).sample
@@ -227,7 +227,7 @@ def test_shipped_configs_are_the_sd_turbo_architecture():
     assert json.loads((CONFIG_DIR / "scheduler" / "scheduler_config.json").read_text())["num_train_timesteps"] == 1000
 
 
-@pytest.mark.slow  # a subprocess imports ComfyUI: ~10-30 s
+@pytest.mark.slow  # a subprocess imports the whole of ComfyUI
 @pytest.mark.skipif(not (COMFY / "comfy" / "lora.py").is_file() or not COMFY_PYTHON.is_file(),
                     reason="needs a ComfyUI checkout and its Python (COMFYUI_DIR, COMFY_PYTHON)")
 def test_comfyui_core_load_lora_maps_every_unet_key(bank, layouts):

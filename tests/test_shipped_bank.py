@@ -49,7 +49,7 @@ def photo_256() -> torch.Tensor:
 
 
 def test_bank_info_lists_every_lora_of_the_shipped_bank(bank, capsys):
-    """The clean LoRA records psnr_in as null; the listing must still print (it once crashed on it)."""
+    """The clean LoRA records psnr_in as null; the listing must print it like the others."""
     assert main(["bank", "info", DEFAULT_BANK]) == 0
     out = capsys.readouterr().out
     assert all(entry.name in out for entry in bank.manifest.loras)

@@ -1,4 +1,4 @@
-"""The speed paths (folded encoder trunk, fast merge, input checks) give what the plain paths gave."""
+"""The speed paths (folded encoder trunk, fast merge, input checks) give what the plain paths give."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from uir_lora.router.encoder import DegradationEncoder
 
 
 def reference_block_features(spec: EncoderSpec, images: torch.Tensor) -> torch.Tensor:
-    """block_features as first written: the published net, batch norms and 'same' pads unfused, NCHW."""
+    """block_features the plain way: the published net, batch norms and 'same' pads unfused, NCHW."""
     net, wanted = router_encoder.efficientnet_lite0(), set(spec.blocks)
     x = (images.float().clamp(0, 1) - 0.5) / 0.5
     with torch.inference_mode():
@@ -37,7 +37,7 @@ def test_folded_trunk_gives_the_published_nets_features(photo, spec, size):
     torch.testing.assert_close(fast, reference_block_features(spec, batch), atol=1e-5, rtol=1e-5)
 
 
-def test_features_of_a_photo_are_unchanged_within_1e_5(photo):
+def test_features_of_a_photo_match_the_reference_within_1e_5(photo):
     """The whole feature (crops, high-pass, averaging) against the reference trunk, on a 512-px image."""
     image = torch.nn.functional.interpolate(photo, size=(384, 512), mode="bicubic", align_corners=False).clamp(0, 1)
     encoder = DegradationEncoder()
@@ -62,7 +62,7 @@ def test_the_published_net_is_left_untouched():
 
 
 @pytest.mark.parametrize("bad, expected", [(float("nan"), 0.0), (float("inf"), 1.0), (-0.5, 0.0), (1.5, 1.0)])
-def test_input_check_fast_path_still_cleans_bad_pixels(bad, expected):
+def test_input_check_fast_path_cleans_bad_pixels(bad, expected):
     from uir_lora.sampler.restore import as_image_batch
 
     image = torch.rand(1, 3, 8, 8)

@@ -9,27 +9,27 @@ import re
 import sys
 from pathlib import Path
 
-import comfy_stubs
 import pytest
 import torch
 
-WORKFLOWS = comfy_stubs.PACK_DIR / "workflows"
+ROOT = Path(__file__).resolve().parents[1]
+WORKFLOWS = ROOT / "workflows"
 UI_FILES = sorted(WORKFLOWS.glob("*.json"))
 AUTOMATIC = WORKFLOWS / "Automatic restore - the router picks the LoRAs.json"
 CONTROL_VALUES = ("fixed", "increment", "decrement", "randomize")
 PYTHON_TYPES = {"INT": (int,), "FLOAT": (int, float), "STRING": (str,), "BOOLEAN": (bool,)}
 
 
-@pytest.fixture(scope="module")
-def pack(tmp_path_factory):
-    with comfy_stubs.stubbed_pack(tmp_path_factory.mktemp("models")) as loaded:
-        yield loaded
-
-
 @pytest.fixture()
-def schemas(pack, tmp_path) -> dict:
-    comfy_stubs.use_models_dir(tmp_path)
-    return {**{cls.GET_SCHEMA().node_id: cls.GET_SCHEMA() for cls in pack.nodes.NODES}, **comfy_stubs.CORE_SCHEMAS}
+def schemas(pack, models, comfy_fakes) -> dict:
+    """Every node type a workflow may hold: the pack's, against a fresh models folder, and the core ones."""
+    return {**{cls.GET_SCHEMA().node_id: cls.GET_SCHEMA() for cls in pack.nodes.NODES}, **comfy_fakes.CORE_SCHEMAS}
+
+
+@pytest.fixture(scope="session")
+def ui_only(comfy_fakes) -> set[str]:
+    """Node types that live only in the UI format (notes): no schema, dropped from API prompts."""
+    return set(comfy_fakes.UI_ONLY)
 
 
 def widget_errors(node: dict, schema, file_options: set[str]) -> list[str]:
@@ -52,7 +52,7 @@ def widget_errors(node: dict, schema, file_options: set[str]) -> list[str]:
     return errors + ([f"node {node['id']}: extra widget values {values}"] if values else [])
 
 
-def link_errors(workflow: dict, schemas: dict) -> list[str]:
+def link_errors(workflow: dict, schemas: dict, ui_only: set[str]) -> list[str]:
     nodes = {n["id"]: n for n in workflow["nodes"]}
     errors = []
     for link_id, src, src_slot, dst, dst_slot, kind in workflow["links"]:
@@ -65,7 +65,7 @@ def link_errors(workflow: dict, schemas: dict) -> list[str]:
         if target["link"] != link_id or link_id not in nodes[src]["outputs"][src_slot]["links"]:
             errors.append(f"link {link_id} is not recorded on both of its nodes")
     for node in nodes.values():
-        if node["type"] in comfy_stubs.UI_ONLY:
+        if node["type"] in ui_only:
             continue
         required = {i.id for i in schemas[node["type"]].inputs if not i.is_widget and not i.optional}
         linked = {i["name"] for i in node["inputs"] if i["link"] is not None}
@@ -73,12 +73,12 @@ def link_errors(workflow: dict, schemas: dict) -> list[str]:
     return errors
 
 
-def ui_to_api(workflow: dict, schemas: dict) -> dict:
+def ui_to_api(workflow: dict, schemas: dict, ui_only: set[str]) -> dict:
     """What the frontend's graphToPrompt gives for these simple graphs (no reroutes, groups or muted nodes)."""
     links = {ln[0]: ln for ln in workflow["links"]}
     prompt = {}
     for node in workflow["nodes"]:
-        if node["type"] in comfy_stubs.UI_ONLY:
+        if node["type"] in ui_only:
             continue
         values, inputs = list(node.get("widgets_values", [])), {}
         for spec in (i for i in schemas[node["type"]].inputs if i.is_widget):
@@ -115,24 +115,24 @@ def test_there_are_workflows():
 
 
 @pytest.mark.parametrize("path", UI_FILES, ids=lambda p: p.stem)
-def test_ui_workflow_matches_schemas_and_api_twin(path: Path, schemas):
+def test_ui_workflow_matches_schemas_and_api_twin(path: Path, schemas, ui_only):
     workflow = json.loads(path.read_text())
     assert workflow.get("version") == 0.4
-    unknown = {n["type"] for n in workflow["nodes"]} - set(schemas) - set(comfy_stubs.UI_ONLY)
+    unknown = {n["type"] for n in workflow["nodes"]} - set(schemas) - ui_only
     assert not unknown, f"unknown node types {unknown}"
-    errors = link_errors(workflow, schemas)
+    errors = link_errors(workflow, schemas, ui_only)
     for node in workflow["nodes"]:
-        if node["type"] not in comfy_stubs.UI_ONLY:
+        if node["type"] not in ui_only:
             # backbone/bank combos list files on the user's machine: checked when the workflow runs
             errors += widget_errors(node, schemas[node["type"]], {"backbone", "bank"})
     assert not errors, "\n".join(errors)
     api = json.loads(api_twin(path).read_text())
     assert {k: {"class_type": v["class_type"], "inputs": v["inputs"]} for k, v in api.items()} == ui_to_api(
-        workflow, schemas)
+        workflow, schemas, ui_only)
     assert path.with_suffix(".jpg").is_file(), "every workflow needs a .jpg thumbnail (Browse Templates shows it)"
 
 
-def test_checks_catch_broken_workflows(schemas):
+def test_checks_catch_broken_workflows(schemas, ui_only):
     workflow = json.loads(AUTOMATIC.read_text())
     restore = next(n for n in workflow["nodes"] if n["type"] == "UIR_Restore")
     restore["widgets_values"][1] = 5  # tile below its minimum
@@ -140,24 +140,24 @@ def test_checks_catch_broken_workflows(schemas):
     restore["widgets_values"].pop()  # one value short
     assert any("no value for widget 'spatial'" in e for e in widget_errors(restore, schemas["UIR_Restore"], set()))
     workflow["links"][0][5] = "MASK"
-    assert link_errors(workflow, schemas)
+    assert link_errors(workflow, schemas, ui_only)
 
 
 @pytest.mark.parametrize("path", sorted((WORKFLOWS / "api").glob("*.json")), ids=lambda p: p.stem)
-def test_api_workflow_runs_through_the_engine(path: Path, pack, schemas, tmp_path, embedded_backbone, encoder_dim):
+def test_api_workflow_runs_through_the_engine(path: Path, pack, nodes, schemas, comfy_fakes, tmp_path,
+                                              embedded_backbone, encoder_dim):
     prompt = json.loads(path.read_text())
     missing = missing_backbone(prompt, pack)
     if missing:
         pytest.skip(f"needs user weights: {missing}")
     banks = {n["inputs"]["bank"] for n in prompt.values() if n["class_type"] == "UIR_LoraBankLoader"}
     stand_ins = [b for b in banks if b not in pack.uir_lora.pipeline.list_banks()]
-    for bank in stand_ins:  # a bank not shipped yet: random LoRAs with the same name, so the graph still runs
+    for bank in stand_ins:  # a bank the pack does not ship: random LoRAs with the same name, so the graph runs
         from uir_lora.lab.testing.banks import make_random_bank
 
         make_random_bank(tmp_path / "uir_lora", embedded_backbone, dim=encoder_dim, bank_name=bank)
-    classes = {cls.GET_SCHEMA().node_id: cls for cls in pack.nodes.NODES}
-    outputs, uis = comfy_stubs.run_prompt(classes, prompt)
-    saved = [uis[nid]["images"] for nid, n in prompt.items() if n["class_type"] in comfy_stubs.CORE_SCHEMAS]
+    outputs, uis = comfy_fakes.run_prompt(nodes, prompt)
+    saved = [uis[nid]["images"] for nid, n in prompt.items() if n["class_type"] in comfy_fakes.CORE_SCHEMAS]
     assert saved, "the workflow has no output node"
     for image in saved:
         assert isinstance(image, torch.Tensor) and image.ndim == 4 and image.shape[-1] == 3
@@ -219,7 +219,7 @@ def test_link_check_catches_a_link_behind_a_node():
 
 
 def test_templates_are_listed_working_ones_first():
-    script = (comfy_stubs.PACK_DIR / "web" / "uir_lora.js").read_text()
+    script = (ROOT / "web" / "uir_lora.js").read_text()
     order = json.loads(re.search(r"const TEMPLATE_ORDER = (\[.*?\]);", script, re.S).group(1).replace(",\n]", "]"))
     assert sorted(order) == sorted(p.stem for p in UI_FILES)
     assert order[-1].startswith("SD-Turbo")  # the one that needs the user's weights and bank comes last
