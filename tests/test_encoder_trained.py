@@ -224,8 +224,8 @@ def test_the_encoder_file_is_read_safely(trained_bank, tmp_path):
 
 
 def test_the_cli_restore_prints_the_routing_notes(trained_bank, photo, tmp_path, capsys):
-    from uir_lora.lab.cli import main
     from uir_lora.images import save_image
+    from uir_lora.lab.cli import main
 
     _set_biases(trained_bank, {"clean": 3.0, "noise": -3.0, "low_light": -4.0, "haze": -5.0})
     save_image(photo, tmp_path / "in.png")
