@@ -230,7 +230,7 @@ class RestorePlan:
                     notes=(f"per-region routing: {self.window} px windows, {region.weights[0].numel()} of them",))
             for region in regions
         ]
-        return apply_strength(images, restored, self.strength), summaries
+        return _blend(images, restored, self.strength), summaries
 
 
 def plan_restore(
@@ -267,7 +267,10 @@ def plan_restore(
 
 def apply_strength(original: torch.Tensor, restored: torch.Tensor, strength: float) -> torch.Tensor:
     """0 = the input, 1 = the full restoration, linear in between."""
-    strength = check_range("strength", strength, 0.0, 1.0)
+    return _blend(original, restored, check_range("strength", strength, 0.0, 1.0))
+
+
+def _blend(original: torch.Tensor, restored: torch.Tensor, strength: float) -> torch.Tensor:
     return (original + strength * (restored - original)).clamp(0, 1)
 
 
@@ -320,5 +323,5 @@ def _restore_composed(images: torch.Tensor, backbone: Backbone, compositions: Se
     restored = restore_batch(backbone, images, list(compositions), options, progress=progress,
                              check_interrupt=check_interrupt)
     per_image = list(compositions) * images.shape[0] if len(compositions) == 1 else compositions
-    return torch.cat([apply_strength(image[None], out[None], strength * composition.confidence)
+    return torch.cat([_blend(image[None], out[None], strength * composition.confidence)
                       for image, out, composition in zip(images, restored, per_image)])
