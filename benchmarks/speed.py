@@ -1,7 +1,7 @@
 """Speed and memory of the pipeline against the bare backbone (docs/benchmarks.md, section "Speed").
 
     python benchmarks/speed.py                      # CPU, 1 thread: docs/results/bench_speed.json + the doc section
-    python benchmarks/speed.py --device cuda --dtype bf16   # on a GPU machine (not measured yet)
+    python benchmarks/speed.py --device cuda --dtype bf16   # on a GPU machine
 
 Every measured function runs once untimed (first-call work: attaching the bank, building the
 encoder), then ``--repeats`` interleaved repeats (bare, route, ..., bare, route, ...) so that a change

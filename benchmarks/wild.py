@@ -1,6 +1,6 @@
 """The independent check set: the bank on photos and damage it never saw, against classical filters.
 
-    python benchmarks/wild.py --quick                     # about 3 min: 3 photos, moderate severity
+    python benchmarks/wild.py --quick                     # a smoke test: 3 photos, moderate severity
     python benchmarks/wild.py --jobs 2 --doc docs/benchmarks.md     # the published run
 
 Photos: the CHECK scenes of the Debian scene pool (tools/build_scene_pool.py; never trained or tuned on)
