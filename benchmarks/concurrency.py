@@ -1,13 +1,13 @@
 """Cost of the per-backbone lock: two threads restoring on one cached backbone vs the same two restores in a row.
 
-    python benchmarks/concurrency.py                 # CPU, 1 torch thread, 512x512, 5 rounds
+    python benchmarks/concurrency.py                 # CPU, 1 torch thread, 512x512, 5 repeats
     python benchmarks/concurrency.py --device cuda   # on a GPU machine
 
 Both threads use the shipped bank with different manual weights. The lock serialises
 attach + compose + forward, so two threads can at best match the sequential time; the number to
 watch is the ratio threaded / sequential (1.0 = the lock costs nothing beyond the serialisation).
-Each round also checks that every threaded output equals its single-threaded output bit for bit.
-Wall time (threads overlap), median over the rounds with the spread (min-max).
+Each repeat also checks that every threaded output equals its single-threaded output bit for bit.
+Wall time (threads overlap), median over the repeats with the spread (min-max).
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ WEIGHTS = ({"noise": 1.0}, {"jpeg": 0.8, "haze": 0.5})
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=512)
-    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
@@ -41,12 +41,12 @@ def main() -> None:
     generator = torch.Generator().manual_seed(0)
     images = [torch.rand(1, 3, args.size, args.size, generator=generator) for _ in WEIGHTS]
     options = SamplerOptions(tile=512)
-    report = {"size": args.size, "rounds": args.rounds, "torch_threads": args.threads, "device": args.device}
+    report = {"size": args.size, "repeats": args.repeats, "torch_threads": args.threads, "device": args.device}
     for fused in (True, False):
         jobs = [(image, Composition(bank=bank, weights=w, fused=fused)) for image, w in zip(images, WEIGHTS)]
         expected = [restore_batch(backbone, image, [c], options) for image, c in jobs]  # also the warm-up
         sequential, threaded = [], []
-        for _ in range(args.rounds):
+        for _ in range(args.repeats):
             start = time.perf_counter()
             for image, composition in jobs:
                 restore_batch(backbone, image, [composition], options)

@@ -2,7 +2,7 @@
 
     python benchmarks/encoder_speed.py --encoder lora_bank/embedded-ffdnet/encoder.safetensors [--repeats 7]
 
-Times (CPU time of this process, interleaved rounds, median; benchmarks/speed.py's method): the bare
+Times (CPU time of this process, interleaved repeats, median; benchmarks/speed.py's method): the bare
 embedded FFDNet on a 512² photo, the frozen ImageNet encoder of the shipped router (features of its
 crops, with high-pass and statistics), and the trained encoder (router/trained.py) on the same
 image with the same crop layout. The goal is trained / backbone <= 0.3.

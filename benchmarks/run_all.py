@@ -3,7 +3,7 @@
     python benchmarks/run_all.py [--multitask runs/multitask/ffdnet_multitask.safetensors] [eval options]
 
 Every argument other than --skip-speed is passed on to ``uir-lora eval default --out docs``.
-Takes about 15 min of CPU time on 2 cores (the 4000x3000 image alone is about 3 min).
+Each generated section names its command and the version and commit it ran at.
 """
 
 from __future__ import annotations

@@ -80,7 +80,7 @@ class UIR_DegradationEstimator(io.ComfyNode):
         chart = chart_batch(results)
         table = "\n\n".join(f"image {i}\n{r.table()}" if len(results) > 1 else r.table()
                             for i, r in enumerate(results))
-        # drawn on the node by web/uir_lora.js; no image preview of the chart as well (it showed the routing twice)
+        # drawn on the node by web/uir_lora.js; no image preview of the chart as well (it would show the routing twice)
         return io.NodeOutput(results, chart, table, ui={"uir_weights": weights_ui(results)})
 
 

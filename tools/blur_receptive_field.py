@@ -1,6 +1,6 @@
 """Is deblurring bounded by FFDNet's receptive field? Gain per blur severity, and where an output pixel looks.
 
-    python tools/blur_receptive_field.py [BANK_DIR]      (after tools/train_bank.sh; about a minute, 1 thread)
+    python tools/blur_receptive_field.py [BANK_DIR]      (after tools/train_bank.sh; 1 thread)
 
 Prints, for motion and defocus blur at fixed severities (0 = mildest, 1 = strongest of the training range), the
 validation PSNR of the input, FFDNet alone and the LoRA; then the radius around an output pixel that holds

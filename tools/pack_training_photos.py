@@ -1,7 +1,7 @@
 """Write the training photos (template renders and training interiors) as files a GPU machine can read.
 
-The data packages (~200 MB) cannot travel to a lent GPU machine; their photos, downscaled and saved
-as JPEG q95, can (about 15 MB). The validation split is cached beside them (data/validation.pt).
+The data packages are too large to travel to a lent GPU machine; their photos, downscaled and saved
+as JPEG q95, are small enough. The validation split is cached beside them (data/validation.pt).
 
     python tools/pack_training_photos.py            # -> data/train_photos/, data/validation.pt
 """

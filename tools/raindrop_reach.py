@@ -4,8 +4,9 @@
 
 Re-draws each validation pair's drop mask (same seeds as uir_lora.lab.train.validate), then reports the
 PSNR of input, FFDNet alone and the raindrop LoRA over pixels binned by their distance (px) to the
-nearest pixel outside any drop. A pixel deeper inside a drop than the network's receptive field
-(99 % of the gradient mass within ~16 px, hard limit 25 px) has no clean pixel in view to restore from.
+nearest pixel outside any drop. A pixel deeper inside a drop than the network's receptive field (hard
+limit 25 px; its effective reach, measured by tools/blur_receptive_field.py, is in docs/training.md)
+has no clean pixel in view to restore from.
 """
 
 from __future__ import annotations

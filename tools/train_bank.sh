@@ -27,7 +27,8 @@ from pathlib import Path; t(Path('$DATA')); v(Path('$DATA'))"
 
 # float32 throughout (see docs/training.md: bf16-trained LoRAs hurt in float32).
 # kind minutes crop: the slow-to-learn kinds (JPEG, blur, resolution) get more time; longest first.
-# motion_blur: 9 min (80 px) gained nothing (-0.03 dB); the shipped one had 24 min at 64 px (+0.47 dB).
+# motion_blur: a short run on 80 px crops gained nothing, so it gets the longest run, at 64 px
+# (docs/training.md, "What we tried").
 JOBS="jpeg 9 64
 motion_blur 24 64
 defocus_blur 9 80

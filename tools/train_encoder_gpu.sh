@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Train the router's degradation-aware encoder on one GPU (H200: about 8 minutes in all), then measure it.
+# Train the router's degradation-aware encoder on one GPU, then measure it.
 #
 #   bash tools/train_encoder_gpu.sh [OUT_DIR] [SCENE_DIR...]     (default OUT_DIR: runs/encoder-gpu)
 #

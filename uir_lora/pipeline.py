@@ -92,7 +92,7 @@ def backbone_from_upscale_model(model: object, device: torch.device | str,
 
 
 def router_for(bank: LoraBank) -> Router:
-    key = bank.key  # hashes the whole manifest (~20 ms with 13 x 1178-d embeddings): once per call
+    key = bank.key  # hashes the whole manifest, embeddings included: once per call
     with _ROUTERS_LOCK:
         if key not in _ROUTERS:
             _ROUTERS[key] = Router(bank.manifest, bank_dir=bank.root)

@@ -127,10 +127,11 @@ class SDTurboBackbone(Backbone):
 def sd_turbo_fingerprint(unet: nn.Module, vae: nn.Module, prompt_embeds: torch.Tensor) -> str:
     """Hash every tensor's name and shape, up to 4096 evenly spaced values of it, and the conditioning.
 
-    Hashing all 1.3 G values of UNet+VAE takes seconds and 5 GB of float32 copies; any fine-tune or
-    merged LoRA moves (nearly) every value of the layers it touches, so a strided sample of every
-    tensor identifies the weights as well in practice, in milliseconds. Computed in float32 from the
-    loaded weights, so both layouts of the same file give the same fingerprint.
+    Hashing every value of the UNet and VAE (over a billion) would need a float32 copy of all of them;
+    any fine-tune or merged LoRA moves (nearly) every value of the layers it touches, so a strided
+    sample of every tensor identifies the weights as well in practice, at a small fraction of the
+    cost. Computed in float32 from the loaded weights, so both layouts of the same file give the same
+    fingerprint.
     """
     sample: dict[str, torch.Tensor] = {"prompt_embeds": prompt_embeds.float()}
     for prefix, module in (("unet.", unet), ("vae.", vae)):

@@ -10,7 +10,7 @@ A ×N super-resolution model restores at ×1 by bringing its output back to the 
 ``scale_mode`` (docs/benchmarks.md, "Backbones side by side", measures both):
 
 - ``downscale_output`` (the default): run the model at full size, area-downscale its ×N output by N.
-  Keeps every input pixel; better in every case measured (by 0.9 to 8 dB with Real-ESRGAN x4plus).
+  Keeps every input pixel; better in every case measured (the margins are in that section).
 - ``downscale_input``: area-downscale the input by N, run the model (it returns the input's size).
   N² fewer pixels through the network, so N² times faster, but the area downscale throws detail away.
 """

@@ -93,8 +93,9 @@ class RouterDefaults:
     """cos(d, unknown) - best cos(d, B_i) above this also means unknown (calibrated like the threshold)."""
     unknown_subspace: str | None = None
     """Orthonormal rows [rank, dim] spanning most of the standardised features of the kinds the router was
-    fitted on, as base64 of little-endian float32 (``encode_matrix``): 128 x 1178 numbers as JSON text
-    took ~1 s to serialise and hash; null: no residual test (see router.router.subspace_residual)."""
+    fitted on, as base64 of little-endian float32 (``encode_matrix``): as a JSON list of numbers the
+    matrix would dominate the time to read and hash a manifest; null: no residual test (see
+    router.router.subspace_residual)."""
     unknown_residual: float | None = None
     """A residual outside that subspace above this also means unknown (calibrated like the threshold)."""
     unknown_strength: float = 0.5

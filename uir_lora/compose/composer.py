@@ -3,7 +3,8 @@
 Two modes with the same result (up to float rounding):
 - unfused: peft runs the K active adapters beside the frozen layer, adapter i scaled by s_i;
 - fused (default): the weighted deltas are merged into the frozen weights, so a pass costs what
-  the bare backbone costs (unmerged LoRAs made a 512^2 pass 2.8-3.8x slower here; merging ~10 ms).
+  the bare backbone costs: unmerged adapters add K extra low-rank products at every adapted layer of
+  every pass, while a merge is paid once per composition (measured in docs/benchmarks.md).
 Either way the backbone is returned to its base state afterwards, on success, error or interrupt:
 fused weights are restored from a snapshot (bit-exact, not by subtracting the delta back).
 """
@@ -127,5 +128,5 @@ def _merge_weighted(layer, active: Mapping[str, float]) -> tuple[torch.Tensor, t
         delta += term
     if not torch.isfinite(delta.sum()):  # one reduction: NaN and Inf (or an overflowing sum) propagate into it
         raise InputError("the weighted LoRA sum is not finite; lower the weights")
-    weight.data.copy_(delta.add_(snapshot.float()).to(weight.dtype))  # W0 + delta, same rounding as before
+    weight.data.copy_(delta.add_(snapshot.float()).to(weight.dtype))  # W0 + delta in float32, rounded once
     return weight, snapshot

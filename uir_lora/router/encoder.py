@@ -121,9 +121,10 @@ def grid_boxes(height: int, width: int, size: int, least: int, most: int) -> lis
     """Top-left corners of crops on a rows x cols grid spread evenly over the whole image.
 
     One crop per two crop areas of the image, at least ``least`` and at most ``most``: a 512 px
-    square gets 4 (as many as the corner layout), a 960 x 1440 photo 12 covering 44 % of it, where 4
-    corner crops saw 14 % and missed most raindrops (docs/router.md). The grid is the one with
-    the largest covered share; ties go to fewer crops, then to the shape closest to the image's.
+    square gets 4, a 960 x 1440 photo 12 covering 44 % of it, where 4 crops in the corners would
+    cover 14 % and miss damage that lies elsewhere, such as scattered raindrops (docs/router.md).
+    The grid is the one with the largest covered share; ties go to fewer crops, then to the shape
+    closest to the image's.
     """
     if height <= size and width <= size:
         return [(0, 0)]
@@ -155,7 +156,7 @@ class DegradationEncoder:
         ``whole_images=False``: for images no larger than one crop, which the crop layout does not
         change, so their caches outlive layout changes."""
         key = {k: v for k, v in vars(self.spec).items() if k not in ("dim", "feature_mean", "feature_std")}
-        # added later: off or empty, they leave the caches of earlier designs valid
+        # optional fields: off or empty, they stay out of the key, so caches made without them stay valid
         for added in ("peak", "grid_crops", "file", "sha256", "base"):
             if not key[added]:
                 del key[added]

@@ -3,10 +3,11 @@
 Choice: per-tile composition, not "restore once per LoRA and blend the outputs with the maps".
 The paper composes inside the network, at every adapted layer (x_out = f0(x) + sum s_i f_i(x)); a
 pixel-space blend of single-LoRA outputs is a different (output-level) mixture and costs one full
-pass per LoRA. Per tile we merge the tile's weights into the backbone (fused: ~10 ms) and run one
-pass, so the cost is the global cost plus one merge per tile. Tiles are small (192 px) so the
-composition can follow the weight maps; the sampler's raised-cosine overlap blending hides the
-tile borders, and neighbouring tiles' weights differ little because the maps are smooth.
+pass per LoRA. Per tile we merge the tile's weights into the backbone (fused; a merge is cheap next
+to a pass) and run one pass, so the cost is the global cost plus one merge per tile. Tiles are small
+(192 px) so the composition can follow the weight maps; the sampler's raised-cosine overlap
+blending hides the tile borders, and neighbouring tiles' weights differ little because the maps are
+smooth.
 """
 
 from __future__ import annotations

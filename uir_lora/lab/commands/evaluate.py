@@ -99,6 +99,11 @@ def parse_shard(text: str | None) -> tuple[int, int]:
     return shard, shards
 
 
+def written(part: dict) -> float:
+    """When a part file was written (seconds since the epoch): the order in which parts replace each other."""
+    return part["written"]
+
+
 def latest_rows(parts: list[dict]) -> tuple[list[dict], dict]:
     """Rows and kept pictures of all parts; for each (image, case, method) the latest part's wins.
 
@@ -107,7 +112,7 @@ def latest_rows(parts: list[dict]) -> tuple[list[dict], dict]:
     """
     latest: dict[tuple[str, str, str], dict] = {}
     kept: dict = {}
-    for part in sorted(parts, key=lambda part: part["meta"]["date"]):
+    for part in sorted(parts, key=written):
         for row in part["rows"]:
             latest[(row["image"], row["case"], row["method"])] = row
         kept.update(part["kept"])
@@ -121,20 +126,27 @@ def merge_parts(args: argparse.Namespace) -> int:
     parts = [torch.load(p, weights_only=True) for p in sorted(args.merge.glob("bench_part_*_of_*.pt"))]
     if not parts:
         raise InputError(f"{args.merge}: no bench_part_*_of_*.pt files; run uir-lora eval --shard I/N first")
+    if any("written" not in part or "stamp" not in part["meta"] for part in parts):
+        raise InputError(f"{args.merge}: part files of an older format (no write time or version stamp); "
+                         "run their shards again")
     order = dict(sorted((i, tuple(image)) for p in parts for i, image in zip(p["indices"], p["meta"]["images"])))
     main = [part for part in parts if part.get("tag", "_all_") == "_all_"]
     meta = {**(main or parts)[0]["meta"], "images": list(order.values()),
             "wall_s": max(part["meta"]["wall_s"] for part in parts)}
-    for part in sorted(parts, key=lambda part: part["meta"]["date"]):  # later --only runs describe what they ran
+    first: dict[tuple[str, str], float] = {}  # each --only run's stamp, when its first part was written
+    for part in sorted(parts, key=written):  # later --only runs describe what they ran
         if not part["meta"]["multitask_info"].startswith("not run"):
             meta["multitask_info"] = part["meta"]["multitask_info"]
         if {"router", "oracle"} & {row["method"] for row in part["rows"]}:
             meta["bank_info"] = part["meta"]["bank_info"]
-    tags = {(part.get("tag", "_all_").strip("_"), part["meta"]["date"]) for part in parts}
-    added = sorted((tag, date) for tag, date in tags if tag != "all")
-    meta["command"] += (f"` as {len(main)} parallel `--shard I/{len(main)}` runs"
-                        + "".join(f" (plus `--only {tag.replace('_', ' ')}` at {date})" for tag, date in added)
+        tag = part.get("tag", "_all_").strip("_")
+        if tag != "all":
+            first.setdefault((tag, part["meta"]["stamp"]), written(part))
+    added = sorted(first, key=lambda key: (key[0], first[key]))
+    meta["command"] += (f"` as {len(main)} parallel `--shard I/{len(main)}` runs at {meta['stamp']}"
+                        + "".join(f" (plus `--only {tag.replace('_', ' ')}` at {stamp})" for tag, stamp in added)
                         + " merged by `uir-lora eval --merge")
+    meta["stamp"] = publish.stamp()
     rows, kept = latest_rows(parts)
     doc = publish.publish(args.out, rows, kept, meta)
     print(f"wrote {doc} from {len(parts)} parts")
@@ -149,7 +161,7 @@ def run_eval(args: argparse.Namespace) -> int:
     if args.merge:
         return merge_parts(args)
     torch.set_num_threads(args.threads)
-    start = time.perf_counter()
+    start, revision = time.perf_counter(), publish.commit()  # the code that runs, before any edit meanwhile
     images = datasets.evaluation_images(args.clean_dir, args.size, args.max_images)
     shard, shards = parse_shard(args.shard)
     indices = list(range(shard, len(images), shards))
@@ -169,7 +181,7 @@ def run_eval(args: argparse.Namespace) -> int:
                 progress=lambda done, total: bar.update(done - bar.n), indices=indices, only=args.only)
     meta = {
         "command": command_line(args),
-        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "stamp": publish.stamp(revision),
         "machine": f"{platform.machine()} CPU, {torch.get_num_threads()} torch thread(s), torch {torch.__version__}",
         "wall_s": time.perf_counter() - start, "size": args.size, "seed": args.seed,
         "images": [(name, harness.image_digest(image)) for name, image in images],
@@ -183,7 +195,8 @@ def run_eval(args: argparse.Namespace) -> int:
         tag = "_".join(args.only or ["all"])
         part = args.out / f"bench_part_{tag}_{shard}_of_{shards}.pt"
         args.out.mkdir(parents=True, exist_ok=True)
-        torch.save({"rows": rows, "kept": kept, "meta": meta, "indices": indices, "tag": f"_{tag}_"}, part)
+        torch.save({"rows": rows, "kept": kept, "meta": meta, "indices": indices, "tag": f"_{tag}_",
+                    "written": time.time()}, part)
         print(f"wrote {part}; publish all parts with: uir-lora eval --merge {args.out} --out DOCS")
         return 0
     doc = publish.publish(args.out, rows, kept, meta)

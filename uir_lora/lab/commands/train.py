@@ -68,9 +68,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--loss", choices=("l1", "mse"), default="l1", help="l1 (default) or mse: mse learns partial "
                    "corrections where the degradation is uncertain (raindrops), which PSNR rewards and l1 does not")
     p.add_argument("--threads", type=int, default=1, help="torch threads per process (default 1)")
-    p.add_argument("--bf16", action="store_true", help="bf16 autocast (about 2x faster on CPU); see docs/training.md: "
+    p.add_argument("--bf16", action="store_true", help="bf16 autocast (faster; see docs/training.md): "
                    "an FFDNet LoRA trained under bf16 learns bf16's errors and then hurts in float32")
-    p.add_argument("--no-bf16", action="store_true", help="float32 (the default; kept for old command lines)")
+    p.add_argument("--no-bf16", action="store_true", help="float32 (the default; a command line may say so)")
     p.add_argument("--backbone", default="embedded-ffdnet", help=f"backbone family ({', '.join(FAMILIES)})")
     p.add_argument("--backbone-path", type=Path, help="sd-turbo: sd_turbo.safetensors or a diffusers folder; "
                    "spandrel: a model file (e.g. models/upscale_models/*.safetensors)")

@@ -24,8 +24,9 @@ CLEAN = "clean"
 PHOTO_WIDTHS = (640, 960)  # the tiktok photos are 1920 px wide with JPEG artefacts: use them at x1/3, x1/2
 FRAME_SIDES = (224, 4096)
 """Shorter sides of the photos a router crop is taken to be a window of (see ``at_photo_scale``): up to
-a 6000 x 4000 camera photo. Up to 1280 (router v3), photos degraded as if 2880 px tall sent snow to the
-haze LoRA and raindrops to clean on 9 of 10 images: their flakes and drops were larger than any seen."""
+a 6000 x 4000 camera photo. Drops and flakes scale with the photo: on a photo larger than any in training
+they are larger than any the router saw, and it sends them elsewhere (snow to haze, raindrops to clean;
+docs/router.md)."""
 DegradeFn = Callable[..., torch.Tensor]
 
 
@@ -33,8 +34,8 @@ def at_photo_scale(degrade: DegradeFn, sides: tuple[int, int] = FRAME_SIDES) -> 
     """``uir_lora.degrade.degrade`` on a crop as a window of a photo whose shorter side is drawn
     log-uniformly from ``sides`` (never below the crop's). Raindrops, snowflakes and the haze depth
     field scale with the photo, and the router sees photos at their native resolution through
-    224 px crops: trained on crops degraded as 224 px photos, it routed whole 480-720 px photos
-    with raindrops to the right LoRA 0-6 % of the time (docs/router.md)."""
+    224 px crops, so a crop must carry the drops of the photo it is a window of: a router trained on
+    crops degraded as whole 224 px photos misses the raindrops of larger photos (docs/router.md)."""
     low, high = (math.log(side) for side in sides)
 
     def degrade_window(image: torch.Tensor, kind: object, *, generator: torch.Generator,

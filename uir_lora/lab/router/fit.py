@@ -139,20 +139,22 @@ class RouterFitConfig:
     """The same per photo-like template render (221 renders); 0: photos only."""
     val_per_photo: int = 8
     """The same on the 9 validation photos (72 per class), for the unknown thresholds and the reported
-    accuracy. With 2 (234 crops in all) each test's 0.67 % quantile rested on 1-2 crops, and held-out
-    crops saw 3.8 / 7.3 % false alarms instead of 2 % (docs/router.md)."""
+    accuracy. With far fewer, each test's false-alarm quantile rests on one or two crops, and held-out
+    crops see more false alarms than the budget allows (docs/router.md)."""
     mixtures: int = 240
     """Training crops degraded by a random compatible pair of the bank's kinds, so the router learns to
     keep both LoRAs of a mixture and a temperature that blends them; 0: single kinds only."""
     mixture_targets_db: float = 1.0
     """> 0: a mixture's target shares are softmax(PSNR / this) of its two LoRAs, each restoring it alone
-    (embedded backbone), so the LoRA that restores it better leads; 0: 1/2 : 1/2 (routers v2-v4 until
-    this: noise+jpeg went to the JPEG LoRA, 3.6 dB below the noise LoRA; docs/router.md)."""
+    (embedded backbone), so the LoRA that restores it better leads; 0: 1/2 : 1/2, which leaves the lead
+    to whichever kind the features resemble more, even when the other LoRA restores the mixture better
+    (noise+jpeg, docs/router.md)."""
     outliers: int = 240
     """Training crops changed by router/outliers.py (outlier exposure): an extra "unknown" embedding."""
     photo_draws: int = 4
     """Whole training photos degraded as photos per photo and class, encoded as the router encodes a
-    user's image (its crops averaged); 0: crops only (which routed raindrops on whole photos at 33 %)."""
+    user's image (its crops averaged); 0: crops only, which route whole photos with raindrops poorly
+    (docs/router.md)."""
     seed: int = 0
     steps: int = 300
     lr: float = 0.01
@@ -205,7 +207,8 @@ def bank_features(
     """Raw features and labels of every class on the train or validation examples (cached).
 
     ``severity`` fixes every kind's severity (0 mild .. 1 strong); None draws it from the full range.
-    ``examples``: ``example_crops(split, ...)`` already made (decoding the renders takes ~10 s)."""
+    ``examples``: ``example_crops(split, ...)`` already made (decoding the renders is slow: make them
+    once for several calls)."""
     from .data import encode_classes
 
     for name in names:
@@ -456,7 +459,8 @@ def add_embedding(bank_dir: Path, name: str, images: Sequence[torch.Tensor], *, 
     residual unknown test's subspace grows by the examples' main directions (``extend_subspace``).
     ``negatives``: (name, image) examples of the bank's other classes (``synthetic_negatives``); the refinement
     then also keeps each with its own embedding, so the new kind does not take their photos (without them,
-    scratches and dust took 59 of 234 held-out photos of the other kinds, docs/your_own_kind.md).
+    a new kind such as scratches and dust takes many held-out photos of the other kinds,
+    docs/your_own_kind.md).
     """
     manifest = read_manifest(bank_dir)
     if name not in manifest.names:

@@ -7,7 +7,7 @@ A batch holds one case (one kind, a compatible pair, or a clean photo for the cl
 photo-sized images, degraded by the wide profile of ``uir_lora.degrade`` or by the independent
 ``uir_lora.lab.degrade_alt``, and optionally run coarse-to-fine (``sampler.multiscale``).
 
-A new kind joins such a bank as before: its LoRA trains alone (on its own kind and on mixtures
+A new kind joins such a bank as it joins any bank: its LoRA trains alone (on its own kind and on mixtures
 with the frozen others), and nothing else changes.
 
 GPU:  accelerate launch -m uir_lora.lab.train.joint --out runs/bank --init lora_bank/embedded-ffdnet --minutes 8
