@@ -179,8 +179,8 @@ def test_scratch_kind_end_to_end_changes_no_other_file(tmp_path, embedded_backbo
                  "--steps", "3", "--batch", "2", "--crop", "32", "--rank", "2"]) == 0
     out = capsys.readouterr().out
     assert "bank add:" in out and "held-out damaged photos route to 'scratches' first" in out
-    assert "12 with their damage carried onto other pictures" in out  # 2 x (4 training photos + 2 references)
-    assert "kept apart from 48 examples" in out  # 8 on each of the 4 training photos, 4 on each reference
+    assert "16 with their damage carried onto other pictures" in out  # 2 x (6 training photos + 2 references)
+    assert "kept apart from 164 examples" in out  # 26 on each of the 6 training photos, 4 on each reference
     after_files = sha256_files(bank)
     assert {n: d for n, d in after_files.items() if n != "manifest.json" and n in before_files} == {
         n: d for n, d in before_files.items() if n != "manifest.json"}

@@ -52,9 +52,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                      "for validation, chosen by a hash of each name (default 0.2; 0: none)")
     own.add_argument("--no-bank-add", action="store_true", help="do not set the router embedding from the damaged "
                      "photos afterwards (run `uir-lora bank add` yourself)")
-    own.add_argument("--negatives", type=int, default=8, help="bank add: built-in kinds drawn on each clean "
-                     "training photo, kept with their own LoRAs while the new embedding is placed, so the new kind "
-                     "does not take their photos (default 8; 0: none)")
+    own.add_argument("--negatives", type=int, default=26, help="bank add: examples of the bank's built-in kinds "
+                     "drawn on each clean training photo, the kinds in turn, kept with their own LoRAs while the new "
+                     "embedding is placed and its route margin calibrated, so the new kind does not take their photos "
+                     "(default 26: each of the shipped bank's 13 classes twice; 0: none)")
     own.add_argument("--no-reference-photos", action="store_true", help="bank add: leave out the bank's own "
                      "training photos and renders (the [train] extra), on which the other kinds and the new damage "
                      "are also drawn to place the embedding and calibrate its route margin")
