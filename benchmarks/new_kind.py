@@ -124,7 +124,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "new_kind")
     parser.add_argument("--minutes", type=float, default=3.0, help="train-lora's budget")
-    parser.add_argument("--restore-photos", type=int, default=9, help="held-out photos to restore for PSNR")
+    parser.add_argument("--restore-photos", type=int, default=9, help="held-out photos to restore for PSNR (0: "
+                        "routing only; with a short --minutes a quick check, as routing does not depend on the "
+                        "LoRA's weights)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     shipped = ROOT / "lora_bank" / "embedded-ffdnet"
@@ -147,10 +149,11 @@ def main() -> int:
     entry = read_manifest(bank).lora(NAME)
     results = {"command": " ".join(["uir-lora", *command[3:]]), "command_seconds": round(seconds, 1),
                "other_files_unchanged": unchanged, "other_entries_unchanged": entries_kept,
-               "steps": entry.provenance["steps"], "held_out_validation": entry.validation,
+               "steps": entry.provenance["steps"], "route_margin": entry.route_margin,
+               "held_out_validation": entry.validation,
                "new_kind": {}, "existing_kinds": {}}
     print(json.dumps({k: results[k] for k in ("command_seconds", "other_files_unchanged",
-                                              "other_entries_unchanged", "steps")}), flush=True)
+                                              "other_entries_unchanged", "steps", "route_margin")}), flush=True)
     for set_name, photos in held_out_sets().items():
         results["new_kind"][set_name] = new_kind_routing(bank, photos, args.restore_photos)
         print(set_name, "new kind", json.dumps(results["new_kind"][set_name]), flush=True)

@@ -159,9 +159,14 @@ def test_degrade_function_comes_from_the_command_line_only(tmp_path, embedded_ba
     assert marker.read_text() == "x"  # loading the bank ran none of the user's code
 
 
-def test_scratch_kind_end_to_end_changes_no_other_file(tmp_path, embedded_backbone, encoder_dim, capsys):
+def test_scratch_kind_end_to_end_changes_no_other_file(tmp_path, embedded_backbone, encoder_dim, capsys,
+                                                        monkeypatch):
     """Train a few steps on pairs drawn here, add to a copy of a bank, route held-out scratches to it, restore."""
+    from uir_lora.lab.router import fit
     from uir_lora.lab.testing.banks import make_random_bank
+
+    references = [smooth_photo(torch.Generator().manual_seed(50 + i), 80) for i in range(2)]
+    monkeypatch.setattr(fit, "reference_photos", lambda: references)  # the bank's photos: two small ones here
 
     source = make_random_bank(tmp_path / "shipped", embedded_backbone, dim=encoder_dim,
                               conditioning={"sigma": 25 / 255})
@@ -174,6 +179,8 @@ def test_scratch_kind_end_to_end_changes_no_other_file(tmp_path, embedded_backbo
                  "--steps", "3", "--batch", "2", "--crop", "32", "--rank", "2"]) == 0
     out = capsys.readouterr().out
     assert "bank add:" in out and "held-out damaged photos route to 'scratches' first" in out
+    assert "16 with their damage carried onto other pictures" in out  # 2 x (6 training photos + 2 references)
+    assert "kept apart from 164 examples" in out  # 26 on each of the 6 training photos, 4 on each reference
     after_files = sha256_files(bank)
     assert {n: d for n, d in after_files.items() if n != "manifest.json" and n in before_files} == {
         n: d for n, d in before_files.items() if n != "manifest.json"}
@@ -182,6 +189,7 @@ def test_scratch_kind_end_to_end_changes_no_other_file(tmp_path, embedded_backbo
     assert manifest.to_json()["loras"][:3] == before_entries  # every other entry byte for byte
     entry = manifest.lora("scratches")
     assert any(entry.embedding) and entry.provenance["data"]["pairs"] == 8
+    assert f"route margin {entry.route_margin:.3f}" in out and 0 <= entry.route_margin <= 2
     held = entry.provenance["held_out_validation"]
     assert held == entry.validation and held["images"] == 2 and {"psnr_in", "psnr_out", "ssim_in"} <= held.keys()
     assert json.dumps(entry.provenance["data"]["held_out_pairs"]) == json.dumps(
@@ -219,3 +227,83 @@ def test_bank_add_keeps_the_other_kinds_examples_with_their_own_loras(tmp_path, 
         taken[use_negatives] = sum(r.best[0] == "scratches" for r in pipeline.estimate(loaded, others))
         assert report["negatives"] == len(negatives) and report["negatives_taken"] == 0 or not use_negatives
     assert taken == {False: 4, True: 0}, taken
+
+
+def _along(base: torch.Tensor, direction: torch.Tensor, mean: float, spread: float, count: int,
+           generator: torch.Generator) -> torch.Tensor:
+    """``count`` standardised features base + t * direction (t ~ N(mean, spread)) plus a little noise all round."""
+    t = mean + spread * torch.randn(count, 1, generator=generator)
+    noise = 0.1 * torch.randn(count, len(base), generator=generator) / len(base) ** 0.5
+    return base + t * direction + noise
+
+
+def test_route_margin_keeps_examples_of_the_other_kinds_from_the_new_kind(tmp_path, embedded_backbone, encoder_dim):
+    """A new kind placed next to an existing one (clean) takes many of its examples; the margin calibrated on
+    some of them keeps fresh ones (other draws) with their own LoRA at about the calibrated rate, through the
+    router, while examples of the new kind still go to it."""
+    from uir_lora.bank.manifest import write_manifest
+    from uir_lora.lab.router import fit
+    from uir_lora.lab.testing.banks import make_random_bank
+    from uir_lora.router.router import Router
+
+    bank = make_random_bank(tmp_path, embedded_backbone, ("noise", "clean", "scratches"), dim=encoder_dim)
+    manifest = read_manifest(bank)
+    table = torch.nn.functional.normalize(torch.tensor([e.embedding for e in manifest.loras]), dim=-1)
+    clean = table[1]
+    generator = torch.Generator().manual_seed(123)  # not the bank's seed: its rows must not repeat here
+    away = torch.randn(encoder_dim, generator=generator)
+    away = torch.nn.functional.normalize(away - (away @ clean) * clean, dim=0)
+    table[2] = torch.nn.functional.normalize(clean + away, dim=0)  # 45 degrees from clean
+    manifest.loras[2].embedding = table[2].tolist()
+    calibration = _along(clean, away, 0.0, 0.35, 2000, generator)
+    margin = fit.calibrate_route_margin(fit.route_gaps(calibration, table, 2), false_alarm=0.005)
+    assert margin > 0
+    fresh = _along(clean, away, 0.0, 0.35, 4000, generator)
+    scratched = _along(clean, away, 1.5, 0.1, 400, generator)
+    taken = {}
+    for stored in (0.0, margin):
+        manifest.loras[2].route_margin = stored
+        write_manifest(manifest, bank)
+        router = Router(read_manifest(bank))
+        taken[stored] = float((router.feature_scores(fresh).similarities.argmax(-1) == 2).float().mean())
+        kept = float((router.feature_scores(scratched).similarities.argmax(-1) == 2).float().mean())
+        assert kept >= 0.9, (stored, kept)
+    assert taken[0.0] > 0.1 and taken[margin] <= 0.01, taken
+
+
+def test_route_margin_is_checked_and_written_only_when_set(random_bank):
+    from uir_lora.bank.manifest import parse_manifest, write_manifest
+    from uir_lora.errors import BankError
+
+    root = random_bank.root
+    text = (root / "manifest.json").read_text()
+    assert "route_margin" not in text
+    manifest = read_manifest(root)
+    assert all(entry.route_margin == 0 for entry in manifest.loras)
+    write_manifest(manifest, root)
+    assert (root / "manifest.json").read_text() == text  # banks without a margin keep their manifests
+    manifest.loras[0].route_margin = 0.125
+    write_manifest(manifest, root)
+    assert read_manifest(root).loras[0].route_margin == 0.125
+    for bad in (-0.1, 3.0, "0.1", True):
+        data = json.loads((root / "manifest.json").read_text())
+        data["loras"][0]["route_margin"] = bad
+        with pytest.raises(BankError, match="route_margin"):
+            parse_manifest(data)
+
+
+def test_carried_damage_adds_a_pairs_difference_to_other_pictures():
+    generator = torch.Generator().manual_seed(6)
+    clean = smooth_photo(generator, 40) * 0.5
+    marks = torch.zeros(1, 3, 40, 40)
+    marks[..., 10] = 0.3  # one bright column: its mirror image is column 29
+    pair = own.PhotoPair("p", clean + marks, clean)
+    grey = torch.full((1, 3, 50, 90), 0.4)
+    carried = own.carried_damage([pair], [grey], per_photo=8, seed=1)
+    assert len(carried) == 8 and all(x.shape == grey.shape for x in carried)
+    for example in carried:
+        added = example - grey
+        columns = set(torch.nonzero(added[0, 0].abs().amax(0) > 1e-6).flatten().tolist())
+        assert columns in ({10, 50}, {29, 69}), columns  # tiled across the wider picture, maybe flipped
+        assert torch.allclose(added.amax(), torch.tensor(0.3))
+    assert own.carried_damage([], [grey]) == [] and own.carried_damage([pair], [grey], per_photo=0) == []

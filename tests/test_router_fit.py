@@ -79,7 +79,8 @@ def test_bank_add_changes_only_its_own_entry(random_bank, photo, tmp_path, capsy
     folder = tmp_path / "examples"
     for i, image in enumerate(_examples(photo, "haze")):
         save_image(image, folder / f"haze_{i}.png")
-    assert main(["bank", "add", "--bank", str(root), "--name", "haze", "--images", str(folder)]) == 0
+    assert main(["bank", "add", "--bank", str(root), "--name", "haze", "--images", str(folder),
+                 "--no-reference-photos"]) == 0
     assert "from 3 images" in capsys.readouterr().out
     after = json.loads((root / "manifest.json").read_text())
     for old, new in zip(before["loras"], after["loras"]):
@@ -229,7 +230,8 @@ def test_a_new_kind_is_added_with_train_lora_then_bank_add(random_bank, photo, t
     folder = tmp_path / "low_light"
     for i, image in enumerate(_examples(photo, "low_light")):
         save_image(image, folder / f"{i}.png")
-    assert main(["bank", "add", "--bank", str(root), "--name", "low_light", "--images", str(folder)]) == 0
+    assert main(["bank", "add", "--bank", str(root), "--name", "low_light", "--images", str(folder),
+                 "--no-reference-photos"]) == 0
     after = {e["name"]: e for e in json.loads((root / "manifest.json").read_text())["loras"]}
     assert {n: json.dumps(after[n]) for n in before} == before
     assert any(after["low_light"]["embedding"]) and (root / "low_light.safetensors").is_file()

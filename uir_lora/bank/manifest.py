@@ -119,6 +119,11 @@ class LoraEntry:
     conditioning: dict[str, float] = field(default_factory=dict)
     provenance: dict[str, Any] = field(default_factory=dict)
     validation: dict[str, Any] = field(default_factory=dict)
+    route_margin: float = 0.0
+    """How far this kind's similarity must exceed every other kind's for the router to choose it: the router
+    ranks s_o = d·B minus this. 0 for the kinds train-router fits together; `bank add` calibrates it for a kind
+    placed later among frozen embeddings, on examples of the other kinds (lab/router/fit.py). Written only
+    when not 0, so banks without such a kind keep their manifests as they were."""
 
 
 @dataclass
@@ -143,7 +148,11 @@ class Manifest:
         return [entry.name for entry in self.loras]
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        for entry in data["loras"]:
+            if entry["route_margin"] == 0:
+                del entry["route_margin"]
+        return data
 
 
 def _require(data: dict, key: str, kind: type | tuple[type, ...], where: str) -> Any:
@@ -311,7 +320,14 @@ def _parse_lora(data: Any, index: int, dim: int) -> LoraEntry:
         description=_description(data, where),
         conditioning=dict(zip(conditioning, _finite_vector(list(conditioning.values()), f"{where} conditioning"))),
         provenance=_object(data, "provenance", where), validation=_object(data, "validation", where),
+        route_margin=_route_margin(data.get("route_margin", 0.0), where),
     )
+
+
+def _route_margin(value: Any, where: str) -> float:
+    _check_number(value, isinstance(value, (int, float)) and 0 <= value <= 2,
+                  "route_margin must be a number in [0, 2] (a difference of cosines)", where)
+    return float(value)
 
 
 def parse_manifest(data: Any, source: str = "manifest") -> Manifest:

@@ -154,6 +154,7 @@ class Router:
             raise BankError(f"bank {manifest.name!r} records {manifest.encoder.dim}-d router features, but the "
                             f"encoder gives {self.encoder.dim}; re-run `uir-lora train-router` for this bank")
         self.names = manifest.names
+        self.margins = torch.tensor([entry.route_margin for entry in manifest.loras])
         spec = manifest.encoder
         embeddings = torch.tensor([entry.embedding for entry in manifest.loras]).reshape(len(self.names), -1)
         if self.trained:  # d is used as it is and B is the presence head's rows: s_o is a logit
@@ -177,14 +178,15 @@ class Router:
 
     def feature_scores(self, raw: torch.Tensor) -> Scores:
         """``scores`` of raw encoder features (cached features in evaluation need no encoder pass);
-        d is the feature standardised by the bank's mean and std (the trained encoder's: as it is)."""
+        d is the feature standardised by the bank's mean and std (the trained encoder's: as it is).
+        A kind added later by `bank add` ranks by s_o minus its calibrated ``route_margin`` (0 for the others)."""
         if self.trained:
-            return Scores(raw.float() @ self.embeddings.T, None, None)
+            return Scores(raw.float() @ self.embeddings.T - self.margins, None, None)
         z = (raw - self.mean) / self.std
         unit = F.normalize(z, dim=-1)
         unknown = None if self.unknown_embedding is None else unit @ self.unknown_embedding
         residual = None if self.subspace is None else subspace_residual(z, self.subspace)
-        return Scores(unit @ self.embeddings.T, unknown, residual)
+        return Scores(unit @ self.embeddings.T - self.margins, unknown, residual)
 
     def unknown_flags(self, scores: Scores) -> torch.Tensor:
         """The bank's unknown tests on ``scores``' output: a boolean per image."""

@@ -52,9 +52,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                      "for validation, chosen by a hash of each name (default 0.2; 0: none)")
     own.add_argument("--no-bank-add", action="store_true", help="do not set the router embedding from the damaged "
                      "photos afterwards (run `uir-lora bank add` yourself)")
-    own.add_argument("--negatives", type=int, default=8, help="bank add: built-in kinds drawn on each clean "
-                     "training photo, kept with their own LoRAs while the new embedding is placed, so the new kind "
-                     "does not take their photos (default 8; 0: none)")
+    own.add_argument("--negatives", type=int, default=26, help="bank add: examples of the bank's built-in kinds "
+                     "drawn on each clean training photo, the kinds in turn, kept with their own LoRAs while the new "
+                     "embedding is placed and its route margin calibrated, so the new kind does not take their photos "
+                     "(default 26: each of the shipped bank's 13 classes twice; 0: none)")
+    own.add_argument("--no-reference-photos", action="store_true", help="bank add: leave out the bank's own "
+                     "training photos and renders (the [train] extra), on which the other kinds and the new damage "
+                     "are also drawn to place the embedding and calibrate its route margin")
     own.add_argument("--no-alignment-check", action="store_true", help="--pairs: skip the check that each pair is "
                      "not shifted (for damage that itself moves the picture, such as strong motion blur)")
     own.add_argument("--description", help="the kind's description in the manifest")
@@ -347,7 +351,7 @@ def run_train(args: argparse.Namespace) -> int:
     log.info("added %s to %s", name, bank_dir)
     say(f"wrote {bank_dir / entry.file} and its manifest entry")
     if own is not None and not args.no_bank_add:
-        _bank_add(bank_dir, name, own, args.negatives, args.seed, say)
+        _bank_add(bank_dir, name, own, args.negatives, args.seed, say, not args.no_reference_photos)
     return 0
 
 
@@ -359,18 +363,27 @@ def _description(name: str, own: OwnKindData | None, info: dict[str, str]) -> st
 
 
 def _bank_add(bank_dir: Path, name: str, own: OwnKindData, negatives_per_photo: int, seed: int,
-              say: Callable[[str], None]) -> None:
-    """`uir-lora bank add` on the training pairs' damaged photos: only this kind's embedding (and the unknown
+              say: Callable[[str], None], reference: bool = True) -> None:
+    """`uir-lora bank add` on the training pairs' damaged photos, their damage carried onto the bank's reference
+    photos, and the other kinds drawn on both: only this kind's embedding and route margin (and the unknown
     test's subspace) change; then how the router sends the held-out damaged photos."""
-    from ..router.fit import add_embedding, synthetic_negatives
+    from ..router.fit import REFERENCE_NEGATIVES, add_embedding, reference_photos, synthetic_negatives
+    from ..train.pairs import carried_damage
 
     clean = list({id(pair.clean): pair.clean for pair in own.train}.values())  # --degrade: draws share a photo
-    negatives = synthetic_negatives(clean, read_manifest(bank_dir).names, negatives_per_photo, seed)
-    say(f"bank add: the router embedding of {name!r} from {len(own.train)} damaged photos, kept apart from "
-        f"{len(negatives)} examples of the bank's other kinds")
+    names = read_manifest(bank_dir).names
+    references = reference_photos() if reference else []
+    negatives = synthetic_negatives(clean, names, negatives_per_photo, seed)
+    if negatives_per_photo > 0:
+        negatives += synthetic_negatives(references, names, REFERENCE_NEGATIVES, seed + 1)
+    examples = [pair.damaged for pair in own.train] + carried_damage(own.train, clean + references, seed=seed)
+    say(f"bank add: the router embedding of {name!r} from {len(own.train)} damaged photos and "
+        f"{len(examples) - len(own.train)} with their damage carried onto other pictures, kept apart from "
+        f"{len(negatives)} examples of the bank's other kinds"
+        + ("" if references or not reference else " (no reference photos: the [train] extra is not installed)"))
     with bank_lock(bank_dir):
-        _, report = add_embedding(bank_dir, name, [pair.damaged for pair in own.train], negatives=negatives)
-    say(f"bank add: {report['routed_to_new']}/{report['examples']} training photos route to {name!r} first, "
-        f"{report['negatives_taken']}/{report['negatives']} examples of other kinds do"
+        _, report = add_embedding(bank_dir, name, examples, negatives=negatives)
+    say(f"bank add: {report['routed_to_new']}/{report['examples']} examples route to {name!r} first, "
+        f"{report['negatives_taken']}/{report['negatives']} examples of other kinds do; route margin "
+        f"{report['route_margin']:.3f}"
         + (f"; {_route_held_out(bank_dir, name, [p.damaged for p in own.held_out])}" if own.held_out else ""))
-

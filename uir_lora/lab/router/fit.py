@@ -30,7 +30,7 @@ from ...errors import BankError, InputError
 from ...router.encoder import DegradationEncoder
 from ...router.router import outside_subspace, subspace_residual, unknown_mask
 from ...router.trained import TrainedEncoder, lda_row, make_encoder
-from .data import FRAME_SIDES, PHOTO_WIDTHS, at_photo_scale
+from .data import FRAME_SIDES, PHOTO_WIDTHS, at_photo_scale, photo_split
 
 MIN_STD = 1e-4  # features that never vary must not blow up the standardisation
 
@@ -430,6 +430,34 @@ def train_router(bank_dir: Path, config: RouterFitConfig | None = None, cache_di
     return manifest
 
 
+REFERENCE_RENDER_STEP = 4
+"""reference_photos takes every this-many-th photo-like template render."""
+REFERENCE_RENDERS = 55
+REFERENCE_NEGATIVES = 4
+"""Examples of the bank's kinds drawn on each reference photo by ``bank add``."""
+
+
+def reference_photos() -> list[torch.Tensor]:
+    """Clean pictures of the bank's own training data on this machine, as [1,3,H,W]: the LoRA trainers' training
+    photos and some of the photo-like template renders (the ``[train]`` extra); [] without it.
+
+    ``bank add`` draws the other kinds and the new damage on them, so the new kind's embedding and route margin
+    are placed on many scenes, not only on the user's few photos."""
+    import numpy as np
+
+    from ..train.data import media_images
+    from .data import load_photos
+
+    try:
+        photos = load_photos(photo_split()[0])
+        renders = [image for index, (_, image) in enumerate(media_images(min_side=FRAME_SIDES[0]))
+                   if index % REFERENCE_RENDER_STEP == 0][:REFERENCE_RENDERS]
+    except InputError:  # the [train] extra is not installed: the user's photos only
+        return []
+    return photos + [torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0).permute(2, 0, 1)[None]
+                     for image in renders]
+
+
 def synthetic_negatives(photos: Sequence[torch.Tensor], names: Sequence[str], per_photo: int = 4,
                         seed: int = 0) -> list[tuple[str, torch.Tensor]]:
     """(class name, image) examples of the bank's synthesisable classes on ``photos`` (clean photos of the user's
@@ -450,9 +478,47 @@ def synthetic_negatives(photos: Sequence[torch.Tensor], names: Sequence[str], pe
     return examples
 
 
+ROUTE_FALSE_ALARM = 0.005
+"""Share of examples of the bank's other kinds that a kind added by `bank add` may take from their own LoRAs
+(precision first: a new kind must not cost the existing ones their photos)."""
+ROUTE_FOLDS = 4
+
+
+def route_gaps(z: torch.Tensor, table: torch.Tensor, index: int) -> torch.Tensor:
+    """cos(d, B_index) minus the best cos(d, B_j) of every other set row j, per row of ``z``: the router chooses
+    kind ``index`` first exactly when this exceeds its route margin."""
+    sims = similarities(z, table)
+    others = [j for j, row in enumerate(table) if j != index and row.abs().sum() > 0]
+    return sims[:, index] - sims[:, others].max(dim=-1).values
+
+
+def calibrate_route_margin(gaps: torch.Tensor, false_alarm: float = ROUTE_FALSE_ALARM) -> float:
+    """The route margin from ``route_gaps`` of examples of the other kinds: their 1 - ``false_alarm`` quantile,
+    so at most that share of them would go to the new kind; never below 0 (a margin only holds the kind back)."""
+    _check_false_alarm(false_alarm)
+    if not len(gaps):
+        return 0.0
+    return max(0.0, float(torch.quantile(gaps.double(), 1.0 - false_alarm)))
+
+
+def _refine(table: torch.Tensor, index: int, others: Sequence[int], unknown: list[float] | None, z: torch.Tensor,
+            z_negative: torch.Tensor, labels_negative: torch.Tensor, steps: int, temperature: float) -> torch.Tensor:
+    """The new row after cross-entropy steps that move only it (every other row and T frozen); labels of the
+    negatives index ``others`` from 1 (0 is the new kind)."""
+    rows = F.normalize(table[[index, *others]], dim=-1)
+    if unknown is not None:  # keep the new kind apart from "unknown" too
+        rows = torch.cat([rows, F.normalize(torch.tensor([unknown]), dim=-1)])
+    fitted, _ = fit_embeddings(torch.cat([z, z_negative]),
+                               torch.cat([torch.zeros(len(z), dtype=torch.long), labels_negative]), rows,
+                               trainable=[0], steps=steps, lr=0.01, temperature=temperature, learn_temperature=False)
+    return fitted[0]
+
+
 def add_embedding(bank_dir: Path, name: str, images: Sequence[torch.Tensor], *, refine: bool = True,
-                  steps: int = 100, negatives: Sequence[tuple[str, torch.Tensor]] = ()) -> tuple[Manifest, dict]:
-    """Set LoRA ``name``'s embedding from example degraded images; every other entry stays byte-identical.
+                  steps: int = 100, negatives: Sequence[tuple[str, torch.Tensor]] = (),
+                  false_alarm: float = ROUTE_FALSE_ALARM) -> tuple[Manifest, dict]:
+    """Set LoRA ``name``'s embedding and route margin from example degraded images; every other entry stays
+    byte-identical.
 
     Centroid of the examples in the bank's standardised feature space, then (``refine``) a few
     cross-entropy steps that move only this embedding away from the other, frozen embeddings. The
@@ -460,7 +526,10 @@ def add_embedding(bank_dir: Path, name: str, images: Sequence[torch.Tensor], *, 
     ``negatives``: (name, image) examples of the bank's other classes (``synthetic_negatives``); the refinement
     then also keeps each with its own embedding, so the new kind does not take their photos (without them,
     a new kind such as scratches and dust takes many held-out photos of the other kinds,
-    docs/your_own_kind.md).
+    docs/your_own_kind.md). They also set
+    the entry's ``route_margin``: each negative's gap (``route_gaps``) under an embedding refined without its
+    fold of the negatives, so that the margin sees examples the placement did not fit, at the
+    ``false_alarm`` quantile (``calibrate_route_margin``).
     """
     manifest = read_manifest(bank_dir)
     if name not in manifest.names:
@@ -483,21 +552,27 @@ def add_embedding(bank_dir: Path, name: str, images: Sequence[torch.Tensor], *, 
             if n in manifest.names and manifest.names.index(n) in others]
     z_negative = standard(torch.cat([encoder.features(image) for _, image in kept])) if kept else z[:0]
     labels_negative = torch.tensor([row for row, _ in kept], dtype=torch.long)
-    if refine and others:
-        rows = F.normalize(table[[index, *others]], dim=-1)
-        if manifest.router.unknown_embedding is not None:  # keep the new kind apart from "unknown" too
-            rows = torch.cat([rows, F.normalize(torch.tensor([manifest.router.unknown_embedding]), dim=-1)])
-        fitted, _ = fit_embeddings(torch.cat([z, z_negative]),
-                                   torch.cat([torch.zeros(len(z), dtype=torch.long), labels_negative]), rows,
-                                   trainable=[0], steps=steps, lr=0.01, temperature=manifest.router.temperature,
-                                   learn_temperature=False)
-        table[index] = fitted[0]
+    refined = refine and bool(others)
+    place = functools.partial(_refine, index=index, others=others, unknown=manifest.router.unknown_embedding,
+                              z=z, steps=steps, temperature=manifest.router.temperature)
+    if refined:
+        table[index] = place(table, z_negative=z_negative, labels_negative=labels_negative)
+    gaps = route_gaps(z_negative, table, index)
+    if refined and len(z_negative) >= 2 * ROUTE_FOLDS:  # out-of-fold: each negative against a placement without it
+        fold = torch.arange(len(z_negative)) % ROUTE_FOLDS
+        for k in range(ROUTE_FOLDS):
+            trial = table.clone()
+            trial[index] = place(table, z_negative=z_negative[fold != k], labels_negative=labels_negative[fold != k])
+            gaps[fold == k] = route_gaps(z_negative[fold == k], trial, index)
+    margin = calibrate_route_margin(gaps, false_alarm) if others else 0.0
     manifest.loras[index].embedding = table[index].tolist()
+    manifest.loras[index].route_margin = round(margin, 5)
     unit_table = F.normalize(table, dim=-1)
-    routed = similarities(z, unit_table).argmax(dim=-1)
-    report = {"examples": len(images), "routed_to_new": int((routed == index).sum()),
-              "refined": bool(refine and others), "negatives": len(kept),
-              "negatives_taken": int((similarities(z_negative, unit_table).argmax(dim=-1) == index).sum())}
+    offsets = torch.tensor([entry.route_margin for entry in manifest.loras])
+    routed = (similarities(z, unit_table) - offsets).argmax(dim=-1)
+    report = {"examples": len(images), "routed_to_new": int((routed == index).sum()), "refined": refined,
+              "negatives": len(kept), "route_margin": manifest.loras[index].route_margin,
+              "negatives_taken": int(((similarities(z_negative, unit_table) - offsets).argmax(dim=-1) == index).sum())}
     if manifest.router.unknown_subspace is not None:
         basis = decode_matrix(manifest.router.unknown_subspace, manifest.encoder.dim, "router.unknown_subspace")
         grown = extend_subspace(basis, z)

@@ -252,6 +252,33 @@ def damaged_pairs(photos: Sequence[tuple[str, torch.Tensor]], function: DamageFn
     return pairs
 
 
+def carried_damage(pairs: Sequence[PhotoPair], photos: Sequence[torch.Tensor], per_photo: int = 2,
+                   seed: int = 0) -> list[torch.Tensor]:
+    """The pairs' damage carried onto other pictures: each photo plus the difference (damaged - clean) of a
+    random training pair, flipped at random and tiled to the photo's size, ``per_photo`` times.
+
+    The router's embedding of a new kind, placed on the user's few damaged photos alone, learns their scenes
+    along with their damage and takes photos of other kinds from other scenes; the same damage on many scenes
+    keeps it to the damage. A difference carries damage that adds marks (scratches, dust, grain, noise,
+    moiré, a pattern); for damage that moves or blurs the picture it is only a rough stand-in.
+    """
+    if not pairs or per_photo < 1:
+        return []
+    residuals = [pair.damaged - pair.clean for pair in pairs]
+    generator = torch.Generator().manual_seed(seed)
+    examples = []
+    for photo in photos:
+        height, width = photo.shape[-2:]
+        for _ in range(per_photo):
+            residual = residuals[int(torch.randint(0, len(residuals), (), generator=generator))]
+            for dim in (-1, -2):
+                if torch.rand((), generator=generator) < 0.5:
+                    residual = residual.flip(dim)
+            tiles = (1, 1, -(-height // residual.shape[-2]), -(-width // residual.shape[-1]))
+            examples.append((photo + residual.repeat(*tiles)[..., :height, :width]).clamp(0, 1))
+    return examples
+
+
 class PairCropDataset(Dataset):
     """Item i: a random crop of a random pair (the same window of both photos), rotated by a random multiple of
     90 degrees and flipped at random, both photos alike; seeded by (seed, i)."""
