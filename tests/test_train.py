@@ -187,3 +187,11 @@ def test_train_lora_identity_fraction_is_recorded(tmp_path, data_dir, capsys):
     assert read_manifest(tmp_path / "bank").lora("haze").provenance["identity_fraction"] == 0.25
     assert main([*args, "--identity-fraction", "1.5", "--replace"]) == 2
     assert "--identity-fraction 1.5" in capsys.readouterr().err
+
+
+def test_the_default_crop_cache_is_the_repositorys_ignored_data_folder():
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    assert data.DEFAULT_DATA_DIR == root / "data"
+    assert "/data/" in (root / ".gitignore").read_text().split()

@@ -32,7 +32,7 @@ CACHE_CROP = 128          # side of the cached training crops; training takes ra
 CROPS_PER_RENDER = 6      # the renders are mostly 400x400
 CROPS_PER_PHOTO = 40      # the photos are about 640-960 px after downscaling
 VALIDATION_CROP = 256
-DEFAULT_DATA_DIR = Path(__file__).resolve().parents[2] / "data"
+DEFAULT_DATA_DIR = Path(__file__).resolve().parents[3] / "data"  # the repository's data/ (git-ignored)
 
 
 def _missing_extra(what: str) -> InputError:
