@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
@@ -76,6 +77,24 @@ def test_a_missing_extra_is_named_with_its_install_line(monkeypatch, tmp_path, c
         require("accelerate", "distributed", "restoring over several processes")
     assert main(["train-lora", "--degradation", "noise", "--bank", str(tmp_path / "bank"), "--steps", "1"]) == 2
     assert 'pip install "uir-lora[train]"' in capsys.readouterr().err
+
+
+def test_a_spandrel_backbone_without_spandrel_is_refused_with_its_install_line(monkeypatch, tmp_path, capsys):
+    """Real-ESRGAN banks and users' upscale models need spandrel, which the base install does not have."""
+    from safetensors.torch import save_file
+
+    from uir_lora.images import save_image
+
+    build_parser()
+    for name in [n for n in sys.modules if n.split(".")[0] == "spandrel"] + ["spandrel"]:
+        monkeypatch.setitem(sys.modules, name, None)  # as where it is not installed
+    save_file({"conv_first.weight": torch.zeros(4, 3, 3, 3)}, str(tmp_path / "model.safetensors"))
+    image = save_image(torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(0)), tmp_path / "in.png")
+    for backbone in ("spandrel", "embedded-realesrgan"):
+        assert main(["restore", str(image), "-o", str(tmp_path / f"{backbone}.png"), "--backbone", backbone,
+                     "--backbone-path", str(tmp_path / "model.safetensors")]) == 2
+        assert "pip install 'uir-lora[spandrel]'" in capsys.readouterr().err
+        assert not (tmp_path / f"{backbone}.png").exists()
 
 
 def test_a_broken_dependency_inside_a_present_package_is_not_called_missing(monkeypatch, tmp_path):

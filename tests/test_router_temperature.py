@@ -7,7 +7,8 @@ import math
 
 import pytest
 
-from uir_lora.bank.manifest import read_manifest
+from uir_lora.bank.manifest import read_manifest, write_manifest
+from uir_lora.errors import InputError
 from uir_lora.lab.evaluate.harness import Case
 from uir_lora.lab.router.temperature import best_top2, combo_key, record_choice, sweep
 
@@ -48,3 +49,11 @@ def test_record_choice_writes_the_router_defaults_only(random_bank, photo):
     assert written.router.calibration["temperature_sweep"]["chosen"] == best_top2(result)[2]
     assert [entry.embedding for entry in written.loras] == [entry.embedding for entry in others.loras]
     assert file_hashes(random_bank.root) == before
+
+
+def test_the_sweep_restores_with_the_banks_own_backbone_or_says_what_to_do(random_bank, photo):
+    manifest = read_manifest(random_bank.root)
+    manifest.backbone_family = "spandrel"  # a user's model file: the bank does not say which
+    write_manifest(manifest, random_bank.root)
+    with pytest.raises(InputError, match="--temperature-photos 0"):
+        sweep(random_bank.root, [photo[..., :64, :64]], CASES, COMBOS)

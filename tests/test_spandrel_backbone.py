@@ -77,9 +77,12 @@ def test_unknown_models_and_files_get_clear_errors(tmp_path):
 
 
 def test_missing_spandrel_names_the_extra(files, monkeypatch):
-    monkeypatch.setitem(sys.modules, "spandrel", None)  # import spandrel now raises ImportError
+    for name in [n for n in sys.modules if n.split(".")[0] == "spandrel"]:  # its submodules too, as when absent
+        monkeypatch.setitem(sys.modules, name, None)  # importing it now raises ImportError
     with pytest.raises(BackboneError, match=r"uir-lora\[spandrel\]"):
         SpandrelBackbone.from_file(files["swinir"])
+    with pytest.raises(BackboneError, match=r"uir-lora\[spandrel\]"):
+        realesrgan.load_realesrgan(files["esrgan4"])
 
 
 @pytest.mark.parametrize("mode", ["downscale_input", "downscale_output"])

@@ -12,7 +12,7 @@ from uir_lora.backbones.registry import FAMILIES
 from uir_lora.bank.manifest import read_manifest, write_manifest
 from uir_lora.bank.store import open_bank, read_lora_file
 from uir_lora.lab.cli import main
-from uir_lora.lab.train import trainer
+from uir_lora.lab.train import data, trainer
 
 
 @pytest.fixture()
@@ -81,6 +81,25 @@ def test_train_lora_command_writes_a_loadable_entry(tmp_path, data_dir, embedded
     assert main([*args, "--replace", "--seed", "1"]) == 0
     again = read_manifest(bank_dir).lora("noise")
     assert again.embedding == written.loras[0].embedding and again.provenance["seed"] == 1
+
+
+def test_validation_subset_takes_the_first_photos_and_their_centres():
+    images = torch.arange(3 * 3 * 64 * 64, dtype=torch.float32).reshape(3, 3, 64, 64)
+    assert torch.equal(data.validation_subset(images), images)
+    assert torch.equal(data.validation_subset(images, photos=2, side=64), images[:2])
+    assert torch.equal(data.validation_subset(images, photos=1, side=32), images[:1, :, 16:48, 16:48])
+
+
+def test_train_lora_validates_on_the_asked_subset_and_records_it(tmp_path, data_dir, capsys):
+    args = ["train-lora", "--degradation", "noise", "--bank", str(tmp_path / "bank"), "--steps", "1", "--batch", "2",
+            "--crop", "32", "--rank", "2", "--data-dir", str(data_dir), "--validation-photos", "1"]
+    assert main(args) == 0
+    entry = read_manifest(tmp_path / "bank").lora("noise")
+    assert entry.validation["images"] == 2 and entry.validation["photos"] == 1  # two seeded versions of one photo
+    assert entry.provenance["validation_photos"] == [data.VALIDATION_PHOTOS[0]]
+    assert entry.provenance["validation_side"] == 32
+    assert main([*args, "--replace", "--validation-side", "8"]) == 2
+    assert "--validation-side 0 or >= 32" in capsys.readouterr().err
 
 
 def test_train_lora_rejects_unknown_kind(tmp_path, capsys):
@@ -168,3 +187,11 @@ def test_train_lora_identity_fraction_is_recorded(tmp_path, data_dir, capsys):
     assert read_manifest(tmp_path / "bank").lora("haze").provenance["identity_fraction"] == 0.25
     assert main([*args, "--identity-fraction", "1.5", "--replace"]) == 2
     assert "--identity-fraction 1.5" in capsys.readouterr().err
+
+
+def test_the_default_crop_cache_is_the_repositorys_ignored_data_folder():
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    assert data.DEFAULT_DATA_DIR == root / "data"
+    assert "/data/" in (root / ".gitignore").read_text().split()

@@ -50,6 +50,7 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         raise BackboneError(f"{path.name}: a spandrel backbone is a {', '.join(SUFFIXES)} file")
     if not path.is_file():
         raise BackboneError(f"backbone file not found: {path}")
+    _spandrel()  # its helpers are imported below: name the extra, not a module, when it is missing
     try:
         if path.suffix.lower() == ".safetensors":
             from safetensors.torch import load_file

@@ -35,7 +35,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--cache-dir", type=Path, help="feature cache (default ~/.cache/uir_lora or $UIR_LORA_CACHE)")
     p.add_argument("--temperature-photos", type=int, default=DEFAULT_PHOTOS,
                    help="after the fit, choose top-K and the temperature by restoration PSNR on this many training "
-                        "photos (default %(default)s, as for the shipped bank; 0: keep --top-k and the learned T)")
+                        "photos with the bank's own backbone, an embedded one (default %(default)s, as for the shipped "
+                        "bank; 0: keep --top-k and the learned T, e.g. for a slow backbone on a CPU)")
     p.add_argument("--temperature-json", type=Path, help="write the temperature sweep's full table here")
     p.set_defaults(run=run_train_router)
 

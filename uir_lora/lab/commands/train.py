@@ -88,6 +88,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--frame-side", type=int, default=256, help="degrade crops as windows of a photo of this "
                    "side, so raindrop/haze/snow sizes match the 256 px validation photos (default 256; 0: each "
                    "crop is a whole photo, the behaviour before this option)")
+    p.add_argument("--validation-photos", type=int, default=0, help="score the LoRA on the first N of the 9 "
+                   "validation photos only (default 0: all); for a slow backbone on a CPU (embedded-realesrgan)")
+    p.add_argument("--validation-side", type=int, default=0, help="score on a centre crop of this side of each "
+                   "validation photo (default 0: the whole 256 px photo); for a slow backbone on a CPU")
     p.add_argument("--identity-fraction", type=float, default=0.0, help="fraction of each batch that are identity "
                    "examples (clean crops, or crops of another kind, half and half; target = input) so the LoRA "
                    "leaves other images alone (default 0; see docs/training.md)")
@@ -142,6 +146,9 @@ def _check_args(args: argparse.Namespace, kinds: tuple[str, ...]) -> None:
     if args.identity_fraction and (not 0 < args.identity_fraction < 1 or args.degradation not in kinds[:-1]):
         raise InputError(f"--identity-fraction {args.identity_fraction} needs 0 < F < 1 (0: off) and one "
                          f"degradation kind (not {args.degradation!r}); e.g. --identity-fraction 0.25")
+    if args.validation_photos < 0 or args.validation_side < 0 or 0 < args.validation_side < 32:
+        raise InputError(f"need --validation-photos >= 0 and --validation-side 0 or >= 32; got "
+                         f"{args.validation_photos}, {args.validation_side}")
     if args.steps < 0 or args.minutes <= 0 or args.batch < 1 or args.rank < 1 or not 8 <= args.crop <= 128:
         raise InputError(f"need --steps >= 0, --minutes > 0, --batch >= 1, --rank >= 1, 8 <= --crop <= 128; got "
                          f"{args.steps}, {args.minutes}, {args.batch}, {args.rank}, {args.crop}")
@@ -261,7 +268,8 @@ def run_train(args: argparse.Namespace) -> int:
         data_dir = args.data_dir or data.DEFAULT_DATA_DIR
         with accelerator.main_process_first():  # the first run builds the cache once
             crops, data_info = data.load_training_crops(data_dir)
-            val_images = data.load_validation_images(data_dir)
+            val_images = data.validation_subset(data.load_validation_images(data_dir), args.validation_photos,
+                                                args.validation_side)
         kind = list(trainer.KINDS) if args.degradation == ALL else args.degradation
         probe = trainer.PairDataset(crops, kind, crops.shape[-1], 32, args.seed + 7777, frame_side)  # to pick sigma
         dataset = trainer.PairDataset(crops, kind, args.crop, length, args.seed, frame_side, args.identity_fraction)
@@ -317,7 +325,9 @@ def run_train(args: argparse.Namespace) -> int:
         "code": os.environ.get("UIR_LORA_CODE", "working tree"),  # tools/train_bank.sh: the git commit trained
     }
     if own is None:
-        provenance.update(validation_photos=list(data.VALIDATION_PHOTOS), frame_side=frame_side,
+        photos = data.VALIDATION_PHOTOS[:args.validation_photos or None]
+        provenance.update(validation_photos=list(photos), validation_side=int(val_images.shape[-1]),
+                          frame_side=frame_side,
                           identity_fraction=args.identity_fraction)
     else:  # the held-out pairs' scores, next to the split they come from
         provenance["held_out_validation"] = result

@@ -17,9 +17,11 @@ from pathlib import Path
 import torch
 
 from ... import pipeline
+from ...backbones.base import Backbone
 from ...bank.manifest import read_manifest, write_manifest
 from ...bank.store import open_bank
 from ...compose.composer import Composition
+from ...errors import BackboneError, InputError
 from ...router.router import normalise_top_k
 from ...sampler.restore import SamplerOptions, restore_batch
 from ..evaluate.harness import Case, default_cases, synthesise
@@ -51,11 +53,20 @@ def combo_key(top_k: int, temperature: float | None) -> str:
     return f"k{top_k} T={'learned' if temperature is None else f'{temperature:g}'}"
 
 
+def bank_backbone(family: str) -> Backbone:
+    """The backbone a bank was made for, where the family alone names its weights (the embedded ones)."""
+    try:
+        return pipeline.load_backbone(family)
+    except BackboneError as exc:
+        raise InputError(f"the temperature sweep restores with the bank's own backbone, which a {family!r} bank "
+                         f"does not name ({exc}); run train-router with --temperature-photos 0") from exc
+
+
 def sweep(bank_dir: Path, photos: Sequence[torch.Tensor], cases: Sequence[Case] | None = None,
           combos: Sequence[tuple[int, float | None]] = COMBOS) -> dict:
     """Mean restoration PSNR per (top-K, T) and case over ``photos``, routed by the bank's router."""
     bank = open_bank(bank_dir)
-    backbone = pipeline.default_backbone()
+    backbone = bank_backbone(bank.manifest.backbone_family)
     router = pipeline.router_for(bank)
     learned = bank.manifest.router.temperature
     scores: dict[str, dict[str, list[float]]] = {}
