@@ -118,8 +118,13 @@ def estimate_spatial(
     temperature: float | None = None,
 ) -> list[RegionWeights]:
     """Per-region routing of each image: per-window weights and smooth per-pixel weight maps."""
+    return _route_regions(bank, as_image_batch(images), window, top_k, temperature)
+
+
+def _route_regions(bank: LoraBank, images: torch.Tensor, window: int, top_k: int | None,
+                   temperature: float | None) -> list[RegionWeights]:
     router = router_for(bank)
-    return [estimate_regions(router, image[None], window, top_k, temperature) for image in as_image_batch(images)]
+    return [estimate_regions(router, image[None], window, top_k, temperature) for image in images]
 
 
 def parse_weights(text: str) -> dict[str, float]:
@@ -218,9 +223,7 @@ class RestorePlan:
         return restored, compositions * images.shape[0] if len(compositions) == 1 else compositions
 
     def _run_spatial(self, images, progress, check_interrupt) -> tuple[torch.Tensor, list[Composition]]:
-        router = router_for(self.bank)
-        regions = [estimate_regions(router, image[None], self.window, self.top_k, self.temperature)
-                   for image in images]
+        regions = _route_regions(self.bank, images, self.window, self.top_k, self.temperature)
         restored = restore_regions(self.backbone, images, regions,
                                    lambda r: compose(self.bank, r, self.manual, self.mode, self.fused), self.options,
                                    progress=progress, check_interrupt=check_interrupt)

@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 
 from ... import __version__
+from ...paths import PACK_ROOT
 from .classical import classical_methods
 from .harness import Case, aggregate, routing_accuracy
 from .metrics import METRICS
@@ -25,7 +26,7 @@ GALLERY_CASES = ("noise", "motion_blur", "jpeg", "low_light", "haze", "rain", "n
 GALLERY_METHODS = ("clean", "input", "router", "oracle", "multitask", "classical")
 """Gallery columns; "classical" is each case's default classical method (or chain)."""
 CHART_METHODS = ("router", "oracle", "multitask", "ffdnet_sigma", "classical")
-REPOSITORY = Path(__file__).resolve().parents[3]
+REPOSITORY = PACK_ROOT
 
 
 def commit(root: Path = REPOSITORY) -> str:

@@ -27,6 +27,7 @@ from ...bank.manifest import (
     write_manifest,
 )
 from ...errors import BankError, InputError
+from ...images import array_to_tensor
 from ...router.encoder import DegradationEncoder
 from ...router.router import outside_subspace, subspace_residual, unknown_mask
 from ...router.trained import TrainedEncoder, lda_row, make_encoder
@@ -454,8 +455,7 @@ def reference_photos() -> list[torch.Tensor]:
                    if index % REFERENCE_RENDER_STEP == 0][:REFERENCE_RENDERS]
     except InputError:  # the [train] extra is not installed: the user's photos only
         return []
-    return photos + [torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0).permute(2, 0, 1)[None]
-                     for image in renders]
+    return photos + [array_to_tensor(np.asarray(image)) for image in renders]
 
 
 def synthetic_negatives(photos: Sequence[torch.Tensor], names: Sequence[str], per_photo: int = 4,

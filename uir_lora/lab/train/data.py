@@ -20,6 +20,7 @@ import torch
 from PIL import Image
 
 from ...errors import InputError
+from ...paths import PACK_ROOT
 
 MEDIA_PACKAGES = {"comfyui_workflow_templates_media_image": "comfyui-workflow-templates-media-image==0.3.160",
                   "comfyui_workflow_templates_media_assets_01": "comfyui-workflow-templates-media-assets-01==0.1.48"}
@@ -32,7 +33,7 @@ CACHE_CROP = 128          # side of the cached training crops; training takes ra
 CROPS_PER_RENDER = 6      # the renders are mostly 400x400
 CROPS_PER_PHOTO = 40      # the photos are about 640-960 px after downscaling
 VALIDATION_CROP = 256
-DEFAULT_DATA_DIR = Path(__file__).resolve().parents[3] / "data"  # the repository's data/ (git-ignored)
+DEFAULT_DATA_DIR = PACK_ROOT / "data"  # the repository's data/ (git-ignored)
 
 
 def _missing_extra(what: str) -> InputError:
