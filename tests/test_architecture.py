@@ -20,7 +20,7 @@ PACKAGE = ROOT / "uir_lora"
 LAYERS = {
     "errors": 0,
     "paths": 1, "images": 1, "extras": 1,
-    "degrade": 2, "backbones": 2,
+    "degrade": 2, "backbones": 2, "global_stage": 2,
     "bank": 3,
     "router": 4, "compose": 4,
     "sampler": 5,

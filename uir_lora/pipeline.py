@@ -28,7 +28,7 @@ from .paths import MAX_NAME_BYTES, PACK_ROOT, bundled_bank_root, safe_resolve
 from .router.chart import weight_chart
 from .router.router import Router, RoutingResult
 from .router.spatial import DEFAULT_WINDOW, WINDOW_RANGE, RegionWeights, estimate_regions, region_map_picture
-from .sampler.restore import InterruptFn, ProgressFn, SamplerOptions, as_image_batch, restore_batch
+from .sampler.restore import InterruptFn, ProgressFn, SamplerOptions, as_image_batch, global_stage, restore_batch
 from .sampler.spatial import restore_regions
 
 __all__ = [  # what the nodes and the command line use, besides what is defined here
@@ -224,15 +224,17 @@ class RestorePlan:
 
     def _run_spatial(self, images, progress, check_interrupt) -> tuple[torch.Tensor, list[Composition]]:
         regions = _route_regions(self.bank, images, self.window, self.top_k, self.temperature)
-        restored = restore_regions(self.backbone, images, regions,
-                                   lambda r: compose(self.bank, r, self.manual, self.mode, self.fused), self.options,
-                                   progress=progress, check_interrupt=check_interrupt)
         summaries = [
             replace(compose(self.bank, None, region.mean_weights(), "manual", self.fused),
                     source="router per region" + ("+manual" if self.manual else ""),
                     notes=(f"per-region routing: {self.window} px windows, {region.weights[0].numel()} of them",))
             for region in regions
         ]
+        # global adapters see the whole image, so they take the image's mean weights; the LoRAs follow the regions
+        corrected = torch.cat([global_stage(image[None], summary) for image, summary in zip(images, summaries)])
+        restored = restore_regions(self.backbone, corrected, regions,
+                                   lambda r: compose(self.bank, r, self.manual, self.mode, self.fused), self.options,
+                                   progress=progress, check_interrupt=check_interrupt)
         return _blend(images, restored, self.strength), summaries
 
 

@@ -124,6 +124,9 @@ class LoraEntry:
     ranks s_o = d·B minus this. 0 for the kinds train-router fits together; `bank add` calibrates it for a kind
     placed later among frozen embeddings, on examples of the other kinds (lab/router/fit.py). Written only
     when not 0, so banks without such a kind keep their manifests as they were."""
+    global_stage: str = ""
+    """The kind's global adapter (uir_lora/global_stage), a *.safetensors file in the bank folder; "" for a kind
+    that is local only. Written only when set."""
 
 
 @dataclass
@@ -152,6 +155,8 @@ class Manifest:
         for entry in data["loras"]:
             if entry["route_margin"] == 0:
                 del entry["route_margin"]
+            if not entry["global_stage"]:
+                del entry["global_stage"]
         return data
 
 
@@ -321,7 +326,16 @@ def _parse_lora(data: Any, index: int, dim: int) -> LoraEntry:
         conditioning=dict(zip(conditioning, _finite_vector(list(conditioning.values()), f"{where} conditioning"))),
         provenance=_object(data, "provenance", where), validation=_object(data, "validation", where),
         route_margin=_route_margin(data.get("route_margin", 0.0), where),
+        global_stage=_global_stage_file(data.get("global_stage", ""), where),
     )
+
+
+def _global_stage_file(value: Any, where: str) -> str:
+    if value == "":
+        return ""
+    if not isinstance(value, str) or not FILE_PATTERN.fullmatch(value):
+        raise BankError(f"{where}: global_stage {value!r} must be a plain *.safetensors name inside the bank folder")
+    return value
 
 
 def _route_margin(value: Any, where: str) -> float:

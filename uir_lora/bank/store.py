@@ -8,7 +8,7 @@ import re
 import threading
 import warnings
 import weakref
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -18,6 +18,7 @@ from safetensors.torch import load_file
 
 from ..backbones.base import Backbone
 from ..errors import BankError, UIRError
+from ..global_stage import GlobalAdapter
 from .manifest import MANIFEST_NAME, LoraEntry, Manifest, read_manifest
 
 log = logging.getLogger(__name__)
@@ -75,6 +76,8 @@ class LoraBank:
 
     root: Path
     manifest: Manifest
+    _global_adapters: dict[str, tuple[tuple[int, int, int], GlobalAdapter]] = field(
+        default_factory=dict, repr=False, compare=False)
 
     @property
     def key(self) -> str:
@@ -97,6 +100,28 @@ class LoraBank:
             raise BankError(f"{path}: a symlink to {path.resolve()}, outside the bank folder {self.root}; "
                             f"copy the file into the bank instead")
         return path
+
+    def global_adapter(self, lora: str) -> GlobalAdapter | None:
+        """The kind's global adapter (float32, read once and again if its file changes), or None if it has none."""
+        entry = self.manifest.lora(lora)
+        if not entry.global_stage:
+            return None
+        path = self.lora_path(replace(entry, file=entry.global_stage))
+        if not path.is_file():
+            raise BankError(f"{path}: the global adapter of LoRA {lora!r} is missing; re-copy the bank folder")
+        signature = file_signature(path)
+        cached = self._global_adapters.get(lora)
+        if cached is None or cached[0] != signature:
+            adapter = GlobalAdapter()
+            state = {key: tensor.float() for key, tensor in read_lora_file(path).items()}
+            try:
+                adapter.load_state_dict(state, strict=True)
+            except RuntimeError as exc:
+                raise BankError(f"{path}: not a global adapter of this version ({str(exc)[:200]}); re-train it "
+                                f"with python -m uir_lora.lab.train.global_stage") from exc
+            cached = (signature, adapter.eval().requires_grad_(False))
+            self._global_adapters[lora] = cached
+        return cached[1]
 
     def check_backbone(self, backbone: Backbone) -> None:
         manifest = self.manifest

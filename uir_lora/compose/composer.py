@@ -21,6 +21,7 @@ import torch
 from ..backbones.base import Backbone
 from ..bank.store import LoraBank, backbone_lock
 from ..errors import InputError
+from ..global_stage import GlobalParams, thumbnail
 
 MAX_WEIGHT = 4.0
 
@@ -54,6 +55,19 @@ class Composition:
             fallback = backbone.default_conditioning.get(key, 0.0)
             blended[key] = sum(abs(w) * per_lora[name].get(key, fallback) for name, w in self.weights.items()) / total
         return blended
+
+
+    def global_params(self, image: torch.Tensor) -> GlobalParams | None:
+        """The active kinds' global adapters on ``image`` [B,3,H,W], blended by weight; None when none has one."""
+        parts = []
+        with torch.inference_mode():
+            thumb = None
+            for name, weight in self.weights.items():
+                adapter = self.bank.global_adapter(name)
+                if adapter is not None:
+                    thumb = thumbnail(image.cpu()) if thumb is None else thumb
+                    parts.append((weight, adapter(thumb)))
+        return GlobalParams.blend(parts, image.shape[0]) if parts else None
 
 
 def check_weights(weights: Mapping[str, float], bank: LoraBank) -> dict[str, float]:

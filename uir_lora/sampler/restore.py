@@ -11,6 +11,7 @@ import torch
 from ..backbones.base import Backbone
 from ..compose.composer import Composition, composed
 from ..errors import InputError, RestoreInterrupted, check_int
+from ..global_stage import apply_global
 from .tiling import count_tiles, run_tiled
 
 log = logging.getLogger(__name__)
@@ -112,7 +113,9 @@ def restore_one(
     on_tile: Callable[[], None] | None = None,
     check_interrupt: InterruptFn | None = None,
 ) -> torch.Tensor:
-    """One image through the composed backbone; on out-of-memory, halve the tile batch, then the tile down to 128."""
+    """One image through the global stage and the composed backbone; on out-of-memory, halve the tile batch, then
+    the tile down to 128."""
+    image = global_stage(image, composition)
     conditioning = composition.conditioning(backbone)
     dtype = options.dtype or backbone.dtype
     tile, batch = options.tile, options.tile_batch
@@ -142,6 +145,16 @@ def restore_one(
                     raise
                 tile //= 2
                 log.warning("out of memory: retrying with %d px tiles", tile)
+
+
+def global_stage(image: torch.Tensor, composition: Composition) -> torch.Tensor:
+    """The composition's global transform on the whole image [B,3,H,W] (the input itself when no active kind has
+    one). Whole-image, before any tiling, so the result does not depend on the tile size."""
+    params = composition.global_params(image)
+    if params is None:
+        return image
+    with torch.inference_mode():
+        return apply_global(image, params).to(image.dtype)
 
 
 def interrupt_flag(flag: Callable[[], bool]) -> InterruptFn:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import shutil
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -32,6 +33,7 @@ from PIL import Image
 
 from ...backbones.base import Backbone
 from ...degrade import KINDS, compatible, degrade
+from ...global_stage import GlobalAdapter, GlobalParams, apply_global, thumbnail
 from ...sampler.multiscale import multiscale, pyramid_levels
 from ..degrade_alt import degrade as degrade_alt
 from .trainer import CLEAN, TrainConfig, next_lr, optimise
@@ -55,6 +57,9 @@ class JointConfig(TrainConfig):
     multiscale_coarsest: int = 0
     """0: run flat; else coarse-to-fine down to this many pixels on the shorter side."""
     kinds: tuple[str, ...] = KINDS
+    train_kinds: tuple[str, ...] = ()
+    """Only these LoRAs learn (the others are frozen at their ``init``); every batch holds one of these kinds,
+    alone or beside another kind of ``kinds``. Empty: every LoRA learns, the clean one included."""
 
 
 def all_pairs(kinds: Sequence[str]) -> list[tuple[str, str]]:
@@ -65,6 +70,10 @@ def all_pairs(kinds: Sequence[str]) -> list[tuple[str, str]]:
 def draw_case(rng: random.Random, cfg: JointConfig) -> tuple[str, ...]:
     """One batch's kinds: ("clean",), one kind, or a compatible pair."""
     roll = rng.random()
+    if cfg.train_kinds:
+        kind = rng.choice(cfg.train_kinds)
+        partners = [k for k in cfg.kinds if k != kind and compatible([kind, k])]
+        return (kind, rng.choice(partners)) if roll < cfg.mixture_share and partners else (kind,)
     if roll < cfg.clean_share:
         return (CLEAN,)
     if roll < cfg.clean_share + cfg.mixture_share:
@@ -131,10 +140,27 @@ def restore(backbone: Backbone, image: torch.Tensor, cond: Mapping[str, float], 
     return multiscale(lambda x: backbone.restore_step(x, cond), image, levels)
 
 
+def through_global_stage(images: torch.Tensor, case: Sequence[str],
+                         adapters: Mapping[str, GlobalAdapter] | None) -> torch.Tensor:
+    """The frozen global stage the sampler runs before the backbone, every kind of ``case`` at weight 1."""
+    parts = [adapters[k] for k in case if adapters and k in adapters]
+    if not parts:
+        return images
+    with torch.no_grad():
+        out = []
+        for image in images.split(1):  # each image has its own thumbnail, as at inference
+            thumb = thumbnail(image)
+            out.append(apply_global(image, GlobalParams.blend([(1.0, adapter(thumb)) for adapter in parts])))
+        return torch.cat(out)
+
+
 def train_bank(backbone: Backbone, photos: Sequence[np.ndarray], cfg: JointConfig,
                conditioning: Mapping[str, Mapping[str, float]], init: Mapping[str, dict] | None = None,
-               accelerator=None, log=print) -> dict:
-    """Train one LoRA per kind of ``cfg.kinds`` plus the clean LoRA, jointly, with composition in the loop."""
+               accelerator=None, log=print, global_stage: Mapping[str, GlobalAdapter] | None = None) -> dict:
+    """Train one LoRA per kind of ``cfg.kinds`` plus the clean LoRA, jointly, with composition in the loop.
+
+    ``global_stage``: frozen global adapters by kind; a batch passes through those of its kinds first, as the
+    sampler runs them, so the LoRAs learn what is left after the global stage."""
     from accelerate import Accelerator
 
     accelerator = accelerator or Accelerator(cpu=not torch.cuda.is_available())
@@ -145,7 +171,9 @@ def train_bank(backbone: Backbone, photos: Sequence[np.ndarray], cfg: JointConfi
         if init and name in init:
             backbone.load_adapter_state(name, dict(init[name]))
     backbone.to(accelerator.device)
-    params = [p for n, p in backbone.adapter_root.named_parameters() if "lora_" in n]
+    learning = set(cfg.train_kinds or names)
+    params = [p for n, p in backbone.adapter_root.named_parameters()
+              if "lora_" in n and n.rsplit(".", 2)[-2] in learning]
     for p in params:
         p.requires_grad_(True)
     optimizer = torch.optim.AdamW(params, lr=cfg.lr)
@@ -158,6 +186,7 @@ def train_bank(backbone: Backbone, photos: Sequence[np.ndarray], cfg: JointConfi
         clean = photo_crops(photos, cfg.batch, cfg.crop, np_rng)
         damaged = degrade_case(clean, case, gen)
         target = damaged if case == (CLEAN,) else clean
+        damaged = through_global_stage(damaged, case, global_stage)
         activate(backbone, case)
         for p in params:  # set_adapter froze the inactive adapters; the optimiser keeps them all
             p.requires_grad_(True)
@@ -173,7 +202,8 @@ def train_bank(backbone: Backbone, photos: Sequence[np.ndarray], cfg: JointConfi
 
 
 def evaluate(backbone: Backbone, images: torch.Tensor, conditioning: Mapping[str, Mapping[str, float]],
-             cases: Sequence[tuple[str, ...]], coarsest: int, severity: float = 0.6) -> dict[str, dict]:
+             cases: Sequence[tuple[str, ...]], coarsest: int, severity: float = 0.6,
+             global_stage: Mapping[str, GlobalAdapter] | None = None) -> dict[str, dict]:
     """PSNR per case (mean over images, as validation scores it): input, each present LoRA alone at weight 1,
     and all present LoRAs composed at 1."""
     from .validate import scores
@@ -190,8 +220,9 @@ def evaluate(backbone: Backbone, images: torch.Tensor, conditioning: Mapping[str
             for names in [(n,) for n in case] + ([tuple(case)] if len(case) > 1 else []):
                 activate(backbone, names)
                 cond = blended_conditioning(backbone, conditioning, names)
+                inputs = through_global_stage(damaged, names, global_stage)
                 out = torch.cat([restore(backbone, x.to(backbone.device), cond, coarsest).cpu()
-                                 for x in damaged.split(1)])
+                                 for x in inputs.split(1)])
                 row["+".join(names)] = psnr(out, images)
         results["+".join(case)] = row
     return results
@@ -229,6 +260,22 @@ def training_photos(extra_folders: Sequence[Path] = (), max_side: int = 1024) ->
     return photos + _load_photos(extra_folders, max_side)
 
 
+def load_global_stage(folder: Path) -> dict[str, GlobalAdapter]:
+    """{kind: frozen adapter} from ``folder``/KIND.safetensors."""
+    from safetensors.torch import load_file
+
+    adapters = {}
+    for kind in KINDS:
+        path = folder / f"{kind}.safetensors"
+        if path.is_file():
+            adapter = GlobalAdapter()
+            adapter.load_state_dict({k: v.float() for k, v in load_file(str(path)).items()})
+            adapters[kind] = adapter.eval().requires_grad_(False)
+    if not adapters:
+        raise SystemExit(f"no global adapters (KIND.safetensors) in {folder}")
+    return adapters
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     from safetensors.torch import load_file
 
@@ -252,6 +299,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--no-bf16", action="store_true")
     parser.add_argument("--eval-images", type=int, default=9)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--global-stage", type=Path, help="a folder of trained global adapters, KIND.safetensors "
+                        "(python -m uir_lora.lab.train.global_stage); they join the bank, frozen")
+    parser.add_argument("--train-kinds", nargs="+", choices=KINDS, default=[],
+                        help="train only these LoRAs; the others keep --init's")
     args = parser.parse_args(argv)
     if (args.out / "manifest.json").exists():
         parser.error(f"{args.out} already holds a bank; choose a new folder")
@@ -261,16 +312,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     conditioning = {name: dict(init_manifest.lora(name).conditioning) if init_manifest and name in
                     init_manifest.names else dict(backbone.default_conditioning) for name in (*KINDS, CLEAN)}
     cfg = JointConfig(steps=args.steps, minutes=args.minutes, batch=args.batch, crop=args.crop, lr=args.lr,
-                      multiscale_coarsest=args.multiscale, bf16=not args.no_bf16, seed=args.seed)
+                      multiscale_coarsest=args.multiscale, bf16=not args.no_bf16, seed=args.seed,
+                      train_kinds=tuple(args.train_kinds))
+    if cfg.train_kinds and not init:
+        parser.error("--train-kinds keeps the other LoRAs as they are: give the bank they come from with --init")
+    global_stage = load_global_stage(args.global_stage) if args.global_stage else {}
     photos = _load_photos(args.photos, 1024) if args.photos else training_photos()
     if not photos:
         parser.error(f"no photos in {[str(p) for p in args.photos]}")
-    stats = train_bank(backbone, photos, cfg, conditioning, init)
+    stats = train_bank(backbone, photos, cfg, conditioning, init, global_stage=global_stage)
     images = load_validation_images(args.data_dir or DEFAULT_DATA_DIR)[: args.eval_images]
     cases = [(k,) for k in KINDS] + [("noise", "jpeg"), ("low_light", "noise"), ("haze", "noise"),
                                       ("motion_blur", "jpeg"), ("rain", "haze")]
     backbone.to("cpu")
-    results = evaluate(backbone, images, conditioning, cases, args.multiscale)
+    results = evaluate(backbone, images, conditioning, cases, args.multiscale, global_stage=global_stage)
     encoder = init_manifest.encoder if init_manifest else None
     if encoder is None:
         from ...bank.manifest import EncoderSpec
@@ -293,6 +348,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                           embedding=list(old.embedding) if old else [0.0] * encoder.dim,
                           description=old.description if old else name, conditioning=conditioning[name],
                           provenance=provenance)
+        if name in global_stage:
+            entry.global_stage = f"{name}.global.safetensors"
+            shutil.copyfile(args.global_stage / f"{name}.safetensors", args.out / entry.global_stage)
         add_lora(args.out, entry, backbone.adapter_state(name))
     (args.out / "joint_eval.json").write_text(json.dumps({"stats": stats, "eval": results}, indent=1))
     print(json.dumps(results, indent=1))

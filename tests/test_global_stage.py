@@ -1,0 +1,124 @@
+"""The global stage: per-kind whole-image adapters, their composition rule, and their place in the sampler."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from uir_lora import pipeline
+from uir_lora.bank.store import open_bank
+from uir_lora.errors import BankError
+from uir_lora.global_stage import GlobalAdapter, GlobalParams, apply_global, thumbnail
+from uir_lora.global_stage import adapter as adapter_module
+from uir_lora.sampler.restore import SamplerOptions
+
+
+def random_adapter(seed: int) -> GlobalAdapter:
+    """An adapter whose zero-initialised last layers are filled, so it is not the identity."""
+    torch.manual_seed(seed)
+    adapter = GlobalAdapter()
+    for last in (adapter.global_head[-1], adapter.local_head):
+        torch.nn.init.normal_(last.weight, std=0.05)
+        torch.nn.init.normal_(last.bias, std=0.05)
+    return adapter.eval()
+
+
+def with_global_adapter(bank_dir, kind: str, adapter: GlobalAdapter) -> None:
+    state = {k: v.contiguous() for k, v in adapter.state_dict().items()}
+    save_file(state, str(bank_dir / f"{kind}.global.safetensors"))
+    manifest = json.loads((bank_dir / "manifest.json").read_text())
+    for entry in manifest["loras"]:
+        if entry["name"] == kind:
+            entry["global_stage"] = f"{kind}.global.safetensors"
+    (bank_dir / "manifest.json").write_text(json.dumps(manifest))
+
+
+def test_a_fresh_adapter_is_the_identity(photo):
+    params = GlobalAdapter()(thumbnail(photo))
+    assert torch.allclose(apply_global(photo, params), photo, atol=1e-6)
+
+
+def test_blend_follows_the_composition_rule(photo):
+    first, second = random_adapter(1)(thumbnail(photo)), random_adapter(2)(thumbnail(photo))
+    identity = GlobalParams.identity()
+    assert GlobalParams.blend([]).is_identity()
+    half = GlobalParams.blend([(0.5, first), (0.25, second)])
+    expected = identity.curve + 0.5 * (first.curve - identity.curve) + 0.25 * (second.curve - identity.curve)
+    assert torch.allclose(half.curve, expected)
+    assert torch.allclose(half.offset, 0.5 * first.offset + 0.25 * second.offset)
+    assert torch.allclose(GlobalParams.blend([(1.0, first)]).log_gain, first.log_gain)
+
+
+def test_curves_are_monotone_and_gains_bounded(photo):
+    params = random_adapter(3)(thumbnail(photo * 0.1))
+    assert (params.curve.diff(dim=-1) > 0).all()
+    assert params.log_gain.abs().max() <= adapter_module.MAX_LOG_GAIN
+
+
+def test_bands_of_rows_give_the_whole_image_result(photo, monkeypatch):
+    params = random_adapter(4)(thumbnail(photo))
+    whole = apply_global(photo, params)
+    monkeypatch.setattr(adapter_module, "ROW_BAND", 7)
+    assert torch.equal(apply_global(photo, params), whole)
+    assert not torch.allclose(whole, photo, atol=1e-3)
+
+
+def test_manifest_keeps_the_global_file_only_when_set(random_bank, own_backbone):
+    assert "global_stage" not in (random_bank.root / "manifest.json").read_text()
+    with_global_adapter(random_bank.root, "haze", random_adapter(5))
+    bank = open_bank(random_bank.root)
+    assert bank.manifest.lora("haze").global_stage == "haze.global.safetensors"
+    assert bank.global_adapter("noise") is None
+    assert isinstance(bank.global_adapter("haze"), GlobalAdapter)
+
+
+@pytest.mark.parametrize("value", ["../outside.safetensors", "haze.pt", 3])
+def test_a_bad_global_file_name_is_refused(random_bank, value):
+    manifest = json.loads((random_bank.root / "manifest.json").read_text())
+    manifest["loras"][0]["global_stage"] = value
+    (random_bank.root / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(BankError, match="global_stage"):
+        open_bank(random_bank.root)
+
+
+def test_a_missing_global_file_is_named(random_bank):
+    with_global_adapter(random_bank.root, "haze", random_adapter(6))
+    (random_bank.root / "haze.global.safetensors").unlink()
+    with pytest.raises(BankError, match="global adapter of LoRA 'haze' is missing"):
+        pipeline.restore(torch.rand(1, 3, 32, 32), None, open_bank(random_bank.root), manual={"haze": 1.0})
+
+
+def test_the_sampler_runs_the_global_stage_before_the_backbone(random_bank, own_backbone, photo):
+    adapter = random_adapter(7)
+    with_global_adapter(random_bank.root, "haze", adapter)
+    restored, _ = pipeline.restore(photo, own_backbone, open_bank(random_bank.root), manual={"haze": 0.6, "noise": 0.4})
+    with torch.no_grad():
+        corrected = apply_global(photo, GlobalParams.blend([(0.6, adapter(thumbnail(photo)))]))
+    # the same LoRAs without the global adapter, on the image corrected by hand
+    manifest = json.loads((random_bank.root / "manifest.json").read_text())
+    for entry in manifest["loras"]:
+        entry.pop("global_stage", None)
+    (random_bank.root / "manifest.json").write_text(json.dumps(manifest))
+    local_only = open_bank(random_bank.root)
+    assert local_only.global_adapter("haze") is None
+    by_hand, _ = pipeline.restore(corrected, own_backbone, local_only, manual={"haze": 0.6, "noise": 0.4})
+    assert torch.allclose(restored, by_hand, atol=1e-5)
+    assert not torch.allclose(restored, pipeline.restore(photo, own_backbone, local_only,
+                                                         manual={"haze": 0.6, "noise": 0.4})[0], atol=1e-3)
+
+
+def test_the_global_stage_does_not_depend_on_the_tile(random_bank, own_backbone, photo):
+    with_global_adapter(random_bank.root, "haze", random_adapter(8))
+    bank = open_bank(random_bank.root)
+    big, _ = pipeline.restore(photo, own_backbone, bank, manual={"haze": 1.0}, options=SamplerOptions(tile=512))
+    small, _ = pipeline.restore(photo, own_backbone, bank, manual={"haze": 1.0}, options=SamplerOptions(tile=64))
+    # the backbone's own seams only: a global stage run per 64 px tile would change whole regions
+    assert (big - small).abs().mean() < 2e-4
+    adapter = open_bank(random_bank.root).global_adapter("haze")
+    with torch.no_grad():
+        whole = apply_global(photo, adapter(thumbnail(photo)))
+        corner = photo[..., :64, :64]
+        assert (apply_global(corner, adapter(thumbnail(corner))) - whole[..., :64, :64]).abs().mean() > 1e-3

@@ -1,0 +1,129 @@
+"""Training one kind's global adapter (uir_lora/global_stage) on whole-photo crops.
+
+The adapter maps a thumbnail to a tone curve and a smooth gain/offset field, so its loss is taken on
+the images shrunk to ``loss_side``: the transform is smooth, and shrinking averages the noise away,
+which keeps every step cheap (thousands of steps in minutes on a CPU). Each batch mixes
+
+- the kind itself, drawn by either training synthesis (``degrade``'s wide profile or ``degrade_alt``);
+- the kind in a mixture with another compatible kind (the target is still the clean photo);
+- identity examples: clean photos and other kinds' damage, target = the input, so a misrouted weight
+  on this kind leaves the image alone.
+
+CPU:  python -m uir_lora.lab.train.global_stage --kind low_light --photos data/train_photos --minutes 5 --out F
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from safetensors.torch import save_file
+
+from ...degrade import KINDS, compatible
+from ...global_stage import GlobalAdapter, apply_global, thumbnail
+from .joint import _load_photos, degrade_case, photo_crops
+from .trainer import CLEAN
+
+
+@dataclass
+class GlobalConfig:
+    kind: str
+    minutes: float = 5.0
+    steps: int = 0
+    """0: run for ``minutes``; else exactly this many steps."""
+    batch: int = 16
+    crop: int = 256
+    loss_side: int = 128
+    lr: float = 2e-3
+    mixture_share: float = 0.25
+    identity_share: float = 0.25
+    seed: int = 0
+    threads: int = 0
+
+
+def draw_batch(photos: Sequence[np.ndarray], cfg: GlobalConfig, rng: random.Random, np_rng: np.random.Generator,
+               gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """(damaged, target) at ``crop`` px: the kind, its mixtures, and identity examples."""
+    clean = photo_crops(photos, cfg.batch, cfg.crop, np_rng)
+    partners = [k for k in KINDS if k != cfg.kind and compatible([cfg.kind, k])]
+    others = [k for k in KINDS if k != cfg.kind]
+    damaged, targets = [], []
+    for image in clean.split(1):
+        roll = rng.random()
+        if roll < cfg.identity_share:
+            case = (CLEAN,) if rng.random() < 0.3 else (rng.choice(others),)
+            out = degrade_case(image, case, gen)
+            damaged.append(out)
+            targets.append(out)
+            continue
+        case = (cfg.kind, rng.choice(partners)) if roll < cfg.identity_share + cfg.mixture_share else (cfg.kind,)
+        damaged.append(degrade_case(image, case, gen))
+        targets.append(image)
+    return torch.cat(damaged), torch.cat(targets)
+
+
+def train_global(photos: Sequence[np.ndarray], cfg: GlobalConfig, log=print) -> tuple[GlobalAdapter, list[dict]]:
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    rng, np_rng = random.Random(cfg.seed), np.random.default_rng(cfg.seed)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    adapter = GlobalAdapter()
+    optimiser = torch.optim.AdamW(adapter.parameters(), lr=cfg.lr, weight_decay=1e-4)
+    started, history, step = time.monotonic(), [], 0
+    budget = cfg.minutes * 60
+    while (step < cfg.steps) if cfg.steps else (time.monotonic() - started < budget):
+        progress = step / cfg.steps if cfg.steps else (time.monotonic() - started) / budget
+        for group in optimiser.param_groups:  # cosine to a tenth
+            group["lr"] = cfg.lr * (0.1 + 0.9 * 0.5 * (1 + np.cos(np.pi * min(1.0, progress))))
+        damaged, target = draw_batch(photos, cfg, rng, np_rng, gen)
+        small = F.adaptive_avg_pool2d(damaged, cfg.loss_side)
+        params = adapter(thumbnail(damaged))
+        loss = F.l1_loss(apply_global(small, params, clamp=False), F.adaptive_avg_pool2d(target, cfg.loss_side))
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(adapter.parameters(), 1.0)
+        optimiser.step()
+        step += 1
+        history.append({"step": step, "loss": float(loss), "seconds": round(time.monotonic() - started, 1)})
+        if step % 25 == 0:
+            recent = np.mean([h["loss"] for h in history[-25:]])
+            log(f"{cfg.kind} step {step} loss {recent:.4f} ({time.monotonic() - started:.0f} s)")
+    return adapter.eval(), history
+
+
+def save_adapter(adapter: GlobalAdapter, path: Path, metadata: dict[str, str]) -> None:
+    state = {k: v.detach().to(torch.float16).contiguous() for k, v in adapter.state_dict().items()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file(state, str(path), metadata=metadata)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m uir_lora.lab.train.global_stage",
+                                     description=__doc__.split("\n")[0])
+    parser.add_argument("--kind", required=True, choices=KINDS)
+    parser.add_argument("--photos", type=Path, nargs="+", required=True, help="folders of clean training photos")
+    parser.add_argument("--out", type=Path, required=True, help="the adapter's .safetensors file")
+    for name, default in asdict(GlobalConfig(kind="noise")).items():
+        if name != "kind":
+            parser.add_argument(f"--{name.replace('_', '-')}", type=type(default), default=default)
+    args = parser.parse_args(argv)
+    cfg = GlobalConfig(**{k: v for k, v in vars(args).items() if k in GlobalConfig.__dataclass_fields__})
+    photos = _load_photos(args.photos, 1024)
+    adapter, history = train_global(photos, cfg)
+    save_adapter(adapter, args.out, {"kind": cfg.kind, "config": json.dumps(asdict(cfg))})
+    args.out.with_suffix(".log.json").write_text(json.dumps({"config": asdict(cfg), "history": history}))
+    print(f"wrote {args.out} after {len(history)} steps")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
