@@ -121,7 +121,7 @@ def low_light_wide(image: torch.Tensor, severity: float, gen: torch.Generator) -
         return low_light(image, severity, gen)
     # Undo sRGB to linear light, under-expose, then the camera's tone curve and noise in the dark.
     linear = image.clamp(0.0, 1.0).pow(2.2)
-    stops = lerp(1.5, 5.0, severity) * uniform(gen, 0.85, 1.15)
+    stops = lerp(0.7, 6.0, severity) * uniform(gen, 0.85, 1.15)
     exposed = linear * 2.0 ** (-stops)
     shot = math.exp(uniform(gen, math.log(200.0), math.log(4000.0)))
     noisy = exposed + torch.sqrt(exposed.clamp_min(0.0) / shot) * randn(image.shape, gen, image)

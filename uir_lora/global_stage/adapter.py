@@ -5,7 +5,8 @@ that grows with depth, a white point. FFDNet's LoRAs only see a pixel's neighbou
 the colours of the scenes they trained on instead. Each kind may therefore carry, beside its LoRA, a
 *global adapter*: a small network that looks at a thumbnail of the whole image and predicts
 
-- a monotone tone curve per channel (``KNOTS`` values on an even grid of input levels), then
+- a monotone tone curve per channel (``KNOTS`` values on an even grid of input levels) and a 3×3 colour
+  matrix, then
 - a coarse ``GRID`` × ``GRID`` field of per-channel gain and offset, bilinearly interpolated, for what
   varies across the image (haze thickens with depth, vignetting, uneven light).
 
@@ -33,37 +34,42 @@ GRID = 8
 MAX_LOG_GAIN = 3.0
 ROW_BAND = 256
 """Rows transformed at a time, so a 12-megapixel photo needs no full-size coefficient maps."""
+QUANTILES = torch.linspace(0.02, 0.98, 13)
 _SOFTPLUS_ONE = math.log(math.e - 1.0)  # softplus(_SOFTPLUS_ONE) == 1: a zero output is the identity curve
 
 
 @dataclass(frozen=True)
 class GlobalParams:
-    """One image's global transform: ``curve`` [B,3,KNOTS], ``log_gain`` and ``offset`` [B,3,GRID,GRID]."""
+    """One image's global transform: ``curve`` [B,3,KNOTS], ``log_gain`` and ``offset`` [B,3,GRID,GRID], ``mix``."""
 
     curve: torch.Tensor
     log_gain: torch.Tensor
     offset: torch.Tensor
+    mix: torch.Tensor
+    """[B,3,3] colour matrix after the curves: saturation and cross-channel casts that per-channel curves miss."""
 
     @staticmethod
     def identity(batch: int = 1, device: torch.device | str = "cpu") -> GlobalParams:
         curve = torch.linspace(0.0, 1.0, KNOTS, device=device).expand(batch, 3, KNOTS).clone()
         zeros = torch.zeros(batch, 3, GRID, GRID, device=device)
-        return GlobalParams(curve, zeros, zeros.clone())
+        return GlobalParams(curve, zeros, zeros.clone(), torch.eye(3, device=device).expand(batch, 3, 3).clone())
 
     def is_identity(self) -> bool:
         ident = GlobalParams.identity(self.curve.shape[0], self.curve.device)
-        return bool(torch.equal(self.curve, ident.curve) and not self.log_gain.any() and not self.offset.any())
+        return bool(torch.equal(self.curve, ident.curve) and torch.equal(self.mix, ident.mix)
+                    and not self.log_gain.any() and not self.offset.any())
 
     @staticmethod
     def blend(parts: Iterable[tuple[float, GlobalParams]], batch: int = 1) -> GlobalParams:
         """identity + sum_i w_i (p_i - identity): the composition rule of the LoRAs, in parameter space."""
         out = GlobalParams.identity(batch)
-        curve, log_gain, offset = out.curve, out.log_gain, out.offset
+        curve, log_gain, offset, mix = out.curve, out.log_gain, out.offset, out.mix
         for weight, params in parts:
             curve = curve + weight * (params.curve - out.curve)
             log_gain = log_gain + weight * params.log_gain
             offset = offset + weight * params.offset
-        return GlobalParams(curve, log_gain, offset)
+            mix = mix + weight * (params.mix - out.mix)
+        return GlobalParams(curve, log_gain, offset, mix)
 
 
 def thumbnail(image: torch.Tensor) -> torch.Tensor:
@@ -83,7 +89,8 @@ class GlobalAdapter(nn.Module):
             nn.Conv2d(w, 2 * w, 3, stride=2, padding=1), nn.ReLU(inplace=True),  # 8
             nn.Conv2d(2 * w, 2 * w, 3, padding=1), nn.ReLU(inplace=True),
         )
-        self.global_head = nn.Sequential(nn.Linear(4 * w, 2 * w), nn.ReLU(inplace=True), nn.Linear(2 * w, 3 * KNOTS))
+        self.global_head = nn.Sequential(nn.Linear(4 * w + 3 * QUANTILES.numel(), 2 * w), nn.ReLU(inplace=True),
+                                         nn.Linear(2 * w, 3 * KNOTS + 9))
         self.local_head = nn.Conv2d(6 * w, 6, 1)
         for last in (self.global_head[-1], self.local_head):
             nn.init.zeros_(last.weight)
@@ -93,12 +100,17 @@ class GlobalAdapter(nn.Module):
         # log-intensity beside the pixels: exposure is multiplicative, so the trunk sees it linearly
         features = self.trunk(torch.cat((thumb, torch.log(thumb.clamp_min(1e-3))), dim=1))
         pooled = torch.cat((features.mean(dim=(2, 3)), features.amax(dim=(2, 3))), dim=1)
-        raw = self.global_head(pooled).view(-1, 3, KNOTS)
+        # each channel's histogram (as quantiles) beside the features: histogram equalisation's input, whatever
+        # tone curve darkened the photo
+        levels = torch.quantile(thumb.flatten(2), QUANTILES.to(thumb.device), dim=-1).permute(1, 0, 2).flatten(1)
+        head = self.global_head(torch.cat((pooled, levels), dim=1))
+        raw, mix = head[:, : 3 * KNOTS].view(-1, 3, KNOTS), head[:, 3 * KNOTS:].view(-1, 3, 3)
         start = 0.25 * torch.tanh(raw[..., :1])
         steps = F.softplus(raw[..., 1:] + _SOFTPLUS_ONE) / (KNOTS - 1)
         curve = torch.cat((start, start + torch.cumsum(steps, dim=-1)), dim=-1)
         local = self.local_head(torch.cat((features, pooled[..., None, None].expand(-1, -1, GRID, GRID)), dim=1))
-        return GlobalParams(curve, local[:, :3].clamp(-MAX_LOG_GAIN, MAX_LOG_GAIN), local[:, 3:])
+        mix = torch.eye(3, device=mix.device) + 0.5 * torch.tanh(mix)
+        return GlobalParams(curve, local[:, :3].clamp(-MAX_LOG_GAIN, MAX_LOG_GAIN), local[:, 3:], mix)
 
 
 def apply_curve(image: torch.Tensor, curve: torch.Tensor) -> torch.Tensor:
@@ -134,7 +146,8 @@ def apply_global(image: torch.Tensor, params: GlobalParams, clamp: bool = True) 
     for top in range(0, height, ROW_BAND):
         rows = slice(top, min(top + ROW_BAND, height))
         gain, offset = _field(params, rows, height, width)
-        band = gain * apply_curve(image[..., rows, :].float(), params.curve) + offset
+        toned = torch.einsum("bij,bjhw->bihw", params.mix, apply_curve(image[..., rows, :].float(), params.curve))
+        band = gain * toned + offset
         band = band.clamp(0, 1) if clamp else band
         if out is None:
             bands.append(band)

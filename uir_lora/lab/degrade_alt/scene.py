@@ -12,7 +12,7 @@ from ._base import REC709, Array, Rng, alpha_over, luma, mask_to_float, mix
 def low_light(picture: Array, severity: float, rng: Rng) -> Array:
     """Raw-like under-exposure: exposure cut in linear light, read noise, mis-set black level."""
     linear = np.clip(picture, 0.0, 1.0) ** 2.2
-    stops = mix(2.5, 6.5, severity) + rng.uniform(-0.3, 0.3)
+    stops = mix(0.8, 6.5, severity) + rng.uniform(-0.3, 0.3)
     raw = linear * 2.0**-stops
     raw = raw + rng.uniform(0.0003, 0.002) * rng.standard_normal(picture.shape)
     black_error = rng.uniform(-0.001, 0.004)  # >0 crushes shadows, <0 lifts them to grey

@@ -57,6 +57,9 @@ class JointConfig(TrainConfig):
     multiscale_coarsest: int = 0
     """0: run flat; else coarse-to-fine down to this many pixels on the shorter side."""
     kinds: tuple[str, ...] = KINDS
+    identity_share: float = 0.15
+    """With ``train_kinds``: share of batches where a trained kind's LoRA meets a clean photo or another kind's
+    damage and must leave it alone (a misrouted weight then costs little)."""
     train_kinds: tuple[str, ...] = ()
     """Only these LoRAs learn (the others are frozen at their ``init``); every batch holds one of these kinds,
     alone or beside another kind of ``kinds``. Empty: every LoRA learns, the clean one included."""
@@ -184,8 +187,15 @@ def train_bank(backbone: Backbone, photos: Sequence[np.ndarray], cfg: JointConfi
     while (lr := next_lr(step, start, cfg, accelerator, optimizer)) is not None:
         case = draw_case(rng, cfg)
         clean = photo_crops(photos, cfg.batch, cfg.crop, np_rng)
-        damaged = degrade_case(clean, case, gen)
-        target = damaged if case == (CLEAN,) else clean
+        if cfg.train_kinds and rng.random() < cfg.identity_share:
+            # an identity example: this kind's LoRA (and global adapter) on a clean photo or another kind's damage
+            case = case[:1]
+            other = rng.choice([CLEAN, *(k for k in cfg.kinds if k != case[0])])
+            damaged = degrade_case(clean, (other,), gen)
+            target = damaged
+        else:
+            damaged = degrade_case(clean, case, gen)
+            target = damaged if case == (CLEAN,) else clean
         damaged = through_global_stage(damaged, case, global_stage)
         activate(backbone, case)
         for p in params:  # set_adapter froze the inactive adapters; the optimiser keeps them all
@@ -303,6 +313,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                         "(python -m uir_lora.lab.train.global_stage); they join the bank, frozen")
     parser.add_argument("--train-kinds", nargs="+", choices=KINDS, default=[],
                         help="train only these LoRAs; the others keep --init's")
+    parser.add_argument("--from-scratch", action="store_true",
+                        help="the --train-kinds LoRAs start at zero instead of --init's (a kind whose task changed)")
+    parser.add_argument("--sigma", nargs="+", default=[], metavar="KIND=LEVEL",
+                        help="FFDNet noise level (in /255 units) a kind's LoRA is trained and run with")
     args = parser.parse_args(argv)
     if (args.out / "manifest.json").exists():
         parser.error(f"{args.out} already holds a bank; choose a new folder")
@@ -311,6 +325,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     init = ({e.name: load_file(str(args.init / e.file)) for e in init_manifest.loras} if init_manifest else None)
     conditioning = {name: dict(init_manifest.lora(name).conditioning) if init_manifest and name in
                     init_manifest.names else dict(backbone.default_conditioning) for name in (*KINDS, CLEAN)}
+    for item in args.sigma:
+        kind, _, level = item.partition("=")
+        if kind not in conditioning:
+            parser.error(f"--sigma {item}: {kind!r} is not a kind")
+        conditioning[kind]["sigma"] = float(level) / 255
+    if init and args.from_scratch:
+        init = {name: state for name, state in init.items() if name not in args.train_kinds}
     cfg = JointConfig(steps=args.steps, minutes=args.minutes, batch=args.batch, crop=args.crop, lr=args.lr,
                       multiscale_coarsest=args.multiscale, bf16=not args.no_bf16, seed=args.seed,
                       train_kinds=tuple(args.train_kinds))
