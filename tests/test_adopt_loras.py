@@ -46,3 +46,27 @@ def test_adopts_only_improved_loras(tmp_path, embedded_backbone):
     adopted, kept = read_lora_file(target / "noise.safetensors"), read_lora_file(target / "haze.safetensors")
     assert all(torch.equal(adopted[k], v) for k, v in read_lora_file(source / "noise.safetensors").items())
     assert not all(torch.equal(kept[k], v) for k, v in read_lora_file(source / "haze.safetensors").items())
+
+
+def test_force_adopts_a_lora_with_its_global_adapter(tmp_path, embedded_backbone, tree_digest):
+    from safetensors.torch import save_file
+
+    from uir_lora.global_stage import GlobalAdapter
+
+    target = make_random_bank(tmp_path / "shipped", embedded_backbone, seed=0)
+    source = make_random_bank(tmp_path / "retrained", embedded_backbone, seed=1)
+    _set_psnr(target, {"noise": 30.0, "haze": 20.0, "jpeg": 40.0}, "shipped")
+    manifest = read_manifest(source)
+    manifest.lora("haze").global_stage = "haze.global.safetensors"
+    save_file({k: v.contiguous() for k, v in GlobalAdapter().state_dict().items()},
+              str(source / "haze.global.safetensors"))
+    write_manifest(manifest, source)
+    untouched = {name: digest for name, digest in tree_digest(target).items()
+                 if not name.startswith(("haze", "manifest"))}
+    assert _tool().adopt(source, target, ["haze"]) == []  # no validation score: kept without --force
+    assert _tool().adopt(source, target, ["haze"], force=True) == ["haze"]
+    assert read_manifest(target).lora("haze").global_stage == "haze.global.safetensors"
+    assert read_manifest(target).lora("noise").global_stage == ""
+    assert (target / "haze.global.safetensors").is_file()
+    assert {k: v for k, v in tree_digest(target).items() if k in untouched} == untouched
+    assert '"global_stage"' not in json.dumps(json.loads((target / "manifest.json").read_text())["loras"][0])

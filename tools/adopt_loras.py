@@ -1,10 +1,13 @@
 """Copy re-trained LoRAs into a shipped bank, only where they beat the shipped one on validation.
 
-    python tools/adopt_loras.py SOURCE_BANK TARGET_BANK NAME [NAME ...] [--dry-run]
+    python tools/adopt_loras.py SOURCE_BANK TARGET_BANK NAME [NAME ...] [--dry-run] [--force]
 
-For each NAME: if SOURCE's validation psnr_out beats TARGET's, its .safetensors file and its entry's
-provenance / validation / conditioning replace TARGET's (atomic writes, under the bank's lock). The
-entry's embedding, its position in the list and the manifest's router section stay as they are.
+For each NAME: if SOURCE's validation psnr_out beats TARGET's, its .safetensors file, its global adapter
+(if it has one) and its entry's provenance / validation / conditioning / global_stage replace TARGET's
+(atomic writes, under the bank's lock). The entry's embedding, its position in the list and the
+manifest's router section stay as they are. ``--force`` adopts without that comparison: for LoRAs whose
+task changed (trained through a global stage), whose validation no longer compares with the old one;
+measure them on the check set instead (benchmarks/wild.py).
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from uir_lora.bank.store import read_lora_file
 from uir_lora.bank.writer import save_lora_file
 from uir_lora.lab.commands.train import bank_lock
 
-FIELDS = ("provenance", "validation", "conditioning")
+FIELDS = ("provenance", "validation", "conditioning", "global_stage")
 
 
 def _added_nulls(raw: object, written: object, path: str = "") -> list[str] | None:
@@ -43,7 +46,7 @@ def _added_nulls(raw: object, written: object, path: str = "") -> list[str] | No
     return [] if raw == written else None
 
 
-def adopt(source: Path, target: Path, names: list[str], dry_run: bool = False) -> list[str]:
+def adopt(source: Path, target: Path, names: list[str], dry_run: bool = False, force: bool = False) -> list[str]:
     """Names adopted (those whose source psnr_out is higher); the rest are reported and left alone."""
     new = read_manifest(source)
     adopted = []
@@ -56,13 +59,17 @@ def adopt(source: Path, target: Path, names: list[str], dry_run: bool = False) -
             if (old_entry.rank, old_entry.alpha, old_entry.target_modules) != (
                     new_entry.rank, new_entry.alpha, new_entry.target_modules):
                 raise SystemExit(f"{name}: rank/alpha/targets differ between the banks; cannot adopt")
-            better = old_psnr is not None and new_psnr is not None and new_psnr > old_psnr
-            print(f"{name}: shipped psnr_out {old_psnr} -> retrained {new_psnr}: {'adopt' if better else 'keep'}")
+            better = force or old_psnr is not None and new_psnr is not None and new_psnr > old_psnr
+            verdict = ("adopt" if better else "keep") + (" (forced)" if force else "")
+            print(f"{name}: shipped psnr_out {old_psnr} -> retrained {new_psnr}: {verdict}")
             if not better:
                 continue
+            raw_entry = next(e for e in raw["loras"] if e["name"] == name)
             for key in FIELDS:
                 setattr(old_entry, key, getattr(new_entry, key))
-                next(e for e in raw["loras"] if e["name"] == name)[key] = getattr(new_entry, key)
+                raw_entry[key] = getattr(new_entry, key)
+                if key == "global_stage" and not raw_entry[key]:
+                    del raw_entry[key]  # written only when set
             adopted.append(name)
         # only the adopted fields may change (and fields this engine version adds as null): anything else
         # would mean this code drops or rewrites manifest fields
@@ -79,6 +86,9 @@ def adopt(source: Path, target: Path, names: list[str], dry_run: bool = False) -
                         "backbone_fingerprint": manifest.backbone_fingerprint,
                         "target_modules": json.dumps(entry.target_modules)}
             save_lora_file(read_lora_file(source / new.lora(name).file), target / entry.file, metadata)
+            if entry.global_stage:
+                save_lora_file(read_lora_file(source / entry.global_stage), target / entry.global_stage,
+                               {"name": name, "bank": manifest.name, "role": "global adapter"})
         write_manifest(manifest, target)
     return adopted
 
@@ -89,8 +99,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("target", type=Path)
     parser.add_argument("names", nargs="+")
     parser.add_argument("--dry-run", action="store_true")
+    parser.add_argument("--force", action="store_true", help="adopt without comparing validation scores")
     args = parser.parse_args(argv)
-    print("adopted:", adopt(args.source, args.target, args.names, args.dry_run))
+    print("adopted:", adopt(args.source, args.target, args.names, args.dry_run, args.force))
     return 0
 
 
