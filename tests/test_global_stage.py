@@ -49,7 +49,8 @@ def test_blend_follows_the_composition_rule(photo):
     expected = identity.curve + 0.5 * (first.curve - identity.curve) + 0.25 * (second.curve - identity.curve)
     assert torch.allclose(half.curve, expected)
     assert torch.allclose(half.offset, 0.5 * first.offset + 0.25 * second.offset)
-    assert torch.allclose(half.mix, identity.mix + 0.5 * (first.mix - identity.mix) + 0.25 * (second.mix - identity.mix))
+    mix = identity.mix + 0.5 * (first.mix - identity.mix) + 0.25 * (second.mix - identity.mix)
+    assert torch.allclose(half.mix, mix)
     assert torch.allclose(GlobalParams.blend([(1.0, first)]).log_gain, first.log_gain)
 
 
