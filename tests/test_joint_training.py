@@ -7,6 +7,7 @@ import random
 import numpy as np
 import pytest
 import torch
+from peft import LoraConfig
 
 from uir_lora.backbones.registry import FAMILIES
 from uir_lora.bank.store import open_bank
@@ -98,3 +99,31 @@ def test_train_bank_moves_only_the_active_loras() -> None:
              if any(float(t.abs().sum()) > 0 for k, t in backbone.adapter_state(name).items() if "lora_B" in k)}
     rng = random.Random(0)  # the cases the trainer drew (same seed, same config)
     assert moved == {draw_case(rng, cfg)[0] for _ in range(2)}
+
+
+def test_train_kinds_learn_through_the_frozen_global_stage_and_nothing_else_moves() -> None:
+    from uir_lora.global_stage import GlobalAdapter
+    from uir_lora.lab.train.joint import through_global_stage
+
+    backbone = FAMILIES["embedded-ffdnet"](None)
+    photos = [np.asarray(torch.rand(80, 80, 3).mul(255).byte()) for _ in range(2)]
+    cfg = JointConfig(steps=3, batch=1, crop=32, rank=2, bf16=False, kinds=("noise", "jpeg", "haze"),
+                      train_kinds=("haze",), mixture_share=0.5, identity_share=0.3, seed=0)
+    conditioning = {name: {"sigma": 0.0} for name in (*cfg.kinds, "clean")}
+    generator = torch.Generator().manual_seed(0)
+    shapes = FAMILIES["embedded-ffdnet"](None)
+    shapes.inject_adapter("any", LoraConfig(r=2, lora_alpha=2.0, target_modules=list(shapes.default_lora_targets)))
+    init = {name: {k: torch.randn(v.shape, generator=generator) * 0.01  # non-zero: a frozen
+                   for k, v in shapes.adapter_state("any").items()}  # LoRA that moved would show
+            for name in (*cfg.kinds, "clean")}
+    haze_stage = GlobalAdapter()
+    torch.nn.init.normal_(haze_stage.local_head.bias, std=0.2)
+    image = torch.rand(1, 3, 32, 32)
+    assert not torch.allclose(through_global_stage(image, ("haze",), {"haze": haze_stage}), image)
+    assert torch.equal(through_global_stage(image, ("noise",), {"haze": haze_stage}), image)
+    stage_before = {k: v.clone() for k, v in haze_stage.state_dict().items()}
+    train_bank(backbone, photos, cfg, conditioning, init, log=lambda _: None, global_stage={"haze": haze_stage})
+    for name in (*cfg.kinds, "clean"):
+        same = all(torch.equal(backbone.adapter_state(name)[k], v) for k, v in init[name].items())
+        assert same == (name != "haze"), name
+    assert all(torch.equal(haze_stage.state_dict()[k], v) for k, v in stage_before.items())

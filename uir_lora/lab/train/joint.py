@@ -270,6 +270,15 @@ def training_photos(extra_folders: Sequence[Path] = (), max_side: int = 1024) ->
     return photos + _load_photos(extra_folders, max_side)
 
 
+def global_stage_provenance(path: Path) -> dict:
+    """How a global adapter was trained: the config its trainer wrote into the file's metadata."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as handle:
+        metadata = handle.metadata() or {}
+    return {"recipe": "python -m uir_lora.lab.train.global_stage", **json.loads(metadata.get("config", "{}"))}
+
+
 def load_global_stage(folder: Path) -> dict[str, GlobalAdapter]:
     """{kind: frozen adapter} from ``folder``/KIND.safetensors."""
     from safetensors.torch import load_file
@@ -371,7 +380,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                           provenance=provenance)
         if name in global_stage:
             entry.global_stage = f"{name}.global.safetensors"
-            shutil.copyfile(args.global_stage / f"{name}.safetensors", args.out / entry.global_stage)
+            source = args.global_stage / f"{name}.safetensors"
+            shutil.copyfile(source, args.out / entry.global_stage)
+            entry.provenance = {**provenance, "global_stage": global_stage_provenance(source)}
         add_lora(args.out, entry, backbone.adapter_state(name))
     (args.out / "joint_eval.json").write_text(json.dumps({"stats": stats, "eval": results}, indent=1))
     print(json.dumps(results, indent=1))
