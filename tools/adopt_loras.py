@@ -26,11 +26,11 @@ FIELDS = ("provenance", "validation", "conditioning", "global_stage")
 
 
 def _added_nulls(raw: object, written: object, path: str = "") -> list[str] | None:
-    """Paths of keys that ``written`` adds with value null; None when it differs from ``raw`` otherwise."""
+    """Paths of keys that ``written`` adds empty (null or ""); None when it differs from ``raw`` otherwise."""
     if isinstance(raw, dict) and isinstance(written, dict):
         added: list[str] = []
         for key in raw.keys() | written.keys():
-            if key not in raw and written[key] is None:
+            if key not in raw and written[key] in (None, ""):  # a newer optional field, at its empty default
                 added.append(f"{path}/{key}")
                 continue
             if key not in written:
@@ -77,7 +77,7 @@ def adopt(source: Path, target: Path, names: list[str], dry_run: bool = False, f
         if added is None:
             raise SystemExit("the manifest round-trip would change fields other than the adopted ones; aborting")
         if added:
-            print(f"note: this engine version writes its new optional fields as null: {', '.join(added)}")
+            print(f"note: this engine version writes its new optional fields empty: {', '.join(added)}")
         if dry_run or not adopted:
             return adopted
         for name in adopted:
