@@ -20,6 +20,7 @@ import argparse
 import json
 import random
 import shutil
+import sys
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -370,7 +371,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         write_manifest(manifest, args.out)
     provenance = {"recipe": "joint", "steps": stats["steps"], "seconds": stats["seconds"], "batch": cfg.batch,
                   "crop": cfg.crop, "multiscale_coarsest": cfg.multiscale_coarsest, "photos": len(photos),
-                  "implementations": list(IMPLEMENTATIONS), "init": str(args.init) if args.init else None}
+                  "implementations": list(IMPLEMENTATIONS), "init": str(args.init) if args.init else None,
+                  "command": " ".join(["python -m uir_lora.lab.train.joint", *(argv or sys.argv[1:])])}
     for name in (*KINDS, CLEAN):
         old = init_manifest.lora(name) if init_manifest and name in init_manifest.names else None
         entry = LoraEntry(name=name, file=f"{name}.safetensors", rank=cfg.rank, alpha=float(cfg.rank),

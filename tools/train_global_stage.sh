@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# The global stage of the shipped bank: a global adapter for each whole-image kind, then those kinds' LoRAs
+# trained afresh through their adapters (the other LoRAs frozen), then adopted into the bank.
+#
+#   bash tools/train_global_stage.sh [BANK_DIR] [ADAPTER_MINUTES] [LORA_MINUTES]
+#       (defaults: lora_bank/embedded-ffdnet, 9, 26: about 40 minutes on two CPU cores; runs in runs/global/)
+#
+# Then measure on the independent check set before committing the bank:
+#   python benchmarks/wild.py --jobs 2 --doc docs/benchmarks.md
+set -euo pipefail
+REPO="$(cd "$(dirname "$0")/.." && pwd)"
+BANK="$(realpath -m "${1:-$REPO/lora_bank/embedded-ffdnet}")"
+ADAPTER_MINUTES="${2:-9}"
+LORA_MINUTES="${3:-26}"
+KINDS=(low_light haze color_cast)
+RUNS="$REPO/runs/global"
+PHOTOS="$REPO/data/train_photos"
+cd "$REPO"
+mkdir -p "$RUNS/adapters"
+[ -d "$PHOTOS" ] || python tools/pack_training_photos.py
+for kind in "${KINDS[@]}"; do  # one thread each, side by side
+  python -m uir_lora.lab.train.global_stage --kind "$kind" --photos "$PHOTOS" --minutes "$ADAPTER_MINUTES" \
+    --threads 1 --out "$RUNS/adapters/$kind.safetensors" > "$RUNS/adapters/$kind.log" 2>&1 &
+done
+wait
+rm -rf "$RUNS/bank"
+# noise levels: a brightened dark photo and a dehazed one carry amplified sensor noise; a colour cast does not
+python -m uir_lora.lab.train.joint --out "$RUNS/bank" --init "$BANK" --photos "$PHOTOS" --minutes "$LORA_MINUTES" \
+  --batch 8 --crop 128 --global-stage "$RUNS/adapters" --train-kinds "${KINDS[@]}" --from-scratch \
+  --sigma low_light=15 haze=5 > "$RUNS/joint.log" 2>&1
+python tools/adopt_loras.py "$RUNS/bank" "$BANK" "${KINDS[@]}" --force
