@@ -124,3 +124,18 @@ def test_the_global_stage_does_not_depend_on_the_tile(random_bank, own_backbone,
         whole = apply_global(photo, adapter(thumbnail(photo)))
         corner = photo[..., :64, :64]
         assert (apply_global(corner, adapter(thumbnail(corner))) - whole[..., :64, :64]).abs().mean() > 1e-3
+
+
+def test_validation_runs_the_global_stage_before_the_lora(random_bank, own_backbone, photo):
+    from uir_lora.lab.train.validate import set_adapter_enabled, validate
+
+    adapters = random_bank.attach(own_backbone)
+    images = photo[..., :64, :64].repeat(2, 1, 1, 1)
+    try:
+        plain = validate(own_backbone, "haze", images, {"sigma": 0.0}, adapters["haze"])
+        staged = validate(own_backbone, "haze", images, {"sigma": 0.0}, adapters["haze"],
+                          global_stage=random_adapter(9))
+    finally:
+        set_adapter_enabled(own_backbone, None)
+    assert staged["psnr_in"] == plain["psnr_in"] and staged["base_psnr"] == plain["base_psnr"]
+    assert staged["psnr_out"] != plain["psnr_out"]

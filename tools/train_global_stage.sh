@@ -12,7 +12,9 @@ REPO="$(cd "$(dirname "$0")/.." && pwd)"
 BANK="$(realpath -m "${1:-$REPO/lora_bank/embedded-ffdnet}")"
 ADAPTER_MINUTES="${2:-9}"
 LORA_MINUTES="${3:-26}"
-KINDS=(low_light haze color_cast)
+# haze has an adapter too (python -m uir_lora.lab.train.global_stage --kind haze), not shipped: it over-corrects
+# light haze (docs/engine.md)
+KINDS=(low_light color_cast)
 RUNS="$REPO/runs/global"
 PHOTOS="$REPO/data/train_photos"
 cd "$REPO"
@@ -24,8 +26,9 @@ for kind in "${KINDS[@]}"; do  # one thread each, side by side
 done
 wait
 rm -rf "$RUNS/bank"
-# noise levels: a brightened dark photo and a dehazed one carry amplified sensor noise; a colour cast does not
+# noise level: a brightened dark photo carries amplified sensor noise; a colour cast does not
 python -m uir_lora.lab.train.joint --out "$RUNS/bank" --init "$BANK" --photos "$PHOTOS" --minutes "$LORA_MINUTES" \
   --batch 8 --crop 128 --global-stage "$RUNS/adapters" --train-kinds "${KINDS[@]}" --from-scratch \
-  --sigma low_light=15 haze=5 > "$RUNS/joint.log" 2>&1
+  --sigma low_light=15 > "$RUNS/joint.log" 2>&1
 python tools/adopt_loras.py "$RUNS/bank" "$BANK" "${KINDS[@]}" --force
+python tools/validate_bank.py "$BANK" "${KINDS[@]}"   # the fixed validation split, through the global stage

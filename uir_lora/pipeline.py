@@ -138,7 +138,7 @@ def parse_weights(text: str) -> dict[str, float]:
         if not sep or not name:
             raise InputError(f"weights must look like 'noise=0.7,jpeg=0.3'; could not read {item!r}")
         if name in weights:
-            raise InputError(f"weights name {name!r} twice; give each LoRA one weight")
+            raise InputError(f"weights name {name!r} twice; give each LoRA one weight, like 'noise=0.7,jpeg=0.3'")
         try:
             weights[name] = float(parse_number(f"the weight of {name!r}", value))
         except InputError as exc:

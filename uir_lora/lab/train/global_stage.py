@@ -45,6 +45,9 @@ class GlobalConfig:
     lr: float = 2e-3
     mixture_share: float = 0.25
     identity_share: float = 0.25
+    dark_scenes: float = 0.0
+    """Share of photos first darkened (0.5-3 stops in linear light) and then taken as the clean target: night
+    scenes and dim rooms are photos too, and the adapter must not brighten every dark photo to mid-grey."""
     seed: int = 0
     threads: int = 0
 
@@ -53,6 +56,10 @@ def draw_batch(photos: Sequence[np.ndarray], cfg: GlobalConfig, rng: random.Rand
                gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     """(damaged, target) at ``crop`` px: the kind, its mixtures, and identity examples."""
     clean = photo_crops(photos, cfg.batch, cfg.crop, np_rng)
+    if cfg.dark_scenes:
+        stops = torch.tensor([rng.uniform(0.5, 3.0) if rng.random() < cfg.dark_scenes else 0.0
+                              for _ in range(cfg.batch)]).view(-1, 1, 1, 1)
+        clean = (clean.pow(2.2) * 2.0 ** -stops).pow(1 / 2.2)
     partners = [k for k in KINDS if k != cfg.kind and compatible([cfg.kind, k])]
     others = [k for k in KINDS if k != cfg.kind]
     damaged, targets = [], []
