@@ -36,8 +36,6 @@ def validate_entries(bank_dir: Path, names: list[str], data_dir: Path = DEFAULT_
             print(f"{name}: input {results[name]['psnr_in']} -> {results[name]['psnr_out']} dB")
     finally:
         set_adapter_enabled(backbone, None)
-        for layer in backbone.lora_layers():
-            layer.enable_adapters(False)
     with bank_lock(bank_dir):
         manifest = read_manifest(bank_dir)
         for name, result in results.items():

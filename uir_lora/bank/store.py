@@ -8,7 +8,7 @@ import re
 import threading
 import warnings
 import weakref
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -70,6 +70,17 @@ def read_lora_file(path: Path) -> dict[str, torch.Tensor]:
     return state
 
 
+def read_global_adapter(path: Path) -> GlobalAdapter:
+    """A global adapter file (checked like a LoRA file), frozen, in float32."""
+    adapter = GlobalAdapter()
+    try:
+        adapter.load_state_dict({key: tensor.float() for key, tensor in read_lora_file(path).items()}, strict=True)
+    except RuntimeError as exc:
+        raise BankError(f"{path}: not a global adapter of this version ({str(exc)[:200]}); re-train it "
+                        f"with python -m uir_lora.lab.train.global_stage") from exc
+    return adapter.eval().requires_grad_(False)
+
+
 @dataclass
 class LoraBank:
     """A validated bank on disk; LoRA tensors are read when attached."""
@@ -95,7 +106,11 @@ class LoraBank:
 
     def lora_path(self, entry: LoraEntry) -> Path:
         """The entry's file inside the bank folder; a symlink pointing out of the bank is refused."""
-        path = self.root / entry.file
+        return self.bank_file(entry.file)
+
+    def bank_file(self, name: str) -> Path:
+        """A file of the bank folder; a symlink pointing out of the bank is refused."""
+        path = self.root / name
         if path.is_symlink() and self.root not in path.resolve().parents:
             raise BankError(f"{path}: a symlink to {path.resolve()}, outside the bank folder {self.root}; "
                             f"copy the file into the bank instead")
@@ -106,20 +121,13 @@ class LoraBank:
         entry = self.manifest.lora(lora)
         if not entry.global_stage:
             return None
-        path = self.lora_path(replace(entry, file=entry.global_stage))
+        path = self.bank_file(entry.global_stage)
         if not path.is_file():
             raise BankError(f"{path}: the global adapter of LoRA {lora!r} is missing; re-copy the bank folder")
         signature = file_signature(path)
         cached = self._global_adapters.get(lora)
         if cached is None or cached[0] != signature:
-            adapter = GlobalAdapter()
-            state = {key: tensor.float() for key, tensor in read_lora_file(path).items()}
-            try:
-                adapter.load_state_dict(state, strict=True)
-            except RuntimeError as exc:
-                raise BankError(f"{path}: not a global adapter of this version ({str(exc)[:200]}); re-train it "
-                                f"with python -m uir_lora.lab.train.global_stage") from exc
-            cached = (signature, adapter.eval().requires_grad_(False))
+            cached = (signature, read_global_adapter(path))
             self._global_adapters[lora] = cached
         return cached[1]
 

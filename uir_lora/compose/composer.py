@@ -21,7 +21,7 @@ import torch
 from ..backbones.base import Backbone
 from ..bank.store import LoraBank, backbone_lock
 from ..errors import InputError
-from ..global_stage import GlobalParams, thumbnail
+from ..global_stage import GlobalAdapter
 
 MAX_WEIGHT = 4.0
 
@@ -57,17 +57,10 @@ class Composition:
         return blended
 
 
-    def global_params(self, image: torch.Tensor) -> GlobalParams | None:
-        """The active kinds' global adapters on ``image`` [B,3,H,W], blended by weight; None when none has one."""
-        parts = []
-        with torch.inference_mode():
-            thumb = None
-            for name, weight in self.weights.items():
-                adapter = self.bank.global_adapter(name)
-                if adapter is not None:
-                    thumb = thumbnail(image.cpu()) if thumb is None else thumb
-                    parts.append((weight, adapter(thumb)))
-        return GlobalParams.blend(parts, image.shape[0]) if parts else None
+    def global_adapters(self) -> list[tuple[float, GlobalAdapter]]:
+        """(weight, global adapter) of the active kinds that have one (run by sampler.restore.global_stage)."""
+        return [(weight, adapter) for name, weight in self.weights.items()
+                if (adapter := self.bank.global_adapter(name)) is not None]
 
 
 def check_weights(weights: Mapping[str, float], bank: LoraBank) -> dict[str, float]:

@@ -20,7 +20,7 @@ library's tone-mapping model (HDRNet, CURL and Zero-DCE are its relatives).
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -140,17 +140,27 @@ def _field(params: GlobalParams, rows: slice, height: int, width: int) -> tuple[
 def apply_global(image: torch.Tensor, params: GlobalParams, clamp: bool = True) -> torch.Tensor:
     """The global transform on the whole image [B,3,H,W], a band of rows at a time."""
     height, width = image.shape[-2:]
-    training = torch.is_grad_enabled() and params.curve.requires_grad
-    out = None if training else torch.empty_like(image, dtype=torch.float32)
-    bands = []
+    if torch.is_grad_enabled() and params.curve.requires_grad:  # training: small images, one band keeps the graph
+        return _transform(image, params, slice(0, height), clamp)
+    out = torch.empty_like(image, dtype=torch.float32)
     for top in range(0, height, ROW_BAND):
         rows = slice(top, min(top + ROW_BAND, height))
-        gain, offset = _field(params, rows, height, width)
-        toned = torch.einsum("bij,bjhw->bihw", params.mix, apply_curve(image[..., rows, :].float(), params.curve))
-        band = gain * toned + offset
-        band = band.clamp(0, 1) if clamp else band
-        if out is None:
-            bands.append(band)
-        else:
-            out[..., rows, :] = band
-    return torch.cat(bands, dim=-2) if out is None else out
+        out[..., rows, :] = _transform(image, params, rows, clamp)
+    return out
+
+
+def _transform(image: torch.Tensor, params: GlobalParams, rows: slice, clamp: bool) -> torch.Tensor:
+    gain, offset = _field(params, rows, *image.shape[-2:])
+    toned = torch.einsum("bij,bjhw->bihw", params.mix, apply_curve(image[..., rows, :].float(), params.curve))
+    band = gain * toned + offset
+    return band.clamp(0, 1) if clamp else band
+
+
+def run_adapters(images: torch.Tensor, weighted: Sequence[tuple[float, GlobalAdapter]]) -> torch.Tensor:
+    """``images`` [B,3,H,W] through the weighted adapters' blended transform, each image with its own thumbnail;
+    the images themselves when there is none. The one path of the sampler, the trainers and validation."""
+    if not weighted:
+        return images
+    thumb = thumbnail(images)
+    return apply_global(images, GlobalParams.blend([(weight, adapter(thumb)) for weight, adapter in weighted],
+                                                   images.shape[0]))

@@ -11,7 +11,7 @@ import torch
 from ..backbones.base import Backbone
 from ..compose.composer import Composition, composed
 from ..errors import InputError, RestoreInterrupted, check_int
-from ..global_stage import apply_global
+from ..global_stage import run_adapters
 from .tiling import count_tiles, run_tiled
 
 log = logging.getLogger(__name__)
@@ -150,11 +150,11 @@ def restore_one(
 def global_stage(image: torch.Tensor, composition: Composition) -> torch.Tensor:
     """The composition's global transform on the whole image [B,3,H,W] (the input itself when no active kind has
     one). Whole-image, before any tiling, so the result does not depend on the tile size."""
-    params = composition.global_params(image)
-    if params is None:
+    weighted = composition.global_adapters()
+    if not weighted:
         return image
     with torch.inference_mode():
-        return apply_global(image, params).to(image.dtype)
+        return run_adapters(image, weighted).to(image.dtype)
 
 
 def interrupt_flag(flag: Callable[[], bool]) -> InterruptFn:

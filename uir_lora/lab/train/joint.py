@@ -34,7 +34,7 @@ from PIL import Image
 
 from ...backbones.base import Backbone
 from ...degrade import KINDS, compatible, degrade
-from ...global_stage import GlobalAdapter, GlobalParams, apply_global, thumbnail
+from ...global_stage import GlobalAdapter, run_adapters
 from ...sampler.multiscale import multiscale, pyramid_levels
 from ..degrade_alt import degrade as degrade_alt
 from .trainer import CLEAN, TrainConfig, next_lr, optimise
@@ -147,15 +147,8 @@ def restore(backbone: Backbone, image: torch.Tensor, cond: Mapping[str, float], 
 def through_global_stage(images: torch.Tensor, case: Sequence[str],
                          adapters: Mapping[str, GlobalAdapter] | None) -> torch.Tensor:
     """The frozen global stage the sampler runs before the backbone, every kind of ``case`` at weight 1."""
-    parts = [adapters[k] for k in case if adapters and k in adapters]
-    if not parts:
-        return images
     with torch.no_grad():
-        out = []
-        for image in images.split(1):  # each image has its own thumbnail, as at inference
-            thumb = thumbnail(image)
-            out.append(apply_global(image, GlobalParams.blend([(1.0, adapter(thumb)) for adapter in parts])))
-        return torch.cat(out)
+        return run_adapters(images, [(1.0, adapters[k]) for k in case if adapters and k in adapters])
 
 
 def train_bank(backbone: Backbone, photos: Sequence[np.ndarray], cfg: JointConfig,
@@ -282,15 +275,10 @@ def global_stage_provenance(path: Path) -> dict:
 
 def load_global_stage(folder: Path) -> dict[str, GlobalAdapter]:
     """{kind: frozen adapter} from ``folder``/KIND.safetensors."""
-    from safetensors.torch import load_file
+    from ...bank.store import read_global_adapter
 
-    adapters = {}
-    for kind in KINDS:
-        path = folder / f"{kind}.safetensors"
-        if path.is_file():
-            adapter = GlobalAdapter()
-            adapter.load_state_dict({k: v.float() for k, v in load_file(str(path)).items()})
-            adapters[kind] = adapter.eval().requires_grad_(False)
+    adapters = {kind: read_global_adapter(folder / f"{kind}.safetensors") for kind in KINDS
+                if (folder / f"{kind}.safetensors").is_file()}
     if not adapters:
         raise SystemExit(f"no global adapters (KIND.safetensors) in {folder}")
     return adapters

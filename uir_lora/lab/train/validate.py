@@ -9,7 +9,7 @@ import torch
 from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
 
 from ...backbones.base import Backbone
-from ...global_stage import GlobalAdapter, apply_global, thumbnail
+from ...global_stage import GlobalAdapter, run_adapters
 from .trainer import CLEAN, degrade_batch
 
 VALIDATION_SEED = 10_000
@@ -44,12 +44,6 @@ def _restore(backbone: Backbone, images: torch.Tensor, conditioning: Mapping[str
                           for x in images.split(6)])
 
 
-def through_adapter(images: torch.Tensor, adapter: GlobalAdapter) -> torch.Tensor:
-    """Each image through a global adapter at weight 1, with its own thumbnail."""
-    with torch.inference_mode():
-        return torch.cat([apply_global(image, adapter(thumbnail(image))) for image in images.split(1)])
-
-
 def set_adapter_enabled(backbone: Backbone, name: str | None) -> None:
     """Activate only adapter ``name`` (None: plain backbone)."""
     for layer in backbone.lora_layers():
@@ -71,7 +65,8 @@ def validate(backbone: Backbone, kind: str | list[str], images: torch.Tensor, co
     result = {"psnr_in": psnr_in, "ssim_in": ssim_in, "base_psnr": base_psnr, "base_ssim": base_ssim}
     if adapter is not None:
         set_adapter_enabled(backbone, adapter)
-        inputs = degraded if global_stage is None else through_adapter(degraded, global_stage)
+        with torch.inference_mode():
+            inputs = run_adapters(degraded, [(1.0, global_stage)] if global_stage is not None else [])
         result["psnr_out"], result["ssim_out"] = scores(_restore(backbone, inputs, conditioning), clean)
     policy = SEVERITY_POLICY if severity is None else f"severity fixed at {severity}, same seeds"
     result.update(images=int(degraded.shape[0]), photos=int(images.shape[0]), severity_policy=policy,
