@@ -1,7 +1,10 @@
 """Routing on held-out photos: the trained encoder (router/trained.py) beside the shipped ImageNet router.
 
     python benchmarks/router_encoder.py --bank lora_bank/embedded-ffdnet --encoder FILE \
-        [--routers imagenet,trained] [--checkset-root DIR] [--out docs/results/router_encoder.json]
+        [--routers imagenet,trained,NAME=BANK_DIR] [--checkset-root DIR] [--out docs/results/router_encoder.json]
+
+``imagenet``: ``--bank`` as it is; ``trained``: ``--encoder`` installed into a copy of it; ``NAME=BANK_DIR``:
+another bank as it is (e.g. one whose router is presence heads, ``uir-lora train-presence``).
 
 Photos: the 9 validation interiors and the 8 scikit-image / scikit-learn photos (scenes no router
 was trained on), area-downscaled to at most ``--max-side`` px. Damage:
@@ -180,7 +183,15 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as folder:
         for router in args.routers.split(","):
             start = time.perf_counter()
-            bank = args.bank if router == "imagenet" else install_trained(args.bank, args.encoder, Path(folder))
+            router, _, other = router.partition("=")
+            if other:
+                bank = Path(other)
+            elif router == "trained":
+                bank = install_trained(args.bank, args.encoder, Path(folder))
+            elif router == "imagenet":
+                bank = args.bank
+            else:
+                parser.error(f"--routers: {router!r} is not imagenet, trained or NAME=BANK_DIR")
             results[router] = evaluate_router(bank, photos, degraders, print)
             results[router]["seconds"] = round(time.perf_counter() - start)
             results[router]["photos"] = [name for name, _ in photos]

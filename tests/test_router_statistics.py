@@ -197,15 +197,17 @@ def test_manifest_refuses_a_bad_subspace(random_bank, edit, message):
         parse_manifest(data)
 
 
-def test_shipped_bank_has_the_residual_test():
+def test_shipped_bank_routes_by_presence_heads_on_the_statistics():
     from uir_lora.paths import bundled_bank_root
 
     manifest = read_manifest(bundled_bank_root() / "embedded-ffdnet")
     assert manifest.encoder.statistics
-    assert manifest.router.unknown_residual is not None
-    basis = decode_matrix(manifest.router.unknown_subspace, manifest.encoder.dim, "shipped")
-    assert len(basis) == manifest.router.calibration["subspace_rank"] > 0
-    torch.testing.assert_close(basis @ basis.T, torch.eye(len(basis)), atol=1e-4, rtol=0)
+    router = manifest.router
+    assert (router.similarity, router.normalisation, router.top_k) == ("logit", "sigmoid", 2)
+    assert router.confidence_full == 0.5 and router.unknown_subspace is None  # presence says unsure, not a subspace
+    assert all(len(entry.embedding) == manifest.encoder.dim + 1 for entry in manifest.loras)
+    held_out = router.calibration["held_out"]
+    assert held_out["top1_single"] > 0.8 and held_out["examples"] >= 1000
 
 
 def test_whole_photos_are_encoded_per_draw_and_cached(tmp_path):

@@ -37,6 +37,12 @@ ENCODER_BLOCKS = range(11)  # EfficientNet-Lite0 blocks the encoder has channel 
 NORMALISATIONS = ("softmax", "sum", "sigmoid")
 """How s = norm_K(s_o) turns the kept similarities into weights: a softmax over the K (weights sum to 1),
 their share of the sum, or each logit's own sigmoid (the trained encoder's calibrated presence)."""
+SIMILARITIES = ("cosine", "logit")
+"""s_o = d·B as a cosine of the standardised feature and a unit embedding (train-router), or as a presence
+logit: d = [standardised feature, 1] and B = a presence head's weights with its bias last (router/presence
+heads and the trained encoder), whose sigmoid is the probability that the kind's damage is present."""
+COSINE_MARGIN_LIMIT, LOGIT_MARGIN_LIMIT = 2.0, 100.0
+"""Largest route margins: cosines differ by at most 2; presence logits of a placed kind stay far below 100."""
 TRAINED_ENCODER = "da-efficientnet-lite0"
 """The degradation-aware encoder trained here (router/trained.py); its weights ship in the bank folder."""
 
@@ -101,8 +107,10 @@ class RouterDefaults:
     unknown_strength: float = 0.5
     """Composer's scale of the router weights when the degradation is unknown (0 = input, 1 = full)."""
     confidence_full: float | None = None
-    """Trained encoder: the damage presence at and above which the restore gets its full strength; below,
-    strength x presence / this, so an unsure router leaves the photo close to its input. None: off."""
+    """Presence routers (similarity logit): the damage presence at and above which the restore gets its full
+    strength; below, strength x presence / this, so an unsure router leaves the photo close to its input. None: off."""
+    similarity: str = "cosine"
+    """How s_o = d·B is formed (``SIMILARITIES``); the trained encoder's d already ends in 1 and is a logit."""
     calibration: dict[str, Any] = field(default_factory=dict)
     """How train-router fitted the above: data, seed, validation accuracy, false-alarm rate."""
 
@@ -157,6 +165,8 @@ class Manifest:
                 del entry["route_margin"]
             if not entry["global_stage"]:
                 del entry["global_stage"]
+        if data["router"]["similarity"] == "cosine":  # the default: manifests written before it keep their bytes
+            del data["router"]["similarity"]
         return data
 
 
@@ -256,6 +266,8 @@ def _check_specs(encoder: EncoderSpec, router: RouterDefaults, where: str) -> No
                   "router.temperature must be a number in [{:g}, {:g}]".format(*TEMPERATURE_RANGE), where)
     if router.normalisation not in NORMALISATIONS:
         raise BankError(f"{where}: router.normalisation must be one of {NORMALISATIONS}, got {router.normalisation!r}")
+    if router.similarity not in SIMILARITIES:
+        raise BankError(f"{where}: router.similarity must be one of {SIMILARITIES}, got {router.similarity!r}")
     for flag in ("log_std", "peak", "statistics"):
         if not isinstance(getattr(encoder, flag), bool):
             raise BankError(f"{where}: encoder.{flag} must be true or false, got {getattr(encoder, flag)!r}")
@@ -298,7 +310,7 @@ def _check_trained(encoder: EncoderSpec, router: RouterDefaults, where: str) -> 
                       "router.confidence_full must be null or a number in (0, 1]", where)
 
 
-def _parse_lora(data: Any, index: int, dim: int) -> LoraEntry:
+def _parse_lora(data: Any, index: int, dim: int, margin_limit: float) -> LoraEntry:
     where = f"loras[{index}]"
     if not isinstance(data, dict):
         raise BankError(f"{where}: must be an object")
@@ -325,7 +337,7 @@ def _parse_lora(data: Any, index: int, dim: int) -> LoraEntry:
         description=_description(data, where),
         conditioning=dict(zip(conditioning, _finite_vector(list(conditioning.values()), f"{where} conditioning"))),
         provenance=_object(data, "provenance", where), validation=_object(data, "validation", where),
-        route_margin=_route_margin(data.get("route_margin", 0.0), where),
+        route_margin=_route_margin(data.get("route_margin", 0.0), margin_limit, where),
         global_stage=_global_stage_file(data.get("global_stage", ""), where),
     )
 
@@ -338,9 +350,10 @@ def _global_stage_file(value: Any, where: str) -> str:
     return value
 
 
-def _route_margin(value: Any, where: str) -> float:
-    _check_number(value, isinstance(value, (int, float)) and 0 <= value <= 2,
-                  "route_margin must be a number in [0, 2] (a difference of cosines)", where)
+def _route_margin(value: Any, limit: float, where: str) -> float:
+    _check_number(value, isinstance(value, (int, float)) and 0 <= value <= limit,
+                  f"route_margin must be a number in [0, {limit:g}] (a difference of "
+                  f"{'cosines' if limit == COSINE_MARGIN_LIMIT else 'presence logits'})", where)
     return float(value)
 
 
@@ -379,7 +392,9 @@ def parse_manifest(data: Any, source: str = "manifest") -> Manifest:
     if not encoder.trained and min(encoder.feature_std) < 1e-12:  # tinier values overflow the standardised features
         raise BankError(f"{source}: encoder.feature_std must be >= 1e-12; re-run `uir-lora train-router`")
     loras_data = _require(data, "loras", list, source)
-    loras = [_parse_lora(item, i, encoder.dim) for i, item in enumerate(loras_data)]
+    logit = encoder.trained or router.similarity == "logit"
+    margin_limit = LOGIT_MARGIN_LIMIT if logit else COSINE_MARGIN_LIMIT
+    loras = [_parse_lora(item, i, embedding_dim(encoder, router), margin_limit) for i, item in enumerate(loras_data)]
     if len({entry.name for entry in loras}) != len(loras):
         raise BankError(f"{source}: LoRA names must be unique")
     return Manifest(
@@ -388,6 +403,24 @@ def parse_manifest(data: Any, source: str = "manifest") -> Manifest:
         encoder=encoder, loras=loras, router=router, description=_description(data, source),
         format_version=version,
     )
+
+
+def embedding_dim(encoder: EncoderSpec, router: RouterDefaults) -> int:
+    """Length of each LoRA's B: the feature's, plus the bias of a presence logit over the frozen encoder."""
+    return encoder.dim + (router.similarity == "logit" and not encoder.trained)
+
+
+UNSET_BIAS = -20.0
+"""Bias of a presence row not yet placed (a kind with no head): presence ~0 until `bank add` places it."""
+
+
+def placeholder_embedding(encoder: EncoderSpec, router: RouterDefaults) -> list[float]:
+    """B of a LoRA the router has not placed yet: zeros for a cosine router (similarity 0), a presence row
+    of presence ~0 for a logit router (a zero row would be a logit of 0, presence one half)."""
+    dim = embedding_dim(encoder, router)
+    if encoder.trained or router.similarity == "logit":
+        return [0.0] * (dim - 1) + [UNSET_BIAS]
+    return [0.0] * dim
 
 
 def encode_matrix(matrix: torch.Tensor) -> str:

@@ -1,8 +1,10 @@
 """Degradation-aware router: s_o = d·B, keep the top K, s = norm_K(s_o).
 
-With the frozen ImageNet encoder d is the standardised feature and s_o a cosine; with the trained
-encoder (router/trained.py) d is its feature with a constant 1 appended and s_o the presence logit,
-whose sigmoid is a calibrated probability that the damage is there.
+With the frozen ImageNet encoder d is the standardised feature and s_o either a cosine (``train-router``)
+or, with ``router.similarity: logit``, a presence logit: d = [standardised feature, 1] and B a presence
+head's weights and bias (lab/router/presence.py). With the trained encoder (router/trained.py) d is its
+feature with a constant 1 appended and s_o the presence logit. A presence logit's sigmoid is a
+calibrated probability that the damage is there.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import torch.nn.functional as F
 from ..bank.manifest import NORMALISATIONS, Manifest, decode_matrix
 from ..errors import TEMPERATURE_RANGE, BankError, InputError, check_int, check_range
 from .encoder import DegradationEncoder
-from .trained import CLEAN, make_encoder
+from .trained import CLEAN, make_encoder, with_constant
 
 
 class Scores(NamedTuple):
@@ -48,9 +50,9 @@ class RoutingResult:
     residual_threshold: float | None = None
     notes: list[str] = field(default_factory=list)
     confidence: float = 1.0
-    """Share of the requested strength the restore should use (trained encoder: follows the damage presence)."""
+    """Share of the requested strength the restore should use (presence routers: follows the damage presence)."""
     presence_unknown: str | None = None
-    """Trained encoder: why the image looks damaged but no kind is confident, or None."""
+    """Presence routers: why the image looks damaged but no kind is confident, or None."""
 
     @property
     def best(self) -> tuple[str, float]:
@@ -148,6 +150,8 @@ class Router:
         self.manifest = manifest
         self.encoder = encoder or make_encoder(manifest.encoder, bank_dir)
         self.trained = manifest.encoder.trained
+        self.logit = self.trained or manifest.router.similarity == "logit"
+        """s_o is a presence logit (its sigmoid: the probability that the damage is present), not a cosine."""
         if not manifest.loras:
             raise BankError(f"bank {manifest.name!r} has no LoRAs to route to; add some with `uir-lora bank add`")
         if manifest.encoder.dim != self.encoder.dim:
@@ -159,6 +163,9 @@ class Router:
         embeddings = torch.tensor([entry.embedding for entry in manifest.loras]).reshape(len(self.names), -1)
         if self.trained:  # d is used as it is and B is the presence head's rows: s_o is a logit
             self.mean, self.std = torch.zeros(spec.dim), torch.ones(spec.dim)
+            self.embeddings = embeddings
+        elif self.logit:  # B is a presence head's rows over [standardised feature, 1]
+            self.mean, self.std = torch.tensor(spec.feature_mean), torch.tensor(spec.feature_std)
             self.embeddings = embeddings
         else:
             self.mean, self.std = torch.tensor(spec.feature_mean), torch.tensor(spec.feature_std)
@@ -183,6 +190,8 @@ class Router:
         if self.trained:
             return Scores(raw.float() @ self.embeddings.T - self.margins, None, None)
         z = (raw - self.mean) / self.std
+        if self.logit:
+            return Scores(with_constant(z).float() @ self.embeddings.T - self.margins, None, None)
         unit = F.normalize(z, dim=-1)
         unknown = None if self.unknown_embedding is None else unit @ self.unknown_embedding
         residual = None if self.subspace is None else subspace_residual(z, self.subspace)
@@ -225,13 +234,13 @@ class Router:
             )
             for row_s, row_w, row_u, row_r in zip(sims, weights, unknown_list, residual_list)
         ]
-        if self.trained:
+        if self.logit:
             for result, row in zip(results, torch.sigmoid(sims / temperature)):
                 self._judge_presence(result, dict(zip(self.names, row.tolist())))
         return results
 
     def _judge_presence(self, result: RoutingResult, presence: dict[str, float]) -> None:
-        """The trained encoder's own uncertainty: unknown when damage is likely but no kind is confident;
+        """A presence router's own uncertainty: unknown when damage is likely but no kind is confident;
         strength x presence / ``confidence_full`` when the strongest damage is not confident."""
         damage = {name: p for name, p in presence.items() if name != CLEAN}
         if not damage:

@@ -28,7 +28,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
 
-from ..bank.manifest import TRAINED_ENCODER, EncoderSpec, RouterDefaults, read_manifest, write_manifest
+from ..bank.manifest import TRAINED_ENCODER, UNSET_BIAS, EncoderSpec, RouterDefaults, read_manifest, write_manifest
 from ..errors import BankError
 from .encoder import DegradationEncoder, EncoderUnavailable, efficientnet_lite0, fold_conv_bn, folded_block
 
@@ -222,8 +222,6 @@ def make_encoder(spec: EncoderSpec, bank_dir: Path | None) -> DegradationEncoder
 
 
 ENCODER_FILE = "encoder.safetensors"
-UNSET_BIAS = -20.0
-"""Bias of a LoRA's B when the encoder has no head for it: presence ~0 until `bank add` sets it."""
 
 
 def install_encoder(bank_dir: Path, encoder_file: Path, confidence_full: float = 0.5, top_k: int = 2) -> dict:
@@ -246,7 +244,7 @@ def install_encoder(bank_dir: Path, encoder_file: Path, confidence_full: float =
         if entry.name in rows:
             entry.embedding = rows[entry.name].tolist()
         else:
-            entry.embedding = [0.0] * FEATURE_DIM + [UNSET_BIAS]
+            entry.embedding = [0.0] * FEATURE_DIM + [UNSET_BIAS]  # presence ~0 until `bank add` sets it
             unset.append(entry.name)
     with safe_open(str(target), framework="pt") as handle:
         record = json.loads((handle.metadata() or {}).get("record", "{}"))

@@ -39,6 +39,48 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "bank; 0: keep --top-k and the learned T, e.g. for a slow backbone on a CPU)")
     p.add_argument("--temperature-json", type=Path, help="write the temperature sweep's full table here")
     p.set_defaults(run=run_train_router)
+    register_presence(subparsers)
+
+
+def register_presence(subparsers: argparse._SubParsersAction) -> None:
+    from ..router.presence import PresenceData
+
+    defaults = PresenceData()
+    p = subparsers.add_parser("train-presence", help="fit presence heads on the frozen router encoder (many scenes, "
+                                                     "three syntheses, mixtures, clean) and make them the bank's "
+                                                     "router: calibrated weights that need not sum to one")
+    p.add_argument("--bank", type=existing_path, required=True, help="bank folder (holds manifest.json)")
+    p.add_argument("--examples", type=int, default=defaults.examples, help="examples per seed (default %(default)s)")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0], help="one example set per seed (default 0)")
+    p.add_argument("--weight-decay", type=float, default=1e-4, help="L2 on the heads' weights (default %(default)s)")
+    p.add_argument("--top-k", type=int, default=2, help="LoRAs the router keeps (default %(default)s)")
+    p.add_argument("--confidence-full", type=float, default=0.5,
+                   help="damage presence from which the restore gets full strength (default %(default)s)")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    p.set_defaults(run=run_train_presence)
+
+
+def run_train_presence(args: argparse.Namespace) -> int:
+    import torch
+
+    from ..router.presence import PresenceData, fit_bank_presence
+
+    if args.examples < 20 or args.weight_decay < 0 or args.top_k < 1 or not 0 < args.confidence_full <= 1:
+        raise InputError(f"need --examples >= 20, --weight-decay >= 0, --top-k >= 1 and --confidence-full in (0, 1], "
+                         f"got {args.examples}, {args.weight_decay}, {args.top_k}, {args.confidence_full}")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    with _lock(args.bank):
+        report = fit_bank_presence(args.bank, PresenceData(examples=args.examples), args.seeds, args.weight_decay,
+                                   args.top_k, args.confidence_full)
+    held = report["held_out"]
+    print(f"presence heads for {len(held['classes'])} classes from {report['examples']} examples; held out: top-1 "
+          f"{held['top1_single']:.3f} on single kinds and clean, both kinds in the top 2 on {held['top2_mixtures']} "
+          f"of mixtures")
+    if report["unset"]:
+        print(f"no head for {', '.join(report['unset'])}: give each its B with "
+              f"`uir-lora bank add --bank {args.bank} --name NAME --images DIR`")
+    return 0
 
 
 def register_bank_add(actions: argparse._SubParsersAction) -> None:

@@ -23,7 +23,7 @@ from filelock import FileLock
 from peft import LoraConfig
 
 from ...backbones.registry import FAMILIES
-from ...bank.manifest import MANIFEST_NAME, EncoderSpec, LoraEntry, read_manifest
+from ...bank.manifest import MANIFEST_NAME, EncoderSpec, LoraEntry, placeholder_embedding, read_manifest
 from ...bank.writer import add_lora, create_bank, save_lora_file
 from ...errors import InputError
 from ...extras import require
@@ -354,7 +354,7 @@ def run_train(args: argparse.Namespace) -> int:
                         description=f"LoRAs trained on the {backbone.family} backbone by uir-lora train-lora")
         # read inside the lock: a run finishing at the same moment may just have created the bank
         manifest = read_manifest(bank_dir)
-        entry.embedding = [0.0] * manifest.encoder.dim
+        entry.embedding = placeholder_embedding(manifest.encoder, manifest.router)
         if name in manifest.names:  # re-training: the embedding describes the degradation, not the weights
             entry.embedding = manifest.lora(name).embedding
         add_lora(bank_dir, entry, backbone.adapter_state(name), replace=args.replace or args.resume)

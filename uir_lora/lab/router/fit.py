@@ -30,7 +30,7 @@ from ...errors import BankError, InputError
 from ...images import array_to_tensor
 from ...router.encoder import DegradationEncoder
 from ...router.router import outside_subspace, subspace_residual, unknown_mask
-from ...router.trained import TrainedEncoder, lda_row, make_encoder
+from ...router.trained import TrainedEncoder, lda_row, make_encoder, with_constant
 from .data import FRAME_SIDES, PHOTO_WIDTHS, at_photo_scale, photo_split
 
 MIN_STD = 1e-4  # features that never vary must not blow up the standardisation
@@ -484,10 +484,11 @@ ROUTE_FALSE_ALARM = 0.005
 ROUTE_FOLDS = 4
 
 
-def route_gaps(z: torch.Tensor, table: torch.Tensor, index: int) -> torch.Tensor:
-    """cos(d, B_index) minus the best cos(d, B_j) of every other set row j, per row of ``z``: the router chooses
-    kind ``index`` first exactly when this exceeds its route margin."""
-    sims = similarities(z, table)
+def route_gaps(z: torch.Tensor, table: torch.Tensor, index: int, logit: bool = False) -> torch.Tensor:
+    """s_o of kind ``index`` minus the best s_o of every other set row j, per row of ``z``: the router chooses
+    kind ``index`` first exactly when this exceeds its route margin. ``logit``: s_o = [z, 1]·B (presence
+    heads), else cos(z, B)."""
+    sims = with_constant(z) @ table.T if logit else similarities(z, table)
     others = [j for j, row in enumerate(table) if j != index and row.abs().sum() > 0]
     return sims[:, index] - sims[:, others].max(dim=-1).values
 
@@ -514,13 +515,29 @@ def _refine(table: torch.Tensor, index: int, others: Sequence[int], unknown: lis
     return fitted[0]
 
 
+PRESENCE_WEIGHT_DECAY = 1e-3
+"""L2 on a presence row placed by `bank add`: its handful of examples must not fit noise."""
+
+
+def _presence_row(table: torch.Tensor, z: torch.Tensor, z_negative: torch.Tensor,
+                  labels_negative: torch.Tensor) -> torch.Tensor:
+    """A presence head for the new kind alone (every other row frozen): logistic regression of its examples
+    against examples of the bank's other classes."""
+    from .presence import fit_presence
+
+    targets = torch.cat([torch.ones(len(z), 1), torch.zeros(len(z_negative), 1)])
+    return fit_presence(torch.cat([z, z_negative]), targets, PRESENCE_WEIGHT_DECAY)[0].to(table.dtype)
+
+
 def add_embedding(bank_dir: Path, name: str, images: Sequence[torch.Tensor], *, refine: bool = True,
                   steps: int = 100, negatives: Sequence[tuple[str, torch.Tensor]] = (),
                   false_alarm: float = ROUTE_FALSE_ALARM) -> tuple[Manifest, dict]:
     """Set LoRA ``name``'s embedding and route margin from example degraded images; every other entry stays
     byte-identical.
 
-    Centroid of the examples in the bank's standardised feature space, then (``refine``) a few
+    A presence router (``router.similarity: logit``, lab/router/presence.py): a presence head for the new kind
+    alone, by logistic regression of the examples against ``negatives`` (required). A cosine router: the
+    centroid of the examples in the bank's standardised feature space, then (``refine``) a few
     cross-entropy steps that move only this embedding away from the other, frozen embeddings. The
     residual unknown test's subspace grows by the examples' main directions (``extend_subspace``).
     ``negatives``: (name, image) examples of the bank's other classes (``synthetic_negatives``); the refinement
@@ -544,35 +561,47 @@ def add_embedding(bank_dir: Path, name: str, images: Sequence[torch.Tensor], *, 
         return _add_trained_embedding(bank_dir, manifest, name, raw, encoder)
     standard = Standardisation(torch.tensor(manifest.encoder.feature_mean), torch.tensor(manifest.encoder.feature_std))
     z = standard(raw)
+    logit = manifest.router.similarity == "logit"
     index = manifest.names.index(name)
     table = torch.tensor([entry.embedding for entry in manifest.loras])
     others = [i for i, row in enumerate(table) if i != index and row.abs().sum() > 0]  # zero rows: not yet set
-    table[index] = centroids(z, torch.zeros(len(z), dtype=torch.long), 1)[0]
     kept = [(others.index(manifest.names.index(n)) + 1, image) for n, image in negatives
             if n in manifest.names and manifest.names.index(n) in others]
     z_negative = standard(torch.cat([encoder.features(image) for _, image in kept])) if kept else z[:0]
     labels_negative = torch.tensor([row for row, _ in kept], dtype=torch.long)
-    refined = refine and bool(others)
-    place = functools.partial(_refine, index=index, others=others, unknown=manifest.router.unknown_embedding,
-                              z=z, steps=steps, temperature=manifest.router.temperature)
+    if logit:
+        if not kept:
+            raise InputError(f"bank {manifest.name!r} routes by presence heads, which place {name!r} against examples "
+                             f"of its other kinds: give clean photos with --clean-images, or install the [train] "
+                             f"extra for the bank's reference photos")
+        refined = True
+        place = functools.partial(_presence_row, z=z)
+    else:
+        table[index] = centroids(z, torch.zeros(len(z), dtype=torch.long), 1)[0]
+        refined = refine and bool(others)
+        place = functools.partial(_refine, index=index, others=others, unknown=manifest.router.unknown_embedding,
+                                  z=z, steps=steps, temperature=manifest.router.temperature)
     if refined:
         table[index] = place(table, z_negative=z_negative, labels_negative=labels_negative)
-    gaps = route_gaps(z_negative, table, index)
+    gaps = route_gaps(z_negative, table, index, logit)
     if refined and len(z_negative) >= 2 * ROUTE_FOLDS:  # out-of-fold: each negative against a placement without it
         fold = torch.arange(len(z_negative)) % ROUTE_FOLDS
         for k in range(ROUTE_FOLDS):
             trial = table.clone()
             trial[index] = place(table, z_negative=z_negative[fold != k], labels_negative=labels_negative[fold != k])
-            gaps[fold == k] = route_gaps(z_negative[fold == k], trial, index)
+            gaps[fold == k] = route_gaps(z_negative[fold == k], trial, index, logit)
     margin = calibrate_route_margin(gaps, false_alarm) if others else 0.0
     manifest.loras[index].embedding = table[index].tolist()
     manifest.loras[index].route_margin = round(margin, 5)
-    unit_table = F.normalize(table, dim=-1)
     offsets = torch.tensor([entry.route_margin for entry in manifest.loras])
-    routed = (similarities(z, unit_table) - offsets).argmax(dim=-1)
-    report = {"examples": len(images), "routed_to_new": int((routed == index).sum()), "refined": refined,
+
+    def first_choice(features: torch.Tensor) -> torch.Tensor:
+        scores = with_constant(features) @ table.T if logit else similarities(features, F.normalize(table, dim=-1))
+        return (scores - offsets).argmax(dim=-1)
+
+    report = {"examples": len(images), "routed_to_new": int((first_choice(z) == index).sum()), "refined": refined,
               "negatives": len(kept), "route_margin": manifest.loras[index].route_margin,
-              "negatives_taken": int(((similarities(z_negative, unit_table) - offsets).argmax(dim=-1) == index).sum())}
+              "negatives_taken": int((first_choice(z_negative) == index).sum())}
     if manifest.router.unknown_subspace is not None:
         basis = decode_matrix(manifest.router.unknown_subspace, manifest.encoder.dim, "router.unknown_subspace")
         grown = extend_subspace(basis, z)

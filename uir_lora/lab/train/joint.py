@@ -288,7 +288,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from safetensors.torch import load_file
 
     from ...backbones.registry import FAMILIES
-    from ...bank.manifest import LoraEntry, read_manifest, write_manifest
+    from ...bank.manifest import LoraEntry, placeholder_embedding, read_manifest, write_manifest
     from ...bank.writer import add_lora, create_bank
     from .data import DEFAULT_DATA_DIR, load_validation_images
 
@@ -365,7 +365,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         old = init_manifest.lora(name) if init_manifest and name in init_manifest.names else None
         entry = LoraEntry(name=name, file=f"{name}.safetensors", rank=cfg.rank, alpha=float(cfg.rank),
                           target_modules=list(backbone.default_lora_targets),
-                          embedding=list(old.embedding) if old else [0.0] * encoder.dim,
+                          embedding=list(old.embedding) if old else placeholder_embedding(encoder, manifest.router),
                           description=old.description if old else name, conditioning=conditioning[name],
                           provenance=provenance)
         if name in global_stage:

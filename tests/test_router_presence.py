@@ -1,0 +1,178 @@
+"""Presence heads on the frozen router encoder (lab/router/presence.py) and the logit router they make."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from uir_lora import pipeline
+from uir_lora.bank.manifest import UNSET_BIAS, placeholder_embedding, read_manifest, write_manifest
+from uir_lora.bank.store import open_bank
+from uir_lora.degrade import degrade
+from uir_lora.errors import BankError, InputError
+from uir_lora.lab.router import fit, presence
+from uir_lora.lab.testing.banks import make_random_bank
+from uir_lora.router.router import Router
+from uir_lora.router.trained import with_constant
+
+CLASSES = ("noise", "haze", "clean")
+
+
+def _file_hashes(folder) -> dict[str, str]:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in folder.glob("*.safetensors")}
+
+
+def _scenes(count: int, size: int = 260) -> list[np.ndarray]:
+    """Smooth random colour fields with some edges: clean 'photos' a test can make."""
+    rng = np.random.default_rng(3)
+    out = []
+    for _ in range(count):
+        coarse = rng.uniform(0, 1, (6, 6, 3))
+        image = torch.nn.functional.interpolate(torch.tensor(coarse).permute(2, 0, 1)[None], size=(size, size),
+                                                mode="bicubic")[0].permute(1, 2, 0).numpy()
+        image[size // 3: size // 2, :] += 0.3  # a bar: edges for the blur and noise statistics
+        out.append((np.clip(image, 0, 1) * 255).astype(np.uint8))
+    return out
+
+
+def test_fit_presence_learns_each_kind_and_keeps_both_of_a_mixture():
+    gen = torch.Generator().manual_seed(0)
+    n, dim = 600, 12
+    targets = (torch.rand(n, 2, generator=gen) < 0.35).float()
+    z = torch.randn(n, dim, generator=gen) * 0.5
+    z[:, 0] += 2.5 * targets[:, 0]
+    z[:, 1] += 2.5 * targets[:, 1]
+    rows = presence.fit_presence(z, targets, weight_decay=1e-4)
+    assert rows.shape == (2, dim + 1)
+    both = torch.zeros(1, dim)
+    both[0, :2] = 2.5
+    p = torch.sigmoid(with_constant(both.double()) @ rows.T)[0]
+    assert (p > 0.9).all()  # a mixture keeps both kinds: the weights need not sum to one
+    none = torch.sigmoid(with_constant(torch.zeros(1, dim, dtype=torch.float64)) @ rows.T)[0]
+    assert (none < 0.1).all()
+    strong = presence.fit_presence(z, targets, weight_decay=1.0)
+    assert strong[:, :-1].norm() < rows[:, :-1].norm() / 3  # the weight decay regularises
+
+
+def _logit_bank(root, backbone, encoder_dim, rows: dict[str, list[float]], confidence_full=0.5):
+    bank = make_random_bank(root, backbone, names=tuple(rows), dim=encoder_dim, conditioning={"sigma": 25 / 255})
+    manifest = read_manifest(bank)
+    for entry in manifest.loras:
+        entry.embedding = rows[entry.name]
+    manifest.router.similarity, manifest.router.normalisation = "logit", "sigmoid"
+    manifest.router.temperature, manifest.router.confidence_full = 1.0, confidence_full
+    write_manifest(manifest, bank)
+    return bank
+
+
+def test_a_logit_router_gives_presence_probabilities(tmp_path, embedded_backbone, encoder_dim, photo):
+    biases = {"noise": 2.0, "haze": 1.0, "clean": -3.0}
+    bank = _logit_bank(tmp_path, embedded_backbone, encoder_dim,
+                       {name: [0.0] * encoder_dim + [bias] for name, bias in biases.items()})
+    (routing,) = pipeline.estimate(open_bank(bank), photo)
+    assert routing.similarities == pytest.approx(biases)  # s_o = [z, 1]·B
+    assert routing.weights == pytest.approx({"noise": float(torch.sigmoid(torch.tensor(2.0))),
+                                             "haze": float(torch.sigmoid(torch.tensor(1.0)))})
+    assert routing.confidence == 1.0 and not routing.unknown
+
+
+def test_an_unsure_logit_router_scales_the_strength_and_says_so(tmp_path, embedded_backbone, encoder_dim, photo):
+    bank = _logit_bank(tmp_path, embedded_backbone, encoder_dim,
+                       {"noise": [0.0] * encoder_dim + [-2.0], "haze": [0.0] * encoder_dim + [-4.0],
+                        "clean": [0.0] * encoder_dim + [3.0]})
+    (routing,) = pipeline.estimate(open_bank(bank), photo)
+    expected = float(torch.sigmoid(torch.tensor(-2.0))) / 0.5
+    assert routing.confidence == pytest.approx(expected)
+    assert any("unsure of any damage" in note for note in routing.notes)
+
+
+def test_a_logit_manifest_needs_the_bias_in_each_embedding(tmp_path, embedded_backbone, encoder_dim):
+    bank = make_random_bank(tmp_path, embedded_backbone, dim=encoder_dim)
+    data = json.loads((bank / "manifest.json").read_text())
+    data["router"]["similarity"] = "logit"  # embeddings still of the feature's length: one short
+    (bank / "manifest.json").write_text(json.dumps(data))
+    with pytest.raises(BankError, match="embedding"):
+        read_manifest(bank)
+    data["router"]["similarity"] = "dot"
+    (bank / "manifest.json").write_text(json.dumps(data))
+    with pytest.raises(BankError, match="similarity must be one of"):
+        read_manifest(bank)
+
+
+def test_fit_bank_presence_writes_the_router_and_leaves_lora_files(tmp_path, embedded_backbone, encoder_dim,
+                                                                  monkeypatch):
+    monkeypatch.setattr(presence, "_views", lambda *args, **kwargs: [_scenes(4)])
+    monkeypatch.setenv("UIR_LORA_CACHE", str(tmp_path / "cache"))
+    bank = make_random_bank(tmp_path, embedded_backbone, names=("noise", "haze", "clean", "scratches"),
+                            dim=encoder_dim)
+    files = _file_hashes(bank)
+    config = presence.PresenceData(examples=60, whole_share=0.0, mixture_share=0.2, clean_share=0.3)
+    report = presence.fit_bank_presence(bank, config, seeds=[0], weight_decay=1e-3, log=lambda _: None)
+    manifest = read_manifest(bank)
+    assert manifest.router.similarity == "logit" and manifest.router.normalisation == "sigmoid"
+    assert manifest.router.unknown_subspace is None and manifest.router.confidence_full == 0.5
+    assert all(len(entry.embedding) == encoder_dim + 1 for entry in manifest.loras)
+    scratches = manifest.lora("scratches")  # not a kind the synthesis knows: routes nothing until `bank add`
+    assert scratches.embedding[-1] == UNSET_BIAS and not any(scratches.embedding[:-1])
+    assert report["unset"] == ["scratches"] and report["held_out"]["examples"] == 6
+    assert manifest.router.calibration["examples"] == 60
+    assert _file_hashes(bank) == files
+    assert list((tmp_path / "cache").glob("presence-*.safetensors")), "features are cached"
+    gen = torch.Generator().manual_seed(1)
+    noisy = degrade(torch.from_numpy(_scenes(1)[0]).permute(2, 0, 1)[None].float() / 255, "noise",
+                    generator=gen, severity=1.0)
+    (routing,) = pipeline.estimate(open_bank(bank), noisy)
+    assert routing.best[0] == "noise"
+
+
+def test_fit_bank_presence_needs_a_clean_lora(tmp_path, embedded_backbone, encoder_dim):
+    bank = make_random_bank(tmp_path, embedded_backbone, dim=encoder_dim)
+    with pytest.raises(BankError, match="'clean' LoRA"):
+        presence.fit_bank_presence(bank, presence.PresenceData(examples=20), [0], 1e-3)
+
+
+def test_bank_add_places_a_presence_row_and_changes_nothing_else(tmp_path, embedded_backbone, encoder_dim, photo):
+    gen = torch.Generator().manual_seed(2)
+    rows = {name: (torch.randn(encoder_dim + 1, generator=gen) * 0.01).tolist() for name in CLASSES}
+    rows["snow"] = [0.0] * encoder_dim + [UNSET_BIAS]
+    bank = _logit_bank(tmp_path, embedded_backbone, encoder_dim, rows)
+    before = {e["name"]: json.dumps(e) for e in json.loads((bank / "manifest.json").read_text())["loras"]}
+    files = _file_hashes(bank)
+    examples = [degrade(photo, "snow", generator=gen, severity=0.9) for _ in range(6)]
+    negatives = fit.synthetic_negatives([photo, photo.flip(-1)], list(CLASSES), per_photo=6)
+    _, report = fit.add_embedding(bank, "snow", examples, negatives=negatives)
+    after = json.loads((bank / "manifest.json").read_text())
+    assert {e["name"]: json.dumps(e) for e in after["loras"] if e["name"] != "snow"} == \
+        {name: text for name, text in before.items() if name != "snow"}
+    assert _file_hashes(bank) == files
+    assert report["routed_to_new"] >= 5 and report["negatives"] == 12
+    (routing,) = pipeline.estimate(open_bank(bank), degrade(photo, "snow", generator=gen, severity=0.9))
+    assert routing.best[0] == "snow"
+    with pytest.raises(InputError, match="--clean-images"):
+        fit.add_embedding(bank, "snow", examples)
+
+
+def test_router_similarity_default_keeps_cosine_banks(random_bank):
+    assert read_manifest(random_bank.root).router.similarity == "cosine"
+    assert not Router(random_bank.manifest).logit
+
+
+def test_a_new_lora_in_a_logit_bank_gets_a_placeholder_that_routes_nothing(tmp_path, embedded_backbone, encoder_dim,
+                                                                          photo):
+    rows = {name: [0.0] * encoder_dim + [bias] for name, bias in (("noise", 1.0), ("clean", -1.0))}
+    bank = _logit_bank(tmp_path, embedded_backbone, encoder_dim, rows)
+    manifest = read_manifest(bank)
+    placeholder = placeholder_embedding(manifest.encoder, manifest.router)
+    assert len(placeholder) == encoder_dim + 1 and placeholder[-1] == UNSET_BIAS
+    manifest.loras.append(replace(manifest.loras[0], name="scratches", file="noise.safetensors",
+                                  embedding=placeholder))
+    write_manifest(manifest, bank)
+    (routing,) = pipeline.estimate(open_bank(bank), photo)
+    assert routing.weights.get("scratches", 0.0) < 1e-6
+    assert placeholder_embedding(manifest.encoder, replace(manifest.router, similarity="cosine")) == \
+        [0.0] * encoder_dim
