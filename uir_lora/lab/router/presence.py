@@ -101,7 +101,8 @@ def _window(array: np.ndarray, height: int, width: int, gen: torch.Generator) ->
 
 
 def draw_kinds(config: PresenceData, gen: torch.Generator, kinds: Sequence[str] = KINDS) -> list[str]:
-    """[] (clean), one kind, or a compatible mixture of 2-3."""
+    """[] (clean), one kind, or a compatible mixture of 2-3, by ``config``'s clean and mixture shares (also the
+    trained encoder's draw, train_encoder.py)."""
     u = float(torch.rand((), generator=gen))
     if u < config.clean_share:
         return []

@@ -22,11 +22,12 @@ import torch.nn.functional as F
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
-from ...degrade import KINDS, canonical_kinds, compatible
+from ...degrade import KINDS, canonical_kinds
 from ...errors import InputError
 from ...images import IMAGE_SUFFIXES
 from ...router.trained import BASE, CLEAN, DegradationNet, build_base, lda_statistics, save_encoder
 from ..train.trainer import TrainConfig, next_lr, optimise
+from .presence import draw_kinds
 
 IMPLEMENTATIONS = ("degrade", "degrade_alt")
 LDA_EXAMPLES_PER_CLASS = 24
@@ -125,18 +126,7 @@ class DamageDataset(Dataset):
         return image.contiguous(), min(height, width)
 
     def draw_kinds(self, gen: torch.Generator) -> list[str]:
-        u = float(torch.rand((), generator=gen))
-        if u < self.config.clean_share:
-            return []
-        if u < self.config.clean_share + self.config.mixture_share:
-            wanted = int(torch.randint(2, 4, (), generator=gen))
-            picked: list[str] = []
-            for index in torch.randperm(len(self.kinds), generator=gen).tolist():
-                if len(picked) < wanted and compatible([*picked, self.kinds[index]]):
-                    picked.append(self.kinds[index])
-            if len(picked) >= 2:
-                return picked
-        return [self.kinds[int(torch.randint(0, len(self.kinds), (), generator=gen))]]
+        return draw_kinds(self.config, gen, self.kinds)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         gen = torch.Generator().manual_seed(self.config.seed * 1_000_003 + index)
