@@ -14,6 +14,7 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import InputError, check_int, parse_number
+from .paths import give_default_mode
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 Image.MAX_IMAGE_PIXELS = 200_000_000  # decompression-bomb guard, still above 100 MP photos
@@ -244,6 +245,7 @@ def save_image(image: torch.Tensor | np.ndarray, path: str | Path, alpha: torch.
         pass
     try:
         Image.fromarray(array).save(tmp.name, format=fmt, **({"quality": 95} if fmt == "JPEG" else {}))
+        give_default_mode(tmp.name)
         os.replace(tmp.name, path)
     except BaseException:  # also KeyboardInterrupt: never leave the half-written temp file behind
         os.unlink(tmp.name)

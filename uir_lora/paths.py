@@ -14,6 +14,28 @@ PACK_ROOT = Path(__file__).resolve().parent.parent
 """The pack's folder (ComfyUI custom_nodes/<pack> or a source checkout)."""
 
 
+def give_default_mode(path: str | os.PathLike) -> None:
+    """Give a temporary file the permissions a plainly created file gets (0666 minus the umask) before it
+    replaces its target: NamedTemporaryFile makes files private (0600), and restored images and bank files
+    are read by other programs and users (ComfyUI's server, a file browser, a shared bank folder)."""
+    os.chmod(path, 0o666 & ~current_umask())
+
+
+def current_umask() -> int:
+    """The process's umask, read without changing it where the system shows it (Linux): setting it to read
+    it, as os.umask does, would let another thread of ComfyUI's server create a file with no umask."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    umask = os.umask(0o077)  # elsewhere: set a strict one for the instant it takes to read the old one
+    os.umask(umask)
+    return umask
+
+
 def bundled_bank_root() -> Path:
     """Where the shipped ``lora_bank/`` lives: next to the engine, or installed as package data."""
     beside = PACK_ROOT / "lora_bank"

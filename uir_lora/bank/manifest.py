@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from ..errors import TEMPERATURE_RANGE, BankError
+from ..paths import give_default_mode
 
 FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"
@@ -477,5 +478,6 @@ def write_manifest(manifest: Manifest, bank_dir: str | Path) -> Path:
             tmp.close()
             os.unlink(tmp.name)
             raise
+    give_default_mode(tmp.name)
     os.replace(tmp.name, bank_dir / MANIFEST_NAME)
     return bank_dir / MANIFEST_NAME

@@ -11,6 +11,7 @@ import torch
 from safetensors.torch import save_file
 
 from ..errors import BankError
+from ..paths import give_default_mode
 from .manifest import MANIFEST_NAME, EncoderSpec, LoraEntry, Manifest, read_manifest, write_manifest
 
 
@@ -22,6 +23,7 @@ def save_lora_file(state: dict[str, torch.Tensor], path: Path, metadata: dict[st
         pass
     try:
         save_file(tensors, tmp.name, metadata={k: str(v) for k, v in (metadata or {}).items()})
+        give_default_mode(tmp.name)
     except BaseException:
         os.unlink(tmp.name)
         raise

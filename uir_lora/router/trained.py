@@ -30,6 +30,7 @@ from torch import nn
 
 from ..bank.manifest import TRAINED_ENCODER, UNSET_BIAS, EncoderSpec, RouterDefaults, read_manifest, write_manifest
 from ..errors import BankError
+from ..paths import give_default_mode
 from .encoder import DegradationEncoder, EncoderUnavailable, efficientnet_lite0, fold_conv_bn, folded_block
 
 TRAINED_NAME = TRAINED_ENCODER
@@ -237,7 +238,7 @@ def install_encoder(bank_dir: Path, encoder_file: Path, confidence_full: float =
     if Path(encoder_file).resolve() != target.resolve():
         with tempfile.NamedTemporaryFile(dir=bank_dir, suffix=".tmp", delete=False) as tmp:
             shutil.copyfile(encoder_file, tmp.name)
-        os.chmod(tmp.name, 0o644)  # a temporary file is private; a bank file is read by whoever runs ComfyUI
+        give_default_mode(tmp.name)
         os.replace(tmp.name, target)
     unset = []
     for entry in manifest.loras:

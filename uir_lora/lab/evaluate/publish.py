@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from ... import __version__
-from ...paths import PACK_ROOT
+from ...paths import PACK_ROOT, give_default_mode
 from .classical import classical_methods
 from .harness import Case, aggregate, routing_accuracy
 from .metrics import METRICS
@@ -82,7 +82,7 @@ def write_json(path: Path, data: object) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile("w", dir=path.parent, suffix=".tmp", delete=False) as tmp:
         json.dump(data, tmp, indent=1, default=float)
-    os.chmod(tmp.name, 0o644)  # NamedTemporaryFile creates 0600
+    give_default_mode(tmp.name)
     os.replace(tmp.name, path)
 
 
