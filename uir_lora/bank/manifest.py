@@ -393,8 +393,7 @@ def parse_manifest(data: Any, source: str = "manifest") -> Manifest:
     if not encoder.trained and min(encoder.feature_std) < 1e-12:  # tinier values overflow the standardised features
         raise BankError(f"{source}: encoder.feature_std must be >= 1e-12; re-run `uir-lora train-router`")
     loras_data = _require(data, "loras", list, source)
-    logit = encoder.trained or router.similarity == "logit"
-    margin_limit = LOGIT_MARGIN_LIMIT if logit else COSINE_MARGIN_LIMIT
+    margin_limit = LOGIT_MARGIN_LIMIT if presence_logit(encoder, router) else COSINE_MARGIN_LIMIT
     loras = [_parse_lora(item, i, embedding_dim(encoder, router), margin_limit) for i, item in enumerate(loras_data)]
     if len({entry.name for entry in loras}) != len(loras):
         raise BankError(f"{source}: LoRA names must be unique")
@@ -406,9 +405,15 @@ def parse_manifest(data: Any, source: str = "manifest") -> Manifest:
     )
 
 
+def presence_logit(encoder: EncoderSpec, router: RouterDefaults) -> bool:
+    """Whether s_o is a presence logit (the trained encoder, or presence heads on the frozen one), not a cosine."""
+    return encoder.trained or router.similarity == "logit"
+
+
 def embedding_dim(encoder: EncoderSpec, router: RouterDefaults) -> int:
-    """Length of each LoRA's B: the feature's, plus the bias of a presence logit over the frozen encoder."""
-    return encoder.dim + (router.similarity == "logit" and not encoder.trained)
+    """Length of each LoRA's B: the feature's, plus the bias of a presence logit over the frozen encoder
+    (the trained encoder's feature already ends in its constant 1)."""
+    return encoder.dim + (presence_logit(encoder, router) and not encoder.trained)
 
 
 UNSET_BIAS = -20.0
@@ -419,7 +424,7 @@ def placeholder_embedding(encoder: EncoderSpec, router: RouterDefaults) -> list[
     """B of a LoRA the router has not placed yet: zeros for a cosine router (similarity 0), a presence row
     of presence ~0 for a logit router (a zero row would be a logit of 0, presence one half)."""
     dim = embedding_dim(encoder, router)
-    if encoder.trained or router.similarity == "logit":
+    if presence_logit(encoder, router):
         return [0.0] * (dim - 1) + [UNSET_BIAS]
     return [0.0] * dim
 

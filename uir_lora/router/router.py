@@ -16,7 +16,7 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
-from ..bank.manifest import NORMALISATIONS, Manifest, decode_matrix
+from ..bank.manifest import NORMALISATIONS, Manifest, decode_matrix, presence_logit
 from ..errors import TEMPERATURE_RANGE, BankError, InputError, check_int, check_range
 from .encoder import DegradationEncoder
 from .trained import CLEAN, make_encoder, with_constant
@@ -150,7 +150,7 @@ class Router:
         self.manifest = manifest
         self.encoder = encoder or make_encoder(manifest.encoder, bank_dir)
         self.trained = manifest.encoder.trained
-        self.logit = self.trained or manifest.router.similarity == "logit"
+        self.logit = presence_logit(manifest.encoder, manifest.router)
         """s_o is a presence logit (its sigmoid: the probability that the damage is present), not a cosine."""
         if not manifest.loras:
             raise BankError(f"bank {manifest.name!r} has no LoRAs to route to; add some with `uir-lora bank add`")
@@ -161,15 +161,12 @@ class Router:
         self.margins = torch.tensor([entry.route_margin for entry in manifest.loras])
         spec = manifest.encoder
         embeddings = torch.tensor([entry.embedding for entry in manifest.loras]).reshape(len(self.names), -1)
-        if self.trained:  # d is used as it is and B is the presence head's rows: s_o is a logit
+        if self.trained:  # d is used as it is
             self.mean, self.std = torch.zeros(spec.dim), torch.ones(spec.dim)
-            self.embeddings = embeddings
-        elif self.logit:  # B is a presence head's rows over [standardised feature, 1]
-            self.mean, self.std = torch.tensor(spec.feature_mean), torch.tensor(spec.feature_std)
-            self.embeddings = embeddings
         else:
             self.mean, self.std = torch.tensor(spec.feature_mean), torch.tensor(spec.feature_std)
-            self.embeddings = F.normalize(embeddings, dim=-1)
+        # a presence logit's B is a head's rows (bias last) as they are; a cosine router's, unit vectors
+        self.embeddings = embeddings if self.logit else F.normalize(embeddings, dim=-1)
         unknown = manifest.router.unknown_embedding
         self.unknown_embedding = None if unknown is None else F.normalize(torch.tensor(unknown), dim=-1)
         subspace = manifest.router.unknown_subspace

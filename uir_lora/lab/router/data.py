@@ -12,6 +12,7 @@ import json
 import math
 import os
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -28,6 +29,22 @@ a 6000 x 4000 camera photo. Drops and flakes scale with the photo: on a photo la
 they are larger than any the router saw, and it sends them elsewhere (snow to haze, raindrops to clean;
 docs/router.md)."""
 DegradeFn = Callable[..., torch.Tensor]
+MIN_STD = 1e-4  # features that never vary must not blow up the standardisation
+
+
+@dataclass
+class Standardisation:
+    """z = (raw - mean) / std, the bank's standardisation of router features (cosine and presence routers)."""
+
+    mean: torch.Tensor
+    std: torch.Tensor
+
+    @classmethod
+    def of(cls, features: torch.Tensor) -> Standardisation:
+        return cls(features.mean(dim=0), features.std(dim=0).clamp_min(MIN_STD))
+
+    def __call__(self, features: torch.Tensor) -> torch.Tensor:
+        return (features - self.mean) / self.std
 
 
 def at_photo_scale(degrade: DegradeFn, sides: tuple[int, int] = FRAME_SIDES) -> DegradeFn:

@@ -31,22 +31,7 @@ from ...images import array_to_tensor
 from ...router.encoder import DegradationEncoder
 from ...router.router import outside_subspace, subspace_residual, unknown_mask
 from ...router.trained import TrainedEncoder, lda_row, make_encoder, with_constant
-from .data import FRAME_SIDES, PHOTO_WIDTHS, at_photo_scale, photo_split
-
-MIN_STD = 1e-4  # features that never vary must not blow up the standardisation
-
-
-@dataclass
-class Standardisation:
-    mean: torch.Tensor
-    std: torch.Tensor
-
-    @classmethod
-    def of(cls, features: torch.Tensor) -> Standardisation:
-        return cls(features.mean(dim=0), features.std(dim=0).clamp_min(MIN_STD))
-
-    def __call__(self, features: torch.Tensor) -> torch.Tensor:
-        return (features - self.mean) / self.std
+from .data import FRAME_SIDES, PHOTO_WIDTHS, Standardisation, at_photo_scale, photo_split
 
 
 def centroids(z: torch.Tensor, labels: torch.Tensor, count: int) -> torch.Tensor:

@@ -31,7 +31,7 @@ from safetensors.torch import load_file, save_file
 from ...degrade import KINDS, canonical_kinds, compatible
 from ...router.encoder import DegradationEncoder
 from ...router.trained import with_constant
-from .data import CLEAN, default_cache_dir
+from .data import CLEAN, Standardisation, default_cache_dir
 
 IMPLEMENTATIONS = ("standard", "wide", "degrade_alt")
 
@@ -201,10 +201,6 @@ def build_features(encoder: DegradationEncoder, config: PresenceData, classes: S
     return out
 
 
-def standardisation(features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    return features.mean(0), features.std(0).clamp_min(1e-6)
-
-
 def fit_presence(z: torch.Tensor, targets: torch.Tensor, weight_decay: float, steps: int = 200) -> torch.Tensor:
     """B [classes, dim + 1] (weights, bias last) by binary cross-entropy + L2 on the weights, float64 L-BFGS:
     one logistic regression per class on standardised features z [n, dim]."""
@@ -268,15 +264,16 @@ def fit_bank_presence(bank_dir: Path, config: PresenceData, seeds: Sequence[int]
     parts = [build_features(encoder, PresenceData(**{**asdict(config), "seed": seed}), classes, log) for seed in seeds]
     features, targets = torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
     held = torch.arange(len(features)) % round(1 / HELD_OUT_SHARE) == 0
-    mean, std = standardisation(features[~held])
-    rows = fit_presence((features[~held] - mean) / std, targets[~held], weight_decay)
-    held_out = held_out_scores(with_constant((features[held] - mean) / std) @ rows.T, targets[held], classes)
+    standard = Standardisation.of(features[~held])
+    rows = fit_presence(standard(features[~held]), targets[~held], weight_decay)
+    held_out = held_out_scores(with_constant(standard(features[held])) @ rows.T, targets[held], classes)
     log(f"held-out examples: {held_out}")
-    mean, std = standardisation(features)
-    rows = fit_presence((features - mean) / std, targets, weight_decay)
+    standard = Standardisation.of(features)
+    rows = fit_presence(standard(features), targets, weight_decay)
     by_class = dict(zip(classes, rows.float()))
     unset = [entry.name for entry in manifest.loras if entry.name not in by_class]
-    manifest.encoder.feature_mean, manifest.encoder.feature_std = mean.float().tolist(), std.float().tolist()
+    manifest.encoder.feature_mean = standard.mean.float().tolist()
+    manifest.encoder.feature_std = standard.std.float().tolist()
     record = {"recipe": "uir-lora train-presence", "data": asdict(config), "seeds": list(seeds),
               "weight_decay": weight_decay, "examples": len(features), "held_out": held_out,
               "weights": "sigmoid of the presence logit [z, 1]·B (binary cross-entropy per kind); strength x "
