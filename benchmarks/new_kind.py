@@ -7,8 +7,12 @@ embedding. Then, on photos never trained on:
 - the new kind: the 9 validation photos and the 8 scikit-image / scikit-learn scenes, scratched with other seeds,
   routed through the new bank: the share whose first LoRA is the new one (target >= 90 %), and PSNR before and
   after the routed restoration;
-- the existing kinds: the same held-out photos degraded by the independent ``uir_lora.lab.degrade_alt``, routed with the
-  shipped bank and with the new one (same features): top-1 before and after (target: at most 1 point lower);
+- the existing kinds on the check set (the goal's measure): the CHECK scenes and the scikit photos as 512 px
+  centre crops (benchmarks/wild.py), each clean and damaged by every kind of the check set's own synthesis
+  (benchmarks/checkset/, never trained on) at its three levels, routed with the shipped bank and with the new one
+  (same features): top-1 before and after (target: at most 1 point lower); the new kind on the same crops;
+- the existing kinds on the held-out photos above, degraded by the second training synthesis
+  ``uir_lora.lab.degrade_alt``, measured the same way;
 - every file of the bank other than the new LoRA and the manifest, and every other manifest entry, unchanged.
 
     python benchmarks/new_kind.py --out runs/new_kind --minutes 3
@@ -33,12 +37,14 @@ sys.path.insert(0, str(ROOT))
 from uir_lora.bank.manifest import read_manifest  # noqa: E402
 from uir_lora.images import save_image  # noqa: E402
 from uir_lora.lab.testing.scratches import scratches_and_dust  # noqa: E402
+from uir_lora.router.router import Router  # noqa: E402
 
 NAME = "scratches"
 TRAIN_PHOTOS = 20
 HELD_OUT_DRAWS = 4
 EXISTING_DRAWS = 2
 SEED = 1000  # held-out scratches: other draws than the training pairs (seed 0)
+CHECK_SIDE = 512
 
 
 def digests(bank: Path) -> dict[str, str]:
@@ -71,8 +77,6 @@ def new_kind_routing(bank: Path, photos: list[torch.Tensor], restore_photos: int
     from uir_lora import pipeline
     from uir_lora.bank.store import open_bank
     from uir_lora.lab.evaluate.metrics import psnr
-    from uir_lora.router.router import Router
-
     router = Router(read_manifest(bank))
     generator = torch.Generator().manual_seed(SEED)
     firsts, unknown, gains = [], [], []
@@ -94,19 +98,54 @@ def new_kind_routing(bank: Path, photos: list[torch.Tensor], restore_photos: int
     return result
 
 
+def check_set_examples(names: list[str]) -> tuple[list[torch.Tensor], list[torch.Tensor], torch.Tensor]:
+    """The check photos scratched (``HELD_OUT_DRAWS`` each); the same photos clean and with every kind of the check
+    set's synthesis at every level, with their class index in ``names``."""
+    import checkset
+    from wild import check_photos
+
+    from uir_lora.images import array_to_tensor
+
+    generator = torch.Generator().manual_seed(SEED)
+    scratched, existing, labels = [], [], []
+    for index, (_, array) in enumerate(check_photos(CHECK_SIDE, None, with_scenes=True)):
+        photo = array_to_tensor(array)
+        scratched += [scratches_and_dust(photo, generator) for _ in range(HELD_OUT_DRAWS)]
+        existing.append(photo)
+        labels.append(names.index("clean"))
+        for kind in checkset.KINDS:
+            for level in checkset.SEVERITIES:
+                existing.append(array_to_tensor(checkset.degrade(array, kind, level, seed=index)))
+                labels.append(names.index(kind))
+    return scratched, existing, torch.tensor(labels)
+
+
+def new_kind_share(bank: Path, images: list[torch.Tensor]) -> dict:
+    """Share of ``images`` (of the new kind) whose first LoRA is the new one, and where the others went."""
+    router = Router(read_manifest(bank))
+    firsts = [router.names[int(router.scores(image).similarities.argmax())] for image in images]
+    return {"images": len(firsts), "to_new_kind": sum(f == NAME for f in firsts) / len(firsts),
+            "first_choices": {n: firsts.count(n) for n in sorted(set(firsts))}}
+
+
 def existing_kinds(before: Path, after: Path, set_name: str, photos: list[torch.Tensor]) -> dict:
     """Top-1 on the existing kinds (uir_lora.lab.degrade_alt on the held-out photos) with both banks' routers."""
     from uir_lora.lab.degrade_alt import degrade as degrade_alt
     from uir_lora.lab.router.data import encode_photos
     from uir_lora.lab.router.evaluate import EVAL_SEED
-    from uir_lora.router.router import Router
-
-    old, new = Router(read_manifest(before)), Router(read_manifest(after))
-    names = old.names
+    old = Router(read_manifest(before))
     key = {"implementation": "degrade_alt", "benchmark": "new_kind", "set": set_name}
     raw = torch.cat([encode_photos(old.encoder, photos, name, degrade_alt, EVAL_SEED + 50, EXISTING_DRAWS,
-                                   cache_key=key) for name in names])
-    labels = torch.arange(len(names)).repeat_interleave(len(photos) * EXISTING_DRAWS)
+                                   cache_key=key) for name in old.names])
+    labels = torch.arange(len(old.names)).repeat_interleave(len(photos) * EXISTING_DRAWS)
+    return top1_change(before, after, raw, labels)
+
+
+def top1_change(before: Path, after: Path, raw: torch.Tensor, labels: torch.Tensor) -> dict:
+    """Top-1 of the features ``raw`` of classes ``labels`` (indices of the shipped bank's names) with both banks'
+    routers, and which of them the new kind takes."""
+    old, new = Router(read_manifest(before)), Router(read_manifest(after))
+    names = old.names
     first_old = old.feature_scores(raw).similarities.argmax(dim=-1)
     first_new = new.feature_scores(raw).similarities.argmax(dim=-1)
     to_new = [new.names[i] == NAME for i in first_new.tolist()]
@@ -154,6 +193,13 @@ def main() -> int:
                "new_kind": {}, "existing_kinds": {}}
     print(json.dumps({k: results[k] for k in ("command_seconds", "other_files_unchanged",
                                               "other_entries_unchanged", "steps", "route_margin")}), flush=True)
+    shipped_router = Router(read_manifest(shipped))
+    scratched, existing, labels = check_set_examples(shipped_router.names)
+    raw = torch.cat([shipped_router.encoder.features(image) for image in existing])
+    check = {"existing_kinds": top1_change(shipped, bank, raw, labels),
+             "new_kind": new_kind_share(bank, scratched)}
+    results["check_set"] = check
+    print("check set", json.dumps(check), flush=True)
     for set_name, photos in held_out_sets().items():
         results["new_kind"][set_name] = new_kind_routing(bank, photos, args.restore_photos)
         print(set_name, "new kind", json.dumps(results["new_kind"][set_name]), flush=True)

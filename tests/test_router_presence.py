@@ -121,13 +121,65 @@ def test_fit_bank_presence_writes_the_router_and_leaves_lora_files(tmp_path, emb
     assert scratches.embedding[-1] == UNSET_BIAS and not any(scratches.embedding[:-1])
     assert report["unset"] == ["scratches"] and report["held_out"]["examples"] == 6
     assert manifest.router.calibration["examples"] == 60
-    assert _file_hashes(bank) == files
+    assert {name: digest for name, digest in _file_hashes(bank).items() if name != presence.EXAMPLES_FILE} == files
+    assert manifest.router.examples == presence.EXAMPLES_FILE, "a sample of the examples is kept for `bank add`"
+    kept = presence.read_examples(bank, manifest.router.examples, encoder_dim)
+    assert kept.shape == (60, encoder_dim) and kept.abs().mean() > 0.1  # standardised features, not zeros
     assert list((tmp_path / "cache").glob("presence-*.safetensors")), "features are cached"
     gen = torch.Generator().manual_seed(1)
     noisy = degrade(torch.from_numpy(_scenes(1)[0]).permute(2, 0, 1)[None].float() / 255, "noise",
                     generator=gen, severity=1.0)
     (routing,) = pipeline.estimate(open_bank(bank), noisy)
     assert routing.best[0] == "noise"
+
+
+def test_bank_add_places_a_new_kind_against_the_examples_kept_in_the_bank(tmp_path, embedded_backbone,
+                                                                          encoder_dim, monkeypatch):
+    from uir_lora.lab.testing.scratches import scratches_and_dust
+
+    monkeypatch.setattr(presence, "_views", lambda *args, **kwargs: [_scenes(4)])
+    monkeypatch.setenv("UIR_LORA_CACHE", str(tmp_path / "cache"))
+    bank = make_random_bank(tmp_path, embedded_backbone, names=("noise", "haze", "clean", "scratches"),
+                            dim=encoder_dim)
+    config = presence.PresenceData(examples=60, whole_share=0.0, mixture_share=0.2, clean_share=0.3)
+    presence.fit_bank_presence(bank, config, seeds=[0], weight_decay=1e-3, log=lambda _: None)
+    before = read_manifest(bank)
+    gen = torch.Generator().manual_seed(4)
+    photos = [torch.from_numpy(a).permute(2, 0, 1)[None].float() / 255 for a in _scenes(6, size=240)]
+    examples = [scratches_and_dust(p, gen) for p in photos[:4] for _ in range(2)]
+    _, report = fit.add_embedding(bank, "scratches", examples)  # no negatives drawn: the bank's own examples
+    after = read_manifest(bank)
+    after = read_manifest(bank)
+    assert report["negatives"] == 60, "the 60 examples kept by fit_bank_presence"
+    assert [e for e in after.loras if e.name != "scratches"] == [e for e in before.loras if e.name != "scratches"]
+    router = Router(after)
+    new = after.names.index("scratches")
+    # presence, not rank: the toy heads are so sure of "clean" that it can outrank a kind they never saw
+    held_out = torch.cat([router.scores(scratches_and_dust(p, gen)).similarities for p in photos[4:]])
+    clean = torch.cat([router.scores(p).similarities for p in photos])
+    assert (held_out[:, new] > 0).all() and (clean[:, new] < 0).all()
+    assert all(new in row.topk(after.router.top_k).indices for row in held_out)
+
+
+def test_a_bank_refuses_router_examples_outside_its_folder_or_of_another_encoder(tmp_path, embedded_backbone,
+                                                                                encoder_dim):
+    bank = _logit_bank(tmp_path, embedded_backbone, encoder_dim,
+                       {name: [0.0] * encoder_dim + [0.0] for name in CLASSES})
+    data = json.loads((bank / "manifest.json").read_text())
+    data["router"]["examples"] = "../elsewhere.safetensors"
+    (bank / "manifest.json").write_text(json.dumps(data))
+    with pytest.raises(BankError, match="router.examples"):
+        read_manifest(bank)
+    presence.write_examples(bank, torch.randn(5, encoder_dim - 1), torch.zeros(5, 3), list(CLASSES))
+    with pytest.raises(BankError, match=f"finite features \\[n, {encoder_dim}\\]"):
+        presence.read_examples(bank, presence.EXAMPLES_FILE, encoder_dim)
+    with pytest.raises(BankError, match="cannot read"):
+        presence.read_examples(bank, "missing.safetensors", encoder_dim)
+    outside = tmp_path / "outside.safetensors"
+    (bank / presence.EXAMPLES_FILE).rename(outside)
+    (bank / presence.EXAMPLES_FILE).symlink_to(outside)
+    with pytest.raises(BankError, match="outside the bank folder"):
+        presence.read_examples(bank, presence.EXAMPLES_FILE, encoder_dim)
 
 
 def test_fit_bank_presence_needs_a_clean_lora(tmp_path, embedded_backbone, encoder_dim):

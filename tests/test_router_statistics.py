@@ -208,6 +208,10 @@ def test_shipped_bank_routes_by_presence_heads_on_the_statistics():
     assert all(len(entry.embedding) == manifest.encoder.dim + 1 for entry in manifest.loras)
     held_out = router.calibration["held_out"]
     assert held_out["top1_single"] > 0.8 and held_out["examples"] >= 1000
+    from uir_lora.lab.router.presence import read_examples  # what `bank add` places a new kind against
+
+    kept = read_examples(bundled_bank_root() / "embedded-ffdnet", router.examples, manifest.encoder.dim)
+    assert len(kept) >= 1000 and 0.5 < float(kept.std()) < 2  # standardised features
 
 
 def test_whole_photos_are_encoded_per_draw_and_cached(tmp_path):

@@ -114,6 +114,9 @@ class RouterDefaults:
     """How s_o = d·B is formed (``SIMILARITIES``); the trained encoder's d already ends in 1 and is a logit."""
     calibration: dict[str, Any] = field(default_factory=dict)
     """How train-router fitted the above: data, seed, validation accuracy, false-alarm rate."""
+    examples: str = ""
+    """Presence routers: a *.safetensors file in the bank folder with a sample of the examples the heads were
+    fitted on (standardised features and their kinds), against which `bank add` places a new kind; empty: none."""
 
 
 @dataclass
@@ -168,6 +171,8 @@ class Manifest:
                 del entry["global_stage"]
         if data["router"]["similarity"] == "cosine":  # the default: manifests written before it keep their bytes
             del data["router"]["similarity"]
+        if not data["router"]["examples"]:
+            del data["router"]["examples"]
         return data
 
 
@@ -339,15 +344,16 @@ def _parse_lora(data: Any, index: int, dim: int, margin_limit: float) -> LoraEnt
         conditioning=dict(zip(conditioning, _finite_vector(list(conditioning.values()), f"{where} conditioning"))),
         provenance=_object(data, "provenance", where), validation=_object(data, "validation", where),
         route_margin=_route_margin(data.get("route_margin", 0.0), margin_limit, where),
-        global_stage=_global_stage_file(data.get("global_stage", ""), where),
+        global_stage=_bank_file_name(data.get("global_stage", ""), "global_stage", where),
     )
 
 
-def _global_stage_file(value: Any, where: str) -> str:
+def _bank_file_name(value: Any, key: str, where: str) -> str:
+    """An optional file of the bank: empty, or a plain *.safetensors name inside the bank folder."""
     if value == "":
         return ""
     if not isinstance(value, str) or not FILE_PATTERN.fullmatch(value):
-        raise BankError(f"{where}: global_stage {value!r} must be a plain *.safetensors name inside the bank folder")
+        raise BankError(f"{where}: {key} {value!r} must be a plain *.safetensors name inside the bank folder")
     return value
 
 
@@ -381,6 +387,7 @@ def parse_manifest(data: Any, source: str = "manifest") -> Manifest:
         raise BankError(f"{source}: router has unknown fields ({exc})") from None
     _check_specs(encoder, router, source)
     _check_trained(encoder, router, source)
+    _bank_file_name(router.examples, "router.examples", source)
     for key in ("feature_mean", "feature_std"):
         if encoder.trained:  # its d is used as it is
             continue

@@ -81,6 +81,15 @@ def read_global_adapter(path: Path) -> GlobalAdapter:
     return adapter.eval().requires_grad_(False)
 
 
+def bank_member(root: Path, name: str) -> Path:
+    """File ``name`` of the bank folder ``root`` (resolved); a symlink pointing out of the bank is refused."""
+    path = root / name
+    if path.is_symlink() and root not in path.resolve().parents:
+        raise BankError(f"{path}: a symlink to {path.resolve()}, outside the bank folder {root}; "
+                        f"copy the file into the bank instead")
+    return path
+
+
 @dataclass
 class LoraBank:
     """A validated bank on disk; LoRA tensors are read when attached."""
@@ -110,11 +119,7 @@ class LoraBank:
 
     def bank_file(self, name: str) -> Path:
         """A file of the bank folder; a symlink pointing out of the bank is refused."""
-        path = self.root / name
-        if path.is_symlink() and self.root not in path.resolve().parents:
-            raise BankError(f"{path}: a symlink to {path.resolve()}, outside the bank folder {self.root}; "
-                            f"copy the file into the bank instead")
-        return path
+        return bank_member(self.root, name)
 
     def global_adapter(self, lora: str) -> GlobalAdapter | None:
         """The kind's global adapter (float32, read once and again if its file changes), or None if it has none."""

@@ -16,9 +16,14 @@ from .manifest import MANIFEST_NAME, EncoderSpec, LoraEntry, Manifest, read_mani
 
 
 def save_lora_file(state: dict[str, torch.Tensor], path: Path, metadata: dict[str, str] | None = None) -> Path:
-    """Write a LoRA's tensors via a temporary file + rename (never a half-written file)."""
+    """Write a LoRA's tensors (as float32) via a temporary file + rename (never a half-written file)."""
+    return save_tensor_file({key: value.detach().to(torch.float32) for key, value in state.items()}, path, metadata)
+
+
+def save_tensor_file(state: dict[str, torch.Tensor], path: Path, metadata: dict[str, str] | None = None) -> Path:
+    """Write tensors as they are (dtypes kept) to a safetensors file via a temporary file + rename."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tensors = {key: value.detach().to("cpu", torch.float32).contiguous() for key, value in state.items()}
+    tensors = {key: value.detach().to("cpu").contiguous() for key, value in state.items()}
     with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".tmp", delete=False) as tmp:
         pass
     try:

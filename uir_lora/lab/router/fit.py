@@ -419,18 +419,22 @@ def train_router(bank_dir: Path, config: RouterFitConfig | None = None, cache_di
 REFERENCE_RENDER_STEP = 4
 """reference_photos takes every this-many-th photo-like template render."""
 REFERENCE_RENDERS = 55
+REFERENCE_SCENE_SIDE = 768
 REFERENCE_NEGATIVES = 4
 """Examples of the bank's kinds drawn on each reference photo by ``bank add``."""
 
 
 def reference_photos() -> list[torch.Tensor]:
     """Clean pictures of the bank's own training data on this machine, as [1,3,H,W]: the LoRA trainers' training
-    photos and some of the photo-like template renders (the ``[train]`` extra); [] without it.
+    photos, some of the photo-like template renders (the ``[train]`` extra) and, when the scene pool is built
+    (tools/build_scene_pool.py), the Debian TRAIN scenes at a short side of at most ``REFERENCE_SCENE_SIDE``;
+    [] without the extra.
 
     ``bank add`` draws the other kinds and the new damage on them, so the new kind's embedding and route margin
     are placed on many scenes, not only on the user's few photos."""
     import numpy as np
 
+    from ..scenes import load_scenes
     from ..train.data import media_images
     from .data import load_photos
 
@@ -440,7 +444,13 @@ def reference_photos() -> list[torch.Tensor]:
                    if index % REFERENCE_RENDER_STEP == 0][:REFERENCE_RENDERS]
     except InputError:  # the [train] extra is not installed: the user's photos only
         return []
-    return photos + [array_to_tensor(np.asarray(image)) for image in renders]
+    try:  # outdoor photographs: without them a new kind learns "indoors" as part of its damage
+        scenes = [array_to_tensor(array) for _, array in load_scenes("TRAIN")]
+    except InputError:  # the pool is optional, as for the trainers
+        scenes = []
+    scenes = [F.interpolate(scene, scale_factor=REFERENCE_SCENE_SIDE / min(scene.shape[-2:]), mode="area").clamp(0, 1)
+              if min(scene.shape[-2:]) > REFERENCE_SCENE_SIDE else scene for scene in scenes]
+    return photos + [array_to_tensor(np.asarray(image)) for image in renders] + scenes
 
 
 def synthetic_negatives(photos: Sequence[torch.Tensor], names: Sequence[str], per_photo: int = 4,
@@ -500,18 +510,20 @@ def _refine(table: torch.Tensor, index: int, others: Sequence[int], unknown: lis
     return fitted[0]
 
 
-PRESENCE_WEIGHT_DECAY = 1e-3
-"""L2 on a presence row placed by `bank add`: its handful of examples must not fit noise."""
+PRESENCE_WEIGHT_DECAY = 1e-4
+"""L2 on a presence row placed by `bank add` (chosen with the new-kind benchmark, docs/your_own_kind.md)."""
 
 
 def _presence_row(table: torch.Tensor, z: torch.Tensor, z_negative: torch.Tensor,
                   labels_negative: torch.Tensor) -> torch.Tensor:
     """A presence head for the new kind alone (every other row frozen): logistic regression of its examples
-    against examples of the bank's other classes."""
+    against examples of the bank's other classes, the two sides weighted alike (the negatives outnumber the
+    examples many times; unweighted, the head learns "not present" and misses the kind)."""
     from .presence import fit_presence
 
     targets = torch.cat([torch.ones(len(z), 1), torch.zeros(len(z_negative), 1)])
-    return fit_presence(torch.cat([z, z_negative]), targets, PRESENCE_WEIGHT_DECAY)[0].to(table.dtype)
+    return fit_presence(torch.cat([z, z_negative]), targets, PRESENCE_WEIGHT_DECAY,
+                        positive_weight=len(z_negative) / max(len(z), 1))[0].to(table.dtype)
 
 
 def add_embedding(bank_dir: Path, name: str, images: Sequence[torch.Tensor], *, refine: bool = True,
@@ -521,7 +533,8 @@ def add_embedding(bank_dir: Path, name: str, images: Sequence[torch.Tensor], *, 
     byte-identical.
 
     A presence router (``router.similarity: logit``, lab/router/presence.py): a presence head for the new kind
-    alone, by logistic regression of the examples against ``negatives`` (required). A cosine router: the
+    alone, by logistic regression of the examples against ``negatives`` and the heads' own training examples
+    kept in the bank (``router.examples``); at least one of the two is required. A cosine router: the
     centroid of the examples in the bank's standardised feature space, then (``refine``) a few
     cross-entropy steps that move only this embedding away from the other, frozen embeddings. The
     residual unknown test's subspace grows by the examples' main directions (``extend_subspace``).
@@ -555,10 +568,16 @@ def add_embedding(bank_dir: Path, name: str, images: Sequence[torch.Tensor], *, 
     z_negative = standard(torch.cat([encoder.features(image) for _, image in kept])) if kept else z[:0]
     labels_negative = torch.tensor([row for row, _ in kept], dtype=torch.long)
     if logit:
-        if not kept:
+        from .presence import read_examples
+
+        shipped = read_examples(bank_dir, manifest.router.examples, manifest.encoder.dim).to(z.dtype)
+        if not kept and not len(shipped):
             raise InputError(f"bank {manifest.name!r} routes by presence heads, which place {name!r} against examples "
-                             f"of its other kinds: give clean photos with --clean-images, or install the [train] "
-                             f"extra for the bank's reference photos")
+                             f"of its other kinds, and it keeps none of its own (router.examples): give clean photos "
+                             f"with --clean-images, or install the [train] extra for the bank's reference photos")
+        z_negative = torch.cat([z_negative, shipped])
+        # a presence row only needs to know they are negatives; the labels serve the cosine refinement
+        labels_negative = torch.cat([labels_negative, torch.full((len(shipped),), -1, dtype=torch.long)])
         refined = True
         place = functools.partial(_presence_row, z=z)
     else:
@@ -585,7 +604,7 @@ def add_embedding(bank_dir: Path, name: str, images: Sequence[torch.Tensor], *, 
         return (scores - offsets).argmax(dim=-1)
 
     report = {"examples": len(images), "routed_to_new": int((first_choice(z) == index).sum()), "refined": refined,
-              "negatives": len(kept), "route_margin": manifest.loras[index].route_margin,
+              "negatives": len(z_negative), "route_margin": manifest.loras[index].route_margin,
               "negatives_taken": int((first_choice(z_negative) == index).sum())}
     if manifest.router.unknown_subspace is not None:
         basis = decode_matrix(manifest.router.unknown_subspace, manifest.encoder.dim, "router.unknown_subspace")

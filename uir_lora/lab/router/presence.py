@@ -201,9 +201,11 @@ def build_features(encoder: DegradationEncoder, config: PresenceData, classes: S
     return out
 
 
-def fit_presence(z: torch.Tensor, targets: torch.Tensor, weight_decay: float, steps: int = 200) -> torch.Tensor:
+def fit_presence(z: torch.Tensor, targets: torch.Tensor, weight_decay: float, steps: int = 200,
+                 positive_weight: float = 1.0) -> torch.Tensor:
     """B [classes, dim + 1] (weights, bias last) by binary cross-entropy + L2 on the weights, float64 L-BFGS:
-    one logistic regression per class on standardised features z [n, dim]."""
+    one logistic regression per class on standardised features z [n, dim]; ``positive_weight`` weighs each
+    positive example's loss against a negative's (``pos_weight`` of the loss)."""
     x = with_constant(z.double())
     y = targets.double()
     rows = torch.zeros(y.shape[1], x.shape[1], dtype=torch.float64, requires_grad=True)
@@ -213,7 +215,8 @@ def fit_presence(z: torch.Tensor, targets: torch.Tensor, weight_decay: float, st
     def closure() -> torch.Tensor:
         optimiser.zero_grad()
         logits = x @ rows.T
-        loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, y)
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(
+            logits, y, pos_weight=torch.tensor(positive_weight, dtype=torch.float64))
         loss = loss + weight_decay * (rows[:, :-1] ** 2).sum() / 2
         loss.backward()
         return loss
@@ -223,6 +226,43 @@ def fit_presence(z: torch.Tensor, targets: torch.Tensor, weight_decay: float, st
 
 
 HELD_OUT_SHARE = 0.1
+EXAMPLES_FILE = "router_examples.safetensors"
+SHIPPED_EXAMPLES = 2000
+"""Training examples kept in the bank for `bank add` (float16, about 2.4 KB each with the frozen encoder's
+features): fewer let a new kind take more photos of the existing kinds (docs/your_own_kind.md)."""
+
+
+def write_examples(bank_dir: Path, z: torch.Tensor, targets: torch.Tensor, classes: Sequence[str],
+                   count: int = SHIPPED_EXAMPLES, seed: int = 0) -> str:
+    """Keep a random sample of the heads' standardised training features and their kinds in the bank, so that
+    `bank add` can place a new kind against every scene and synthesis the heads saw, on any machine."""
+    from ...bank.writer import save_tensor_file
+
+    pick = torch.randperm(len(z), generator=torch.Generator().manual_seed(seed))[:count]
+    save_tensor_file({"features": z[pick].to(torch.float16), "targets": targets[pick].to(torch.uint8)},
+                     Path(bank_dir) / EXAMPLES_FILE, {"classes": json.dumps(list(classes)),
+                                                      "what": "standardised router features of presence "
+                                                              "training examples, and their kinds"})
+    return EXAMPLES_FILE
+
+
+def read_examples(bank_dir: Path, file: str, dim: int) -> torch.Tensor:
+    """The standardised features [n, ``dim``] kept by ``write_examples`` (float64); [0, dim] when ``file`` is empty."""
+    from ...bank.store import bank_member
+    from ...errors import BankError
+
+    if not file:
+        return torch.zeros(0, dim, dtype=torch.float64)
+    path = bank_member(Path(bank_dir).resolve(), file)
+    try:
+        features = load_file(str(path))["features"]
+    except (OSError, KeyError, ValueError) as exc:  # missing, truncated or foreign file
+        raise BankError(f"{path}: cannot read the router's examples ({exc}); re-run `uir-lora train-presence` "
+                        f"or restore the bank folder") from None
+    if features.ndim != 2 or features.shape[1] != dim or not torch.isfinite(features).all():
+        raise BankError(f"{path}: the router's examples must be finite features [n, {dim}], got "
+                        f"{list(features.shape)}; re-run `uir-lora train-presence`")
+    return features.double()
 
 
 def held_out_scores(scores: torch.Tensor, targets: torch.Tensor, classes: Sequence[str]) -> dict:
@@ -270,6 +310,7 @@ def fit_bank_presence(bank_dir: Path, config: PresenceData, seeds: Sequence[int]
     log(f"held-out examples: {held_out}")
     standard = Standardisation.of(features)
     rows = fit_presence(standard(features), targets, weight_decay)
+    examples = write_examples(bank_dir, standard(features), targets, classes)
     by_class = dict(zip(classes, rows.float()))
     unset = [entry.name for entry in manifest.loras if entry.name not in by_class]
     manifest.encoder.feature_mean = standard.mean.float().tolist()
@@ -281,7 +322,8 @@ def fit_bank_presence(bank_dir: Path, config: PresenceData, seeds: Sequence[int]
               "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
     manifest.router = RouterDefaults(
         top_k=min(top_k, len(manifest.loras)), temperature=1.0, normalisation="sigmoid", similarity="logit",
-        unknown_strength=manifest.router.unknown_strength, confidence_full=confidence_full, calibration=record)
+        unknown_strength=manifest.router.unknown_strength, confidence_full=confidence_full, calibration=record,
+        examples=examples)
     for entry in manifest.loras:
         entry.embedding = (by_class[entry.name].tolist() if entry.name in by_class
                            else placeholder_embedding(manifest.encoder, manifest.router))
