@@ -175,6 +175,9 @@ def test_a_bank_refuses_router_examples_outside_its_folder_or_of_another_encoder
         presence.read_examples(bank, presence.EXAMPLES_FILE, encoder_dim)
     with pytest.raises(BankError, match="cannot read"):
         presence.read_examples(bank, "missing.safetensors", encoder_dim)
+    (bank / "truncated.safetensors").write_bytes((bank / presence.EXAMPLES_FILE).read_bytes()[:100])
+    with pytest.raises(BankError, match="cannot read"):
+        presence.read_examples(bank, "truncated.safetensors", encoder_dim)
     outside = tmp_path / "outside.safetensors"
     (bank / presence.EXAMPLES_FILE).rename(outside)
     (bank / presence.EXAMPLES_FILE).symlink_to(outside)
@@ -228,3 +231,25 @@ def test_a_new_lora_in_a_logit_bank_gets_a_placeholder_that_routes_nothing(tmp_p
     assert routing.weights.get("scratches", 0.0) < 1e-6
     assert placeholder_embedding(manifest.encoder, replace(manifest.router, similarity="cosine")) == \
         [0.0] * encoder_dim
+
+
+def test_bank_add_draws_few_negatives_when_the_bank_keeps_its_examples(tmp_path, embedded_backbone, encoder_dim,
+                                                                      photo):
+    bank = _logit_bank(tmp_path, embedded_backbone, encoder_dim,
+                       {name: [0.0] * encoder_dim + [0.0] for name in CLASSES})
+    asked = []
+
+    def references():
+        asked.append(True)
+        return [photo]
+
+    drawn = fit.bank_add_negatives(bank, [photo], None, 0, references)
+    assert len(drawn) == fit.DRAWN_NEGATIVES + fit.REFERENCE_NEGATIVES and asked  # nothing kept: draw many
+    manifest = read_manifest(bank)
+    manifest.router.examples = presence.write_examples(bank, torch.randn(8, encoder_dim), torch.zeros(8, 3),
+                                                       list(CLASSES))
+    write_manifest(manifest, bank)
+    asked.clear()
+    assert len(fit.bank_add_negatives(bank, [photo], None, 0, references)) == fit.DRAWN_NEGATIVES_KEPT
+    assert not asked, "the kept examples stand for the reference photos' negatives"
+    assert len(fit.bank_add_negatives(bank, [photo], 7, 0, references)) == 7  # an explicit count is kept

@@ -95,8 +95,9 @@ def register_bank_add(actions: argparse._SubParsersAction) -> None:
     add.add_argument("--clean-images", type=existing_path, nargs="+", help="clean photos (a folder or files): the "
                      "bank's built-in kinds are drawn on them and kept with their own LoRAs while the embedding is "
                      "placed, so the new kind does not take their photos")
-    add.add_argument("--negatives", type=int, default=26, help="--clean-images: examples of the built-in kinds "
-                     "drawn per photo, the kinds in turn (default 26: each of the shipped bank's 13 classes twice)")
+    add.add_argument("--negatives", type=int, help="--clean-images: examples of the built-in kinds drawn per "
+                     "photo, the kinds in turn (default 4 when the bank keeps its router's examples, as the shipped "
+                     "one does; else 26, each of the shipped bank's 13 classes twice)")
     add.add_argument("--no-reference-photos", action="store_true", help="leave out the bank's own training photos "
                      "and renders (the [train] extra), on which the built-in kinds are also drawn to place the "
                      "embedding and calibrate its route margin")
@@ -143,17 +144,14 @@ def choose_temperature(bank: Path, photos: int, json_path: Path | None) -> None:
 
 
 def run_bank_add(args: argparse.Namespace) -> int:
-    from ...bank.manifest import read_manifest
     from ...commands.restore import list_inputs
     from ...images import load_image
-    from ..router.fit import REFERENCE_NEGATIVES, add_embedding, reference_photos, synthetic_negatives
+    from ..router.fit import add_embedding, bank_add_negatives, reference_photos
 
     files = [f for path in args.images for f in list_inputs(path)]
     clean = [load_image(f) for path in args.clean_images or [] for f in list_inputs(path)]
-    names = read_manifest(args.bank).names
-    negatives = synthetic_negatives(clean, names, args.negatives)
-    if args.negatives > 0 and not args.no_reference_photos:
-        negatives += synthetic_negatives(reference_photos(), names, REFERENCE_NEGATIVES, 1)
+    negatives = bank_add_negatives(args.bank, clean, args.negatives, 0,
+                                   (lambda: []) if args.no_reference_photos else reference_photos)
     with _lock(args.bank):
         _, report = add_embedding(args.bank, args.name, [load_image(f) for f in files], refine=not args.no_refine,
                                   negatives=negatives)

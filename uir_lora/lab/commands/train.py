@@ -52,10 +52,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                      "for validation, chosen by a hash of each name (default 0.2; 0: none)")
     own.add_argument("--no-bank-add", action="store_true", help="do not set the router embedding from the damaged "
                      "photos afterwards (run `uir-lora bank add` yourself)")
-    own.add_argument("--negatives", type=int, default=26, help="bank add: examples of the bank's built-in kinds "
+    own.add_argument("--negatives", type=int, help="bank add: examples of the bank's built-in kinds "
                      "drawn on each clean training photo, the kinds in turn, kept with their own LoRAs while the new "
                      "embedding is placed and its route margin calibrated, so the new kind does not take their photos "
-                     "(default 26: each of the shipped bank's 13 classes twice; 0: none)")
+                     "(default 4 when the bank keeps its router's examples, as the shipped one does; else 26, each "
+                     "of the shipped bank's 13 classes twice, and 4 on each reference photo; 0: none)")
     own.add_argument("--no-reference-photos", action="store_true", help="bank add: leave out the bank's own "
                      "training photos and renders (the [train] extra), on which the other kinds and the new damage "
                      "are also drawn to place the embedding and calibrate its route margin")
@@ -118,7 +119,7 @@ def _check_own_kind_args(args: argparse.Namespace) -> None:
                          f"scratches); got {args.name!r}")
     if args.bank is None:
         raise InputError("give --bank FOLDER (a copy of a bank to add the kind to, or a new folder)")
-    if not 0 <= args.val_fraction < 1 or args.draws < 1 or args.negatives < 0:
+    if not 0 <= args.val_fraction < 1 or args.draws < 1 or (args.negatives or 0) < 0:
         raise InputError(f"need 0 <= --val-fraction < 1, --draws >= 1 and --negatives >= 0; got {args.val_fraction}, "
                          f"{args.draws}, {args.negatives}")
 
@@ -372,20 +373,17 @@ def _description(name: str, own: OwnKindData | None, info: dict[str, str]) -> st
     return info.get(name, "Clean input: identity target, a safe route for undegraded photos")
 
 
-def _bank_add(bank_dir: Path, name: str, own: OwnKindData, negatives_per_photo: int, seed: int,
+def _bank_add(bank_dir: Path, name: str, own: OwnKindData, negatives_per_photo: int | None, seed: int,
               say: Callable[[str], None], reference: bool = True) -> None:
     """`uir-lora bank add` on the training pairs' damaged photos, their damage carried onto the bank's reference
     photos, and the other kinds drawn on both: only this kind's embedding and route margin (and the unknown
     test's subspace) change; then how the router sends the held-out damaged photos."""
-    from ..router.fit import REFERENCE_NEGATIVES, add_embedding, reference_photos, synthetic_negatives
+    from ..router.fit import add_embedding, bank_add_negatives, reference_photos
     from ..train.pairs import carried_damage
 
     clean = list({id(pair.clean): pair.clean for pair in own.train}.values())  # --degrade: draws share a photo
-    names = read_manifest(bank_dir).names
     references = reference_photos() if reference else []
-    negatives = synthetic_negatives(clean, names, negatives_per_photo, seed)
-    if negatives_per_photo > 0:
-        negatives += synthetic_negatives(references, names, REFERENCE_NEGATIVES, seed + 1)
+    negatives = bank_add_negatives(bank_dir, clean, negatives_per_photo, seed, lambda: references)
     examples = [pair.damaged for pair in own.train] + carried_damage(own.train, clean + references, seed=seed)
     say(f"bank add: the router embedding of {name!r} from {len(own.train)} damaged photos and "
         f"{len(examples) - len(own.train)} with their damage carried onto other pictures, kept apart from "

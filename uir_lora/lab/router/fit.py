@@ -473,6 +473,29 @@ def synthetic_negatives(photos: Sequence[torch.Tensor], names: Sequence[str], pe
     return examples
 
 
+DRAWN_NEGATIVES = 26
+"""Default examples of the other kinds drawn per clean photo by `bank add`: each of the shipped bank's 13 classes
+twice."""
+DRAWN_NEGATIVES_KEPT = 4
+"""The same when the bank keeps its router's examples (``router.examples``): they already show the other kinds on
+every scene, and more drawn ones changed nothing measured (docs/your_own_kind.md), but cost encoding time."""
+
+
+def bank_add_negatives(bank_dir: Path, clean: Sequence[torch.Tensor], per_photo: int | None, seed: int,
+                       references: Callable[[], list[torch.Tensor]]) -> list[tuple[str, torch.Tensor]]:
+    """Examples of the bank's other kinds for `bank add`: ``per_photo`` (default: ``DRAWN_NEGATIVES``, or
+    ``DRAWN_NEGATIVES_KEPT`` when the bank keeps its router's examples) on each clean photo, and
+    ``REFERENCE_NEGATIVES`` on each of ``references()`` unless the bank keeps its examples or ``per_photo`` is 0."""
+    manifest = read_manifest(bank_dir)
+    keeps = bool(manifest.router.examples)
+    if per_photo is None:
+        per_photo = DRAWN_NEGATIVES_KEPT if keeps else DRAWN_NEGATIVES
+    negatives = synthetic_negatives(clean, manifest.names, per_photo, seed)
+    if per_photo > 0 and not keeps:
+        negatives += synthetic_negatives(references(), manifest.names, REFERENCE_NEGATIVES, seed + 1)
+    return negatives
+
+
 ROUTE_FALSE_ALARM = 0.005
 """Share of examples of the bank's other kinds that a kind added by `bank add` may take from their own LoRAs
 (precision first: a new kind must not cost the existing ones their photos)."""

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from ...degrade import KINDS, canonical_kinds, compatible
@@ -256,7 +257,7 @@ def read_examples(bank_dir: Path, file: str, dim: int) -> torch.Tensor:
     path = bank_member(Path(bank_dir).resolve(), file)
     try:
         features = load_file(str(path))["features"]
-    except (OSError, KeyError, ValueError) as exc:  # missing, truncated or foreign file
+    except (SafetensorError, OSError, KeyError, ValueError) as exc:  # missing, truncated or foreign file
         raise BankError(f"{path}: cannot read the router's examples ({exc}); re-run `uir-lora train-presence` "
                         f"or restore the bank folder") from None
     if features.ndim != 2 or features.shape[1] != dim or not torch.isfinite(features).all():
