@@ -375,9 +375,10 @@ def _description(name: str, own: OwnKindData | None, info: dict[str, str]) -> st
 
 def _bank_add(bank_dir: Path, name: str, own: OwnKindData, negatives_per_photo: int | None, seed: int,
               say: Callable[[str], None], reference: bool = True) -> None:
-    """`uir-lora bank add` on the training pairs' damaged photos, their damage carried onto the bank's reference
-    photos, and the other kinds drawn on both: only this kind's embedding and route margin (and the unknown
-    test's subspace) change; then how the router sends the held-out damaged photos."""
+    """`uir-lora bank add` on the training pairs' damaged photos and their damage carried onto the bank's
+    reference photos, against examples of the other kinds (``fit.bank_add_negatives``): only this kind's
+    embedding and route margin (and the unknown test's subspace) change; then how the router sends the held-out
+    damaged photos."""
     from ..router.fit import add_embedding, bank_add_negatives, reference_photos
     from ..train.pairs import carried_damage
 
