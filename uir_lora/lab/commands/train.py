@@ -386,9 +386,10 @@ def _bank_add(bank_dir: Path, name: str, own: OwnKindData, negatives_per_photo: 
     references = reference_photos() if reference else []
     negatives = bank_add_negatives(bank_dir, clean, negatives_per_photo, seed, lambda: references)
     examples = [pair.damaged for pair in own.train] + carried_damage(own.train, clean + references, seed=seed)
+    kept = " and those its router keeps" if read_manifest(bank_dir).router.examples else ""
     say(f"bank add: the router embedding of {name!r} from {len(own.train)} damaged photos and "
         f"{len(examples) - len(own.train)} with their damage carried onto other pictures, kept apart from "
-        f"{len(negatives)} examples of the bank's other kinds"
+        f"{len(negatives)} examples of the bank's other kinds drawn here{kept}"
         + ("" if references or not reference else " (no reference photos: the [train] extra is not installed)"))
     with bank_lock(bank_dir):
         _, report = add_embedding(bank_dir, name, examples, negatives=negatives)
