@@ -77,6 +77,7 @@ def new_kind_routing(bank: Path, photos: list[torch.Tensor], restore_photos: int
     from uir_lora import pipeline
     from uir_lora.bank.store import open_bank
     from uir_lora.lab.evaluate.metrics import psnr
+
     router = Router(read_manifest(bank))
     generator = torch.Generator().manual_seed(SEED)
     firsts, unknown, gains = [], [], []
@@ -133,6 +134,7 @@ def existing_kinds(before: Path, after: Path, set_name: str, photos: list[torch.
     from uir_lora.lab.degrade_alt import degrade as degrade_alt
     from uir_lora.lab.router.data import encode_photos
     from uir_lora.lab.router.evaluate import EVAL_SEED
+
     old = Router(read_manifest(before))
     key = {"implementation": "degrade_alt", "benchmark": "new_kind", "set": set_name}
     raw = torch.cat([encode_photos(old.encoder, photos, name, degrade_alt, EVAL_SEED + 50, EXISTING_DRAWS,

@@ -593,7 +593,7 @@ def add_embedding(bank_dir: Path, name: str, images: Sequence[torch.Tensor], *, 
     if logit:
         from .presence import read_examples
 
-        shipped = read_examples(bank_dir, manifest.router.examples, manifest.encoder.dim).to(z.dtype)
+        shipped = read_examples(bank_dir, manifest.router.examples, manifest.encoder.dim)
         if not kept and not len(shipped):
             raise InputError(f"bank {manifest.name!r} routes by presence heads, which place {name!r} against examples "
                              f"of its other kinds, and it keeps none of its own (router.examples): give clean photos "

@@ -248,12 +248,12 @@ def write_examples(bank_dir: Path, z: torch.Tensor, targets: torch.Tensor, class
 
 
 def read_examples(bank_dir: Path, file: str, dim: int) -> torch.Tensor:
-    """The standardised features [n, ``dim``] kept by ``write_examples`` (float64); [0, dim] when ``file`` is empty."""
+    """The standardised features [n, ``dim``] kept by ``write_examples`` (float32); [0, dim] when ``file`` is empty."""
     from ...bank.store import bank_member
     from ...errors import BankError
 
     if not file:
-        return torch.zeros(0, dim, dtype=torch.float64)
+        return torch.zeros(0, dim)
     path = bank_member(Path(bank_dir).resolve(), file)
     try:
         features = load_file(str(path))["features"]
@@ -263,7 +263,7 @@ def read_examples(bank_dir: Path, file: str, dim: int) -> torch.Tensor:
     if features.ndim != 2 or features.shape[1] != dim or not torch.isfinite(features).all():
         raise BankError(f"{path}: the router's examples must be finite features [n, {dim}], got "
                         f"{list(features.shape)}; re-run `uir-lora train-presence`")
-    return features.double()
+    return features.float()
 
 
 def held_out_scores(scores: torch.Tensor, targets: torch.Tensor, classes: Sequence[str]) -> dict:
@@ -310,8 +310,9 @@ def fit_bank_presence(bank_dir: Path, config: PresenceData, seeds: Sequence[int]
     held_out = held_out_scores(with_constant(standard(features[held])) @ rows.T, targets[held], classes)
     log(f"held-out examples: {held_out}")
     standard = Standardisation.of(features)
-    rows = fit_presence(standard(features), targets, weight_decay)
-    examples = write_examples(bank_dir, standard(features), targets, classes)
+    z = standard(features)
+    rows = fit_presence(z, targets, weight_decay)
+    examples = write_examples(bank_dir, z, targets, classes)
     by_class = dict(zip(classes, rows.float()))
     unset = [entry.name for entry in manifest.loras if entry.name not in by_class]
     manifest.encoder.feature_mean = standard.mean.float().tolist()
