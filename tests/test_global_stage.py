@@ -139,3 +139,81 @@ def test_validation_runs_the_global_stage_before_the_lora(random_bank, own_backb
         set_adapter_enabled(own_backbone, None)
     assert staged["psnr_in"] == plain["psnr_in"] and staged["base_psnr"] == plain["base_psnr"]
     assert staged["psnr_out"] != plain["psnr_out"]
+
+
+# ---------------------------------------------------------------- the scattering model (haze)
+
+def hazy_scene(size: int = 96) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(clear, hazy, airlight): saturated colour patches, whose dark channel is zero as in a clear outdoor photo,
+    under haze that thickens from left to right."""
+    generator = torch.Generator().manual_seed(0)
+    patches = torch.rand(1, 3, 6, 6, generator=generator)
+    patches = patches * (patches < patches.amax(dim=1, keepdim=True)).float()  # every patch lacks a channel
+    clear = torch.nn.functional.interpolate(patches, size=size, mode="nearest")
+    transmission = torch.linspace(0.9, 0.4, size).view(1, 1, 1, size)
+    airlight = torch.tensor([[0.85, 0.88, 0.92]])
+    return clear, clear * transmission + airlight[..., None, None] * (1 - transmission), airlight
+
+
+def dehazing_params(omega: float, airlight: torch.Tensor, weight: float = 1.0) -> GlobalParams:
+    return GlobalParams(*list(vars(GlobalParams.identity()).values())[:4], torch.tensor([[omega]]), airlight,
+                        torch.tensor([[weight]]))
+
+
+def test_the_scattering_model_is_undone_and_omega_zero_is_the_identity():
+    clear, hazy, airlight = hazy_scene()
+    restored = apply_global(hazy, dehazing_params(0.95, airlight))
+    assert (restored - clear).abs().mean() < 0.5 * (hazy - clear).abs().mean()
+    assert GlobalParams.blend([(0.0, dehazing_params(0.95, airlight))]).is_identity()
+    assert torch.allclose(apply_global(hazy, dehazing_params(0.0, airlight)), hazy, atol=1e-6)
+    assert torch.allclose(apply_global(hazy, dehazing_params(0.9, airlight, weight=0.0)), hazy, atol=1e-6)
+
+
+def test_dehazing_in_bands_of_rows_gives_the_whole_image_result(monkeypatch):
+    _, hazy, airlight = hazy_scene()
+    whole = apply_global(hazy, dehazing_params(0.8, airlight))
+    monkeypatch.setattr(adapter_module, "ROW_BAND", 7)
+    assert torch.equal(apply_global(hazy, dehazing_params(0.8, airlight)), whole)
+
+
+def test_blend_weighs_the_dehazed_image_like_a_lora_and_keeps_omega_and_airlight(photo):
+    _, hazy, airlight = hazy_scene()
+    plain = random_adapter(10)(thumbnail(photo))
+    blended = GlobalParams.blend([(0.5, dehazing_params(0.8, airlight)), (1.0, plain)])
+    assert torch.allclose(blended.dehaze_weight, torch.tensor([[0.5]]))
+    assert torch.allclose(blended.omega, torch.tensor([[0.8]])) and torch.allclose(blended.airlight, airlight)
+    assert GlobalParams.blend([(1.0, plain)]).omega is None
+    # x + w (dehaze(x) - x): linear in the weight
+    half = apply_global(hazy, GlobalParams.blend([(0.5, dehazing_params(0.8, airlight))]))
+    full = apply_global(hazy, dehazing_params(0.8, airlight))
+    assert torch.allclose(half, 0.5 * (hazy + full), atol=1e-5)
+
+
+def test_a_dehazing_adapter_file_is_read_as_one(tmp_path, photo):
+    adapter = GlobalAdapter(dehaze=True)
+    torch.nn.init.normal_(adapter.dehaze_head.weight, std=0.05)
+    path = tmp_path / "haze.global.safetensors"
+    save_file({k: v.contiguous() for k, v in adapter.state_dict().items()}, str(path))
+    from uir_lora.bank.store import read_global_adapter
+
+    read = read_global_adapter(path)
+    assert read.dehaze
+    with torch.no_grad():
+        params = read(thumbnail(photo))
+        assert params.omega.shape == (1, 1) and 0 < float(params.omega) < adapter_module.MAX_OMEGA
+        assert torch.allclose(params.omega, adapter(thumbnail(photo)).omega)
+
+
+def test_the_shipped_haze_adapter_dehazes_a_photo_and_leaves_the_clear_one_nearly_alone():
+    skimage_data = pytest.importorskip("skimage.data")
+    photo = torch.from_numpy(skimage_data.astronaut().copy()).permute(2, 0, 1)[None].float() / 255
+    clear = torch.nn.functional.interpolate(photo, size=(192, 256), mode="area")
+    transmission = torch.linspace(0.8, 0.4, 192).view(1, 1, 192, 1)  # thicker towards the bottom
+    hazy = clear * transmission + torch.tensor([0.85, 0.88, 0.92]).view(1, 3, 1, 1) * (1 - transmission)
+    adapter = pipeline.load_bank(pipeline.DEFAULT_BANK).global_adapter("haze")
+    assert adapter is not None and adapter.dehaze
+    with torch.no_grad():
+        restored = apply_global(hazy, adapter(thumbnail(hazy)))
+        kept = apply_global(clear, adapter(thumbnail(clear)))
+    assert (restored - clear).abs().mean() < 0.6 * (hazy - clear).abs().mean()
+    assert (kept - clear).abs().mean() < 0.05 * (hazy - clear).abs().mean()

@@ -2,8 +2,9 @@
 # The global stage of the shipped bank: a global adapter for each whole-image kind, then those kinds' LoRAs
 # trained afresh through their adapters (the other LoRAs frozen), then adopted into the bank.
 #
-#   bash tools/train_global_stage.sh [BANK_DIR] [ADAPTER_MINUTES] [LORA_MINUTES]
-#       (defaults: lora_bank/embedded-ffdnet, 9, 26: about 40 minutes on two CPU cores; runs in runs/global/)
+#   bash tools/train_global_stage.sh [BANK_DIR] [ADAPTER_MINUTES] [LORA_MINUTES] [KIND ...]
+#       (defaults: lora_bank/embedded-ffdnet, 9, 26, low_light color_cast haze: about 45 minutes on two CPU
+#       cores; runs in runs/global/). The haze adapter also undoes the scattering model (--dehaze).
 #
 # Then measure on the independent check set before committing the bank:
 #   python benchmarks/wild.py --jobs 2 --doc docs/benchmarks.md
@@ -12,23 +13,27 @@ REPO="$(cd "$(dirname "$0")/.." && pwd)"
 BANK="$(realpath -m "${1:-$REPO/lora_bank/embedded-ffdnet}")"
 ADAPTER_MINUTES="${2:-9}"
 LORA_MINUTES="${3:-26}"
-# haze has an adapter too (python -m uir_lora.lab.train.global_stage --kind haze), not shipped: it over-corrects
-# light haze (docs/engine.md)
-KINDS=(low_light color_cast)
+shift $(( $# < 3 ? $# : 3 ))
+if [ $# -gt 0 ]; then KINDS=("$@"); else KINDS=(low_light color_cast haze); fi
 RUNS="$REPO/runs/global"
 PHOTOS="$REPO/data/train_photos"
 cd "$REPO"
 mkdir -p "$RUNS/adapters"
+for shipped in "$BANK"/*.global.safetensors; do  # the bank's other adapters, frozen, for the mixtures
+  if [ -e "$shipped" ]; then cp "$shipped" "$RUNS/adapters/$(basename "$shipped" .global.safetensors).safetensors"; fi
+done
 [ -d "$PHOTOS" ] || python tools/pack_training_photos.py
 for kind in "${KINDS[@]}"; do  # one thread each, side by side
+  extra=()
+  [ "$kind" = haze ] && extra=(--dehaze)
   python -m uir_lora.lab.train.global_stage --kind "$kind" --photos "$PHOTOS" --minutes "$ADAPTER_MINUTES" \
-    --threads 1 --out "$RUNS/adapters/$kind.safetensors" > "$RUNS/adapters/$kind.log" 2>&1 &
+    --threads 1 "${extra[@]}" --out "$RUNS/adapters/$kind.safetensors" > "$RUNS/adapters/$kind.log" 2>&1 &
 done
 wait
 rm -rf "$RUNS/bank"
-# noise level: a brightened dark photo carries amplified sensor noise; a colour cast does not
+# noise level: a brightened dark photo carries amplified sensor noise, a dehazed one some; a colour cast none
 python -m uir_lora.lab.train.joint --out "$RUNS/bank" --init "$BANK" --photos "$PHOTOS" --minutes "$LORA_MINUTES" \
   --batch 8 --crop 128 --global-stage "$RUNS/adapters" --train-kinds "${KINDS[@]}" --from-scratch \
-  --sigma low_light=15 > "$RUNS/joint.log" 2>&1
+  --sigma low_light=15 haze=5 > "$RUNS/joint.log" 2>&1
 python tools/adopt_loras.py "$RUNS/bank" "$BANK" "${KINDS[@]}" --force
 python tools/validate_bank.py "$BANK" "${KINDS[@]}"   # the fixed validation split, through the global stage

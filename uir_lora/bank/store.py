@@ -71,10 +71,11 @@ def read_lora_file(path: Path) -> dict[str, torch.Tensor]:
 
 
 def read_global_adapter(path: Path) -> GlobalAdapter:
-    """A global adapter file (checked like a LoRA file), frozen, in float32."""
-    adapter = GlobalAdapter()
+    """A global adapter file (checked like a LoRA file), frozen, in float32; one that dehazes has its head's keys."""
+    state = read_lora_file(path)
+    adapter = GlobalAdapter(dehaze=any(key.startswith("dehaze_head.") for key in state))
     try:
-        adapter.load_state_dict({key: tensor.float() for key, tensor in read_lora_file(path).items()}, strict=True)
+        adapter.load_state_dict({key: tensor.float() for key, tensor in state.items()}, strict=True)
     except RuntimeError as exc:
         raise BankError(f"{path}: not a global adapter of this version ({str(exc)[:200]}); re-train it "
                         f"with python -m uir_lora.lab.train.global_stage") from exc

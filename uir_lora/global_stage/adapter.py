@@ -8,7 +8,11 @@ the colours of the scenes they trained on instead. Each kind may therefore carry
 - a monotone tone curve per channel (``KNOTS`` values on an even grid of input levels) and a 3×3 colour
   matrix, then
 - a coarse ``GRID`` × ``GRID`` field of per-channel gain and offset, bilinearly interpolated, for what
-  varies across the image (haze thickens with depth, vignetting, uneven light).
+  varies across the image (vignetting, uneven light);
+- for haze (an adapter built with ``dehaze=True``), first the scattering model undone: I = J t + A (1 - t),
+  with the airlight ``A`` and the strength ``omega`` predicted from the thumbnail and the transmission
+  ``t = 1 - omega * dark channel`` of the image itself, refined by a guided filter, so it follows depth
+  edges that an 8×8 field cannot (He, Sun and Tang's dark channel prior, with its strength learned).
 
 The stage is the identity when no kind with a global adapter is active. It composes like the LoRAs:
 parameters = identity + sum_i s_i (parameters_i - identity), the paper's x_out = f0(x) + sum_i s_i f_i(x)
@@ -25,6 +29,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from kornia.filters import box_blur
 from torch import nn
 
 THUMBNAIL = 64
@@ -35,6 +40,11 @@ MAX_LOG_GAIN = 3.0
 ROW_BAND = 256
 """Rows transformed at a time, so a 12-megapixel photo needs no full-size coefficient maps."""
 QUANTILES = torch.linspace(0.02, 0.98, 13)
+DEHAZE_SIDE = 256
+"""Longest side at which the transmission is estimated; its coefficients are then applied at full size."""
+MIN_TRANSMISSION = 0.1
+MAX_OMEGA = 0.95
+"""The dark channel prior's usual cap: some haze is kept, so distant objects still look distant."""
 _SOFTPLUS_ONE = math.log(math.e - 1.0)  # softplus(_SOFTPLUS_ONE) == 1: a zero output is the identity curve
 
 
@@ -47,6 +57,12 @@ class GlobalParams:
     offset: torch.Tensor
     mix: torch.Tensor
     """[B,3,3] colour matrix after the curves: saturation and cross-channel casts that per-channel curves miss."""
+    omega: torch.Tensor | None = None
+    """[B,1] share of the dark channel read as haze; None where no adapter dehazes."""
+    airlight: torch.Tensor | None = None
+    """[B,3] the colour of the haze, in 0..1."""
+    dehaze_weight: torch.Tensor | None = None
+    """[B,1] how much of the dehazed image replaces the input (the composition's weight; 0: none)."""
 
     @staticmethod
     def identity(batch: int = 1, device: torch.device | str = "cpu") -> GlobalParams:
@@ -54,22 +70,36 @@ class GlobalParams:
         zeros = torch.zeros(batch, 3, GRID, GRID, device=device)
         return GlobalParams(curve, zeros, zeros.clone(), torch.eye(3, device=device).expand(batch, 3, 3).clone())
 
+    def dehazes(self) -> bool:
+        return self.omega is not None and bool((self.omega * self.dehaze_weight).any())
+
     def is_identity(self) -> bool:
         ident = GlobalParams.identity(self.curve.shape[0], self.curve.device)
         return bool(torch.equal(self.curve, ident.curve) and torch.equal(self.mix, ident.mix)
-                    and not self.log_gain.any() and not self.offset.any())
+                    and not self.log_gain.any() and not self.offset.any() and not self.dehazes())
 
     @staticmethod
     def blend(parts: Iterable[tuple[float, GlobalParams]], batch: int = 1) -> GlobalParams:
         """identity + sum_i w_i (p_i - identity): the composition rule of the LoRAs, in parameter space."""
         out = GlobalParams.identity(batch)
         curve, log_gain, offset, mix = out.curve, out.log_gain, out.offset, out.mix
+        omega = airlight = dehaze_weight = None
         for weight, params in parts:
             curve = curve + weight * (params.curve - out.curve)
             log_gain = log_gain + weight * params.log_gain
             offset = offset + weight * params.offset
             mix = mix + weight * (params.mix - out.mix)
-        return GlobalParams(curve, log_gain, offset, mix)
+            if params.omega is not None:
+                # the dehazed image enters by weight, x + w (dehaze(x) - x): the LoRAs' rule, linear in the
+                # output. Scaling omega instead removes far less than a w-th of the haze (t is 1 - omega d).
+                share = weight * params.dehaze_weight
+                dehaze_weight = share if dehaze_weight is None else dehaze_weight + share
+                omega = share * params.omega if omega is None else omega + share * params.omega
+                airlight = share * params.airlight if airlight is None else airlight + share * params.airlight
+        if omega is not None:  # several adapters that dehaze: their omega and airlight, averaged by weight
+            omega = omega / dehaze_weight.clamp_min(1e-8)
+            airlight = airlight / dehaze_weight.clamp_min(1e-8)
+        return GlobalParams(curve, log_gain, offset, mix, omega, airlight, dehaze_weight)
 
 
 def thumbnail(image: torch.Tensor) -> torch.Tensor:
@@ -77,24 +107,56 @@ def thumbnail(image: torch.Tensor) -> torch.Tensor:
     return F.adaptive_avg_pool2d(image.float(), THUMBNAIL)
 
 
-class GlobalAdapter(nn.Module):
-    """Thumbnail -> GlobalParams. About 70k parameters; its last layers start at zero (the identity)."""
+def dark_channel(image: torch.Tensor, patch: int) -> torch.Tensor:
+    """[B,1,H,W]: each pixel's smallest channel, then the smallest over a ``patch``-sized square (odd)."""
+    darkest = image.amin(dim=1, keepdim=True)
+    return -F.max_pool2d(-F.pad(darkest, [patch // 2] * 4, mode="replicate"), patch, stride=1)
 
-    def __init__(self, width: int = 32) -> None:
+
+def haze_cues(thumb: torch.Tensor) -> torch.Tensor:
+    """[B, 2 x QUANTILES]: quantiles of the dark channel and of the saturation. Haze lifts the one and
+    washes out the other, whatever the scene's colours; a clear photo's dark channel is near zero."""
+    dark = dark_channel(thumb, 3).flatten(1)
+    saturation = ((thumb.amax(dim=1) - thumb.amin(dim=1)) / thumb.amax(dim=1).clamp_min(1e-3)).flatten(1)
+    levels = QUANTILES.to(thumb.device)
+    return torch.cat((torch.quantile(dark, levels, dim=-1).T, torch.quantile(saturation, levels, dim=-1).T), dim=1)
+
+
+def estimated_airlight(thumb: torch.Tensor) -> torch.Tensor:
+    """[B,3]: the mean colour of the thumbnail's haziest 2 % (the largest dark channel), the prior's airlight."""
+    dark = dark_channel(thumb, 3).flatten(1)
+    count = max(1, dark.shape[1] // 50)
+    index = dark.topk(count, dim=1).indices
+    return torch.gather(thumb.flatten(2), 2, index[:, None].expand(-1, 3, -1)).mean(dim=-1)
+
+
+class GlobalAdapter(nn.Module):
+    """Thumbnail -> GlobalParams. About 70k parameters; its last layers start at zero (the identity).
+
+    ``dehaze=True`` adds the haze cues to the head's input and a head for ``omega`` and the airlight; a
+    file's keys say which it is (``dehaze_head.*``)."""
+
+    def __init__(self, width: int = 32, dehaze: bool = False) -> None:
         super().__init__()
         w = width
+        self.dehaze = dehaze
+        cues = 2 * QUANTILES.numel() if dehaze else 0
         self.trunk = nn.Sequential(
             nn.Conv2d(6, w // 2, 3, stride=2, padding=1), nn.ReLU(inplace=True),  # 32
             nn.Conv2d(w // 2, w, 3, stride=2, padding=1), nn.ReLU(inplace=True),  # 16
             nn.Conv2d(w, 2 * w, 3, stride=2, padding=1), nn.ReLU(inplace=True),  # 8
             nn.Conv2d(2 * w, 2 * w, 3, padding=1), nn.ReLU(inplace=True),
         )
-        self.global_head = nn.Sequential(nn.Linear(4 * w + 3 * QUANTILES.numel(), 2 * w), nn.ReLU(inplace=True),
-                                         nn.Linear(2 * w, 3 * KNOTS + 9))
+        self.global_head = nn.Sequential(nn.Linear(4 * w + 3 * QUANTILES.numel() + cues, 2 * w),
+                                         nn.ReLU(inplace=True), nn.Linear(2 * w, 3 * KNOTS + 9))
         self.local_head = nn.Conv2d(6 * w, 6, 1)
         for last in (self.global_head[-1], self.local_head):
             nn.init.zeros_(last.weight)
             nn.init.zeros_(last.bias)
+        if dehaze:  # omega starts at half its cap, the airlight at the prior's estimate
+            self.dehaze_head = nn.Linear(2 * w, 4)
+            nn.init.zeros_(self.dehaze_head.weight)
+            nn.init.zeros_(self.dehaze_head.bias)
 
     def forward(self, thumb: torch.Tensor) -> GlobalParams:
         # log-intensity beside the pixels: exposure is multiplicative, so the trunk sees it linearly
@@ -103,14 +165,23 @@ class GlobalAdapter(nn.Module):
         # each channel's histogram (as quantiles) beside the features: histogram equalisation's input, whatever
         # tone curve darkened the photo
         levels = torch.quantile(thumb.flatten(2), QUANTILES.to(thumb.device), dim=-1).permute(1, 0, 2).flatten(1)
-        head = self.global_head(torch.cat((pooled, levels), dim=1))
+        inputs = torch.cat((pooled, levels, haze_cues(thumb)) if self.dehaze else (pooled, levels), dim=1)
+        hidden = self.global_head[1](self.global_head[0](inputs))
+        head = self.global_head[2](hidden)
         raw, mix = head[:, : 3 * KNOTS].view(-1, 3, KNOTS), head[:, 3 * KNOTS:].view(-1, 3, 3)
         start = 0.25 * torch.tanh(raw[..., :1])
         steps = F.softplus(raw[..., 1:] + _SOFTPLUS_ONE) / (KNOTS - 1)
         curve = torch.cat((start, start + torch.cumsum(steps, dim=-1)), dim=-1)
         local = self.local_head(torch.cat((features, pooled[..., None, None].expand(-1, -1, GRID, GRID)), dim=1))
         mix = torch.eye(3, device=mix.device) + 0.5 * torch.tanh(mix)
-        return GlobalParams(curve, local[:, :3].clamp(-MAX_LOG_GAIN, MAX_LOG_GAIN), local[:, 3:], mix)
+        omega = airlight = weight = None
+        if self.dehaze:
+            raw_haze = self.dehaze_head(hidden)
+            omega = MAX_OMEGA * torch.sigmoid(raw_haze[:, :1])
+            airlight = (estimated_airlight(thumb) * torch.exp(0.25 * torch.tanh(raw_haze[:, 1:]))).clamp(0.05, 1.0)
+            weight = torch.ones_like(omega)
+        return GlobalParams(curve, local[:, :3].clamp(-MAX_LOG_GAIN, MAX_LOG_GAIN), local[:, 3:], mix, omega, airlight,
+                            weight)
 
 
 def apply_curve(image: torch.Tensor, curve: torch.Tensor) -> torch.Tensor:
@@ -125,33 +196,75 @@ def apply_curve(image: torch.Tensor, curve: torch.Tensor) -> torch.Tensor:
     return (low + frac * (high - low)).view(b, c, h, w)
 
 
-def _field(params: GlobalParams, rows: slice, height: int, width: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Gain and offset at the pixels of ``rows``, bilinear between the grid cells' centres."""
-    start, stop = rows.start, rows.stop
-    ys = (torch.arange(start, stop, dtype=torch.float32) + 0.5) / height * 2 - 1
+def _sample_rows(maps: torch.Tensor, rows: slice, height: int, width: int) -> torch.Tensor:
+    """Coarse ``maps`` [B,C,h,w] spread over a ``height`` x ``width`` image, bilinearly, at the pixels of ``rows``."""
+    ys = (torch.arange(rows.start, rows.stop, dtype=torch.float32) + 0.5) / height * 2 - 1
     xs = (torch.arange(width, dtype=torch.float32) + 0.5) / width * 2 - 1
     grid = torch.stack(torch.meshgrid(ys, xs, indexing="ij")[::-1], dim=-1)
-    grid = grid.to(params.offset.device)[None].expand(params.offset.shape[0], -1, -1, -1)
-    both = torch.cat((params.log_gain, params.offset), dim=1)
-    sampled = F.grid_sample(both, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    grid = grid.to(maps.device)[None].expand(maps.shape[0], -1, -1, -1)
+    return F.grid_sample(maps, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
+def _field(params: GlobalParams, rows: slice, height: int, width: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Gain and offset at the pixels of ``rows``, bilinear between the grid cells' centres."""
+    sampled = _sample_rows(torch.cat((params.log_gain, params.offset), dim=1), rows, height, width)
     return sampled[:, :3].exp(), sampled[:, 3:]
+
+
+def _odd(value: float) -> int:
+    return max(3, int(round(value)) // 2 * 2 + 1)
+
+
+def transmission_coefficients(image: torch.Tensor, params: GlobalParams) -> torch.Tensor:
+    """[B,2,h,w]: the linear coefficients (a, b) of a guided filter, so that t = a * grey(image) + b at any
+    pixel, estimated on the image shrunk to ``DEHAZE_SIDE``. He's fast guided filter, written by hand
+    because kornia's ``guided_blur`` returns the filtered map, not the coefficients to apply at full size."""
+    height, width = image.shape[-2:]
+    scale = min(1.0, DEHAZE_SIDE / max(height, width))
+    small = F.interpolate(image.float(), scale_factor=scale, mode="area") if scale < 1 else image.float()
+    side = max(small.shape[-2:])
+    hazy = small / params.airlight[..., None, None].clamp_min(0.05)
+    raw = 1.0 - params.omega[..., None, None] * dark_channel(hazy, _odd(side / 40))
+    grey = small.mean(dim=1, keepdim=True)
+    window = _odd(side / 8)
+    mean_grey, mean_raw = box_blur(grey, window), box_blur(raw, window)
+    covariance = box_blur(grey * raw, window) - mean_grey * mean_raw
+    variance = box_blur(grey * grey, window) - mean_grey * mean_grey
+    a = covariance / (variance + 1e-3)
+    b = mean_raw - a * mean_grey
+    return torch.cat((box_blur(a, window), box_blur(b, window)), dim=1)
+
+
+def _dehaze(band: torch.Tensor, params: GlobalParams, coefficients: torch.Tensor, rows: slice, height: int,
+            width: int) -> torch.Tensor:
+    ab = _sample_rows(coefficients, rows, height, width)
+    transmission = (ab[:, :1] * band.mean(dim=1, keepdim=True) + ab[:, 1:]).clamp(MIN_TRANSMISSION, 1.0)
+    airlight = params.airlight[..., None, None]
+    dehazed = (band - airlight) / transmission + airlight
+    return band + params.dehaze_weight[..., None, None] * (dehazed - band)
 
 
 def apply_global(image: torch.Tensor, params: GlobalParams, clamp: bool = True) -> torch.Tensor:
     """The global transform on the whole image [B,3,H,W], a band of rows at a time."""
     height, width = image.shape[-2:]
+    coefficients = transmission_coefficients(image, params) if params.dehazes() else None
     if torch.is_grad_enabled() and params.curve.requires_grad:  # training: small images, one band keeps the graph
-        return _transform(image, params, slice(0, height), clamp)
+        return _transform(image, params, slice(0, height), clamp, coefficients)
     out = torch.empty_like(image, dtype=torch.float32)
     for top in range(0, height, ROW_BAND):
         rows = slice(top, min(top + ROW_BAND, height))
-        out[..., rows, :] = _transform(image, params, rows, clamp)
+        out[..., rows, :] = _transform(image, params, rows, clamp, coefficients)
     return out
 
 
-def _transform(image: torch.Tensor, params: GlobalParams, rows: slice, clamp: bool) -> torch.Tensor:
-    gain, offset = _field(params, rows, *image.shape[-2:])
-    toned = torch.einsum("bij,bjhw->bihw", params.mix, apply_curve(image[..., rows, :].float(), params.curve))
+def _transform(image: torch.Tensor, params: GlobalParams, rows: slice, clamp: bool,
+               coefficients: torch.Tensor | None) -> torch.Tensor:
+    height, width = image.shape[-2:]
+    band = image[..., rows, :].float()
+    if coefficients is not None:  # the scattering model first: the haze lies over the scene's own colours
+        band = _dehaze(band, params, coefficients, rows, height, width).clamp(0, 1)
+    gain, offset = _field(params, rows, height, width)
+    toned = torch.einsum("bij,bjhw->bihw", params.mix, apply_curve(band, params.curve))
     band = gain * toned + offset
     return band.clamp(0, 1) if clamp else band
 

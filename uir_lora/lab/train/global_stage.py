@@ -48,6 +48,8 @@ class GlobalConfig:
     dark_scenes: float = 0.0
     """Share of photos first darkened (0.5-3 stops in linear light) and then taken as the clean target: night
     scenes and dim rooms are photos too, and the adapter must not brighten every dark photo to mid-grey."""
+    dehaze: bool = False
+    """Give the adapter the scattering model (haze cues, omega and airlight heads): for haze."""
     seed: int = 0
     threads: int = 0
 
@@ -83,7 +85,7 @@ def train_global(photos: Sequence[np.ndarray], cfg: GlobalConfig, log=print) -> 
     torch.manual_seed(cfg.seed)
     rng, np_rng = random.Random(cfg.seed), np.random.default_rng(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
-    adapter = GlobalAdapter()
+    adapter = GlobalAdapter(dehaze=cfg.dehaze)
     optimiser = torch.optim.AdamW(adapter.parameters(), lr=cfg.lr, weight_decay=1e-4)
     started, history, step = time.monotonic(), [], 0
     budget = cfg.minutes * 60
@@ -120,7 +122,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--photos", type=Path, nargs="+", required=True, help="folders of clean training photos")
     parser.add_argument("--out", type=Path, required=True, help="the adapter's .safetensors file")
     for name, default in asdict(GlobalConfig(kind="noise")).items():
-        if name != "kind":
+        if isinstance(default, bool):
+            parser.add_argument(f"--{name.replace('_', '-')}", action="store_true")
+        elif name != "kind":
             parser.add_argument(f"--{name.replace('_', '-')}", type=type(default), default=default)
     args = parser.parse_args(argv)
     cfg = GlobalConfig(**{k: v for k, v in vars(args).items() if k in GlobalConfig.__dataclass_fields__})
