@@ -80,7 +80,8 @@ class GlobalParams:
 
     @staticmethod
     def blend(parts: Iterable[tuple[float, GlobalParams]], batch: int = 1) -> GlobalParams:
-        """identity + sum_i w_i (p_i - identity): the composition rule of the LoRAs, in parameter space."""
+        """identity + sum_i w_i (p_i - identity): the composition rule of the LoRAs, in parameter space (the
+        dehazing part: in the output, see below)."""
         out = GlobalParams.identity(batch)
         curve, log_gain, offset, mix = out.curve, out.log_gain, out.offset, out.mix
         omega = airlight = dehaze_weight = None
@@ -133,8 +134,9 @@ def estimated_airlight(thumb: torch.Tensor) -> torch.Tensor:
 class GlobalAdapter(nn.Module):
     """Thumbnail -> GlobalParams. About 70k parameters; its last layers start at zero (the identity).
 
-    ``dehaze=True`` adds the haze cues to the head's input and a head for ``omega`` and the airlight; a
-    file's keys say which it is (``dehaze_head.*``)."""
+    ``dehaze=True`` adds the haze cues to the head's input and a head for ``omega`` and the airlight (which
+    starts at the plain dark channel prior, not the identity: training begins from a dehazer); a file's
+    keys say which it is (``dehaze_head.*``)."""
 
     def __init__(self, width: int = 32, dehaze: bool = False) -> None:
         super().__init__()
