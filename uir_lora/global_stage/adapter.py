@@ -114,18 +114,19 @@ def dark_channel(image: torch.Tensor, patch: int) -> torch.Tensor:
     return -F.max_pool2d(-F.pad(darkest, [patch // 2] * 4, mode="replicate"), patch, stride=1)
 
 
-def haze_cues(thumb: torch.Tensor) -> torch.Tensor:
-    """[B, 2 x QUANTILES]: quantiles of the dark channel and of the saturation. Haze lifts the one and
-    washes out the other, whatever the scene's colours; a clear photo's dark channel is near zero."""
-    dark = dark_channel(thumb, 3).flatten(1)
+def haze_cues(thumb: torch.Tensor, dark: torch.Tensor) -> torch.Tensor:
+    """[B, 2 x QUANTILES]: quantiles of the thumbnail's dark channel ``dark`` and of its saturation. Haze lifts
+    the one and washes out the other, whatever the scene's colours; a clear photo's dark channel is near zero."""
+    dark = dark.flatten(1)
     saturation = ((thumb.amax(dim=1) - thumb.amin(dim=1)) / thumb.amax(dim=1).clamp_min(1e-3)).flatten(1)
     levels = QUANTILES.to(thumb.device)
     return torch.cat((torch.quantile(dark, levels, dim=-1).T, torch.quantile(saturation, levels, dim=-1).T), dim=1)
 
 
-def estimated_airlight(thumb: torch.Tensor) -> torch.Tensor:
-    """[B,3]: the mean colour of the thumbnail's haziest 2 % (the largest dark channel), the prior's airlight."""
-    dark = dark_channel(thumb, 3).flatten(1)
+def estimated_airlight(thumb: torch.Tensor, dark: torch.Tensor) -> torch.Tensor:
+    """[B,3]: the mean colour of the thumbnail's haziest 2 % (the largest of its dark channel ``dark``), the
+    prior's airlight."""
+    dark = dark.flatten(1)
     count = max(1, dark.shape[1] // 50)
     index = dark.topk(count, dim=1).indices
     return torch.gather(thumb.flatten(2), 2, index[:, None].expand(-1, 3, -1)).mean(dim=-1)
@@ -167,7 +168,8 @@ class GlobalAdapter(nn.Module):
         # each channel's histogram (as quantiles) beside the features: histogram equalisation's input, whatever
         # tone curve darkened the photo
         levels = torch.quantile(thumb.flatten(2), QUANTILES.to(thumb.device), dim=-1).permute(1, 0, 2).flatten(1)
-        inputs = torch.cat((pooled, levels, haze_cues(thumb)) if self.dehaze else (pooled, levels), dim=1)
+        dark = dark_channel(thumb, 3) if self.dehaze else None
+        inputs = torch.cat((pooled, levels, haze_cues(thumb, dark)) if self.dehaze else (pooled, levels), dim=1)
         hidden = self.global_head[1](self.global_head[0](inputs))
         head = self.global_head[2](hidden)
         raw, mix = head[:, : 3 * KNOTS].view(-1, 3, KNOTS), head[:, 3 * KNOTS:].view(-1, 3, 3)
@@ -180,7 +182,8 @@ class GlobalAdapter(nn.Module):
         if self.dehaze:
             raw_haze = self.dehaze_head(hidden)
             omega = MAX_OMEGA * torch.sigmoid(raw_haze[:, :1])
-            airlight = (estimated_airlight(thumb) * torch.exp(0.25 * torch.tanh(raw_haze[:, 1:]))).clamp(0.05, 1.0)
+            correction = torch.exp(0.25 * torch.tanh(raw_haze[:, 1:]))
+            airlight = (estimated_airlight(thumb, dark) * correction).clamp(0.05, 1.0)
             weight = torch.ones_like(omega)
         return GlobalParams(curve, local[:, :3].clamp(-MAX_LOG_GAIN, MAX_LOG_GAIN), local[:, 3:], mix, omega, airlight,
                             weight)
