@@ -7,7 +7,9 @@ Every measured function runs once untimed (first-call work: attaching the bank, 
 encoder), then ``--repeats`` interleaved repeats (bare, route, ..., bare, route, ...) so that a change
 of load on a shared machine hits every row alike; each row is the median over the repeats, with the
 spread (min-max). The headline ratio is the median of the per-repeat ratios pipeline / bare. The
-4000x3000 image runs in a child process so its peak RSS is its own.
+worst case adds every global adapter of the bank (haze's dehazing included) to the routed LoRAs: the
+most a restore of this bank can cost. The 4000x3000 image runs in a child process per case so each
+peak RSS is its own.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ from uir_lora.errors import UIRError
 from uir_lora.lab.evaluate.harness import bare_restore
 from uir_lora.lab.evaluate.publish import SPEED_JSON, commit, stamp, write_json
 from uir_lora.lab.evaluate.report import replace_section
-from uir_lora.sampler.restore import SamplerOptions, restore_batch
+from uir_lora.sampler.restore import SamplerOptions, global_stage, restore_batch
 from uir_lora.sampler.tiling import count_tiles
 
 CPU_CLOCK = True  # set False for GPU runs (main)
@@ -93,6 +95,18 @@ def photo(size: tuple[int, int], seed: int = 0) -> torch.Tensor:
     return degrade(image, ["noise", "jpeg"], generator=torch.Generator().manual_seed(seed), severity=0.5)
 
 
+def global_kinds(bank: LoraBank) -> list[str]:
+    """The bank's kinds with a global adapter."""
+    return [entry.name for entry in bank.manifest.loras if entry.global_stage]
+
+
+def worst_case(backbone, bank: LoraBank, x: torch.Tensor, options: SamplerOptions | None = None) -> torch.Tensor:
+    """Route, then restore with the routed LoRAs and every global adapter of the bank at 0.5 on top."""
+    (routing,) = pipeline.estimate(bank, x)
+    weights = {**routing.weights, **{kind: 0.5 for kind in global_kinds(bank)}}
+    return pipeline.restore(x, backbone, bank, manual=weights, mode="manual", options=options)[0]
+
+
 def small_image_timings(backbone, bank, repeats: int, sync) -> dict:
     """512² timings: bare backbone, router, composition, full pipeline, fused vs unfused, switching."""
     x = photo((512, 512))
@@ -117,6 +131,10 @@ def small_image_timings(backbone, bank, repeats: int, sync) -> dict:
         "unfused_s": lambda: restore_batch(backbone, x, [unfused]),
         "switch_per_image_s": switching(backbone, bank),
     }
+    if global_kinds(bank):
+        every_adapter = pipeline.compose(bank, None, {kind: 0.5 for kind in global_kinds(bank)}, "manual")
+        functions["global_s"] = lambda: global_stage(x, every_adapter)
+        functions["worst_s"] = lambda: worst_case(backbone, bank, x)
     load_before = os.getloadavg()
     times = interleaved(functions, repeats, sync)
     times["switch_per_image_s"] = [t / 4 for t in times["switch_per_image_s"]]
@@ -130,7 +148,11 @@ def small_image_timings(backbone, bank, repeats: int, sync) -> dict:
         weights={k: round(v, 3) for k, v in composition.weights.items()},
         per_megapixel_s=statistics.median(times["pipeline_s"]) / (512 * 512 / 1e6),
         switch_reloaded=False,
+        global_kinds=global_kinds(bank),
     )
+    if "worst_s" in times:
+        worst = [w / b for w, b in zip(times["worst_s"], times["bare_s"])]
+        results.update(worst_ratio=statistics.median(worst), worst_ratio_spread=[min(worst), max(worst)])
     adapters = list(backbone.adapter_names())
     functions["switch_per_image_s"]()
     results["switch_reloaded"] = backbone.adapter_names() != adapters
@@ -150,15 +172,20 @@ def switching(backbone, bank) -> Callable[[], None]:
     return run
 
 
-def big_image(tile: int, bank_name: str) -> dict:
-    """One 4000x3000 image through the whole pipeline with tiles (run in a child process)."""
+def big_image(tile: int, bank_name: str, worst: bool = False) -> dict:
+    """One 4000x3000 image through the whole pipeline with tiles (run in a child process); ``worst``: with every
+    global adapter of the bank as well."""
     backbone = pipeline.default_backbone()
     with tempfile.TemporaryDirectory() as tmp:
         bank, _ = get_bank(bank_name, Path(tmp), backbone)
         x = photo((3000, 4000))
         rss_before = peak_rss_gb()
         start, cpu_start = time.perf_counter(), time.process_time()
-        out, _ = pipeline.restore(x, backbone, bank, options=SamplerOptions(tile=tile))
+        options = SamplerOptions(tile=tile)
+        if worst:
+            out = worst_case(backbone, bank, x, options)
+        else:
+            out = pipeline.restore(x, backbone, bank, options=options)[0]
         seconds, cpu = time.perf_counter() - start, time.process_time() - cpu_start
     tiles = count_tiles(3000, 4000, tile, backbone.tile_overlap, backbone.size_multiple)
     return {"seconds": seconds, "cpu_seconds": cpu, "tiles": tiles, "tile": tile,
@@ -166,7 +193,7 @@ def big_image(tile: int, bank_name: str) -> dict:
 
 
 def speed_markdown(result: dict) -> str:
-    s, big = result["small"], result.get("big_image", {})
+    s = result["small"]
     bare = s["bare_s"]
 
     def row(label: str, key: str, digits: int = 0) -> str:
@@ -184,7 +211,7 @@ def speed_markdown(result: dict) -> str:
         + (f"; load average {load[0]:.1f} before, {load[3]:.1f} after (2 cores)." if load else "."), "",
         "| 512² image | median | spread | vs bare backbone |", "|---|---|---|---|",
         row("bare backbone (FFDNet, no LoRA)", "bare_s"),
-        row("router alone (encoder + cosine + top-K)", "route_s"),
+        row("router alone (encoder + s_o = d·B + top-K)", "route_s"),
         row("router's encoder alone (4 crops + their high-pass residuals)", "encoder_s"),
         row("composition alone (merge top-K into the weights and restore)", "compose_s", 1),
         f"| **full pipeline** (route + fused composition + backbone) | {1000 * s['pipeline_s']:.0f} ms | "
@@ -192,17 +219,31 @@ def speed_markdown(result: dict) -> str:
         f"**{s['routing_composition_ratio']:.2f}×** (per repeat {low:.2f}–{high:.2f}) |",
         row("fused composition, backbone pass", "fused_s"),
         row("unfused composition (peft adapters beside the weights)", "unfused_s"),
-        row("switching weights per image (4 images, other weights each, no reload)", "switch_per_image_s"), "",
+        row("switching weights per image (4 images, other weights each, no reload)", "switch_per_image_s"),
+    ]
+    if "worst_s" in s:
+        kinds = ", ".join(s["global_kinds"])
+        low, high = s["worst_ratio_spread"]
+        lines += [
+            row(f"global stage alone (every global adapter at once: {kinds})", "global_s", 1),
+            f"| **worst case** (route + every global adapter + the routed LoRAs fused + backbone) | "
+            f"{1000 * s['worst_s']:.0f} ms | {1000 * s['spread']['worst_s'][0]:.0f}–"
+            f"{1000 * s['spread']['worst_s'][1]:.0f} | **{s['worst_ratio']:.2f}×** (per repeat {low:.2f}–{high:.2f}) |",
+        ]
+    lines += [
+        "",
         f"- The full pipeline's ratio is the median of the per-repeat ratios pipeline / bare. Full pipeline per "
         f"megapixel: **{s['per_megapixel_s']:.2f} s/MP**; router weights on the test image: {s['weights']}; "
         f"adapters re-loaded while switching: {s['switch_reloaded']}.",
         f"- Peak RSS of the 512² run (process, incl. torch and the encoder): {result['small_peak_rss_gb']:.2f} GB.",
     ]
-    if big:
-        lines.append(f"- **4000×3000** through {big['tiles']} tiles of {big['tile']}²: {big['cpu_seconds']:.0f} s CPU "
-                     f"({big['seconds']:.0f} s wall on the shared machine), peak "
-                     f"RSS **{big['peak_rss_gb']:.2f} GB** ({big['rss_before_gb']:.2f} GB before the restore: "
-                     f"torch, the encoder and the 144 MB input); output finite: {big['finite']}.")
+    for key, what in (("big_image", "routed"), ("big_image_worst", "worst case, every global adapter too")):
+        big = result.get(key)
+        if big:
+            lines.append(f"- **4000×3000**, {what}, through {big['tiles']} tiles of {big['tile']}²: "
+                         f"{big['cpu_seconds']:.0f} s CPU ({big['seconds']:.0f} s wall on the shared machine), peak "
+                         f"RSS **{big['peak_rss_gb']:.2f} GB** ({big['rss_before_gb']:.2f} GB before the restore: "
+                         f"torch, the encoder and the 144 MB input); output finite: {big['finite']}.")
     lines.append("- GPU: not measured yet; on a CUDA machine run "
                  "`python benchmarks/speed.py --device cuda --dtype bf16 --out /tmp/gpu` (SD-Turbo: docs/sd_turbo.md).")
     return "\n".join(lines)
@@ -219,10 +260,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dtype", choices=("fp32", "bf16", "fp16"), default="fp32")
     parser.add_argument("--skip-big", action="store_true", help="skip the 4000x3000 image")
     parser.add_argument("--big-only", action="store_true", help=argparse.SUPPRESS)  # the child process
+    parser.add_argument("--worst", action="store_true", help=argparse.SUPPRESS)  # the child's case
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     if args.big_only:
-        print(json.dumps(big_image(args.tile, args.bank)))
+        print(json.dumps(big_image(args.tile, args.bank, args.worst)))
         return 0
     revision = commit()  # the code that runs, before any edit made meanwhile
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[args.dtype]
@@ -242,8 +284,9 @@ def main(argv: list[str] | None = None) -> int:
     if not args.skip_big and args.device == "cpu":
         command = [sys.executable, __file__, "--big-only", "--threads", str(args.threads), "--tile", str(args.tile),
                    "--bank", args.bank]
-        child = subprocess.run(command, capture_output=True, text=True, check=True)
-        result["big_image"] = json.loads(child.stdout.strip().splitlines()[-1])
+        for key, extra in (("big_image", []), ("big_image_worst", ["--worst"])):
+            child = subprocess.run(command + extra, capture_output=True, text=True, check=True)
+            result[key] = json.loads(child.stdout.strip().splitlines()[-1])
     write_json(args.out / SPEED_JSON, result)
     replace_section(args.out / "benchmarks.md", "speed", speed_markdown(result))
     print(speed_markdown(result))

@@ -103,3 +103,19 @@ def test_the_trunk_holds_ordinary_tensors():
     trunk = router_encoder._trunk(max(EncoderSpec().blocks))
     assert not any(p.is_inference() for p in trunk.parameters())
     assert all(p.is_contiguous(memory_format=torch.channels_last) for p in trunk.parameters() if p.ndim == 4)
+
+
+def test_a_restore_hashes_the_manifest_once_per_step_not_once_per_lora(embedded_backbone, monkeypatch, photo):
+    """The bank's key hashes the whole manifest (a presence router's is hundreds of KB); per LoRA it cost a third
+    of a 512² restore. Routing and attaching need it once each."""
+    from uir_lora import pipeline
+    from uir_lora.bank.store import LoraBank
+
+    bank = pipeline.load_bank()
+    assert len(bank.manifest.loras) > 3
+    calls = []
+    original = LoraBank.key.fget
+    monkeypatch.setattr(LoraBank, "key", property(lambda self: calls.append(1) or original(self)))
+    pipeline.restore(photo[..., :64, :64], embedded_backbone, bank)
+    assert 1 <= len(calls) <= 2, f"the manifest was hashed {len(calls)} times for one restore"
+    assert set(bank.peft_names().values()) <= set(embedded_backbone.adapter_names())

@@ -107,12 +107,15 @@ class LoraBank:
         peft uses adapter names as module keys, which must not contain dots: the manifest's name is
         reduced to letters, digits and underscores here.
         """
-        digest = hashlib.sha256((self.root.as_posix() + str(self.manifest.to_json())).encode()).hexdigest()
+        # the dataclasses' repr holds the whole manifest, embeddings included, at a third of to_json's cost
+        digest = hashlib.sha256((self.root.as_posix() + repr(self.manifest)).encode()).hexdigest()
         return f"{re.sub(r'[^0-9A-Za-z_]', '_', self.manifest.name)[:40]}_{digest[:8]}"
 
-    def adapter_name(self, lora: str) -> str:
-        self.manifest.lora(lora)  # raises with the list of names if unknown
-        return f"{self.key}__{lora}"
+    def peft_names(self) -> dict[str, str]:
+        """{LoRA name: its adapter's name in the backbone} for every LoRA, from one hash of the manifest (a
+        presence router's manifest is hundreds of KB: hashing it per LoRA cost a third of a 512² restore)."""
+        key = self.key
+        return {entry.name: f"{key}__{entry.name}" for entry in self.manifest.loras}
 
     def lora_path(self, entry: LoraEntry) -> Path:
         """The entry's file inside the bank folder; a symlink pointing out of the bank is refused."""
@@ -164,7 +167,7 @@ class LoraBank:
         with backbone_lock(backbone):
             self.check_backbone(backbone)
             sources = backbone.__dict__.setdefault(_SOURCES_ATTRIBUTE, {})
-            names = {entry.name: self.adapter_name(entry.name) for entry in self.manifest.loras}
+            names = self.peft_names()
             present = set(backbone.adapter_names())
             signatures = {entry.name: file_signature(self.lora_path(entry)) for entry in self.manifest.loras
                           if self.lora_path(entry).is_file()}
