@@ -106,8 +106,8 @@ def test_the_trunk_holds_ordinary_tensors():
 
 
 def test_a_restore_hashes_the_manifest_once_per_step_not_once_per_lora(embedded_backbone, monkeypatch, photo):
-    """The bank's key hashes the whole manifest (a presence router's is hundreds of KB); per LoRA it cost a third
-    of a 512² restore. Routing and attaching need it once each."""
+    """The bank's key hashes the whole manifest, which a presence router makes large; routing and attaching need
+    it once each, not once per LoRA."""
     from uir_lora import pipeline
     from uir_lora.bank.store import LoraBank
 

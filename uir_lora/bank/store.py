@@ -107,13 +107,13 @@ class LoraBank:
         peft uses adapter names as module keys, which must not contain dots: the manifest's name is
         reduced to letters, digits and underscores here.
         """
-        # the dataclasses' repr holds the whole manifest, embeddings included, at a third of to_json's cost
+        # the dataclasses' repr holds the whole manifest, embeddings included, without to_json's deep copy
         digest = hashlib.sha256((self.root.as_posix() + repr(self.manifest)).encode()).hexdigest()
         return f"{re.sub(r'[^0-9A-Za-z_]', '_', self.manifest.name)[:40]}_{digest[:8]}"
 
     def peft_names(self) -> dict[str, str]:
-        """{LoRA name: its adapter's name in the backbone} for every LoRA, from one hash of the manifest (a
-        presence router's manifest is hundreds of KB: hashing it per LoRA cost a third of a 512² restore)."""
+        """{LoRA name: its adapter's name in the backbone} for every LoRA, from one hash of the manifest: a presence
+        router's manifest is large, and hashing it once per LoRA weighed on every restore."""
         key = self.key
         return {entry.name: f"{key}__{entry.name}" for entry in self.manifest.loras}
 
