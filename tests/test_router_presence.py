@@ -108,7 +108,7 @@ def test_fit_bank_presence_writes_the_router_and_leaves_lora_files(tmp_path, emb
                                                                   monkeypatch):
     monkeypatch.setattr(presence, "_views", lambda *args, **kwargs: [_scenes(4)])
     monkeypatch.setenv("UIR_LORA_CACHE", str(tmp_path / "cache"))
-    bank = make_random_bank(tmp_path, embedded_backbone, names=("noise", "haze", "clean", "scratches"),
+    bank = make_random_bank(tmp_path, embedded_backbone, names=("noise", "haze", "clean", "scratches", "poisson_noise"),
                             dim=encoder_dim)
     files = _file_hashes(bank)
     config = presence.PresenceData(examples=60, whole_share=0.0, mixture_share=0.2, clean_share=0.3)
@@ -123,6 +123,7 @@ def test_fit_bank_presence_writes_the_router_and_leaves_lora_files(tmp_path, emb
     assert manifest.router.calibration["examples"] == 60
     assert {name: digest for name, digest in _file_hashes(bank).items() if name != presence.EXAMPLES_FILE} == files
     assert manifest.router.examples == presence.EXAMPLES_FILE, "a sample of the examples is kept for `bank add`"
+    assert manifest.router.alternatives == [["noise", "poisson_noise"]], "the two noise heads share one place"
     kept = presence.read_examples(bank, manifest.router.examples, encoder_dim)
     assert kept.shape == (60, encoder_dim) and kept.abs().mean() > 0.1  # standardised features, not zeros
     assert list((tmp_path / "cache").glob("presence-*.safetensors")), "features are cached"
@@ -130,7 +131,8 @@ def test_fit_bank_presence_writes_the_router_and_leaves_lora_files(tmp_path, emb
     noisy = degrade(torch.from_numpy(_scenes(1)[0]).permute(2, 0, 1)[None].float() / 255, "noise",
                     generator=gen, severity=1.0)
     (routing,) = pipeline.estimate(open_bank(bank), noisy)
-    assert routing.best[0] == "noise"
+    assert routing.best[0] in ("noise", "poisson_noise")  # either head of the same damage
+    assert len({"noise", "poisson_noise"} & set(routing.weights)) == 1, "they share one place"
 
 
 def test_bank_add_places_a_new_kind_against_the_examples_kept_in_the_bank(tmp_path, embedded_backbone,
@@ -253,3 +255,50 @@ def test_bank_add_draws_few_negatives_when_the_bank_keeps_its_examples(tmp_path,
     assert len(fit.bank_add_negatives(bank, [photo], None, 0, references)) == fit.DRAWN_NEGATIVES_KEPT
     assert not asked, "the kept examples stand for the reference photos' negatives"
     assert len(fit.bank_add_negatives(bank, [photo], 7, 0, references)) == 7  # an explicit count is kept
+
+
+def test_alternatives_share_one_top_k_place_at_their_combined_presence(tmp_path, embedded_backbone, encoder_dim,
+                                                                      photo):
+    biases = {"noise": 0.0, "poisson_noise": -0.5, "haze": -1.0, "clean": -3.0}
+    rows = {name: [0.0] * encoder_dim + [bias] for name, bias in biases.items()}
+    bank = _logit_bank(tmp_path, embedded_backbone, encoder_dim, rows)
+    (alone,) = pipeline.estimate(open_bank(bank), photo)
+    assert set(alone.weights) == {"noise", "poisson_noise"}  # two noise heads take both places
+    manifest = read_manifest(bank)
+    manifest.router.alternatives = [["noise", "poisson_noise"]]
+    write_manifest(manifest, bank)
+    (routing,) = pipeline.estimate(open_bank(bank), photo)
+    sigmoid = {name: float(torch.sigmoid(torch.tensor(bias))) for name, bias in biases.items()}
+    assert routing.weights == pytest.approx({"noise": sigmoid["noise"] + sigmoid["poisson_noise"],
+                                             "haze": sigmoid["haze"]})  # the second place goes to haze
+    assert routing.similarities == pytest.approx(biases), "each head's own s_o is still reported"
+    assert json.loads((bank / "manifest.json").read_text())["router"]["alternatives"] == [["noise", "poisson_noise"]]
+
+
+def test_merged_alternatives_stay_below_one_and_keep_each_normalisation_consistent():
+    from uir_lora.router.router import merge_alternatives, normalise_top_k
+
+    sims = torch.tensor([[3.0, 4.0, -1.0, 0.5]])
+    merged = merge_alternatives(sims, [[0, 1]], 1.0, "sigmoid")
+    assert merged[0, 0] < -1e30 and 0 < torch.sigmoid(merged[0, 1]) < 1  # the weaker member is out
+    assert merged[0, 2:].tolist() == sims[0, 2:].tolist()
+    soft = merge_alternatives(sims, [[0, 1]], 0.5, "softmax")
+    whole = normalise_top_k(sims, 4, 0.5, "softmax")
+    assert normalise_top_k(soft, 3, 0.5, "softmax")[0, 1] == pytest.approx(float(whole[0, :2].sum()))
+    plain = merge_alternatives(torch.tensor([[0.2, -0.1, 0.3]]), [[0, 1]], 1.0, "sum")
+    assert plain[0, 0] == pytest.approx(0.2)  # negative similarities count as zero, as in the sum normalisation
+
+
+@pytest.mark.parametrize("groups, message", [
+    ([["noise"]], "groups of two or more"),
+    ("noise,poisson_noise", "groups of two or more"),
+    ([["noise", "Noise!"]], "is not a LoRA name"),
+    ([["noise", "haze"], ["haze", "clean"]], "names 'haze' twice"),
+])
+def test_a_manifest_refuses_malformed_alternatives(tmp_path, embedded_backbone, encoder_dim, groups, message):
+    bank = make_random_bank(tmp_path, embedded_backbone, dim=encoder_dim)
+    data = json.loads((bank / "manifest.json").read_text())
+    data["router"]["alternatives"] = groups
+    (bank / "manifest.json").write_text(json.dumps(data))
+    with pytest.raises(BankError, match=message):
+        read_manifest(bank)

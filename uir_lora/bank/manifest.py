@@ -117,6 +117,10 @@ class RouterDefaults:
     examples: str = ""
     """Presence routers: a *.safetensors file in the bank folder with a sample of the examples the heads were
     fitted on (standardised features and their kinds), against which `bank add` places a new kind; empty: none."""
+    alternatives: list[list[str]] = field(default_factory=list)
+    """Groups of LoRAs that undo the same damage (Gaussian and Poisson noise): top-K keeps only the strongest
+    of a group, at the group's combined weight, so the group takes one place and a mixture's other kind the
+    next (router.merge_alternatives). Names not in the bank are ignored; empty: every LoRA competes alone."""
 
 
 @dataclass
@@ -171,8 +175,9 @@ class Manifest:
                 del entry["global_stage"]
         if data["router"]["similarity"] == "cosine":  # the default: manifests written before it keep their bytes
             del data["router"]["similarity"]
-        if not data["router"]["examples"]:
-            del data["router"]["examples"]
+        for optional in ("examples", "alternatives"):  # empty: manifests written before them keep their bytes
+            if not data["router"][optional]:
+                del data["router"][optional]
         return data
 
 
@@ -388,6 +393,7 @@ def parse_manifest(data: Any, source: str = "manifest") -> Manifest:
     _check_specs(encoder, router, source)
     _check_trained(encoder, router, source)
     _bank_file_name(router.examples, "router.examples", source)
+    _check_alternatives(router.alternatives, source)
     for key in ("feature_mean", "feature_std"):
         if encoder.trained:  # its d is used as it is
             continue
@@ -410,6 +416,22 @@ def parse_manifest(data: Any, source: str = "manifest") -> Manifest:
         encoder=encoder, loras=loras, router=router, description=_description(data, source),
         format_version=version,
     )
+
+
+def _check_alternatives(groups: Any, where: str) -> None:
+    """router.alternatives: a list of groups of two or more LoRA names, each name in one group at most."""
+    shape = ("router.alternatives must be a list of groups of two or more LoRA names, "
+             'e.g. [["noise", "poisson_noise"]]')
+    if not isinstance(groups, list) or not all(isinstance(group, list) and len(group) >= 2 for group in groups):
+        raise BankError(f"{where}: {shape}, got {groups!r}")
+    seen: set[str] = set()
+    for group in groups:
+        for name in group:
+            if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name):
+                raise BankError(f"{where}: router.alternatives: {name!r} is not a LoRA name ({shape})")
+            if name in seen:
+                raise BankError(f"{where}: router.alternatives names {name!r} twice; each LoRA may be in one group")
+            seen.add(name)
 
 
 def presence_logit(encoder: EncoderSpec, router: RouterDefaults) -> bool:

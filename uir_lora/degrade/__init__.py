@@ -4,7 +4,8 @@
 order) to float images in [0, 1]; every random parameter comes from the given generator.
 """
 
-from .kinds import CANONICAL_ORDER, DEGRADATION_INFO, KINDS
+from .kinds import CANONICAL_ORDER, DEGRADATION_INFO, KINDS, SAME_DAMAGE
 from .registry import canonical_kinds, compatible, degrade, sample_mixture
 
-__all__ = ["CANONICAL_ORDER", "DEGRADATION_INFO", "KINDS", "canonical_kinds", "compatible", "degrade", "sample_mixture"]
+__all__ = ["CANONICAL_ORDER", "DEGRADATION_INFO", "KINDS", "SAME_DAMAGE", "canonical_kinds", "compatible", "degrade",
+           "sample_mixture"]

@@ -21,6 +21,10 @@ KINDS: tuple[str, ...] = (
     "color_cast",
 )
 
+# Kinds whose LoRAs undo the same damage: a presence router's heads split one such damage between them
+# (each saw the other's examples as negatives), so they share one top-K place (RouterDefaults.alternatives).
+SAME_DAMAGE: tuple[tuple[str, ...], ...] = (("noise", "poisson_noise"),)
+
 # Physical image-formation order: scene/atmosphere, then lens (drops, blur), then sampling,
 # then sensor noise, then compression. Mixtures are always applied in this order.
 CANONICAL_ORDER: tuple[str, ...] = (

@@ -142,6 +142,29 @@ def normalise_top_k(similarities: torch.Tensor, top_k: int, temperature: float, 
     return torch.zeros_like(similarities).scatter(-1, index, kept)
 
 
+def merge_alternatives(similarities: torch.Tensor, groups: list[list[int]], temperature: float,
+                       normalisation: str) -> torch.Tensor:
+    """[..., N] similarities with each group of alternatives (indices of LoRAs that undo the same damage)
+    folded into its strongest member, whose similarity becomes the group's; the others can no longer be
+    kept. The group's weight is what its members would have had together: for presence logits (sigmoid)
+    the sum of their presences, below one, since two heads trained on each other's examples as negatives
+    split one damage between them; for softmax the log-sum-exp; for plain sums the sum of the positive parts."""
+    merged = similarities.clone()
+    for group in groups:
+        members = similarities[..., group]
+        if normalisation == "sigmoid":
+            presence = torch.sigmoid(members / temperature).sum(dim=-1).clamp(max=1 - 1e-6)
+            combined = torch.logit(presence) * temperature
+        elif normalisation == "softmax":
+            combined = torch.logsumexp(members / temperature, dim=-1) * temperature
+        else:
+            combined = members.clamp_min(0).sum(dim=-1)
+        strongest = torch.tensor(group)[members.argmax(dim=-1)]
+        merged[..., group] = torch.finfo(merged.dtype).min  # below any similarity: never among the top K
+        merged.scatter_(-1, strongest.unsqueeze(-1), combined.unsqueeze(-1).to(merged.dtype))
+    return merged
+
+
 class Router:
     """Frozen encoder + the bank's embeddings B (one per LoRA) and feature standardisation."""
 
@@ -158,6 +181,9 @@ class Router:
             raise BankError(f"bank {manifest.name!r} records {manifest.encoder.dim}-d router features, but the "
                             f"encoder gives {self.encoder.dim}; re-run `uir-lora train-router` for this bank")
         self.names = manifest.names
+        self.alternatives = [[self.names.index(n) for n in group if n in self.names]
+                             for group in manifest.router.alternatives]
+        self.alternatives = [group for group in self.alternatives if len(group) >= 2]
         self.margins = torch.tensor([entry.route_margin for entry in manifest.loras])
         spec = manifest.encoder
         embeddings = torch.tensor([entry.embedding for entry in manifest.loras]).reshape(len(self.names), -1)
@@ -200,6 +226,11 @@ class Router:
         return unknown_mask(scores.similarities.max(dim=-1).values, scores.unknown, defaults.unknown_threshold,
                             defaults.unknown_margin, scores.residual, defaults.unknown_residual)
 
+    def weights(self, similarities: torch.Tensor, top_k: int, temperature: float, normalisation: str) -> torch.Tensor:
+        """The composition weights of s_o: the bank's alternatives merged, then top-K and ``normalisation``."""
+        merged = merge_alternatives(similarities, self.alternatives, temperature, normalisation)
+        return normalise_top_k(merged, top_k, temperature, normalisation)
+
     def route(
         self,
         images: torch.Tensor,
@@ -217,7 +248,7 @@ class Router:
         if images.ndim != 4 or images.shape[1] != 3:
             raise InputError(f"router expects images [B,3,H,W], got {tuple(images.shape)}")
         sims, unknown, residual = self.scores(images)
-        weights = normalise_top_k(sims, top_k, temperature, normalisation)
+        weights = self.weights(sims, top_k, temperature, normalisation)
         unknown_list = [None] * len(sims) if unknown is None else unknown.tolist()
         residual_list = [None] * len(sims) if residual is None else residual.tolist()
         results = [
@@ -232,7 +263,8 @@ class Router:
             for row_s, row_w, row_u, row_r in zip(sims, weights, unknown_list, residual_list)
         ]
         if self.logit:
-            for result, row in zip(results, torch.sigmoid(sims / temperature)):
+            merged = merge_alternatives(sims, self.alternatives, temperature, "sigmoid")
+            for result, row in zip(results, torch.sigmoid(merged / temperature)):
                 self._judge_presence(result, dict(zip(self.names, row.tolist())))
         return results
 

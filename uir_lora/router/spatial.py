@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 from ..errors import TEMPERATURE_RANGE, InputError, check_int, check_range
 from ..images import tile_starts
-from .router import Router, RoutingResult, normalise_top_k, unknown_mask
+from .router import Router, RoutingResult, unknown_mask
 
 DEFAULT_WINDOW = 192
 WINDOW_RANGE = (64, 4096)
@@ -166,7 +166,7 @@ def estimate_regions(
     sims = torch.cat([s.similarities for s in scored])
     unknown = None if router.unknown_embedding is None else torch.cat([s.unknown for s in scored])
     residual = None if router.subspace is None else torch.cat([s.residual for s in scored])
-    weights = normalise_top_k(sims, top_k, temperature, normalisation)
+    weights = router.weights(sims, top_k, temperature, normalisation)
     grid = (len(ys), len(xs))
     sims_grid = sims.T.reshape(-1, *grid)
     weights_grid = weights.T.reshape(-1, *grid)

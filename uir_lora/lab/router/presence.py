@@ -29,7 +29,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from ...degrade import KINDS, canonical_kinds, compatible
+from ...degrade import KINDS, SAME_DAMAGE, canonical_kinds, compatible
 from ...router.encoder import DegradationEncoder
 from ...router.trained import with_constant
 from .data import CLEAN, Standardisation, default_cache_dir
@@ -325,7 +325,7 @@ def fit_bank_presence(bank_dir: Path, config: PresenceData, seeds: Sequence[int]
     manifest.router = RouterDefaults(
         top_k=min(top_k, len(manifest.loras)), temperature=1.0, normalisation="sigmoid", similarity="logit",
         unknown_strength=manifest.router.unknown_strength, confidence_full=confidence_full, calibration=record,
-        examples=examples)
+        examples=examples, alternatives=[list(group) for group in SAME_DAMAGE if set(group) <= set(classes)])
     for entry in manifest.loras:
         entry.embedding = (by_class[entry.name].tolist() if entry.name in by_class
                            else placeholder_embedding(manifest.encoder, manifest.router))
