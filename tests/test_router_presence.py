@@ -272,6 +272,9 @@ def test_alternatives_share_one_top_k_place_at_their_combined_presence(tmp_path,
     assert routing.weights == pytest.approx({"noise": sigmoid["noise"] + sigmoid["poisson_noise"],
                                              "haze": sigmoid["haze"]})  # the second place goes to haze
     assert routing.similarities == pytest.approx(biases), "each head's own s_o is still reported"
+    for normalisation in ("sigmoid", "softmax", "sum"):  # a K as large as the bank still keeps one of the two
+        (every,) = pipeline.estimate(open_bank(bank), photo, top_k=4, normalisation=normalisation)
+        assert "poisson_noise" not in every.weights and "noise" in every.weights, normalisation
     assert json.loads((bank / "manifest.json").read_text())["router"]["alternatives"] == [["noise", "poisson_noise"]]
 
 

@@ -181,9 +181,8 @@ class Router:
             raise BankError(f"bank {manifest.name!r} records {manifest.encoder.dim}-d router features, but the "
                             f"encoder gives {self.encoder.dim}; re-run `uir-lora train-router` for this bank")
         self.names = manifest.names
-        self.alternatives = [[self.names.index(n) for n in group if n in self.names]
-                             for group in manifest.router.alternatives]
-        self.alternatives = [group for group in self.alternatives if len(group) >= 2]
+        groups = ([self.names.index(n) for n in group if n in self.names] for group in manifest.router.alternatives)
+        self.alternatives = [group for group in groups if len(group) >= 2]
         self.margins = torch.tensor([entry.route_margin for entry in manifest.loras])
         spec = manifest.encoder
         embeddings = torch.tensor([entry.embedding for entry in manifest.loras]).reshape(len(self.names), -1)
@@ -229,7 +228,8 @@ class Router:
     def weights(self, similarities: torch.Tensor, top_k: int, temperature: float, normalisation: str) -> torch.Tensor:
         """The composition weights of s_o: the bank's alternatives merged, then top-K and ``normalisation``."""
         merged = merge_alternatives(similarities, self.alternatives, temperature, normalisation)
-        return normalise_top_k(merged, top_k, temperature, normalisation)
+        competing = len(self.names) - sum(len(group) - 1 for group in self.alternatives)
+        return normalise_top_k(merged, min(top_k, competing), temperature, normalisation)
 
     def route(
         self,

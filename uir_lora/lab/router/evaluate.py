@@ -197,7 +197,6 @@ def _degrade_pair(image: torch.Tensor, name: str, *, generator: torch.Generator)
 
 def mixture_routing(bank_dir: Path, cache_dir: Path | None = None) -> dict:
     """Held-out mixed pairs, routing only: how often the top-K keeps both true kinds, and their weights."""
-    from ...router.router import normalise_top_k
     from ..evaluate.harness import MIXED_PAIRS
     from .data import encode_class, photo_crops, photo_split
 
@@ -212,8 +211,8 @@ def mixture_routing(bank_dir: Path, cache_dir: Path | None = None) -> dict:
         raw = encode_class(router.encoder, crops, "+".join(pair), _degrade_pair, EVAL_SEED + 7,
                            cache_key={"evalpair": list(pair), "crop_seed": EVAL_SEED + 1,
                                       "frame_sides": list(FRAME_SIDES)}, cache_dir=cache_dir)
-        weights = normalise_top_k(router.feature_scores(raw).similarities, min(defaults.top_k, len(manifest.names)),
-                                  defaults.temperature, defaults.normalisation)
+        weights = router.weights(router.feature_scores(raw).similarities, min(defaults.top_k, len(manifest.names)),
+                                 defaults.temperature, defaults.normalisation)
         first, second = (weights[:, manifest.names.index(kind)] for kind in pair)
         rows["+".join(pair)] = {"both_kept": float(((first > 0) & (second > 0)).float().mean()),
                                 "weight_first": float(first.mean()), "weight_second": float(second.mean()),

@@ -22,7 +22,6 @@ from ...bank.manifest import read_manifest, write_manifest
 from ...bank.store import open_bank
 from ...compose.composer import Composition
 from ...errors import BackboneError, InputError
-from ...router.router import normalise_top_k
 from ...sampler.restore import SamplerOptions, restore_batch
 from ..evaluate.harness import Case, default_cases, synthesise
 from ..evaluate.metrics import psnr
@@ -75,8 +74,8 @@ def sweep(bank_dir: Path, photos: Sequence[torch.Tensor], cases: Sequence[Case] 
             degraded, _ = synthesise(clean, case, SEED + 97 * index + number)
             sims = router.similarities(degraded)
             for top_k, temperature in combos:
-                weights = normalise_top_k(sims, min(top_k, len(router.names)),
-                                          learned if temperature is None else temperature, "softmax")[0]
+                weights = router.weights(sims, min(top_k, len(router.names)),
+                                         learned if temperature is None else temperature, "softmax")[0]
                 composition = Composition(bank=bank, weights={n: float(w) for n, w in zip(router.names, weights)
                                                               if w > 0})
                 restored = restore_batch(backbone, degraded, [composition], SamplerOptions())
