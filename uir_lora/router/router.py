@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from ..bank.manifest import NORMALISATIONS, Manifest, decode_matrix, presence_logit
 from ..errors import TEMPERATURE_RANGE, BankError, InputError, check_int, check_range
 from .encoder import DegradationEncoder
+from .noise_model import ARBITER_REASONS, ARBITERS
 from .trained import CLEAN, make_encoder, with_constant
 
 
@@ -143,14 +144,15 @@ def normalise_top_k(similarities: torch.Tensor, top_k: int, temperature: float, 
 
 
 def merge_alternatives(similarities: torch.Tensor, groups: list[list[int]], temperature: float,
-                       normalisation: str) -> torch.Tensor:
+                       normalisation: str, chosen: torch.Tensor | None = None) -> torch.Tensor:
     """[..., N] similarities with each group of alternatives (indices of LoRAs that undo the same damage)
-    folded into its strongest member, whose similarity becomes the group's; the others can no longer be
-    kept. The group's weight is what its members would have had together: for presence logits (sigmoid)
-    the sum of their presences, below one, since two heads trained on each other's examples as negatives
-    split one damage between them; for softmax the log-sum-exp; for plain sums the sum of the positive parts."""
+    folded into one member, whose similarity becomes the group's; the others can no longer be kept. The
+    member is ``chosen`` [..., G] (a position in each group; -1 or None: the strongest head). The group's
+    weight is what its members would have had together: for presence logits (sigmoid) the sum of their
+    presences, below one, since two heads trained on each other's examples as negatives split one damage
+    between them; for softmax the log-sum-exp; for plain sums the sum of the positive parts."""
     merged = similarities.clone()
-    for group in groups:
+    for number, group in enumerate(groups):
         members = similarities[..., group]
         if normalisation == "sigmoid":
             presence = torch.sigmoid(members / temperature).sum(dim=-1).clamp(max=1 - 1e-6)
@@ -159,9 +161,12 @@ def merge_alternatives(similarities: torch.Tensor, groups: list[list[int]], temp
             combined = torch.logsumexp(members / temperature, dim=-1) * temperature
         else:
             combined = members.clamp_min(0).sum(dim=-1)
-        strongest = torch.tensor(group)[members.argmax(dim=-1)]
+        position = members.argmax(dim=-1)
+        if chosen is not None:
+            position = torch.where(chosen[..., number] >= 0, chosen[..., number], position)
+        member = torch.tensor(group)[position]
         merged[..., group] = torch.finfo(merged.dtype).min  # below any similarity: never among the top K
-        merged.scatter_(-1, strongest.unsqueeze(-1), combined.unsqueeze(-1).to(merged.dtype))
+        merged.scatter_(-1, member.unsqueeze(-1), combined.unsqueeze(-1).to(merged.dtype))
     return merged
 
 
@@ -225,9 +230,26 @@ class Router:
         return unknown_mask(scores.similarities.max(dim=-1).values, scores.unknown, defaults.unknown_threshold,
                             defaults.unknown_margin, scores.residual, defaults.unknown_residual)
 
-    def weights(self, similarities: torch.Tensor, top_k: int, temperature: float, normalisation: str) -> torch.Tensor:
-        """The composition weights of s_o: the bank's alternatives merged, then top-K and ``normalisation``."""
-        merged = merge_alternatives(similarities, self.alternatives, temperature, normalisation)
+    def alternative_choice(self, images: torch.Tensor) -> torch.Tensor | None:
+        """[B, G]: for each group of alternatives, the member that a measurement of the image picks (a position
+        in the group; -1: the strongest head decides), or None when no group has such a measurement
+        (``noise_model.ARBITERS``)."""
+        if not any(frozenset(self.names[i] for i in group) in ARBITERS for group in self.alternatives):
+            return None
+        choice = torch.full((images.shape[0], len(self.alternatives)), -1, dtype=torch.long)
+        for number, group in enumerate(self.alternatives):
+            members = [self.names[i] for i in group]
+            arbiter = ARBITERS.get(frozenset(members))
+            if arbiter is not None:
+                picks = arbiter(images)
+                choice[:, number] = torch.tensor([-1 if pick is None else members.index(pick) for pick in picks])
+        return choice
+
+    def weights(self, similarities: torch.Tensor, top_k: int, temperature: float, normalisation: str,
+                chosen: torch.Tensor | None = None) -> torch.Tensor:
+        """The composition weights of s_o: the bank's alternatives merged (into the ``chosen`` members, see
+        ``alternative_choice``; else the strongest heads), then top-K and ``normalisation``."""
+        merged = merge_alternatives(similarities, self.alternatives, temperature, normalisation, chosen)
         competing = len(self.names) - sum(len(group) - 1 for group in self.alternatives)
         return normalise_top_k(merged, min(top_k, competing), temperature, normalisation)
 
@@ -248,7 +270,8 @@ class Router:
         if images.ndim != 4 or images.shape[1] != 3:
             raise InputError(f"router expects images [B,3,H,W], got {tuple(images.shape)}")
         sims, unknown, residual = self.scores(images)
-        weights = self.weights(sims, top_k, temperature, normalisation)
+        chosen = self.alternative_choice(images)
+        weights = self.weights(sims, top_k, temperature, normalisation, chosen)
         unknown_list = [None] * len(sims) if unknown is None else unknown.tolist()
         residual_list = [None] * len(sims) if residual is None else residual.tolist()
         results = [
@@ -262,11 +285,22 @@ class Router:
             )
             for row_s, row_w, row_u, row_r in zip(sims, weights, unknown_list, residual_list)
         ]
+        if chosen is not None:
+            self._note_choices(results, sims, chosen)
         if self.logit:
-            merged = merge_alternatives(sims, self.alternatives, temperature, "sigmoid")
+            merged = merge_alternatives(sims, self.alternatives, temperature, "sigmoid", chosen)
             for result, row in zip(results, torch.sigmoid(merged / temperature)):
                 self._judge_presence(result, dict(zip(self.names, row.tolist())))
         return results
+
+    def _note_choices(self, results: list[RoutingResult], sims: torch.Tensor, chosen: torch.Tensor) -> None:
+        """Say so where a measurement of the image, not the stronger head, named a group's member."""
+        for result, row, picks in zip(results, sims, chosen):
+            for group, pick in zip(self.alternatives, picks.tolist()):
+                strongest = self.names[group[int(row[group].argmax())]]
+                if pick >= 0 and self.names[group[pick]] != strongest and self.names[group[pick]] in result.weights:
+                    result.notes.append(f"{self.names[group[pick]]} rather than {strongest}: "
+                                        f"{ARBITER_REASONS.get(self.names[group[pick]], 'measured on the image')}")
 
     def _judge_presence(self, result: RoutingResult, presence: dict[str, float]) -> None:
         """A presence router's own uncertainty: unknown when damage is likely but no kind is confident;

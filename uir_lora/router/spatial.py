@@ -166,7 +166,9 @@ def estimate_regions(
     sims = torch.cat([s.similarities for s in scored])
     unknown = None if router.unknown_embedding is None else torch.cat([s.unknown for s in scored])
     residual = None if router.subspace is None else torch.cat([s.residual for s in scored])
-    weights = router.weights(sims, top_k, temperature, normalisation)
+    chosen = router.alternative_choice(image)  # a property of the whole photo's noise, not of a region
+    chosen = None if chosen is None else chosen.expand(len(sims), -1)
+    weights = router.weights(sims, top_k, temperature, normalisation, chosen)
     grid = (len(ys), len(xs))
     sims_grid = sims.T.reshape(-1, *grid)
     weights_grid = weights.T.reshape(-1, *grid)
