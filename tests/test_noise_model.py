@@ -93,3 +93,12 @@ def test_the_router_gives_the_noise_group_to_the_member_the_noise_model_names(tm
     poisson = regions.names.index("poisson_noise")
     assert (regions.weights[poisson] > 0).all(), "every region follows the whole photo's noise"
     assert (regions.weights[regions.names.index("noise")] == 0).all()
+
+
+def test_the_shipped_bank_names_both_noises_on_a_photo_it_never_saw():
+    bank = pipeline.load_bank(pipeline.DEFAULT_BANK)
+    scene = _scene(side=256, seed=7)
+    (additive,) = pipeline.estimate(bank, _additive(scene, 25 / 255, True, seed=7))
+    (shot,) = pipeline.estimate(bank, _shot(scene, 20.0, False, seed=7))
+    assert max(additive.weights, key=additive.weights.get) == "noise"
+    assert max(shot.weights, key=shot.weights.get) == "poisson_noise"
