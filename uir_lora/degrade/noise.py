@@ -1,4 +1,4 @@
-"""Sensor noise: Gaussian (three spatial/chromatic structures) and Poisson-Gaussian.
+"""Sensor noise: Gaussian (four spatial/chromatic structures) and Poisson-Gaussian.
 
 Noise fields are drawn with ``torch.randn(generator=...)`` rather than
 ``kornia.augmentation.RandomGaussianNoise`` because the kornia augmentation uses the global RNG,
@@ -37,8 +37,10 @@ def _spatially_correlated(gen: torch.Generator, like: torch.Tensor) -> torch.Ten
 
 def gaussian_noise(image: torch.Tensor, severity: float, gen: torch.Generator) -> torch.Tensor:
     sigma = lerp(5.0, 50.0, severity) / 255.0
-    structure = choice(gen, ("iid", "channel", "spatial"), weights=(0.5, 0.25, 0.25))
-    if structure == "channel":
+    structure = choice(gen, ("iid", "channel", "spatial", "grey"), weights=(0.4, 0.2, 0.2, 0.2))
+    if structure == "grey":  # one field for all three channels: luminance noise left by chroma denoising
+        unit_noise = randn((1, 1, *image.shape[-2:]), gen, image).expand_as(image)
+    elif structure == "channel":
         unit_noise = _channel_correlated(gen, image)
     elif structure == "spatial":
         unit_noise = _spatially_correlated(gen, image)
