@@ -163,7 +163,8 @@ def merge_alternatives(similarities: torch.Tensor, groups: list[list[int]], temp
             combined = members.clamp_min(0).sum(dim=-1)
         position = members.argmax(dim=-1)
         if chosen is not None:
-            position = torch.where(chosen[..., number] >= 0, chosen[..., number], position)
+            pick = chosen[..., number].to(position.device)
+            position = torch.where(pick >= 0, pick, position)
         member = torch.tensor(group)[position]
         merged[..., group] = torch.finfo(merged.dtype).min  # below any similarity: never among the top K
         merged.scatter_(-1, member.unsqueeze(-1), combined.unsqueeze(-1).to(merged.dtype))
