@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from uir_lora import pipeline
 from uir_lora.bank.manifest import read_manifest, write_manifest
@@ -102,3 +104,15 @@ def test_the_shipped_bank_names_both_noises_on_a_photo_it_never_saw():
     (shot,) = pipeline.estimate(bank, _shot(scene, 20.0, False, seed=7))
     assert max(additive.weights, key=additive.weights.get) == "noise"
     assert max(shot.weights, key=shot.weights.get) == "poisson_noise"
+
+
+@settings(max_examples=30, deadline=None, database=None)
+@given(height=st.integers(1, 80), width=st.integers(1, 80), batch=st.integers(1, 3),
+       level=st.floats(0.0, 1.0), spread=st.floats(0.0, 1.0), seed=st.integers(0, 2**16))
+def test_any_image_gets_a_name_or_no_answer_never_an_error(height, width, batch, level, spread, seed):
+    gen = torch.Generator().manual_seed(seed)
+    images = (level + spread * (torch.rand(batch, 3, height, width, generator=gen) - 0.5)).clamp(0, 1)
+    names = noise_member(images)
+    assert len(names) == batch and set(names) <= {None, "noise", "poisson_noise"}
+    shares = shot_noise_share(images)
+    assert ((shares >= 0) & (shares <= 1) | shares.isnan()).all()
