@@ -189,6 +189,8 @@ class Router:
         self.names = manifest.names
         groups = ([self.names.index(n) for n in group if n in self.names] for group in manifest.router.alternatives)
         self.alternatives = [group for group in groups if len(group) >= 2]
+        self.arbiters = [ARBITERS.get(frozenset(self.names[i] for i in group)) for group in self.alternatives]
+        """Per group, the measurement of the image that picks its member (``noise_model.ARBITERS``), or None."""
         self.margins = torch.tensor([entry.route_margin for entry in manifest.loras])
         spec = manifest.encoder
         embeddings = torch.tensor([entry.embedding for entry in manifest.loras]).reshape(len(self.names), -1)
@@ -235,13 +237,12 @@ class Router:
         """[B, G]: for each group of alternatives, the member that a measurement of the image picks (a position
         in the group; -1: the strongest head decides), or None when no group has such a measurement
         (``noise_model.ARBITERS``)."""
-        if not any(frozenset(self.names[i] for i in group) in ARBITERS for group in self.alternatives):
+        if not any(self.arbiters):
             return None
         choice = torch.full((images.shape[0], len(self.alternatives)), -1, dtype=torch.long)
-        for number, group in enumerate(self.alternatives):
-            members = [self.names[i] for i in group]
-            arbiter = ARBITERS.get(frozenset(members))
+        for number, (group, arbiter) in enumerate(zip(self.alternatives, self.arbiters)):
             if arbiter is not None:
+                members = [self.names[i] for i in group]
                 picks = arbiter(images)
                 choice[:, number] = torch.tensor([-1 if pick is None else members.index(pick) for pick in picks])
         return choice
