@@ -81,3 +81,28 @@ def test_bank_default_top_k_larger_than_a_small_bank(tmp_path, embedded_backbone
     assert result.weights == {"noise": pytest.approx(1.0)}
     with pytest.raises(InputError, match="top_k"):
         estimate(one, photo, top_k=2)
+
+
+def test_conditioning_blends_in_variance(embedded_backbone, random_bank):
+    """A LoRA keeps its own noise level beside another kind, asks for part of its variance at partial weight,
+    and the blend stays in the backbone's range (Composition.conditioning and the joint trainer share it)."""
+    from uir_lora.compose.composer import Composition, blend_conditioning
+
+    noisy, mild = {"sigma": 0.2}, {"sigma": 0.04}
+
+    def sigma(*parts: tuple[float, dict]) -> float:
+        return blend_conditioning(embedded_backbone, parts)["sigma"]
+
+    assert sigma((1.0, noisy)) == pytest.approx(0.2)
+    assert sigma((1.0, noisy), (1.0, mild)) == pytest.approx((0.2**2 + 0.04**2) ** 0.5)
+    assert sigma((1.0, noisy), (1.0, mild)) > 0.2 > (0.2 + 0.04) / 2  # a weighted mean would halve it
+    assert sigma((0.25, noisy)) == pytest.approx(0.1)
+    assert sigma((3.0, noisy)) == pytest.approx(0.2)  # a manual weight above 1 asks for no more than the level
+    assert sigma((0.0, noisy)) == embedded_backbone.default_conditioning["sigma"]
+    assert sigma((1.0, {"sigma": 0.9}), (1.0, {"sigma": 0.9})) == embedded_backbone.conditioning_ranges["sigma"][1]
+    assert sigma((1.0, {})) == embedded_backbone.default_conditioning["sigma"]  # a LoRA without one: the default
+    names = random_bank.manifest.names[:2]
+    composition = Composition(bank=random_bank, weights={names[0]: 0.5, names[1]: 1.0})
+    expected = blend_conditioning(embedded_backbone, [(0.5, random_bank.manifest.lora(names[0]).conditioning),
+                                                      (1.0, random_bank.manifest.lora(names[1]).conditioning)])
+    assert composition.conditioning(embedded_backbone) == expected

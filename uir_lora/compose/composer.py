@@ -12,7 +12,7 @@ fused weights are restored from a snapshot (bit-exact, not by subtracting the de
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -45,22 +45,36 @@ class Composition:
         object.__setattr__(self, "weights", check_weights(self.weights, self.bank))
 
     def conditioning(self, backbone: Backbone) -> dict[str, float]:
-        """Blend the LoRAs' conditioning (e.g. FFDNet's sigma) by weight; the base default fills gaps."""
-        blended = dict(backbone.default_conditioning)
-        total = sum(abs(w) for w in self.weights.values())
-        if total == 0:
-            return blended
-        per_lora = {name: self.bank.manifest.lora(name).conditioning for name in self.weights}
-        for key in {k for cond in per_lora.values() for k in cond} | set(blended):
-            fallback = backbone.default_conditioning.get(key, 0.0)
-            blended[key] = sum(abs(w) * per_lora[name].get(key, fallback) for name, w in self.weights.items()) / total
-        return blended
-
+        """The LoRAs' recorded conditioning (e.g. FFDNet's sigma) blended by weight: ``blend_conditioning``."""
+        return blend_conditioning(backbone, [(weight, self.bank.manifest.lora(name).conditioning)
+                                             for name, weight in self.weights.items()])
 
     def global_adapters(self) -> list[tuple[float, GlobalAdapter]]:
         """(weight, global adapter) of the active kinds that have one (run by sampler.restore.global_stage)."""
         return [(weight, adapter) for name, weight in self.weights.items()
                 if (adapter := self.bank.global_adapter(name)) is not None]
+
+
+def blend_conditioning(backbone: Backbone, parts: Iterable[tuple[float, Mapping[str, float]]]) -> dict[str, float]:
+    """Each conditioning value of the composed network from the LoRAs' own, as ``(weight, conditioning)``.
+
+    A conditioning value is a level of damage the network is told to remove (FFDNet's sigma: a noise
+    standard deviation), and independent damage adds in variance: value = sqrt(sum_i min(1, |w_i|) c_i^2).
+    A LoRA keeps its own level when another kind joins it (noise + JPEG at weights 1 and 1 is denoised at
+    the noise LoRA's sigma, where a weighted mean halved it), and a LoRA at partial weight asks for part of
+    its variance. The backbone's default fills keys a LoRA does not record; the result stays in the
+    backbone's ``conditioning_ranges``.
+    """
+    parts = [(min(1.0, abs(weight)), values) for weight, values in parts if weight != 0]
+    blended = dict(backbone.default_conditioning)
+    if not parts:
+        return blended
+    for key in {k for _, values in parts for k in values} | set(blended):
+        fallback = backbone.default_conditioning.get(key, 0.0)
+        value = math.sqrt(sum(weight * values.get(key, fallback) ** 2 for weight, values in parts))
+        low, high = backbone.conditioning_ranges.get(key, (-math.inf, math.inf))
+        blended[key] = min(max(value, low), high)
+    return blended
 
 
 def check_weights(weights: Mapping[str, float], bank: LoraBank) -> dict[str, float]:

@@ -33,6 +33,7 @@ from peft import LoraConfig
 from PIL import Image
 
 from ...backbones.base import Backbone
+from ...compose.composer import blend_conditioning
 from ...degrade import KINDS, compatible, degrade
 from ...global_stage import GlobalAdapter, run_adapters
 from ...sampler.multiscale import multiscale, pyramid_levels
@@ -132,11 +133,8 @@ def activate(backbone: Backbone, names: Sequence[str]) -> None:
 
 def blended_conditioning(backbone: Backbone, conditioning: Mapping[str, Mapping[str, float]],
                          names: Sequence[str]) -> dict[str, float]:
-    """The composition's rule (Composition.conditioning) for equal weights: the mean of each key."""
-    blended = dict(backbone.default_conditioning)
-    for key in blended:
-        blended[key] = sum(conditioning[n].get(key, blended[key]) for n in names) / len(names)
-    return blended
+    """The composition's rule (``blend_conditioning``) for the active LoRAs at weight 1."""
+    return blend_conditioning(backbone, [(1.0, conditioning[name]) for name in names])
 
 
 def restore(backbone: Backbone, image: torch.Tensor, cond: Mapping[str, float], coarsest: int) -> torch.Tensor:
