@@ -61,9 +61,9 @@ def blend_conditioning(backbone: Backbone, parts: Iterable[tuple[float, Mapping[
     A conditioning value is a level of damage the network is told to remove (FFDNet's sigma: a noise
     standard deviation), and independent damage adds in variance: value = sqrt(sum_i min(1, |w_i|) c_i^2).
     A LoRA keeps its own level when another kind joins it (noise + JPEG at weights 1 and 1 is denoised at
-    the noise LoRA's sigma, where a weighted mean halved it), and a LoRA at partial weight asks for part of
-    its variance. The backbone's default fills keys a LoRA does not record; the result stays in the
-    backbone's ``conditioning_ranges``.
+    least at the noise LoRA's sigma, where a weighted mean pulled it down towards JPEG's), and a LoRA at
+    partial weight asks for part of its variance. The backbone's default fills keys a LoRA does not record;
+    the result stays in the backbone's ``conditioning_ranges``.
     """
     parts = [(min(1.0, abs(weight)), values) for weight, values in parts if weight != 0]
     blended = dict(backbone.default_conditioning)
