@@ -13,7 +13,6 @@ input). Manual weights only, so the router plays no part and a candidate bank ne
 from __future__ import annotations
 
 import argparse
-import json
 from collections import defaultdict
 from pathlib import Path
 
@@ -24,6 +23,9 @@ from uir_lora.bank.store import open_bank
 from uir_lora.degrade import degrade as degrade_standard
 from uir_lora.lab.degrade_alt import degrade as degrade_alt
 from uir_lora.lab.evaluate.metrics import psnr
+from uir_lora.lab.evaluate.publish import write_json
+from uir_lora.lab.evaluate.report import mean_gain_lines
+from uir_lora.lab.train.data import load_validation_images
 
 SEED = 31000
 CAMERA_CASES = (("noise",), ("defocus_blur",))
@@ -47,7 +49,7 @@ def main() -> int:
     args = parser.parse_args()
     banks = {"shipped": pipeline.load_bank(), "candidate": open_bank(args.candidate)}
     backbone = pipeline.default_backbone()
-    validation = torch.load("data/validation.pt", weights_only=True)[: args.photos]
+    validation = load_validation_images()[: args.photos]
     table: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     rows = []
     for index, clean in enumerate(validation.split(1)):
@@ -67,11 +69,9 @@ def main() -> int:
                     table[case][f"{setting} {bank_name}"].append(gain)
                     rows.append({"photo": index, "case": case, "setting": setting, "bank": bank_name, "gain": gain})
         print(f"photo {index + 1}/{len(validation)}", flush=True)
-    for case, columns in table.items():
-        print(f"{case:28s}" + "".join(f"  {name} {sum(v) / len(v):+.2f}" for name, v in sorted(columns.items())))
+    print("\n".join(mean_gain_lines(table, overall=False)))
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(rows, indent=1) + "\n")
+        write_json(args.json, rows)
     return 0
 
 

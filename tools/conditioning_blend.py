@@ -13,7 +13,6 @@ The check set stays out of the choice (benchmarks/wild.py measures it).
 from __future__ import annotations
 
 import argparse
-import json
 from collections import defaultdict
 from collections.abc import Mapping
 from pathlib import Path
@@ -25,6 +24,9 @@ from uir_lora.backbones.base import Backbone
 from uir_lora.compose.composer import Composition
 from uir_lora.lab.degrade_alt import degrade as degrade_alt
 from uir_lora.lab.evaluate.metrics import psnr
+from uir_lora.lab.evaluate.publish import write_json
+from uir_lora.lab.evaluate.report import mean_gain_lines
+from uir_lora.lab.train.data import load_validation_images
 
 CASES = [(("noise",), 0.3), (("noise",), 0.7), (("poisson_noise",), 0.5), (("jpeg",), 0.5), (("low_light",), 0.5),
          (("rain",), 0.5), (("snow",), 0.5), (("haze",), 0.5), (("noise", "jpeg"), 0.5), (("low_light", "noise"), 0.5),
@@ -65,7 +67,7 @@ def main() -> int:
     parser.add_argument("--json", type=Path, help="write the per-image rows here")
     args = parser.parse_args()
     bank, backbone = pipeline.load_bank(), pipeline.default_backbone()
-    validation = torch.load("data/validation.pt", weights_only=True)[: args.photos]
+    validation = load_validation_images()[: args.photos]
     gains: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     rows = []
     for index, clean in enumerate(validation.split(1)):
@@ -80,15 +82,9 @@ def main() -> int:
                     gains[case][f"{mode} {rule}"].append(gain)
                     rows.append({"photo": index, "case": case, "mode": mode, "rule": rule, "gain": gain})
         print(f"photo {index + 1}/{len(validation)}", flush=True)
-    overall: dict[str, list[float]] = defaultdict(list)
-    for case, columns in gains.items():
-        print(f"{case:18s}" + "".join(f"  {name} {sum(v) / len(v):+.2f}" for name, v in sorted(columns.items())))
-        for name, values in columns.items():
-            overall[name] += values
-    print("mean over cases" + "".join(f"  {name} {sum(v) / len(v):+.3f}" for name, v in sorted(overall.items())))
+    print("\n".join(mean_gain_lines(gains, overall=True)))
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(rows, indent=1) + "\n")
+        write_json(args.json, rows)
     return 0
 
 

@@ -123,5 +123,21 @@ def replace_section(path: Path, section: str, body: str, title: str = "# Benchma
     tmp.replace(path)
 
 
+def mean_gain_lines(gains: Mapping[str, Mapping[str, Sequence[float]]], overall: bool = False) -> list[str]:
+    """One line per case of ``gains`` [case][column] -> values: each column's mean (dB, signed); with
+    ``overall``, a last line of each column's mean over every value of every case."""
+    width = max((len(case) for case in gains), default=0) + 2
+    lines = [case.ljust(width) + "".join(f"  {name} {sum(v) / len(v):+.2f}" for name, v in sorted(columns.items()))
+             for case, columns in gains.items()]
+    if overall:
+        pooled: dict[str, list[float]] = {}
+        for columns in gains.values():
+            for name, values in columns.items():
+                pooled.setdefault(name, []).extend(values)
+        lines.append("mean over cases" + "".join(f"  {name} {sum(v) / len(v):+.3f}"
+                                                 for name, v in sorted(pooled.items())))
+    return lines
+
+
 def load_json(path: Path) -> dict | None:
     return json.loads(path.read_text()) if path.is_file() else None
