@@ -161,3 +161,35 @@ def test_alternative_shares_only_kind_names() -> None:
                 assert [alias.name for alias in node.names] == ["KINDS"], source.name
             if isinstance(node, ast.Import):
                 assert not any(alias.name.startswith("uir_lora.degrade") for alias in node.names)
+
+
+def _developed_alt(ramp: torch.Tensor, severity: float, seed: int) -> torch.Tensor:
+    import numpy as np
+
+    from uir_lora.lab.degrade_alt.scene import _developed
+
+    picture = ramp[0].permute(1, 2, 0).double().numpy()
+    return torch.from_numpy(_developed(picture, severity, np.random.default_rng(seed))).permute(2, 0, 1)[None]
+
+
+@pytest.mark.parametrize("implementation", ["degrade", "degrade_alt"])
+def test_developed_underexposure_is_dim_and_flat(implementation: str) -> None:
+    """A camera-developed dark photo: darker, highlights far from white, and flatter than a pure exposure cut
+    (which scales every display value alike and so keeps the ratio of white to mid-grey)."""
+    from uir_lora.degrade.light import developed_underexposure
+
+    ramp = torch.tensor([0.05, 0.2, 0.5, 1.0]).view(1, 1, 1, 4).repeat(1, 3, 16, 1)
+    ratios = []
+    for seed in range(6):
+        levels = []
+        for severity in (0.2, 0.5, 0.9):
+            if implementation == "degrade":
+                out = developed_underexposure(ramp, severity, seeded(seed))
+            else:
+                out = _developed_alt(ramp, severity, seed)
+            column = out.float().clamp(0, 1).mean(dim=(0, 1, 2))
+            assert column[3] < 0.85, f"white must stay well below white, got {column[3]:.3f}"
+            ratios.append(float(column[3] / column[2]))
+            levels.append(float(column[1:].mean()))
+        assert levels[0] > levels[1] > levels[2], f"darker with severity, got {levels}"
+    assert sum(ratios) / len(ratios) < 1.9, f"highlights must be compressed on average, ratios {ratios}"

@@ -9,13 +9,34 @@ import torch
 from ._common import choice, coin, lerp, luminance, randn, uniform
 
 _LUMA = (0.299, 0.587, 0.114)
+DEVELOPED_SHARE = 1 / 3
+"""Share of low-light examples whose darkness a camera has already developed (``developed_underexposure``)."""
 
 
 def _gains(red: float, green: float, blue: float, like: torch.Tensor) -> torch.Tensor:
     return torch.tensor([red, green, blue], device=like.device, dtype=like.dtype).view(1, 3, 1, 1)
 
 
+def developed_underexposure(image: torch.Tensor, severity: float, gen: torch.Generator) -> torch.Tensor:
+    """Too little light, then a camera's development: auto-gain wins back part of the lost stops, a global
+    tone-mapping shoulder (Reinhard's, with a random white point) keeps the highlights from clipping, and
+    veiling flare lifts the blacks. The result is dim and flat rather than crushed: no highlight reaches
+    white and the shadows stay open, which is how many phones and cameras render a dark scene."""
+    stops = lerp(1.0, 5.0, severity) * uniform(gen, 0.85, 1.15)
+    recovered = uniform(gen, 0.3, 0.7)  # share of the lost stops won back by the camera's gain
+    white = uniform(gen, 1.0, 4.0)  # Reinhard's white point: 1 squeezes highlights most
+    flare = uniform(gen, 0.0, 0.02)  # in linear light: blacks lifted up to 0.17 in display values
+    peak = math.exp(uniform(gen, math.log(2000.0), math.log(30000.0)))  # photons at white: shot noise
+    linear = image.clamp(0.0, 1.0).pow(2.2) * 2.0 ** (-stops)
+    linear = linear + torch.sqrt(linear / peak + (uniform(gen, 0.2, 1.0) / 255.0) ** 2) * randn(image.shape, gen, image)
+    lifted = linear.clamp_min(0.0) * 2.0 ** (stops * recovered)
+    toned = lifted * (1.0 + lifted / white**2) / (1.0 + lifted)
+    return (flare + (1.0 - flare) * toned.clamp(0.0, 1.0)).pow(1 / 2.2)
+
+
 def low_light(image: torch.Tensor, severity: float, gen: torch.Generator) -> torch.Tensor:
+    if coin(gen, DEVELOPED_SHARE):
+        return developed_underexposure(image, severity, gen)
     gamma = lerp(1.5, 3.5, severity) * uniform(gen, 0.9, 1.1)
     scale = lerp(0.35, 0.05, severity) * uniform(gen, 0.85, 1.15)
     clean = image.clamp(0.0, 1.0)

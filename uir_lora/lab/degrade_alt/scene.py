@@ -10,6 +10,27 @@ from ._base import REC709, Array, Rng, alpha_over, luma, mask_to_float, mix
 
 
 def low_light(picture: Array, severity: float, rng: Rng) -> Array:
+    """Under-exposure, a third of the time as a camera develops it (``_developed``), else raw-like."""
+    if rng.random() < 1 / 3:
+        return _developed(picture, severity, rng)
+    return _raw_underexposure(picture, severity, rng)
+
+
+def _developed(picture: Array, severity: float, rng: Rng) -> Array:
+    """Under-exposure as a camera develops it: its gain wins back part of the lost stops, then an exponential
+    film-like shoulder rolls off what is left of the highlights, so the picture comes out dim and flat."""
+    linear = np.clip(picture, 0.0, 1.0) ** 2.2
+    stops = mix(1.2, 5.5, severity) + rng.uniform(-0.3, 0.3)
+    raw = linear * 2.0**-stops
+    raw = raw + np.sqrt(raw * rng.uniform(1e-4, 2e-3) + rng.uniform(1e-4, 8e-4) ** 2) * rng.standard_normal(
+        picture.shape)
+    gained = np.clip(raw, 0.0, None) * 2.0 ** (stops * rng.uniform(0.3, 0.7))
+    knee = rng.uniform(0.5, 3.0)  # larger: flatter highlights
+    shoulder = (1.0 - np.exp(-knee * gained)) / knee
+    return np.clip(shoulder, 0.0, 1.0) ** (1.0 / rng.uniform(2.0, 2.4))
+
+
+def _raw_underexposure(picture: Array, severity: float, rng: Rng) -> Array:
     """Raw-like under-exposure: exposure cut in linear light, read noise, mis-set black level."""
     linear = np.clip(picture, 0.0, 1.0) ** 2.2
     stops = mix(0.8, 6.5, severity) + rng.uniform(-0.3, 0.3)
