@@ -6,13 +6,15 @@ heads learn whether each kind is *present*, by binary cross-entropy, from many s
 syntheses at once:
 - scenes: the template renders, the 30 training interiors and the Debian TRAIN scenes (the scene
   pool of ``tools/build_scene_pool.py``), each photograph at several scales;
-- damage: ``uir_lora.degrade`` (standard and wide profiles) and ``uir_lora.lab.degrade_alt``, one kind
-  or a compatible mixture of 2-3, each with its own severity; clean crops too. Half of the examples
-  of the two profiles without one get the camera finish (faint sensor noise, mild JPEG), so that a
-  blurred photo's faint noise does not read as the noise kind;
+- damage: ``uir_lora.degrade``'s standard models and ``uir_lora.lab.degrade_alt``, one kind or a compatible
+  mixture of 2-3, each with its own severity; clean crops too. The "wide" third of the examples is the
+  standard models with the wide profile's camera finish (faint sensor noise, mild JPEG) on every example, the
+  other two get it on half of theirs, so that a blurred photo's faint noise does not read as the noise kind
+  (the wide profile's own kernels and curves do not reach these examples);
 - examples: native-resolution 224 px crops as windows of their photo, and whole photos encoded as
   the router encodes a user's image (grid crops, averaged).
-Features are cached as safetensors, keyed by everything that changes them (encoding is the slow part).
+Features are cached as safetensors, keyed by the data's settings, the encoder and the synthesis ``version``
+(encoding is the slow part).
 """
 
 from __future__ import annotations
@@ -52,7 +54,9 @@ class PresenceData:
     min_severity: float = 0.1
     finish_share: float = 0.5
     scene_scales: int = 3
-    version: int = 1
+    version: int = 2
+    """Bump when a synthesis changes what an example looks like: the code is not part of the cache key
+    (2: low light as a camera develops it)."""
 
 
 def _views(seed: int, scales: int, smallest: int, log: Callable[[str], None] = print) -> list[list[np.ndarray]]:

@@ -1,0 +1,100 @@
+"""Routing of banks side by side on held-out interiors, damaged by both training syntheses.
+
+    python tools/routing_heldout.py shipped=lora_bank/embedded-ffdnet candidate=runs/presence/bank [--json F]
+
+The 9 validation interiors (never trained on), each clean, with every kind by ``uir_lora.degrade`` (standard)
+and by ``uir_lora.lab.degrade_alt`` at severities 0.2 / 0.5 / 0.8, and the five benchmark pairs at 0.5 by
+both (seeds fixed per photo and case). The router features are computed once per image and scored by every
+bank, so the banks must share their encoder (presence heads refitted on the frozen ImageNet encoder do).
+Prints top-1 per kind, severity and synthesis (members of one ``SAME_DAMAGE`` group count as one), both kinds
+of a pair in the top 2, and clean photos routed to ``clean``. The check set stays out of the choice
+(benchmarks/wild.py measures it).
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections import defaultdict
+from pathlib import Path
+
+import torch
+
+from uir_lora.bank.store import open_bank
+from uir_lora.degrade import KINDS, SAME_DAMAGE, degrade
+from uir_lora.lab.degrade_alt import degrade as degrade_alt
+from uir_lora.lab.evaluate.publish import write_json
+from uir_lora.lab.train.data import load_validation_images
+from uir_lora.router.router import Router
+
+PAIRS = (("noise", "jpeg"), ("low_light", "noise"), ("haze", "noise"), ("motion_blur", "jpeg"), ("haze", "rain"))
+SEVERITIES = (0.2, 0.5, 0.8)
+SYNTHESES = {"standard": degrade, "degrade_alt": degrade_alt}
+
+
+def same_damage(named: str, kind: str) -> bool:
+    return named == kind or any({named, kind} <= set(group) for group in SAME_DAMAGE)
+
+
+def ranked(router: Router, image: torch.Tensor, raw: torch.Tensor) -> list[str]:
+    """The kinds the bank's router keeps for ``image``, strongest first (``clean`` when it keeps none)."""
+    defaults = router.manifest.router
+    scores = router.feature_scores(raw)
+    weights = router.weights(scores.similarities, defaults.top_k, defaults.temperature, defaults.normalisation,
+                             router.alternative_choice(image))[0]
+    kept = sorted((float(w), name) for name, w in zip(router.names, weights) if w > 0)
+    return [name for _, name in reversed(kept)] or ["clean"]
+
+
+def cases() -> list[tuple[tuple[str, ...], float | None, str]]:
+    listed: list[tuple[tuple[str, ...], float | None, str]] = [((), None, "clean")]
+    listed += [((kind,), level, name) for kind in KINDS for level in SEVERITIES for name in SYNTHESES]
+    listed += [(pair, 0.5, name) for pair in PAIRS for name in SYNTHESES]
+    return listed
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("banks", nargs="+", help="NAME=BANK_DIR, two or more")
+    parser.add_argument("--json", type=Path, help="write the counts here")
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    routers = {}
+    for spec in args.banks:
+        name, _, folder = spec.partition("=")
+        bank = open_bank(Path(folder))
+        routers[name] = Router(bank.manifest, bank_dir=bank.root)
+    encoder = next(iter(routers.values())).encoder
+    counts: dict[str, dict[str, list[int]]] = {name: defaultdict(lambda: [0, 0]) for name in routers}
+    photos = load_validation_images()
+    for index, photo in enumerate(photos):
+        for number, (kinds, level, synthesis) in enumerate(cases()):
+            generator = torch.Generator().manual_seed(1000 * index + number)
+            image = photo[None] if not kinds else SYNTHESES[synthesis](
+                photo[None], list(kinds), generator=generator, severity=level).float().clamp(0, 1)
+            raw = encoder.features(image)
+            for name, router in routers.items():
+                order = ranked(router, image, raw)
+                if not kinds:
+                    keys, hit = ["clean"], order[0] == "clean"
+                elif len(kinds) == 1:
+                    keys = [kinds[0], f"single kinds at {level}", f"single kinds by {synthesis}", "single kinds"]
+                    hit = same_damage(order[0], kinds[0])
+                else:
+                    keys = ["+".join(kinds), "pairs, both in the top 2"]
+                    hit = all(any(same_damage(named, kind) for named in order[:2]) for kind in kinds)
+                for key in keys:
+                    counts[name][key][0] += hit
+                    counts[name][key][1] += 1
+        print(f"photo {index + 1}/{len(photos)}", flush=True)
+    print("| case | " + " | ".join(routers) + " |\n|---|" + "---:|" * len(routers))
+    for key in counts[next(iter(routers))]:
+        cells = [f"{100 * counts[name][key][0] / counts[name][key][1]:.1f} %" for name in routers]
+        print(f"| {key} | " + " | ".join(cells) + " |")
+    if args.json:
+        write_json(args.json, {name: dict(table) for name, table in counts.items()})
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
