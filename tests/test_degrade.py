@@ -188,7 +188,7 @@ def test_developed_underexposure_is_dim_and_flat(implementation: str) -> None:
             else:
                 out = _developed_alt(ramp, severity, seed)
             column = out.float().clamp(0, 1).mean(dim=(0, 1, 2))
-            assert column[3] < 0.85, f"white must stay well below white, got {column[3]:.3f}"
+            assert column[3] < 0.85, f"developed highlights must stay well below white, got {column[3]:.3f}"
             ratios.append(float(column[3] / column[2]))
             levels.append(float(column[1:].mean()))
         assert levels[0] > levels[1] > levels[2], f"darker with severity, got {levels}"

@@ -48,7 +48,8 @@ DEGRADATION_INFO: dict[str, str] = {
     "motion_blur": "Motion blur, length 5-25 px: straight-line kernel or random-walk camera-shake trajectory",
     "defocus_blur": "Defocus blur: disk radius 1.5-6 px, Gaussian sigma 1-4 px, or soft disk",
     "jpeg": "JPEG compression artefacts, quality 60-10, single or double compression",
-    "low_light": "Under-exposure: gamma 1.5-3.5 times scale 0.35-0.05, with dark noise and optional tint",
+    "low_light": "Under-exposure: gamma 1.5-3.5 times scale 0.35-0.05, with dark noise and optional tint; "
+                 "a third as a camera develops it (1-5 stops, part won back, a tone-mapping shoulder)",
     "haze": "Atmospheric haze I = J t + A (1 - t), t = exp(-beta d), beta 0.5-3, airlight 0.7-1.0",
     "rain": "Rain streaks: 1-3 layers of near-vertical motion-blurred streaks plus a light veil",
     "snow": "Snow: small flakes and large soft blobs, optionally wind-blurred, plus a white veil",

@@ -8,10 +8,13 @@ from scipy import ndimage
 
 from ._base import REC709, Array, Rng, alpha_over, luma, mask_to_float, mix
 
+DEVELOPED_SHARE = 1 / 3
+"""Share of low-light pictures that a camera has already developed (dim and flat rather than crushed)."""
+
 
 def low_light(picture: Array, severity: float, rng: Rng) -> Array:
-    """Under-exposure, a third of the time as a camera develops it (``_developed``), else raw-like."""
-    if rng.random() < 1 / 3:
+    """Under-exposure, a share of the time as a camera develops it (``_developed``), else raw-like."""
+    if rng.random() < DEVELOPED_SHARE:
         return _developed(picture, severity, rng)
     return _raw_underexposure(picture, severity, rng)
 
