@@ -39,13 +39,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's 
 
 from uir_lora import pipeline  # noqa: E402
 from uir_lora.bank.store import open_bank  # noqa: E402
-from uir_lora.degrade import CANONICAL_ORDER, KINDS  # noqa: E402
+from uir_lora.degrade import CANONICAL_ORDER, KINDS, same_damage  # noqa: E402
 from uir_lora.lab.evaluate.metrics import psnr  # noqa: E402
 
 LEVELS = ("mild", "moderate", "strong")
 ALT_SEVERITY = {"moderate": 0.5}
 MIXTURES = (("noise", "jpeg"), ("low_light", "noise"), ("haze", "noise"), ("motion_blur", "jpeg"), ("rain", "haze"))
-RELATED = {"poisson_noise": "noise"}
 Degrader = Callable[[torch.Tensor, Sequence[str], str, int], torch.Tensor]
 SOURCE_LEVELS = {"checkset": LEVELS, "degrade_alt": tuple(ALT_SEVERITY)}
 
@@ -131,7 +130,7 @@ def evaluate_router(bank_dir: Path, photos, degraders: dict[str, Degrader], log)
                           for p, (_, image) in enumerate(photos)]
                 answers = routed(bank, images)
                 singles.setdefault(kind, {})[level] = [a["top"][0] == kind for a in answers]
-                lenient += [RELATED.get(a["top"][0], a["top"][0]) == RELATED.get(kind, kind) for a in answers]
+                lenient += [same_damage(a["top"][0], kind) for a in answers]
                 unknown += sum(a["unknown"] for a in answers)
             log(f"{source} {kind}: " + ", ".join(f"{lv} {share(singles[kind][lv]):.2f}" for lv in levels))
         mixtures = {}

@@ -11,7 +11,7 @@ import torch
 
 import uir_lora.degrade as reference
 import uir_lora.lab.degrade_alt as alternative
-from uir_lora.degrade import CANONICAL_ORDER, DEGRADATION_INFO, KINDS, degrade, sample_mixture
+from uir_lora.degrade import CANONICAL_ORDER, DEGRADATION_INFO, KINDS, SAME_DAMAGE, degrade, same_damage, sample_mixture
 
 torch.set_num_threads(1)
 
@@ -193,3 +193,11 @@ def test_developed_underexposure_is_dim_and_flat(implementation: str) -> None:
             levels.append(float(column[1:].mean()))
         assert levels[0] > levels[1] > levels[2], f"darker with severity, got {levels}"
     assert sum(ratios) / len(ratios) < 1.9, f"highlights must be compressed on average, ratios {ratios}"
+
+
+def test_same_damage_counts_a_group_as_one_kind():
+    for group in SAME_DAMAGE:
+        for named in group:
+            assert all(same_damage(named, kind) and same_damage(kind, named) for kind in group)
+    assert same_damage("jpeg", "jpeg")
+    assert not same_damage("noise", "jpeg") and not same_damage("haze", "poisson_noise")

@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from uir_lora.bank.store import open_bank
-from uir_lora.degrade import KINDS, SAME_DAMAGE, degrade
+from uir_lora.degrade import KINDS, degrade, same_damage
 from uir_lora.lab.degrade_alt import degrade as degrade_alt
 from uir_lora.lab.evaluate.publish import write_json
 from uir_lora.lab.train.data import load_validation_images
@@ -29,10 +29,6 @@ from uir_lora.router.router import Router
 PAIRS = (("noise", "jpeg"), ("low_light", "noise"), ("haze", "noise"), ("motion_blur", "jpeg"), ("haze", "rain"))
 SEVERITIES = (0.2, 0.5, 0.8)
 SYNTHESES = {"standard": degrade, "degrade_alt": degrade_alt}
-
-
-def same_damage(named: str, kind: str) -> bool:
-    return named == kind or any({named, kind} <= set(group) for group in SAME_DAMAGE)
 
 
 def ranked(router: Router, image: torch.Tensor, raw: torch.Tensor) -> list[str]:

@@ -25,6 +25,12 @@ KINDS: tuple[str, ...] = (
 # (each saw the other's examples as negatives), so they share one top-K place (RouterDefaults.alternatives).
 SAME_DAMAGE: tuple[tuple[str, ...], ...] = (("noise", "poisson_noise"),)
 
+
+def same_damage(named: str, kind: str) -> bool:
+    """Whether LoRA ``named`` undoes damage ``kind``: the same name, or members of one ``SAME_DAMAGE`` group
+    (lenient routing scores count these as right)."""
+    return named == kind or any({named, kind} <= set(group) for group in SAME_DAMAGE)
+
 # Physical image-formation order: scene/atmosphere, then lens (drops, blur), then sampling,
 # then sensor noise, then compression. Mixtures are always applied in this order.
 CANONICAL_ORDER: tuple[str, ...] = (

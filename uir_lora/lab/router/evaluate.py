@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from PIL import Image, ImageDraw, ImageFont
 
 from ...bank.manifest import read_manifest
+from ...degrade import same_damage
 from ...router.router import Router
 from .data import FRAME_SIDES, at_photo_scale
 from .fit import RouterFitConfig, bank_features
@@ -29,7 +30,6 @@ EVAL_SEED = 100
 EVAL_PER_PHOTO = 2  # crops per validation photo and kind: 18 images per kind
 UNKNOWN_KINDS = ("mosaic", "inversion", "vignetting", "salt_pepper")
 LARGE_FRAME = 2880  # shorter side of a 12 MP camera photo (2880 x 4320): drops and flakes sized for it
-RELATED = {"poisson_noise": "noise"}  # kinds a restorer treats alike: counted as one in the lenient score
 
 
 def unknown_degrade(image: torch.Tensor, kind: str, *, generator: torch.Generator) -> torch.Tensor:
@@ -97,7 +97,7 @@ def single_kinds(bank_dir: Path, implementation: str, cache_dir: Path | None = N
     raw, labels = bank_features(router.encoder, names, "val", config, implementation, cache_dir, severity)
     scores = router.feature_scores(raw)
     predicted = scores.similarities.argmax(dim=-1)
-    lenient = [RELATED.get(names[p], names[p]) == RELATED.get(names[t], names[t]) for p, t in zip(predicted, labels)]
+    lenient = [same_damage(names[p], names[t]) for p, t in zip(predicted, labels)]
     matrix = confusion(labels, predicted, len(names))
     alarms = router.unknown_flags(scores).float().mean().item()
     return {"implementation": implementation, "examples": int(len(labels)),
