@@ -91,6 +91,44 @@ def test_an_unsure_logit_router_scales_the_strength_and_says_so(tmp_path, embedd
     assert any("unsure of any damage" in note for note in routing.notes)
 
 
+def test_a_weak_second_kind_is_left_out_unless_the_first_hides_it(tmp_path, embedded_backbone, encoder_dim, photo):
+    biases = {"jpeg": 2.0, "noise": 1.5, "haze": -1.0, "clean": -3.0}
+    rows = {name: [0.0] * encoder_dim + [bias] for name, bias in biases.items()}
+    bank = _logit_bank(tmp_path, embedded_backbone, encoder_dim, rows)
+    manifest = read_manifest(bank)
+    manifest.router.top_k, manifest.router.follower_floor, manifest.router.masking_kinds = 3, 0.5, ["noise"]
+    write_manifest(manifest, bank)
+    (routing,) = pipeline.estimate(open_bank(bank), photo)
+    presence = {name: float(torch.sigmoid(torch.tensor(bias))) for name, bias in biases.items()}
+    assert routing.weights == pytest.approx({"jpeg": presence["jpeg"], "noise": presence["noise"]})
+    assert any(note.startswith("haze (0.27) left out: beside jpeg") for note in routing.notes)
+
+    manifest.loras[manifest.names.index("noise")].embedding = [0.0] * encoder_dim + [3.0]  # noise first now
+    write_manifest(manifest, bank)
+    (routing,) = pipeline.estimate(open_bank(bank), photo)
+    assert set(routing.weights) == {"noise", "jpeg", "haze"}, "beside noise, which hides haze, a weak haze stays"
+    assert not any("left out" in note for note in routing.notes)
+
+
+def test_the_follower_floor_is_checked_and_written_only_when_set(tmp_path, embedded_backbone, encoder_dim):
+    bank = make_random_bank(tmp_path, embedded_backbone, dim=encoder_dim)
+    assert "follower_floor" not in json.loads((bank / "manifest.json").read_text())["router"]
+    for field_name, value, message in (("follower_floor", 1.5, "follower_floor must be null or a number in"),
+                                       ("follower_floor", True, "follower_floor must be null or a number in"),
+                                       ("masking_kinds", "noise", "masking_kinds must be a list of LoRA names")):
+        data = json.loads((bank / "manifest.json").read_text())
+        data["router"][field_name] = value
+        (bank / "manifest.json").write_text(json.dumps(data))
+        with pytest.raises(BankError, match=message):
+            read_manifest(bank)
+        del data["router"][field_name]
+        (bank / "manifest.json").write_text(json.dumps(data))
+    manifest = read_manifest(bank)
+    manifest.router.follower_floor, manifest.router.masking_kinds = 0.5, ["noise"]
+    write_manifest(manifest, bank)
+    assert read_manifest(bank).router.follower_floor == 0.5 and read_manifest(bank).router.masking_kinds == ["noise"]
+
+
 def test_a_logit_manifest_needs_the_bias_in_each_embedding(tmp_path, embedded_backbone, encoder_dim):
     bank = make_random_bank(tmp_path, embedded_backbone, dim=encoder_dim)
     data = json.loads((bank / "manifest.json").read_text())
@@ -110,6 +148,9 @@ def test_fit_bank_presence_writes_the_router_and_leaves_lora_files(tmp_path, emb
     monkeypatch.setenv("UIR_LORA_CACHE", str(tmp_path / "cache"))
     bank = make_random_bank(tmp_path, embedded_backbone, names=("noise", "haze", "clean", "scratches", "poisson_noise"),
                             dim=encoder_dim)
+    before = read_manifest(bank)
+    before.router.follower_floor, before.router.masking_kinds = 0.5, ["noise"]
+    write_manifest(before, bank)
     files = _file_hashes(bank)
     config = presence.PresenceData(examples=60, whole_share=0.0, mixture_share=0.2, clean_share=0.3)
     report = presence.fit_bank_presence(bank, config, seeds=[0], weight_decay=1e-3, log=lambda _: None)
@@ -124,6 +165,7 @@ def test_fit_bank_presence_writes_the_router_and_leaves_lora_files(tmp_path, emb
     assert {name: digest for name, digest in _file_hashes(bank).items() if name != presence.EXAMPLES_FILE} == files
     assert manifest.router.examples == presence.EXAMPLES_FILE, "a sample of the examples is kept for `bank add`"
     assert manifest.router.alternatives == [["noise", "poisson_noise"]], "the two noise heads share one place"
+    assert manifest.router.follower_floor == 0.5 and manifest.router.masking_kinds == ["noise"], "a refit keeps them"
     kept = presence.read_examples(bank, manifest.router.examples, encoder_dim)
     assert kept.shape == (60, encoder_dim) and kept.abs().mean() > 0.1  # standardised features, not zeros
     assert list((tmp_path / "cache").glob("presence-*.safetensors")), "features are cached"

@@ -110,6 +110,13 @@ class RouterDefaults:
     confidence_full: float | None = None
     """Presence routers (similarity logit): the damage presence at and above which the restore gets its full
     strength; below, strength x presence / this, so an unsure router leaves the photo close to its input. None: off."""
+    follower_floor: float | None = None
+    """Presence routers: a kind kept after the strongest one needs at least this presence, else it gets no weight
+    (a weak second kind is more often a false alarm than damage, and a false one costs more than a missed one);
+    None: off."""
+    masking_kinds: list[str] = field(default_factory=list)
+    """...except when the strongest kind is one of these: damage that hides other damage from the encoder (noise
+    lowers the presence of haze and low light under it), so a weak second kind beside it is kept."""
     similarity: str = "cosine"
     """How s_o = d·B is formed (``SIMILARITIES``); the trained encoder's d already ends in 1 and is a logit."""
     calibration: dict[str, Any] = field(default_factory=dict)
@@ -175,8 +182,8 @@ class Manifest:
                 del entry["global_stage"]
         if data["router"]["similarity"] == "cosine":  # the default: manifests written before it keep their bytes
             del data["router"]["similarity"]
-        for optional in ("examples", "alternatives"):  # empty: manifests written before them keep their bytes
-            if not data["router"][optional]:
+        for optional in ("examples", "alternatives", "follower_floor", "masking_kinds"):
+            if not data["router"][optional]:  # empty: manifests written before them keep their bytes
                 del data["router"][optional]
         return data
 
@@ -319,6 +326,12 @@ def _check_trained(encoder: EncoderSpec, router: RouterDefaults, where: str) -> 
     if full is not None:
         _check_number(full, isinstance(full, (int, float)) and 0 < full <= 1,
                       "router.confidence_full must be null or a number in (0, 1]", where)
+    floor = router.follower_floor
+    if floor is not None:
+        _check_number(floor, isinstance(floor, (int, float)) and 0 < floor <= 1,
+                      "router.follower_floor must be null or a number in (0, 1]", where)
+    if not isinstance(router.masking_kinds, list) or not all(isinstance(n, str) for n in router.masking_kinds):
+        raise BankError(f"{where}: router.masking_kinds must be a list of LoRA names, got {router.masking_kinds!r}")
 
 
 def _parse_lora(data: Any, index: int, dim: int, margin_limit: float) -> LoraEntry:

@@ -1,0 +1,86 @@
+"""The automatic restore of banks side by side on held-out interiors, damaged by both training syntheses.
+
+    python tools/restore_heldout.py shipped=lora_bank/embedded-ffdnet candidate=lora_bank/CANDIDATE [--json F]
+
+The 9 validation interiors (never trained on), each clean, with every kind by ``uir_lora.degrade`` (standard)
+and by ``uir_lora.lab.degrade_alt`` at severities 0.3 and 0.7, and the five benchmark pairs at 0.5 by both
+(seeds fixed per photo and case). Each bank routes and restores every image as ``uir-lora restore`` does; a
+composition that another bank already restored is not restored again. Prints the mean PSNR gain over the
+input per case and over every damaged image, and the clean photos' PSNR(output, input). The banks must share
+their backbone. The check set stays out of the choice (benchmarks/wild.py measures it).
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections import defaultdict
+from pathlib import Path
+
+import torch
+
+from uir_lora import pipeline
+from uir_lora.bank.store import open_bank
+from uir_lora.degrade import KINDS, degrade
+from uir_lora.lab.degrade_alt import degrade as degrade_alt
+from uir_lora.lab.evaluate.metrics import psnr
+from uir_lora.lab.evaluate.publish import write_json
+from uir_lora.lab.train.data import load_validation_images
+
+PAIRS = (("noise", "jpeg"), ("low_light", "noise"), ("haze", "noise"), ("motion_blur", "jpeg"), ("haze", "rain"))
+SEVERITIES = (0.3, 0.7)
+SYNTHESES = {"standard": degrade, "degrade_alt": degrade_alt}
+SEED = 3000
+
+
+def cases() -> list[tuple[tuple[str, ...], float | None, str]]:
+    listed: list[tuple[tuple[str, ...], float | None, str]] = [((), None, "clean")]
+    listed += [((kind,), level, name) for kind in KINDS for level in SEVERITIES for name in SYNTHESES]
+    listed += [(pair, 0.5, name) for pair in PAIRS for name in SYNTHESES]
+    return listed
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("banks", nargs="+", help="NAME=BANK_DIR, one or more")
+    parser.add_argument("--json", type=Path, help="write the per-case means here")
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    banks = {}
+    for spec in args.banks:
+        name, _, folder = spec.partition("=")
+        banks[name] = open_bank(Path(folder))
+    backbone = pipeline.default_backbone()
+    gains: dict[str, dict[str, list[float]]] = {name: defaultdict(list) for name in banks}
+    photos = load_validation_images()
+    for index, photo in enumerate(photos):
+        clean = photo[None]
+        for number, (kinds, level, synthesis) in enumerate(cases()):
+            generator = torch.Generator().manual_seed(SEED * index + number)
+            image = clean if not kinds else SYNTHESES[synthesis](
+                clean, list(kinds), generator=generator, severity=level).float().clamp(0, 1)
+            restored: dict[tuple, float] = {}
+            for name, bank in banks.items():
+                composition = pipeline.compose(bank, pipeline.estimate(bank, image)[0])
+                key = (tuple(sorted(composition.weights.items())), composition.confidence)
+                if key not in restored:
+                    output = pipeline.restore_composed(image, backbone, [composition])
+                    restored[key] = float(psnr(output, image if not kinds else clean))
+                if not kinds:
+                    gains[name]["clean: PSNR(output, input)"].append(restored[key])
+                    continue
+                gain = restored[key] - float(psnr(image, clean))
+                for key_name in ("+".join(kinds), "every damaged image"):
+                    gains[name][key_name].append(gain)
+        print(f"photo {index + 1}/{len(photos)}", flush=True)
+    means = {name: {case: sum(values) / len(values) for case, values in table.items()} for name, table in gains.items()}
+    print("| case (mean dB) | " + " | ".join(banks) + " |\n|---|" + "---:|" * len(banks))
+    for case in means[next(iter(banks))]:
+        print(f"| {case} | " + " | ".join(f"{means[name][case]:+.2f}" for name in banks) + " |")
+    if args.json:
+        write_json(args.json, means)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
