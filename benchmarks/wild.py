@@ -90,9 +90,9 @@ def evaluate_photo(index: int, name: str, image: np.ndarray, options: dict) -> l
     clean = array_to_tensor(image)
     rows: list[dict] = []
 
-    restored, compositions = pipeline.restore(clean, backbone, bank)
+    restored, weights = automatic_restore(clean, backbone, bank)
     rows.append({"photo": name, "case": "clean", "kinds": [], "severity": None, "method": "auto",
-                 "psnr_vs_input": psnr(restored, clean), "weights": rounded(compositions[0].weights)})
+                 "psnr_vs_input": psnr(restored, clean), **weights})
 
     cases = [((kind,), severity) for kind in KINDS for severity in SEVERITIES]
     cases += [(mixture, MIXTURE_SEVERITY) for mixture in MIXTURES]
@@ -116,12 +116,20 @@ def rounded(weights: dict[str, float]) -> dict[str, float]:
     return {k: round(float(v), 4) for k, v in weights.items()}
 
 
+def automatic_restore(x: torch.Tensor, backbone, bank) -> tuple[torch.Tensor, dict]:
+    """``pipeline.restore``'s path, step by step: the router's weights (what the routing scores count) and the
+    composition's (what was applied, after the bank's do-no-harm rules)."""
+    routing = pipeline.estimate(bank, x)[0]
+    composition = pipeline.compose(bank, routing)
+    output = pipeline.restore_composed(x, backbone, [composition])
+    return output, {"weights": rounded(routing.weights), "applied": rounded(composition.weights)}
+
+
 def methods_for(kinds: tuple[str, ...], severity: str, backbone, bank) -> dict[str, Callable]:
     """name -> f(damaged) -> (output, extra fields); classical methods are prefixed "classical:"."""
 
     def auto(x):
-        out, compositions = pipeline.restore(x, backbone, bank)
-        return out, {"weights": rounded(compositions[0].weights)}
+        return automatic_restore(x, backbone, bank)
 
     def manual(weights):
         return lambda x: (pipeline.restore(x, backbone, bank, manual=weights, mode="manual")[0], {})
@@ -174,6 +182,7 @@ def routing_summary(rows: list[dict]) -> dict:
     routed = [r for r in rows if r["method"] in ("route", "auto") and r["kinds"] and "weights" in r]
     single: dict[str, dict[str, list[bool]]] = {}
     mixed: dict[str, list[bool]] = {}
+    applied: dict[str, list[bool]] = {}
     confusion: dict[str, dict[str, int]] = {}
     for r in routed:
         if len(r["kinds"]) == 1:
@@ -183,13 +192,17 @@ def routing_summary(rows: list[dict]) -> dict:
             confusion[r["case"]][top] += 1
         else:
             mixed.setdefault(r["case"], []).append(set(r["kinds"]) <= set(top_kinds(r["weights"], 2)))
+            if "applied" in r:  # the restore may leave out a weak second kind the router kept (router.follower_floor)
+                applied.setdefault(r["case"], []).append(set(r["kinds"]) <= set(r["applied"]))
     per_kind = {kind: {sev: mean(hits) for sev, hits in sevs.items()} | {"all": mean(sum(sevs.values(), []))}
                 for kind, sevs in single.items()}
     every = [h for sevs in single.values() for hits in sevs.values() for h in hits]
     moderate_strong = [h for sevs in single.values() for s, hits in sevs.items() if s != "mild" for h in hits]
     return {"top1_per_kind": per_kind, "top1_all": mean(every), "top1_moderate_strong": mean(moderate_strong),
             "top2_mixtures": {case: mean(hits) for case, hits in mixed.items()},
-            "top2_mixtures_all": mean([h for hits in mixed.values() for h in hits]), "confusion": confusion}
+            "top2_mixtures_all": mean([h for hits in mixed.values() for h in hits]), "confusion": confusion,
+            "both_applied_mixtures": {case: mean(hits) for case, hits in applied.items()},
+            "both_applied_mixtures_all": mean([h for hits in applied.values() for h in hits])}
 
 
 def clean_summary(rows: list[dict]) -> dict:
@@ -310,7 +323,11 @@ def routing_markdown(routing: dict) -> list[str]:
                   f"{routing['top1_moderate_strong']:.1%}." if routing["top1_all"] is not None else "",
               f"- **Both kinds in the top 2 on mixtures**: {routing['top2_mixtures_all']:.0%} "
               f"({', '.join(f'{k} {v:.0%}' for k, v in routing['top2_mixtures'].items())})."
-              if routing["top2_mixtures_all"] is not None else ""]
+              if routing["top2_mixtures_all"] is not None else "",
+              f"- **Both kinds applied by the automatic restore on mixtures**: "
+              f"{routing['both_applied_mixtures_all']:.0%} "
+              f"({', '.join(f'{k} {v:.0%}' for k, v in routing['both_applied_mixtures'].items())})."
+              if routing.get("both_applied_mixtures_all") is not None else ""]
     return lines
 
 

@@ -100,14 +100,20 @@ def test_a_weak_second_kind_is_left_out_unless_the_first_hides_it(tmp_path, embe
     write_manifest(manifest, bank)
     (routing,) = pipeline.estimate(open_bank(bank), photo)
     presence = {name: float(torch.sigmoid(torch.tensor(bias))) for name, bias in biases.items()}
-    assert routing.weights == pytest.approx({"jpeg": presence["jpeg"], "noise": presence["noise"]})
-    assert any(note.startswith("haze (0.27) left out: beside jpeg") for note in routing.notes)
+    assert routing.weights == pytest.approx({name: presence[name] for name in ("jpeg", "noise", "haze")}), \
+        "the router's answer stays a presence per kind"
+    composition = pipeline.compose(open_bank(bank), routing)
+    assert composition.weights == pytest.approx({"jpeg": presence["jpeg"], "noise": presence["noise"]})
+    assert any(note.startswith("haze (0.27) left out: beside jpeg") for note in composition.notes)
+    assert pipeline.compose(open_bank(bank), routing, {"haze": 0.3}, "override").weights["haze"] == 0.3
+    assert "haze" in pipeline.compose(open_bank(bank), routing, {"haze": 0.3}, "manual").weights
 
     manifest.loras[manifest.names.index("noise")].embedding = [0.0] * encoder_dim + [3.0]  # noise first now
     write_manifest(manifest, bank)
     (routing,) = pipeline.estimate(open_bank(bank), photo)
-    assert set(routing.weights) == {"noise", "jpeg", "haze"}, "beside noise, which hides haze, a weak haze stays"
-    assert not any("left out" in note for note in routing.notes)
+    composition = pipeline.compose(open_bank(bank), routing)
+    assert set(composition.weights) == {"noise", "jpeg", "haze"}, "beside noise, which hides haze, a weak haze stays"
+    assert not any("left out" in note for note in composition.notes)
 
 
 def test_the_follower_floor_is_checked_and_written_only_when_set(tmp_path, embedded_backbone, encoder_dim):

@@ -26,7 +26,7 @@ from .errors import TEMPERATURE_RANGE, InputError, check_int, check_range, parse
 from .images import IMAGE_SUFFIXES, PIXEL_BUDGET_ENV, LoadedImage, load_image, pixel_budget, read_image, save_image
 from .paths import MAX_NAME_BYTES, PACK_ROOT, bundled_bank_root, safe_resolve
 from .router.chart import weight_chart
-from .router.router import Router, RoutingResult
+from .router.router import Router, RoutingResult, drop_weak_followers
 from .router.spatial import DEFAULT_WINDOW, WINDOW_RANGE, RegionWeights, estimate_regions, region_map_picture
 from .sampler.restore import InterruptFn, ProgressFn, SamplerOptions, as_image_batch, global_stage, restore_batch
 from .sampler.spatial import restore_regions
@@ -175,6 +175,11 @@ def compose(
     manual = {name: value for name, value in (manual or {}).items() if value != 0}  # a zero weight is no weight
     routed = dict(routing.weights) if routing else {}
     notes = tuple(routing.notes) if routing and mode != "manual" else ()
+    floor = bank.manifest.router.follower_floor
+    if routing is not None and mode != "manual" and floor is not None and routing.normalisation == "sigmoid":
+        # do no harm: the router's answer stays a presence per kind; a weak second kind is not applied
+        routed, left_out = drop_weak_followers(routed, floor, bank.manifest.router.masking_kinds)
+        notes += tuple(left_out)
     if routing is not None and routing.unknown and mode != "manual":
         # no LoRA fits: restore gently rather than confidently wrong (the strength is recorded in the bank)
         safe = bank.manifest.router.unknown_strength

@@ -9,6 +9,7 @@ calibrated probability that the damage is there.
 
 from __future__ import annotations
 
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
@@ -143,13 +144,19 @@ def normalise_top_k(similarities: torch.Tensor, top_k: int, temperature: float, 
     return torch.zeros_like(similarities).scatter(-1, index, kept)
 
 
-def drop_weak_followers(weights: torch.Tensor, floor: float, masking: torch.Tensor) -> torch.Tensor:
-    """[..., N] presence weights with every kind but the strongest set to 0 below ``floor``, except where the
-    strongest is a ``masking`` kind ([N] bools: damage under which other damage reads weaker than it is)."""
-    first = weights.argmax(dim=-1, keepdim=True)
-    is_first = torch.zeros_like(weights, dtype=torch.bool).scatter(-1, first, True)
-    beside_masking = masking.to(weights.device)[first]  # [..., 1]
-    return weights.masked_fill((weights < floor) & ~is_first & ~beside_masking, 0.0)
+def drop_weak_followers(weights: Mapping[str, float], floor: float,
+                        masking: Collection[str]) -> tuple[dict[str, float], list[str]]:
+    """Presence weights with every kind after the strongest left out below ``floor``, unless the strongest is one
+    of ``masking`` (damage under which other damage reads weaker than it is), and a note per kind left out."""
+    if not weights:
+        return {}, []
+    first = max(weights, key=weights.__getitem__)
+    if first in masking:
+        return dict(weights), []
+    kept = {name: w for name, w in weights.items() if name == first or w >= floor}
+    notes = [f"{name} ({w:.2f}) left out: beside {first}, a second kind needs a presence of {floor:g} or more"
+             for name, w in weights.items() if name not in kept]
+    return kept, notes
 
 
 def merge_alternatives(similarities: torch.Tensor, groups: list[list[int]], temperature: float,
@@ -201,7 +208,6 @@ class Router:
         self.arbiters = [ARBITERS.get(frozenset(self.names[i] for i in group)) for group in self.alternatives]
         """Per group, the measurement of the image that picks its member (``noise_model.ARBITERS``), or None."""
         self.margins = torch.tensor([entry.route_margin for entry in manifest.loras])
-        self.masking = torch.tensor([name in manifest.router.masking_kinds for name in self.names])
         spec = manifest.encoder
         embeddings = torch.tensor([entry.embedding for entry in manifest.loras]).reshape(len(self.names), -1)
         if self.trained:  # d is used as it is
@@ -261,20 +267,9 @@ class Router:
                 chosen: torch.Tensor | None = None) -> torch.Tensor:
         """The composition weights of s_o: the bank's alternatives merged (into the ``chosen`` members, see
         ``alternative_choice``; else the strongest heads), then top-K and ``normalisation``."""
-        return self._with_floor(self._top_k(similarities, top_k, temperature, normalisation, chosen), normalisation)
-
-    def _top_k(self, similarities: torch.Tensor, top_k: int, temperature: float, normalisation: str,
-               chosen: torch.Tensor | None) -> torch.Tensor:
         merged = merge_alternatives(similarities, self.alternatives, temperature, normalisation, chosen)
         competing = len(self.names) - sum(len(group) - 1 for group in self.alternatives)
         return normalise_top_k(merged, min(top_k, competing), temperature, normalisation)
-
-    def _with_floor(self, weights: torch.Tensor, normalisation: str) -> torch.Tensor:
-        """The bank's ``follower_floor`` on presence weights (sigmoid: each weight is a presence); else as they are."""
-        floor = self.manifest.router.follower_floor
-        if floor is None or normalisation != "sigmoid":
-            return weights
-        return drop_weak_followers(weights, floor, self.masking)
 
     def route(
         self,
@@ -294,8 +289,7 @@ class Router:
             raise InputError(f"router expects images [B,3,H,W], got {tuple(images.shape)}")
         sims, unknown, residual = self.scores(images)
         chosen = self.alternative_choice(images)
-        before_floor = self._top_k(sims, top_k, temperature, normalisation, chosen)
-        weights = self._with_floor(before_floor, normalisation)
+        weights = self.weights(sims, top_k, temperature, normalisation, chosen)
         unknown_list = [None] * len(sims) if unknown is None else unknown.tolist()
         residual_list = [None] * len(sims) if residual is None else residual.tolist()
         results = [
@@ -311,7 +305,6 @@ class Router:
         ]
         if chosen is not None:
             self._note_choices(results, sims, chosen)
-        self._note_floor(results, before_floor, weights)
         if self.logit:
             merged = merge_alternatives(sims, self.alternatives, temperature, "sigmoid", chosen)
             for result, row in zip(results, torch.sigmoid(merged / temperature)):
@@ -326,15 +319,6 @@ class Router:
                 if pick >= 0 and self.names[group[pick]] != strongest and self.names[group[pick]] in result.weights:
                     result.notes.append(f"{self.names[group[pick]]} rather than {strongest}: "
                                         f"{ARBITER_REASONS.get(self.names[group[pick]], 'measured on the image')}")
-
-    def _note_floor(self, results: list[RoutingResult], before: torch.Tensor, after: torch.Tensor) -> None:
-        """Say which weak second kinds the bank's ``follower_floor`` left out."""
-        for result, row_before, row_after in zip(results, before, after):
-            first = self.names[int(row_before.argmax())]
-            for name, weight, kept in zip(self.names, row_before.tolist(), row_after.tolist()):
-                if weight > 0 and kept == 0:
-                    result.notes.append(f"{name} ({weight:.2f}) left out: beside {first}, a second kind needs a "
-                                        f"presence of {self.manifest.router.follower_floor:g} or more")
 
     def _judge_presence(self, result: RoutingResult, presence: dict[str, float]) -> None:
         """A presence router's own uncertainty: unknown when damage is likely but no kind is confident;
