@@ -78,8 +78,9 @@ class UIR_DegradationEstimator(io.ComfyNode):
         for i, r in enumerate(results):
             log.info("UIR routing, image %d: %s", i, {n: round(w, 3) for n, w in r.weights.items()})
         chart = chart_batch(results)
-        table = "\n\n".join(f"image {i}\n{r.table()}" if len(results) > 1 else r.table()
-                            for i, r in enumerate(results))
+        tables = ["\n".join([r.table()] + [f"restore: {note}" for note in pipeline.restore_notes(bank, r)])
+                  for r in results]
+        table = "\n\n".join(f"image {i}\n{t}" if len(results) > 1 else t for i, t in enumerate(tables))
         # drawn on the node by web/uir_lora.js; no image preview of the chart as well (it would show the routing twice)
         return io.NodeOutput(results, chart, table, ui={"uir_weights": weights_ui(results)})
 

@@ -6,15 +6,16 @@ import argparse
 import json
 import re
 import subprocess
+from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
 
 from uir_lora import __version__
-from uir_lora.degrade import degrade
+from uir_lora.degrade import KINDS, degrade
 from uir_lora.errors import InputError
-from uir_lora.lab.evaluate import classical, harness, metrics, publish, report
+from uir_lora.lab.evaluate import classical, harness, heldout, metrics, publish, report
 
 
 def _blur(image: torch.Tensor, sigma: float) -> torch.Tensor:
@@ -244,3 +245,16 @@ def test_merge_refuses_part_files_without_a_write_time(tmp_path):
     torch.save(old, tmp_path / "bench_part_all_0_of_2.pt")
     with pytest.raises(InputError, match="older format"):
         merge_parts(argparse.Namespace(merge=tmp_path, out=tmp_path))
+
+
+def test_heldout_cases_and_their_images():
+    cases = heldout.heldout_cases([0.3, 0.7])
+    assert cases[0] == ((), None, "clean") and len(cases) == 1 + len(KINDS) * 2 * 2 + len(heldout.PAIRS) * 2
+    photo = torch.rand(3, 32, 32, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(heldout.damaged(photo, cases[0], 1), photo[None])
+    noisy = heldout.damaged(photo, (("noise",), 0.7, "degrade_alt"), 5)
+    assert torch.equal(noisy, heldout.damaged(photo, (("noise",), 0.7, "degrade_alt"), 5))
+    assert not torch.equal(noisy, heldout.damaged(photo, (("noise",), 0.7, "degrade_alt"), 6))
+    assert heldout.named_banks(["a=x/y"]) == {"a": Path("x/y")}
+    with pytest.raises(InputError, match="NAME=BANK_DIR"):
+        heldout.named_banks(["lora_bank/embedded-ffdnet"])

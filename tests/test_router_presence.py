@@ -105,6 +105,8 @@ def test_a_weak_second_kind_is_left_out_unless_the_first_hides_it(tmp_path, embe
     composition = pipeline.compose(open_bank(bank), routing)
     assert composition.weights == pytest.approx({"jpeg": presence["jpeg"], "noise": presence["noise"]})
     assert any(note.startswith("haze (0.27) left out: beside jpeg") for note in composition.notes)
+    assert [n for n in pipeline.restore_notes(open_bank(bank), routing) if "left out" in n] and \
+        "left out" not in routing.table(), "the estimator's table adds what the restore leaves out"
     assert pipeline.compose(open_bank(bank), routing, {"haze": 0.3}, "override").weights["haze"] == 0.3
     assert "haze" in pipeline.compose(open_bank(bank), routing, {"haze": 0.3}, "manual").weights
 

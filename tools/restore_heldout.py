@@ -20,23 +20,13 @@ import torch
 
 from uir_lora import pipeline
 from uir_lora.bank.store import open_bank
-from uir_lora.degrade import KINDS, degrade
-from uir_lora.lab.degrade_alt import degrade as degrade_alt
+from uir_lora.lab.evaluate.heldout import damaged, heldout_cases, named_banks
 from uir_lora.lab.evaluate.metrics import psnr
 from uir_lora.lab.evaluate.publish import write_json
 from uir_lora.lab.train.data import load_validation_images
 
-PAIRS = (("noise", "jpeg"), ("low_light", "noise"), ("haze", "noise"), ("motion_blur", "jpeg"), ("haze", "rain"))
 SEVERITIES = (0.3, 0.7)
-SYNTHESES = {"standard": degrade, "degrade_alt": degrade_alt}
 SEED = 3000
-
-
-def cases() -> list[tuple[tuple[str, ...], float | None, str]]:
-    listed: list[tuple[tuple[str, ...], float | None, str]] = [((), None, "clean")]
-    listed += [((kind,), level, name) for kind in KINDS for level in SEVERITIES for name in SYNTHESES]
-    listed += [(pair, 0.5, name) for pair in PAIRS for name in SYNTHESES]
-    return listed
 
 
 def main() -> int:
@@ -46,26 +36,22 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    banks = {}
-    for spec in args.banks:
-        name, _, folder = spec.partition("=")
-        banks[name] = open_bank(Path(folder))
+    banks = {name: open_bank(folder) for name, folder in named_banks(args.banks).items()}
     backbone = pipeline.default_backbone()
     gains: dict[str, dict[str, list[float]]] = {name: defaultdict(list) for name in banks}
     photos = load_validation_images()
     for index, photo in enumerate(photos):
         clean = photo[None]
-        for number, (kinds, level, synthesis) in enumerate(cases()):
-            generator = torch.Generator().manual_seed(SEED * index + number)
-            image = clean if not kinds else SYNTHESES[synthesis](
-                clean, list(kinds), generator=generator, severity=level).float().clamp(0, 1)
+        for number, case in enumerate(heldout_cases(SEVERITIES)):
+            kinds = case[0]
+            image = damaged(photo, case, SEED * index + number)
             restored: dict[tuple, float] = {}
             for name, bank in banks.items():
                 composition = pipeline.compose(bank, pipeline.estimate(bank, image)[0])
                 key = (tuple(sorted(composition.weights.items())), composition.confidence)
                 if key not in restored:
                     output = pipeline.restore_composed(image, backbone, [composition])
-                    restored[key] = float(psnr(output, image if not kinds else clean))
+                    restored[key] = float(psnr(output, clean))  # the clean photo's own: PSNR(output, input)
                 if not kinds:
                     gains[name]["clean: PSNR(output, input)"].append(restored[key])
                     continue

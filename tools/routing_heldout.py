@@ -20,15 +20,13 @@ from pathlib import Path
 import torch
 
 from uir_lora.bank.store import open_bank
-from uir_lora.degrade import KINDS, degrade, same_damage
-from uir_lora.lab.degrade_alt import degrade as degrade_alt
+from uir_lora.degrade import same_damage
+from uir_lora.lab.evaluate.heldout import damaged, heldout_cases, named_banks
 from uir_lora.lab.evaluate.publish import write_json
 from uir_lora.lab.train.data import load_validation_images
 from uir_lora.router.router import Router
 
-PAIRS = (("noise", "jpeg"), ("low_light", "noise"), ("haze", "noise"), ("motion_blur", "jpeg"), ("haze", "rain"))
 SEVERITIES = (0.2, 0.5, 0.8)
-SYNTHESES = {"standard": degrade, "degrade_alt": degrade_alt}
 
 
 def ranked(router: Router, image: torch.Tensor, raw: torch.Tensor) -> list[str]:
@@ -41,13 +39,6 @@ def ranked(router: Router, image: torch.Tensor, raw: torch.Tensor) -> list[str]:
     return [name for _, name in reversed(kept)] or ["clean"]
 
 
-def cases() -> list[tuple[tuple[str, ...], float | None, str]]:
-    listed: list[tuple[tuple[str, ...], float | None, str]] = [((), None, "clean")]
-    listed += [((kind,), level, name) for kind in KINDS for level in SEVERITIES for name in SYNTHESES]
-    listed += [(pair, 0.5, name) for pair in PAIRS for name in SYNTHESES]
-    return listed
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("banks", nargs="+", help="NAME=BANK_DIR, two or more")
@@ -56,18 +47,16 @@ def main() -> int:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     routers = {}
-    for spec in args.banks:
-        name, _, folder = spec.partition("=")
-        bank = open_bank(Path(folder))
+    for name, folder in named_banks(args.banks).items():
+        bank = open_bank(folder)
         routers[name] = Router(bank.manifest, bank_dir=bank.root)
     encoder = next(iter(routers.values())).encoder
     counts: dict[str, dict[str, list[int]]] = {name: defaultdict(lambda: [0, 0]) for name in routers}
     photos = load_validation_images()
     for index, photo in enumerate(photos):
-        for number, (kinds, level, synthesis) in enumerate(cases()):
-            generator = torch.Generator().manual_seed(1000 * index + number)
-            image = photo[None] if not kinds else SYNTHESES[synthesis](
-                photo[None], list(kinds), generator=generator, severity=level).float().clamp(0, 1)
+        for number, case in enumerate(heldout_cases(SEVERITIES)):
+            kinds, level, synthesis = case
+            image = damaged(photo, case, 1000 * index + number)
             raw = encoder.features(image)
             for name, router in routers.items():
                 order = ranked(router, image, raw)

@@ -196,6 +196,12 @@ def compose(
     return Composition(bank=bank, weights=weights, fused=fused, source=source, notes=notes, confidence=confidence)
 
 
+def restore_notes(bank: LoraBank, routing: RoutingResult) -> list[str]:
+    """What the automatic restore will do beyond the router's own notes (the bank's do-no-harm rules: a weak
+    second kind left out, an unknown degradation's scaled weights), for the estimator's table."""
+    return [note for note in compose(bank, routing).notes if note not in routing.notes]
+
+
 @dataclass(frozen=True)
 class RestorePlan:
     """Every option of a restore, validated once; ``run`` then restores any number of images with it."""

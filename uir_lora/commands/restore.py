@@ -36,6 +36,7 @@ from ..pipeline import (
     plan_restore,
     read_image,
     region_map_picture,
+    restore_notes,
     save_image,
 )
 from .archive import add_archive_arguments, pending_jobs
@@ -246,6 +247,8 @@ def run_estimate(args: argparse.Namespace) -> int:
         (result,) = estimate(bank, loaded.image, args.top_k, args.temperature)
         print(f"== {source}")
         print(result.table())
+        for note in restore_notes(bank, result):
+            print(f"restore: {note}")
         if target is not None:
             (regions,) = estimate_spatial(bank, loaded.image, args.window, args.top_k, args.temperature)
             save_image(region_map_picture(loaded.image, regions), target)
