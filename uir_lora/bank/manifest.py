@@ -115,8 +115,8 @@ class RouterDefaults:
     (a weak second kind is more often a false alarm than damage, and a false one costs more than a missed one);
     None: off."""
     masking_kinds: list[str] = field(default_factory=list)
-    """...except when the strongest kind is one of these: damage that hides other damage from the encoder (noise
-    lowers the presence of haze and low light under it), so a weak second kind beside it is kept."""
+    """Presence routers: beside one of these as the strongest kind, a weak second kind is kept all the same: damage
+    that hides other damage from the encoder (noise lowers the presence of haze and low light under it)."""
     similarity: str = "cosine"
     """How s_o = d·B is formed (``SIMILARITIES``); the trained encoder's d already ends in 1 and is a logit."""
     calibration: dict[str, Any] = field(default_factory=dict)

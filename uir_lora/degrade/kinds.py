@@ -31,6 +31,7 @@ def same_damage(named: str, kind: str) -> bool:
     (lenient routing scores count these as right)."""
     return named == kind or any({named, kind} <= set(group) for group in SAME_DAMAGE)
 
+
 # Physical image-formation order: scene/atmosphere, then lens (drops, blur), then sampling,
 # then sensor noise, then compression. Mixtures are always applied in this order.
 CANONICAL_ORDER: tuple[str, ...] = (
