@@ -18,10 +18,12 @@ BANK_DEFAULT = "bank default"
 COMPOSE_MODES = ("auto", *pipeline.BLEND_MODES)
 
 
-def weights_ui(results: list[pipeline.RoutingResult]) -> list[dict]:
-    """JSON-able per-image weights for the node's ui dict (key "uir_weights", drawn by the web extension)."""
+def weights_ui(bank: pipeline.LoraBank, results: list[pipeline.RoutingResult]) -> list[dict]:
+    """JSON-able per-image weights for the node's ui dict (key "uir_weights", drawn by the web extension);
+    ``left_out``: kinds the router keeps but the automatic restore does not apply (the bank's follower floor)."""
     return [{"names": list(r.similarities), "similarities": [round(v, 4) for v in r.similarities.values()],
              "weights": [round(r.weights.get(n, 0.0), 4) for n in r.similarities],
+             "left_out": sorted(set(r.weights) - set(pipeline.compose(bank, r).weights)),
              "top_k": r.top_k, "temperature": r.temperature, "normalisation": r.normalisation,
              "unknown": r.unknown} for r in results]
 
@@ -39,18 +41,20 @@ class UIR_DegradationEstimator(io.ComfyNode):
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="UIR_DegradationEstimator", display_name="UIR Degradation Estimator", category=CATEGORY,
-            description="Route each image: similarity to every LoRA of the bank, then top-K weights.",
+            description="Route each image: similarity to every LoRA of the bank, then top-K weights (the shipped "
+                        "bank: each kept kind's presence, 0 to 1).",
             inputs=[
                 io.Image.Input("image", tooltip="the damaged image(s) to route; each image gets its own weights"),
                 Bank.Input("bank", tooltip="the bank from UIR LoRA Bank Loader"),
                 io.Int.Input("top_k", default=0, min=0, max=64, tooltip="LoRAs kept per image; 0 = the bank's default"),
                 # min 0, not the router's minimum: 0 stands for the bank's default (see validate_inputs)
                 io.Float.Input("temperature", default=0.0, min=0.0, max=TEMPERATURE_RANGE[1], step=0.005,
-                               tooltip=f"softmax temperature, {TEMPERATURE_RANGE[0]:g} to {TEMPERATURE_RANGE[1]:g}; "
-                                       f"0 = the bank's default"),
+                               tooltip=f"temperature of the normalisation, {TEMPERATURE_RANGE[0]:g} to "
+                                       f"{TEMPERATURE_RANGE[1]:g}; 0 = the bank's default (1 for the shipped bank)"),
                 io.Combo.Input("normalisation", options=[BANK_DEFAULT, *pipeline.NORMALISATIONS], default=BANK_DEFAULT,
-                               tooltip="how the top-K similarities become weights that sum to 1: softmax (with the "
-                                       "temperature) or sum (each divided by their total); bank default = the bank's"),
+                               tooltip="how the top-K similarities become weights: sigmoid (each kind's own "
+                                       "presence, the shipped bank's), softmax (with the temperature, summing to 1) "
+                                       "or sum (each divided by their total); bank default = the bank's"),
             ],
             outputs=[Routing.Output(display_name="routing", tooltip="per-image LoRA weights for the Composer"),
                      io.Image.Output(display_name="chart",
@@ -82,7 +86,7 @@ class UIR_DegradationEstimator(io.ComfyNode):
                   for r in results]
         table = "\n\n".join(f"image {i}\n{t}" if len(results) > 1 else t for i, t in enumerate(tables))
         # drawn on the node by web/uir_lora.js; no image preview of the chart as well (it would show the routing twice)
-        return io.NodeOutput(results, chart, table, ui={"uir_weights": weights_ui(results)})
+        return io.NodeOutput(results, chart, table, ui={"uir_weights": weights_ui(bank, results)})
 
 
 class UIR_LoraComposer(io.ComfyNode):

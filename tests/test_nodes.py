@@ -174,6 +174,20 @@ def test_estimator_outputs_routing_chart_table_and_ui_weights(nodes, loaded, ima
     assert "images" not in out.ui and len(weights) == 2  # drawn once, by web/uir_lora.js; no chart preview too
     assert sum(weights[0]["weights"]) == pytest.approx(1.0, abs=1e-3)
     assert weights[0]["names"] == list(routing[0].similarities)
+    assert weights[0]["left_out"] == [] and "restore:" not in table  # the tiny bank sets no follower floor
+
+
+def test_estimator_marks_what_the_restore_leaves_out(nodes, loaded, images, monkeypatch):
+    _, bank = loaded
+    # every second kind is too weak: the restore applies the first only (the bank object may be cached: undone after)
+    monkeypatch.setattr(bank.manifest.router, "follower_floor", 1.0)
+    out = nodes["UIR_DegradationEstimator"].execute(images, bank, 2, 1.0, "sigmoid")
+    routing, _, table = out.args
+    weights = out.ui["uir_weights"]
+    for result, drawn in zip(routing, weights):
+        first, second = sorted(result.weights, key=result.weights.get, reverse=True)
+        assert drawn["left_out"] == [second], "the router keeps both; the restore leaves the weaker out"
+        assert f"restore: {second} (" in table
 
 
 def test_estimator_temperature_matches_the_router(nodes, random_bank, photo):

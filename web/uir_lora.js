@@ -1,6 +1,6 @@
 // UIR-LoRA in the ComfyUI frontend (public APIs only):
 // - the Degradation Estimator's routing drawn as bars inside the node after each run; its ui dict carries
-//   "uir_weights": one {names, similarities, weights, top_k, temperature, normalisation, unknown} per image
+//   "uir_weights": one {names, similarities, weights, left_out, top_k, temperature, normalisation, unknown} per image
 //   (nodes/routing.py: weights_ui);
 // - UIR Compare's PSNR/SSIM lines (its ui "text") written on the node, above its image-beside-reference preview;
 // - seeds of new UIR nodes start "fixed": one deterministic restore step gains nothing from a new seed per queue;
@@ -34,13 +34,17 @@ export function barWidth(value, scale, width) {
 }
 
 function rowsOf(entry) {
-  const rows = entry.names.map((name, i) => ({ name, sim: entry.similarities[i], weight: entry.weights[i] }));
+  const leftOut = new Set(entry.left_out || []); // kept by the router, not applied by the restore
+  const rows = entry.names.map((name, i) => ({
+    name, sim: entry.similarities[i], weight: entry.weights[i], left: leftOut.has(name),
+  }));
   return rows.sort((a, b) => b.weight - a.weight || b.sim - a.sim);
 }
 
 function chartHeight(data) {
   if (!data || !data.length) return 0;
-  return HEAD + ROW * data[0].names.length + (data[0].unknown ? ROW : 0) + (data.length > 1 ? ROW : 0) + 6;
+  const leftOut = (data[0].left_out || []).length ? ROW : 0;
+  return HEAD + ROW * data[0].names.length + (data[0].unknown ? ROW : 0) + leftOut + (data.length > 1 ? ROW : 0) + 6;
 }
 
 function drawChart(ctx, data, width, y) {
@@ -63,18 +67,19 @@ function drawChart(ctx, data, width, y) {
   rowsOf(entry).forEach((row, i) => {
     const ry = y + HEAD + i * ROW;
     const kept = row.weight > 0;
-    ctx.fillStyle = kept ? COLOURS.text : COLOURS.dim;
-    ctx.font = kept ? "bold 12px sans-serif" : "12px sans-serif";
-    ctx.fillText((kept ? "\u2605 " : "  ") + row.name, left, ry + ROW / 2, labelW - 4);
+    const applied = kept && !row.left;
+    ctx.fillStyle = applied ? COLOURS.text : COLOURS.dim;
+    ctx.font = applied ? "bold 12px sans-serif" : "12px sans-serif";
+    ctx.fillText((applied ? "\u2605 " : "  ") + row.name, left, ry + ROW / 2, labelW - 4);
     ctx.fillStyle = row.sim >= 0 ? COLOURS.bar : COLOURS.neg; // a negative similarity: grey, same length rule
     ctx.fillRect(left + labelW, ry + ROW - 7, barWidth(row.sim, simScale, barW), 4);
     if (kept) {
-      ctx.fillStyle = COLOURS.kept;
+      ctx.fillStyle = applied ? COLOURS.kept : COLOURS.dim;
       ctx.fillRect(left + labelW, ry + 3, barWidth(row.weight, 1, barW), ROW - 11);
     }
     ctx.font = "11px monospace";
     ctx.textAlign = "right";
-    ctx.fillStyle = kept ? COLOURS.kept : COLOURS.dim;
+    ctx.fillStyle = applied ? COLOURS.kept : COLOURS.dim;
     ctx.fillText(plain(row.weight), width - left - 40, ry + ROW / 2);
     ctx.fillStyle = row.sim >= 0 ? COLOURS.bar : COLOURS.dim;
     ctx.fillText(plain(row.sim), width - left, ry + ROW / 2);
@@ -85,6 +90,13 @@ function drawChart(ctx, data, width, y) {
     ctx.fillStyle = COLOURS.warn;
     ctx.font = "bold 12px sans-serif";
     ctx.fillText("\u26a0 unknown degradation: no LoRA fits well", left, ny + ROW / 2);
+    ny += ROW;
+  }
+  if ((entry.left_out || []).length) {
+    ctx.fillStyle = COLOURS.dim;
+    ctx.font = "11px sans-serif";
+    ctx.fillText(`grey weight: too weak beside the first kind; the restore leaves out ${entry.left_out.join(", ")}`,
+      left, ny + ROW / 2, width - 2 * left);
     ny += ROW;
   }
   if (data.length > 1) {
