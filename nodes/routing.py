@@ -18,14 +18,14 @@ BANK_DEFAULT = "bank default"
 COMPOSE_MODES = ("auto", *pipeline.BLEND_MODES)
 
 
-def weights_ui(bank: pipeline.LoraBank, results: list[pipeline.RoutingResult]) -> list[dict]:
+def weights_ui(results: list[pipeline.RoutingResult], compositions: list[pipeline.Composition]) -> list[dict]:
     """JSON-able per-image weights for the node's ui dict (key "uir_weights", drawn by the web extension);
-    ``left_out``: kinds the router keeps but the automatic restore does not apply (the bank's follower floor)."""
+    ``left_out``: kinds the router keeps but the automatic restore (``compositions``) does not apply."""
     return [{"names": list(r.similarities), "similarities": [round(v, 4) for v in r.similarities.values()],
              "weights": [round(r.weights.get(n, 0.0), 4) for n in r.similarities],
-             "left_out": sorted(set(r.weights) - set(pipeline.compose(bank, r).weights)),
+             "left_out": sorted(set(r.weights) - set(c.weights)),
              "top_k": r.top_k, "temperature": r.temperature, "normalisation": r.normalisation,
-             "unknown": r.unknown} for r in results]
+             "unknown": r.unknown} for r, c in zip(results, compositions)]
 
 
 def chart_batch(results: list[pipeline.RoutingResult]) -> torch.Tensor:
@@ -82,11 +82,12 @@ class UIR_DegradationEstimator(io.ComfyNode):
         for i, r in enumerate(results):
             log.info("UIR routing, image %d: %s", i, {n: round(w, 3) for n, w in r.weights.items()})
         chart = chart_batch(results)
-        tables = ["\n".join([r.table()] + [f"restore: {note}" for note in pipeline.restore_notes(bank, r)])
-                  for r in results]
+        automatic = [pipeline.compose(bank, r) for r in results]  # what the restore applies: once per image
+        tables = ["\n".join([r.table()] + [f"restore: {note}" for note in pipeline.restore_notes(bank, r, c)])
+                  for r, c in zip(results, automatic)]
         table = "\n\n".join(f"image {i}\n{t}" if len(results) > 1 else t for i, t in enumerate(tables))
         # drawn on the node by web/uir_lora.js; no image preview of the chart as well (it would show the routing twice)
-        return io.NodeOutput(results, chart, table, ui={"uir_weights": weights_ui(bank, results)})
+        return io.NodeOutput(results, chart, table, ui={"uir_weights": weights_ui(results, automatic)})
 
 
 class UIR_LoraComposer(io.ComfyNode):

@@ -196,10 +196,12 @@ def compose(
     return Composition(bank=bank, weights=weights, fused=fused, source=source, notes=notes, confidence=confidence)
 
 
-def restore_notes(bank: LoraBank, routing: RoutingResult) -> list[str]:
+def restore_notes(bank: LoraBank, routing: RoutingResult, composition: Composition | None = None) -> list[str]:
     """What the automatic restore will do beyond the router's own notes (the bank's do-no-harm rules: a weak
-    second kind left out, an unknown degradation's scaled weights), for the estimator's table."""
-    return [note for note in compose(bank, routing).notes if note not in routing.notes]
+    second kind left out, an unknown degradation's scaled weights), for the estimator's table; ``composition``:
+    ``compose(bank, routing)`` when the caller has it already."""
+    composition = composition or compose(bank, routing)
+    return [note for note in composition.notes if note not in routing.notes]
 
 
 @dataclass(frozen=True)
