@@ -26,7 +26,7 @@ from .errors import TEMPERATURE_RANGE, InputError, check_int, check_range, parse
 from .images import IMAGE_SUFFIXES, PIXEL_BUDGET_ENV, LoadedImage, load_image, pixel_budget, read_image, save_image
 from .paths import MAX_NAME_BYTES, PACK_ROOT, bundled_bank_root, safe_resolve
 from .router.chart import weight_chart
-from .router.router import Router, RoutingResult, drop_weak_followers, expected_gain_weights
+from .router.router import Router, RoutingResult, drop_weak_followers
 from .router.spatial import DEFAULT_WINDOW, WINDOW_RANGE, RegionWeights, estimate_regions, region_map_picture
 from .sampler.restore import InterruptFn, ProgressFn, SamplerOptions, as_image_batch, global_stage, restore_batch
 from .sampler.spatial import restore_regions
@@ -180,10 +180,6 @@ def compose(
         # do no harm: the router's answer stays a presence per kind; a weak second kind is not applied
         routed, left_out = drop_weak_followers(routed, floor, bank.manifest.router.masking_kinds)
         notes += tuple(left_out)
-    if routing is not None and mode != "manual" and routing.normalisation == "sigmoid":
-        ratios = {entry.name: entry.gain_ratio for entry in bank.manifest.loras}
-        routed, moved = expected_gain_weights(routed, ratios)
-        notes += tuple(moved)
     if routing is not None and routing.unknown and mode != "manual":
         # no LoRA fits: restore gently rather than confidently wrong (the strength is recorded in the bank)
         safe = bank.manifest.router.unknown_strength

@@ -44,8 +44,6 @@ logit: d = [standardised feature, 1] and B = a presence head's weights with its 
 heads and the trained encoder), whose sigmoid is the probability that the kind's damage is present."""
 COSINE_MARGIN_LIMIT, LOGIT_MARGIN_LIMIT = 2.0, 100.0
 """Largest route margins: cosines differ by at most 2; presence logits of a placed kind stay far below 100."""
-MAX_GAIN_RATIO = 1e6
-"""A LoRA that never harms gets a large ratio, not an infinite one: at 1e6 any presence above 1e-4 is weight 0.99."""
 TRAINED_ENCODER = "da-efficientnet-lite0"
 """The degradation-aware encoder trained here (router/trained.py); its weights ship in the bank folder."""
 
@@ -152,12 +150,6 @@ class LoraEntry:
     global_stage: str = ""
     """The kind's global adapter (uir_lora/global_stage), a *.safetensors file in the bank folder; "" for a kind
     that is local only. Written only when set."""
-    gain_ratio: float | None = None
-    """Presence routers: the mean squared error this LoRA at weight 1 removes from photos with its damage over
-    what it adds to clean ones, measured on held-out photos (`calibrate-gain`). The automatic restore applies the
-    kind at p r / (p r + 1 - p) for a presence p, the weight that minimises the expected error when the router is
-    calibrated: more than p where a false alarm costs little, less where a miss is cheap. None: the weight is p.
-    Written only when set."""
 
 
 @dataclass
@@ -188,8 +180,6 @@ class Manifest:
                 del entry["route_margin"]
             if not entry["global_stage"]:
                 del entry["global_stage"]
-            if entry["gain_ratio"] is None:
-                del entry["gain_ratio"]
         if data["router"]["similarity"] == "cosine":  # the default: manifests written before it keep their bytes
             del data["router"]["similarity"]
         for optional in ("examples", "alternatives", "follower_floor", "masking_kinds"):
@@ -373,16 +363,7 @@ def _parse_lora(data: Any, index: int, dim: int, margin_limit: float) -> LoraEnt
         provenance=_object(data, "provenance", where), validation=_object(data, "validation", where),
         route_margin=_route_margin(data.get("route_margin", 0.0), margin_limit, where),
         global_stage=_bank_file_name(data.get("global_stage", ""), "global_stage", where),
-        gain_ratio=_gain_ratio(data.get("gain_ratio"), where),
     )
-
-
-def _gain_ratio(value: Any, where: str) -> float | None:
-    if value is None:
-        return None
-    _check_number(value, isinstance(value, (int, float)) and 0 < value <= MAX_GAIN_RATIO,
-                  f"gain_ratio must be null or a number in (0, {MAX_GAIN_RATIO:g}]; re-run `calibrate-gain`", where)
-    return float(value)
 
 
 def _bank_file_name(value: Any, key: str, where: str) -> str:

@@ -159,26 +159,6 @@ def drop_weak_followers(weights: Mapping[str, float], floor: float,
     return kept, notes
 
 
-def expected_gain_weights(weights: Mapping[str, float],
-                          ratios: Mapping[str, float | None]) -> tuple[dict[str, float], list[str]]:
-    """Presence weights turned into the weights that minimise the expected squared error, and a note if any moved.
-
-    With presence p, a kind's LoRA at weight w leaves (1 - w)^2 G of its damage's error with probability p and
-    adds w^2 D to a photo without it otherwise; the minimum is at w = p r / (p r + 1 - p), r = G / D (the entry's
-    ``gain_ratio``). r = 1 (or none) keeps w = p."""
-    out: dict[str, float] = {}
-    moved = []
-    for name, presence in weights.items():
-        ratio = ratios.get(name)
-        weight = presence if ratio is None else presence * ratio / (presence * ratio + 1.0 - presence)
-        out[name] = weight
-        if abs(weight - presence) >= 0.005:
-            moved.append(f"{name} {presence:.2f} -> {weight:.2f}")
-    notes = [f"weights from expected gain (what each LoRA removes against what it costs when wrong): "
-             f"{', '.join(moved)}"] if moved else []
-    return out, notes
-
-
 def merge_alternatives(similarities: torch.Tensor, groups: list[list[int]], temperature: float,
                        normalisation: str, chosen: torch.Tensor | None = None) -> torch.Tensor:
     """[..., N] similarities with each group of alternatives (indices of LoRAs that undo the same damage)

@@ -58,33 +58,6 @@ def register_presence(subparsers: argparse._SubParsersAction) -> None:
                    help="damage presence from which the restore gets full strength (default %(default)s)")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     p.set_defaults(run=run_train_presence)
-    p = subparsers.add_parser("calibrate-gain", help="measure on the held-out interiors what each LoRA removes "
-                                                     "from its damage against what it adds to clean photos, and "
-                                                     "record it: the automatic restore's weights follow it")
-    p.add_argument("--bank", type=existing_path, required=True, help="bank folder (holds manifest.json)")
-    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
-    p.set_defaults(run=run_calibrate_gain)
-
-
-def run_calibrate_gain(args: argparse.Namespace) -> int:
-    import torch
-
-    from ..router.gain import SEVERITIES, measure_gain, record_gain
-    from ..train.data import load_validation_images
-
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    photos = load_validation_images()
-    with _lock(args.bank):
-        report = measure_gain(args.bank, photos)
-        record_gain(args.bank, report, f"{len(photos)} validation interiors, severities "
-                                       f"{', '.join(map(str, SEVERITIES))}, both training syntheses")
-    for kind, row in report.items():
-        print(f"{kind}: removes {row['gain']:.5f}, costs {row['cost']:.5f} (mean squared error), "
-              f"ratio {row['ratio']:.3g}")
-    if not report:
-        print("no built-in kind in this bank: nothing measured, the weights stay the presences")
-    return 0
 
 
 def run_train_presence(args: argparse.Namespace) -> int:

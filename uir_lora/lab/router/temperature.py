@@ -52,14 +52,13 @@ def combo_key(top_k: int, temperature: float | None) -> str:
     return f"k{top_k} T={'learned' if temperature is None else f'{temperature:g}'}"
 
 
-def bank_backbone(family: str, purpose: str = "the temperature sweep",
-                  workaround: str = "run train-router with --temperature-photos 0") -> Backbone:
+def bank_backbone(family: str) -> Backbone:
     """The backbone a bank was made for, where the family alone names its weights (the embedded ones)."""
     try:
         return pipeline.load_backbone(family)
     except BackboneError as exc:
-        raise InputError(f"{purpose} restores with the bank's own backbone, which a {family!r} bank "
-                         f"does not name ({exc}); {workaround}") from exc
+        raise InputError(f"the temperature sweep restores with the bank's own backbone, which a {family!r} bank "
+                         f"does not name ({exc}); run train-router with --temperature-photos 0") from exc
 
 
 def sweep(bank_dir: Path, photos: Sequence[torch.Tensor], cases: Sequence[Case] | None = None,
