@@ -217,3 +217,28 @@ def test_the_shipped_haze_adapter_dehazes_a_photo_and_leaves_the_clear_one_nearl
         kept = apply_global(clear, adapter(thumbnail(clear)))
     assert (restored - clear).abs().mean() < 0.6 * (hazy - clear).abs().mean()
     assert (kept - clear).abs().mean() < 0.05 * (hazy - clear).abs().mean()
+
+
+def test_the_exposure_anchor_lifts_a_dark_photos_highlights_and_leaves_a_bright_one(photo, tmp_path):
+    adapter = GlobalAdapter(anchor=True).eval()
+    bright = photo / torch.quantile(thumbnail(photo).amax(dim=1).flatten(), 0.99) * 0.95
+    with torch.no_grad():
+        assert torch.allclose(apply_global(bright.clamp(0, 1), adapter(thumbnail(bright.clamp(0, 1)))),
+                              bright.clamp(0, 1), atol=1e-5), "highlights above the anchor: no gain"
+        dark = bright.clamp(0, 1) * 0.1
+        params = adapter(thumbnail(dark))
+        lifted = apply_global(dark, params)
+    level = torch.quantile(thumbnail(lifted).amax(dim=1).flatten(), 0.99)
+    assert float(level) == pytest.approx(adapter_module.ANCHOR_LEVEL, abs=0.02)
+    half = GlobalParams.blend([(0.5, params)])
+    assert torch.allclose(half.exposure, 0.5 * params.exposure), "a gain composes in log space"
+    assert not half.is_identity() and GlobalParams.blend([(0.0, params)]).is_identity()
+    path = tmp_path / "low_light.global.safetensors"
+    save_file({k: v.contiguous() for k, v in adapter.state_dict().items()}, str(path))
+    from uir_lora.bank.store import read_global_adapter
+
+    read = read_global_adapter(path)
+    assert read.anchor and not read.dehaze
+    with torch.no_grad():
+        assert torch.allclose(read(thumbnail(dark)).exposure, params.exposure)
+    assert GlobalAdapter()(thumbnail(dark)).exposure is None, "an adapter without the anchor has no gain"

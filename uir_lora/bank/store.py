@@ -73,7 +73,7 @@ def read_lora_file(path: Path) -> dict[str, torch.Tensor]:
 def read_global_adapter(path: Path) -> GlobalAdapter:
     """A global adapter file (checked like a LoRA file), frozen, in float32; one that dehazes has its head's keys."""
     state = read_lora_file(path)
-    adapter = GlobalAdapter(dehaze=any(key.startswith("dehaze_head.") for key in state))
+    adapter = GlobalAdapter(dehaze=any(key.startswith("dehaze_head.") for key in state), anchor="anchor_level" in state)
     try:
         adapter.load_state_dict({key: tensor.float() for key, tensor in state.items()}, strict=True)
     except RuntimeError as exc:

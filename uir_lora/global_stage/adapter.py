@@ -45,6 +45,12 @@ DEHAZE_SIDE = 256
 MIN_TRANSMISSION = 0.1
 MAX_OMEGA = 0.95
 """The dark channel prior's usual cap: some haze is kept, so distant objects still look distant."""
+ANCHOR_LEVEL = 0.9
+"""Exposure anchor: the level the brightest percent of a photo's thumbnail (its largest channel) is lifted to,
+about the median of the training photos'. A photo's highlights say its exposure far better than its mean (across
+the training photos the log of the one varies a quarter as much as the log of the other)."""
+MAX_ANCHOR_GAIN = 32.0
+"""At most five stops: a darker thumbnail is mostly noise."""
 _SOFTPLUS_ONE = math.log(math.e - 1.0)  # softplus(_SOFTPLUS_ONE) == 1: a zero output is the identity curve
 
 
@@ -63,6 +69,8 @@ class GlobalParams:
     """[B,3] the colour of the haze, in 0..1."""
     dehaze_weight: torch.Tensor | None = None
     """[B,1] how much of the dehazed image replaces the input (the composition's weight; 0: none)."""
+    exposure: torch.Tensor | None = None
+    """[B,1] log of the gain applied before the curves (an adapter with an exposure anchor); None: none."""
 
     @staticmethod
     def identity(batch: int = 1, device: torch.device | str = "cpu") -> GlobalParams:
@@ -76,7 +84,8 @@ class GlobalParams:
     def is_identity(self) -> bool:
         ident = GlobalParams.identity(self.curve.shape[0], self.curve.device)
         return bool(torch.equal(self.curve, ident.curve) and torch.equal(self.mix, ident.mix)
-                    and not self.log_gain.any() and not self.offset.any() and not self.dehazes())
+                    and not self.log_gain.any() and not self.offset.any() and not self.dehazes()
+                    and (self.exposure is None or not self.exposure.any()))
 
     @staticmethod
     def blend(parts: Iterable[tuple[float, GlobalParams]], batch: int = 1) -> GlobalParams:
@@ -84,12 +93,14 @@ class GlobalParams:
         dehazing part: in the output, see below)."""
         out = GlobalParams.identity(batch)
         curve, log_gain, offset, mix = out.curve, out.log_gain, out.offset, out.mix
-        omega = airlight = dehaze_weight = None
+        omega = airlight = dehaze_weight = exposure = None
         for weight, params in parts:
             curve = curve + weight * (params.curve - out.curve)
             log_gain = log_gain + weight * params.log_gain
             offset = offset + weight * params.offset
             mix = mix + weight * (params.mix - out.mix)
+            if params.exposure is not None:  # a gain composes in log space, like the field's
+                exposure = weight * params.exposure + (0.0 if exposure is None else exposure)
             if params.omega is not None:
                 # the dehazed image enters by weight, x + w (dehaze(x) - x): the LoRAs' rule, linear in the
                 # output. Scaling omega instead removes far less than a w-th of the haze (t is 1 - omega d).
@@ -100,7 +111,7 @@ class GlobalParams:
         if omega is not None:  # several adapters that dehaze: their omega and airlight, averaged by weight
             omega = omega / dehaze_weight.clamp_min(1e-8)
             airlight = airlight / dehaze_weight.clamp_min(1e-8)
-        return GlobalParams(curve, log_gain, offset, mix, omega, airlight, dehaze_weight)
+        return GlobalParams(curve, log_gain, offset, mix, omega, airlight, dehaze_weight, exposure)
 
 
 def thumbnail(image: torch.Tensor) -> torch.Tensor:
@@ -139,11 +150,15 @@ class GlobalAdapter(nn.Module):
     starts at the plain dark channel prior, not the identity: training begins from a dehazer); a file's
     keys say which it is (``dehaze_head.*``)."""
 
-    def __init__(self, width: int = 32, dehaze: bool = False) -> None:
+    def __init__(self, width: int = 32, dehaze: bool = False, anchor: bool = False) -> None:
         super().__init__()
         w = width
         self.dehaze = dehaze
+        self.anchor = anchor
+        if anchor:  # a buffer, so a file says what it is (``anchor_level``)
+            self.register_buffer("anchor_level", torch.tensor(ANCHOR_LEVEL))
         cues = 2 * QUANTILES.numel() if dehaze else 0
+        cues += 1 if anchor else 0
         self.trunk = nn.Sequential(
             nn.Conv2d(6, w // 2, 3, stride=2, padding=1), nn.ReLU(inplace=True),  # 32
             nn.Conv2d(w // 2, w, 3, stride=2, padding=1), nn.ReLU(inplace=True),  # 16
@@ -162,6 +177,11 @@ class GlobalAdapter(nn.Module):
             nn.init.zeros_(self.dehaze_head.bias)
 
     def forward(self, thumb: torch.Tensor) -> GlobalParams:
+        exposure = None
+        if self.anchor:  # lift the highlights to the anchor first: the curves then work where the image lies
+            level = torch.quantile(thumb.amax(dim=1).flatten(1).float(), 0.99, dim=-1, keepdim=True)
+            exposure = torch.log((self.anchor_level / level.clamp_min(1e-4)).clamp(1.0, MAX_ANCHOR_GAIN))
+            thumb = (thumb * exposure.exp()[..., None, None]).clamp(0, 1)
         # log-intensity beside the pixels: exposure is multiplicative, so the trunk sees it linearly
         features = self.trunk(torch.cat((thumb, torch.log(thumb.clamp_min(1e-3))), dim=1))
         pooled = torch.cat((features.mean(dim=(2, 3)), features.amax(dim=(2, 3))), dim=1)
@@ -170,6 +190,8 @@ class GlobalAdapter(nn.Module):
         levels = torch.quantile(thumb.flatten(2), QUANTILES.to(thumb.device), dim=-1).permute(1, 0, 2).flatten(1)
         dark = dark_channel(thumb, 3) if self.dehaze else None
         inputs = torch.cat((pooled, levels, haze_cues(thumb, dark)) if self.dehaze else (pooled, levels), dim=1)
+        if exposure is not None:  # the head sees how far the anchor lifted the photo, so it can take some back
+            inputs = torch.cat((inputs, exposure), dim=1)
         hidden = self.global_head[1](self.global_head[0](inputs))
         head = self.global_head[2](hidden)
         raw, mix = head[:, : 3 * KNOTS].view(-1, 3, KNOTS), head[:, 3 * KNOTS:].view(-1, 3, 3)
@@ -186,7 +208,7 @@ class GlobalAdapter(nn.Module):
             airlight = (estimated_airlight(thumb, dark) * correction).clamp(0.05, 1.0)
             weight = torch.ones_like(omega)
         return GlobalParams(curve, local[:, :3].clamp(-MAX_LOG_GAIN, MAX_LOG_GAIN), local[:, 3:], mix, omega, airlight,
-                            weight)
+                            weight, exposure)
 
 
 def apply_curve(image: torch.Tensor, curve: torch.Tensor) -> torch.Tensor:
@@ -268,6 +290,8 @@ def _transform(image: torch.Tensor, params: GlobalParams, rows: slice, clamp: bo
     band = image[..., rows, :].float()
     if coefficients is not None:  # the scattering model first: the haze lies over the scene's own colours
         band = _dehaze(band, params, coefficients, rows, height, width).clamp(0, 1)
+    if params.exposure is not None:
+        band = band * params.exposure.exp()[..., None, None]
     gain, offset = _field(params, rows, height, width)
     toned = torch.einsum("bij,bjhw->bihw", params.mix, apply_curve(band, params.curve))
     band = gain * toned + offset

@@ -50,6 +50,8 @@ class GlobalConfig:
     scenes and dim rooms are photos too, and the adapter must not brighten every dark photo to mid-grey."""
     dehaze: bool = False
     """Give the adapter the scattering model (haze cues, omega and airlight heads): for haze."""
+    anchor: bool = False
+    """Give the adapter the exposure anchor (its highlights lifted to ANCHOR_LEVEL before the curves): for low light."""
     seed: int = 0
     threads: int = 0
 
@@ -85,7 +87,7 @@ def train_global(photos: Sequence[np.ndarray], cfg: GlobalConfig, log=print) -> 
     torch.manual_seed(cfg.seed)
     rng, np_rng = random.Random(cfg.seed), np.random.default_rng(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
-    adapter = GlobalAdapter(dehaze=cfg.dehaze)
+    adapter = GlobalAdapter(dehaze=cfg.dehaze, anchor=cfg.anchor)
     optimiser = torch.optim.AdamW(adapter.parameters(), lr=cfg.lr, weight_decay=1e-4)
     started, history, step = time.monotonic(), [], 0
     budget = cfg.minutes * 60
