@@ -4,7 +4,8 @@
 #
 #   bash tools/train_global_stage.sh [BANK_DIR] [ADAPTER_MINUTES] [LORA_MINUTES] [KIND ...]
 #       (defaults: lora_bank/embedded-ffdnet, 9, 26, low_light color_cast haze: about 45 minutes on two CPU
-#       cores; runs in runs/global/). The haze adapter also undoes the scattering model (--dehaze).
+#       cores; runs in runs/global/). The haze adapter also undoes the scattering model (--dehaze); the
+#       low-light adapter first lifts the photo's highlights to a fixed level (--anchor).
 #
 # Then measure on the independent check set before committing the bank:
 #   python benchmarks/wild.py --jobs 2 --doc docs/benchmarks.md
@@ -26,6 +27,7 @@ done
 for kind in "${KINDS[@]}"; do  # one thread each, side by side
   extra=()
   [ "$kind" = haze ] && extra=(--dehaze)
+  [ "$kind" = low_light ] && extra=(--anchor)
   python -m uir_lora.lab.train.global_stage --kind "$kind" --photos "$PHOTOS" --minutes "$ADAPTER_MINUTES" \
     --threads 1 "${extra[@]}" --out "$RUNS/adapters/$kind.safetensors" > "$RUNS/adapters/$kind.log" 2>&1 &
 done
