@@ -71,7 +71,8 @@ def read_lora_file(path: Path) -> dict[str, torch.Tensor]:
 
 
 def read_global_adapter(path: Path) -> GlobalAdapter:
-    """A global adapter file (checked like a LoRA file), frozen, in float32; one that dehazes has its head's keys."""
+    """A global adapter file (checked like a LoRA file), frozen, in float32; one that dehazes has its head's keys,
+    one with the exposure anchor its ``anchor_level``."""
     state = read_lora_file(path)
     adapter = GlobalAdapter(dehaze=any(key.startswith("dehaze_head.") for key in state), anchor="anchor_level" in state)
     try:

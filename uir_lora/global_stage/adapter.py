@@ -13,6 +13,9 @@ the colours of the scenes they trained on instead. Each kind may therefore carry
   with the airlight ``A`` and the strength ``omega`` predicted from the thumbnail and the transmission
   ``t = 1 - omega * dark channel`` of the image itself, refined by a guided filter, so it follows depth
   edges that an 8×8 field cannot (He, Sun and Tang's dark channel prior, with its strength learned).
+- for low light (an adapter built with ``anchor=True``), first an exposure read from the highlights: the
+  thumbnail's brightest percent lifted to ``ANCHOR_LEVEL``, so a naturally dark scene is not brightened to the
+  mean of the training photos and the curves work where the image's levels lie.
 
 The stage is the identity when no kind with a global adapter is active. It composes like the LoRAs:
 parameters = identity + sum_i s_i (parameters_i - identity), the paper's x_out = f0(x) + sum_i s_i f_i(x)
@@ -147,8 +150,8 @@ class GlobalAdapter(nn.Module):
     """Thumbnail -> GlobalParams. About 70k parameters; its last layers start at zero (the identity).
 
     ``dehaze=True`` adds the haze cues to the head's input and a head for ``omega`` and the airlight (which
-    starts at the plain dark channel prior, not the identity: training begins from a dehazer); a file's
-    keys say which it is (``dehaze_head.*``)."""
+    starts at the plain dark channel prior, not the identity: training begins from a dehazer); ``anchor=True``
+    the exposure anchor. A file's keys say which it is (``dehaze_head.*``, ``anchor_level``)."""
 
     def __init__(self, width: int = 32, dehaze: bool = False, anchor: bool = False) -> None:
         super().__init__()
