@@ -204,6 +204,37 @@ def test_a_dehazing_adapter_file_is_read_as_one(tmp_path, photo):
         assert torch.allclose(params.omega, adapter(thumbnail(photo)).omega)
 
 
+def test_an_adapters_own_omega_cap_bounds_omega_and_survives_its_file(tmp_path, photo):
+    adapter = GlobalAdapter(dehaze=True, omega_cap=0.98)
+    torch.nn.init.constant_(adapter.dehaze_head.bias, 20.0)  # omega saturates at the cap
+    path = tmp_path / "haze.global.safetensors"
+    save_file({k: v.contiguous() for k, v in adapter.state_dict().items()}, str(path))
+    from uir_lora.bank.store import read_global_adapter
+
+    with torch.no_grad():
+        assert float(read_global_adapter(path)(thumbnail(photo)).omega) == pytest.approx(0.98, abs=1e-4)
+        plain = GlobalAdapter(dehaze=True)
+        torch.nn.init.constant_(plain.dehaze_head.bias, 20.0)
+        assert float(plain(thumbnail(photo)).omega) == pytest.approx(adapter_module.MAX_OMEGA, abs=1e-4)
+
+
+def test_the_best_omega_search_finds_each_photos_own_haze():
+    from uir_lora.lab.train.global_stage import best_omega
+
+    clear, _, _ = hazy_scene()
+    # a scene whose darkest channel never falls below 0.2 (a pale one: the prior over-reads its haze) beside one
+    # whose dark channel is zero, both under uniform haze t = 0.5 of a white airlight
+    clear = torch.cat((0.2 + 0.8 * clear, clear))
+    hazy = 0.5 * clear + 0.5
+    params = GlobalParams.blend([(1.0, dehazing_params(0.5, torch.ones(1, 3)))], batch=2)
+    params = GlobalParams(**{**vars(params), "omega": torch.full((2, 1), 0.5), "airlight": torch.ones(2, 3),
+                             "dehaze_weight": torch.ones(2, 1)})
+    found = best_omega(hazy, clear, params, cap=0.98)
+    # 1 - omega * dark(I / A) = t: omega = 0.5 / 0.6 for the pale scene, 1 (so the cap) for the other
+    assert found[0].item() == pytest.approx(0.5 / 0.6, abs=0.03)
+    assert found[1].item() == pytest.approx(0.98, abs=1e-6)
+
+
 def test_the_shipped_haze_adapter_dehazes_a_photo_and_leaves_the_clear_one_nearly_alone():
     skimage_data = pytest.importorskip("skimage.data")
     photo = torch.from_numpy(skimage_data.astronaut().copy()).permute(2, 0, 1)[None].float() / 255

@@ -72,9 +72,10 @@ def read_lora_file(path: Path) -> dict[str, torch.Tensor]:
 
 def read_global_adapter(path: Path) -> GlobalAdapter:
     """A global adapter file (checked like a LoRA file), frozen, in float32; one that dehazes has its head's keys,
-    one with the exposure anchor its ``anchor_level``."""
+    one with the exposure anchor its ``anchor_level``, one with its own cap on omega ``omega_cap``."""
     state = read_lora_file(path)
-    adapter = GlobalAdapter(dehaze=any(key.startswith("dehaze_head.") for key in state), anchor="anchor_level" in state)
+    adapter = GlobalAdapter(dehaze=any(key.startswith("dehaze_head.") for key in state), anchor="anchor_level" in state,
+                            omega_cap=float(state["omega_cap"]) if "omega_cap" in state else None)
     try:
         adapter.load_state_dict({key: tensor.float() for key, tensor in state.items()}, strict=True)
     except RuntimeError as exc:

@@ -47,7 +47,8 @@ DEHAZE_SIDE = 256
 """Longest side at which the transmission is estimated; its coefficients are then applied at full size."""
 MIN_TRANSMISSION = 0.1
 MAX_OMEGA = 0.95
-"""The dark channel prior's usual cap: some haze is kept, so distant objects still look distant."""
+"""The dark channel prior's usual cap: some haze is kept, so distant objects still look distant. An adapter file
+may carry its own (``omega_cap``): one taught the best omega per photo needs more room for dense haze."""
 ANCHOR_LEVEL = 0.9
 """Exposure anchor: the level the brightest percent of a photo's thumbnail (its largest channel) is lifted to,
 about the median of the training photos'. A photo's highlights say its exposure far better than its mean (across
@@ -151,15 +152,19 @@ class GlobalAdapter(nn.Module):
 
     ``dehaze=True`` adds the haze cues to the head's input and a head for ``omega`` and the airlight (which
     starts at the plain dark channel prior, not the identity: training begins from a dehazer); ``anchor=True``
-    the exposure anchor. A file's keys say which it is (``dehaze_head.*``, ``anchor_level``)."""
+    the exposure anchor; ``omega_cap`` replaces MAX_OMEGA. A file's keys say which it is (``dehaze_head.*``,
+    ``anchor_level``, ``omega_cap``)."""
 
-    def __init__(self, width: int = 32, dehaze: bool = False, anchor: bool = False) -> None:
+    def __init__(self, width: int = 32, dehaze: bool = False, anchor: bool = False,
+                 omega_cap: float | None = None) -> None:
         super().__init__()
         w = width
         self.dehaze = dehaze
         self.anchor = anchor
         if anchor:  # a buffer, so a file says what it is (``anchor_level``)
             self.register_buffer("anchor_level", torch.tensor(ANCHOR_LEVEL))
+        if omega_cap is not None:  # likewise; files without it keep MAX_OMEGA
+            self.register_buffer("omega_cap", torch.tensor(float(omega_cap)))
         cues = 2 * QUANTILES.numel() if dehaze else 0
         cues += 1 if anchor else 0
         self.trunk = nn.Sequential(
@@ -206,7 +211,8 @@ class GlobalAdapter(nn.Module):
         omega = airlight = weight = None
         if self.dehaze:
             raw_haze = self.dehaze_head(hidden)
-            omega = MAX_OMEGA * torch.sigmoid(raw_haze[:, :1])
+            cap = self.omega_cap if hasattr(self, "omega_cap") else MAX_OMEGA
+            omega = cap * torch.sigmoid(raw_haze[:, :1])
             correction = torch.exp(0.25 * torch.tanh(raw_haze[:, 1:]))
             airlight = (estimated_airlight(thumb, dark) * correction).clamp(0.05, 1.0)
             weight = torch.ones_like(omega)

@@ -19,7 +19,7 @@ import json
 import random
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +28,8 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 
 from ...degrade import KINDS, compatible
-from ...global_stage import GlobalAdapter, apply_global, thumbnail
+from ...global_stage import GlobalAdapter, GlobalParams, apply_global, thumbnail
+from ...global_stage.adapter import MAX_OMEGA
 from .joint import _load_photos, degrade_case, photo_crops
 from .trainer import CLEAN
 
@@ -52,6 +53,12 @@ class GlobalConfig:
     """Give the adapter the scattering model (haze cues, omega and airlight heads): for haze."""
     anchor: bool = False
     """Give the adapter the exposure anchor (its highlights lifted to ANCHOR_LEVEL before the curves): for low light."""
+    omega_target: bool = False
+    """Teach the dehazing head each example's best omega directly (found by a search over ``OMEGA_GRID``) beside the
+    image loss: through the image alone the head learns a near-constant omega, where the best one per photo spans
+    0.6-0.98."""
+    omega_cap: float = 0.0
+    """The adapter's cap on omega (0: MAX_OMEGA); stored in its file."""
     seed: int = 0
     threads: int = 0
 
@@ -81,13 +88,31 @@ def draw_batch(photos: Sequence[np.ndarray], cfg: GlobalConfig, rng: random.Rand
     return torch.cat(damaged), torch.cat(targets)
 
 
+OMEGA_STEPS = 21
+"""Omegas searched per example, evenly from 0 to the adapter's cap."""
+
+
+def best_omega(small: torch.Tensor, target: torch.Tensor, params: GlobalParams, cap: float) -> torch.Tensor:
+    """[B,1]: for each example the omega on an even grid up to ``cap`` whose output (the rest of ``params`` kept) is
+    nearest ``target`` in L1. A search, not a gradient: the loss is far from convex in omega (1/t)."""
+    grid = torch.linspace(0.0, cap, OMEGA_STEPS)
+    with torch.no_grad():
+        frozen = GlobalParams(**{field.name: None if getattr(params, field.name) is None
+                                 else getattr(params, field.name).detach() for field in fields(params)})
+        errors = torch.stack([
+            (apply_global(small, replace(frozen, omega=torch.full_like(frozen.omega, float(omega)))) - target)
+            .abs().mean(dim=(1, 2, 3)) for omega in grid], dim=1)
+    return grid[errors.argmin(dim=1)][:, None]
+
+
 def train_global(photos: Sequence[np.ndarray], cfg: GlobalConfig, log=print) -> tuple[GlobalAdapter, list[dict]]:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     rng, np_rng = random.Random(cfg.seed), np.random.default_rng(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
-    adapter = GlobalAdapter(dehaze=cfg.dehaze, anchor=cfg.anchor)
+    adapter = GlobalAdapter(dehaze=cfg.dehaze, anchor=cfg.anchor, omega_cap=cfg.omega_cap or None)
+    cap = cfg.omega_cap or MAX_OMEGA
     optimiser = torch.optim.AdamW(adapter.parameters(), lr=cfg.lr, weight_decay=1e-4)
     started, history, step = time.monotonic(), [], 0
     budget = cfg.minutes * 60
@@ -98,7 +123,10 @@ def train_global(photos: Sequence[np.ndarray], cfg: GlobalConfig, log=print) -> 
         damaged, target = draw_batch(photos, cfg, rng, np_rng, gen)
         small = F.adaptive_avg_pool2d(damaged, cfg.loss_side)
         params = adapter(thumbnail(damaged))
-        loss = F.l1_loss(apply_global(small, params, clamp=False), F.adaptive_avg_pool2d(target, cfg.loss_side))
+        small_target = F.adaptive_avg_pool2d(target, cfg.loss_side)
+        loss = F.l1_loss(apply_global(small, params, clamp=False), small_target)
+        if cfg.omega_target and params.omega is not None:
+            loss = loss + F.l1_loss(params.omega, best_omega(small, small_target, params, cap))
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(adapter.parameters(), 1.0)
