@@ -218,6 +218,19 @@ def test_an_adapters_own_omega_cap_bounds_omega_and_survives_its_file(tmp_path, 
         assert float(plain(thumbnail(photo)).omega) == pytest.approx(adapter_module.MAX_OMEGA, abs=1e-4)
 
 
+def test_coefficients_at_any_omega_come_from_those_at_omega_one():
+    from uir_lora.global_stage.adapter import coefficients_at_omega, transmission_coefficients
+
+    _, hazy, airlight = hazy_scene()
+    unit = transmission_coefficients(hazy, dehazing_params(1.0, airlight))
+    for omega in (0.0, 0.4, 0.93):
+        direct = transmission_coefficients(hazy, dehazing_params(omega, airlight))
+        assert torch.allclose(coefficients_at_omega(unit, torch.tensor([[omega]])), direct, atol=1e-5)
+        assert torch.allclose(apply_global(hazy, dehazing_params(omega, airlight),
+                                           coefficients=coefficients_at_omega(unit, torch.tensor([[omega]]))),
+                              apply_global(hazy, dehazing_params(omega, airlight)), atol=1e-5)
+
+
 def test_the_best_omega_search_finds_each_photos_own_haze():
     from uir_lora.lab.train.global_stage import best_omega
 

@@ -280,10 +280,21 @@ def _dehaze(band: torch.Tensor, params: GlobalParams, coefficients: torch.Tensor
     return band + params.dehaze_weight[..., None, None] * (dehazed - band)
 
 
-def apply_global(image: torch.Tensor, params: GlobalParams, clamp: bool = True) -> torch.Tensor:
-    """The global transform on the whole image [B,3,H,W], a band of rows at a time."""
+def coefficients_at_omega(unit: torch.Tensor, omega: torch.Tensor) -> torch.Tensor:
+    """The guided filter's coefficients at ``omega`` [B,1] from ``unit``, those at omega 1 (same airlight): the
+    filter is linear in the raw transmission 1 - omega d, and a constant passes through it, so a search over
+    omega filters once."""
+    omega = omega[..., None, None]
+    return torch.cat((omega * unit[:, :1], 1.0 - omega + omega * unit[:, 1:]), dim=1)
+
+
+def apply_global(image: torch.Tensor, params: GlobalParams, clamp: bool = True,
+                 coefficients: torch.Tensor | None = None) -> torch.Tensor:
+    """The global transform on the whole image [B,3,H,W], a band of rows at a time; ``coefficients``: the
+    transmission's, when already known (``coefficients_at_omega``)."""
     height, width = image.shape[-2:]
-    coefficients = transmission_coefficients(image, params) if params.dehazes() else None
+    if coefficients is None and params.dehazes():
+        coefficients = transmission_coefficients(image, params)
     if torch.is_grad_enabled() and params.curve.requires_grad:  # training: small images, one band keeps the graph
         return _transform(image, params, slice(0, height), clamp, coefficients)
     out = torch.empty_like(image, dtype=torch.float32)

@@ -29,7 +29,7 @@ from safetensors.torch import save_file
 
 from ...degrade import KINDS, compatible
 from ...global_stage import GlobalAdapter, GlobalParams, apply_global, thumbnail
-from ...global_stage.adapter import MAX_OMEGA
+from ...global_stage.adapter import MAX_OMEGA, coefficients_at_omega, transmission_coefficients
 from .joint import _load_photos, degrade_case, photo_crops
 from .trainer import CLEAN
 
@@ -99,9 +99,13 @@ def best_omega(small: torch.Tensor, target: torch.Tensor, params: GlobalParams, 
     with torch.no_grad():
         frozen = GlobalParams(**{field.name: None if getattr(params, field.name) is None
                                  else getattr(params, field.name).detach() for field in fields(params)})
-        errors = torch.stack([
-            (apply_global(small, replace(frozen, omega=torch.full_like(frozen.omega, float(omega)))) - target)
-            .abs().mean(dim=(1, 2, 3)) for omega in grid], dim=1)
+        unit = transmission_coefficients(small, replace(frozen, omega=torch.ones_like(frozen.omega)))
+        errors = []
+        for omega in grid:
+            at = torch.full_like(frozen.omega, float(omega))
+            out = apply_global(small, replace(frozen, omega=at), coefficients=coefficients_at_omega(unit, at))
+            errors.append((out - target).abs().mean(dim=(1, 2, 3)))
+        errors = torch.stack(errors, dim=1)
     return grid[errors.argmin(dim=1)][:, None]
 
 
