@@ -231,6 +231,15 @@ def test_coefficients_at_any_omega_come_from_those_at_omega_one():
                               apply_global(hazy, dehazing_params(omega, airlight)), atol=1e-3)
 
 
+def test_the_omega_options_without_dehazing_are_refused_with_the_fix(tmp_path, capsys):
+    from uir_lora.lab.train.global_stage import main
+
+    with pytest.raises(SystemExit) as exited:
+        main(["--kind", "haze", "--omega-target", "--photos", str(tmp_path), "--out", str(tmp_path / "a.safetensors")])
+    assert exited.value.code == 2 and "add --dehaze" in capsys.readouterr().err
+    assert not (tmp_path / "a.safetensors").exists()
+
+
 def test_the_best_omega_search_finds_each_photos_own_haze():
     from uir_lora.lab.train.global_stage import best_omega
 

@@ -54,9 +54,9 @@ class GlobalConfig:
     anchor: bool = False
     """Give the adapter the exposure anchor (its highlights lifted to ANCHOR_LEVEL before the curves): for low light."""
     omega_target: bool = False
-    """Teach the dehazing head each example's best omega directly (found by a search over ``OMEGA_GRID``) beside the
-    image loss: through the image alone the head learns a near-constant omega, where the best one per photo spans
-    0.6-0.98."""
+    """Teach the dehazing head each example's best omega directly (``best_omega``, a search) beside the image loss:
+    through the image alone the head learns a nearly constant omega, where the best one varies widely from photo to
+    photo. Needs ``dehaze``."""
     omega_cap: float = 0.0
     """The adapter's cap on omega (0: MAX_OMEGA); stored in its file."""
     seed: int = 0
@@ -136,7 +136,7 @@ def train_global(photos: Sequence[np.ndarray], cfg: GlobalConfig, log=print) -> 
         torch.nn.utils.clip_grad_norm_(adapter.parameters(), 1.0)
         optimiser.step()
         step += 1
-        history.append({"step": step, "loss": float(loss), "seconds": round(time.monotonic() - started, 1)})
+        history.append({"step": step, "loss": float(loss.detach()), "seconds": round(time.monotonic() - started, 1)})
         if step % 25 == 0:
             recent = np.mean([h["loss"] for h in history[-25:]])
             log(f"{cfg.kind} step {step} loss {recent:.4f} ({time.monotonic() - started:.0f} s)")
@@ -162,6 +162,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.add_argument(f"--{name.replace('_', '-')}", type=type(default), default=default)
     args = parser.parse_args(argv)
     cfg = GlobalConfig(**{k: v for k, v in vars(args).items() if k in GlobalConfig.__dataclass_fields__})
+    if (cfg.omega_target or cfg.omega_cap) and not cfg.dehaze:
+        parser.error("--omega-target and --omega-cap apply to a dehazing adapter: add --dehaze")
     photos = _load_photos(args.photos, 1024)
     adapter, history = train_global(photos, cfg)
     save_adapter(adapter, args.out, {"kind": cfg.kind, "config": json.dumps(asdict(cfg))})
