@@ -184,6 +184,11 @@ class GlobalAdapter(nn.Module):
             nn.init.zeros_(self.dehaze_head.weight)
             nn.init.zeros_(self.dehaze_head.bias)
 
+    @property
+    def omega_limit(self) -> float | torch.Tensor:
+        """The largest omega this adapter predicts: its own ``omega_cap`` if its file has one, else MAX_OMEGA."""
+        return self.omega_cap if hasattr(self, "omega_cap") else MAX_OMEGA
+
     def forward(self, thumb: torch.Tensor) -> GlobalParams:
         exposure = None
         if self.anchor:  # lift the highlights to the anchor first: the curves then work where the image lies
@@ -211,8 +216,7 @@ class GlobalAdapter(nn.Module):
         omega = airlight = weight = None
         if self.dehaze:
             raw_haze = self.dehaze_head(hidden)
-            cap = self.omega_cap if hasattr(self, "omega_cap") else MAX_OMEGA
-            omega = cap * torch.sigmoid(raw_haze[:, :1])
+            omega = self.omega_limit * torch.sigmoid(raw_haze[:, :1])
             correction = torch.exp(0.25 * torch.tanh(raw_haze[:, 1:]))
             airlight = (estimated_airlight(thumb, dark) * correction).clamp(0.05, 1.0)
             weight = torch.ones_like(omega)

@@ -29,7 +29,7 @@ from safetensors.torch import save_file
 
 from ...degrade import KINDS, compatible
 from ...global_stage import GlobalAdapter, GlobalParams, apply_global, thumbnail
-from ...global_stage.adapter import MAX_OMEGA, coefficients_at_omega, transmission_coefficients
+from ...global_stage.adapter import coefficients_at_omega, transmission_coefficients
 from .joint import _load_photos, degrade_case, photo_crops
 from .trainer import CLEAN
 
@@ -116,7 +116,7 @@ def train_global(photos: Sequence[np.ndarray], cfg: GlobalConfig, log=print) -> 
     rng, np_rng = random.Random(cfg.seed), np.random.default_rng(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
     adapter = GlobalAdapter(dehaze=cfg.dehaze, anchor=cfg.anchor, omega_cap=cfg.omega_cap or None)
-    cap = cfg.omega_cap or MAX_OMEGA
+    cap = float(adapter.omega_limit)
     optimiser = torch.optim.AdamW(adapter.parameters(), lr=cfg.lr, weight_decay=1e-4)
     started, history, step = time.monotonic(), [], 0
     budget = cfg.minutes * 60
