@@ -212,6 +212,7 @@ def clean_summary(rows: list[dict]) -> dict:
     return {"n": len(clean), "median_psnr_vs_input": float(np.median(values)) if len(values) else None,
             "share_at_least_40db": mean(list(values >= 40)), "below_30db": int((values < 30).sum()),
             "min_psnr_vs_input": float(values.min()) if len(values) else None,
+            "returned_unchanged": int(np.isinf(values).sum()),  # PSNR(output, input) is infinite only for the input
             "routed_clean_or_nothing": mean([t in ("clean", "none") for t in tops]),
             "top1": {t: tops.count(t) for t in sorted(set(tops))}}
 
@@ -334,8 +335,12 @@ def routing_markdown(routing: dict) -> list[str]:
 def clean_markdown(clean: dict) -> list[str]:
     if not clean["n"]:
         return []
-    return [f"- **Clean photos through the automatic restore** ({clean['n']}): PSNR(output, input) median "
-            f"{clean['median_psnr_vs_input']:.1f} dB, minimum {clean['min_psnr_vs_input']:.1f} dB; "
+    def decibels(value: float) -> str:
+        return "∞ (the input itself)" if np.isinf(value) else f"{value:.1f} dB"
+
+    return [f"- **Clean photos through the automatic restore** ({clean['n']}): returned unchanged on "
+            f"{clean.get('returned_unchanged', 0)}; PSNR(output, input) median "
+            f"{decibels(clean['median_psnr_vs_input'])}, minimum {decibels(clean['min_psnr_vs_input'])}; "
             f"≥ 40 dB on {clean['share_at_least_40db']:.0%}; below 30 dB on {clean['below_30db']}; routed to "
             f"`clean` (or nothing) on {clean['routed_clean_or_nothing']:.0%} (top-1: "
             f"{', '.join(f'{k} {v}' for k, v in clean['top1'].items())})."]

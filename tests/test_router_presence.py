@@ -91,6 +91,26 @@ def test_an_unsure_logit_router_scales_the_strength_and_says_so(tmp_path, embedd
     assert any("unsure of any damage" in note for note in routing.notes)
 
 
+def test_below_the_confidence_floor_the_image_is_returned_unchanged(tmp_path, embedded_backbone, encoder_dim,
+                                                                     photo):
+    rows = {"noise": [0.0] * encoder_dim + [-2.0], "clean": [0.0] * encoder_dim + [3.0]}  # noise presence 0.12
+    bank = _logit_bank(tmp_path, embedded_backbone, encoder_dim, rows)
+    noise = float(torch.sigmoid(torch.tensor(-2.0)))
+    manifest = read_manifest(bank)
+    manifest.router.confidence_floor = 0.05  # between the floor and confidence_full: a ramp from 0 to 1
+    write_manifest(manifest, bank)
+    (routing,) = pipeline.estimate(open_bank(bank), photo)
+    assert routing.confidence == pytest.approx((noise - 0.05) / (0.5 - 0.05))
+    restored, _ = pipeline.restore(photo, embedded_backbone, open_bank(bank))
+    assert not torch.equal(restored, photo), "above the floor the restore changes the image"
+
+    manifest.router.confidence_floor = 0.2
+    write_manifest(manifest, bank)
+    (routing,) = pipeline.estimate(open_bank(bank), photo)
+    assert routing.confidence == 0.0 and any("the image is returned unchanged" in n for n in routing.notes)
+    assert torch.equal(pipeline.restore(photo, embedded_backbone, open_bank(bank))[0], photo)
+
+
 def test_a_weak_second_kind_is_left_out_unless_the_first_hides_it(tmp_path, embedded_backbone, encoder_dim, photo):
     biases = {"jpeg": 2.0, "noise": 1.5, "haze": -1.0, "clean": -3.0}
     rows = {name: [0.0] * encoder_dim + [bias] for name, bias in biases.items()}
@@ -120,10 +140,12 @@ def test_a_weak_second_kind_is_left_out_unless_the_first_hides_it(tmp_path, embe
 
 def test_the_follower_floor_is_checked_and_written_only_when_set(tmp_path, embedded_backbone, encoder_dim):
     bank = make_random_bank(tmp_path, embedded_backbone, dim=encoder_dim)
-    assert "follower_floor" not in json.loads((bank / "manifest.json").read_text())["router"]
+    assert not {"follower_floor", "confidence_floor"} & set(json.loads((bank / "manifest.json").read_text())["router"])
     for field_name, value, message in (("follower_floor", 1.5, "follower_floor must be null or a number in"),
                                        ("follower_floor", True, "follower_floor must be null or a number in"),
-                                       ("masking_kinds", "noise", "masking_kinds must be a list of LoRA names")):
+                                       ("masking_kinds", "noise", "masking_kinds must be a list of LoRA names"),
+                                       ("confidence_floor", 0.5, "confidence_floor must be null or a number from"),
+                                       ("confidence_floor", -0.1, "confidence_floor must be null or a number from")):
         data = json.loads((bank / "manifest.json").read_text())
         data["router"][field_name] = value
         (bank / "manifest.json").write_text(json.dumps(data))
@@ -158,6 +180,7 @@ def test_fit_bank_presence_writes_the_router_and_leaves_lora_files(tmp_path, emb
                             dim=encoder_dim)
     before = read_manifest(bank)
     before.router.follower_floor, before.router.masking_kinds = 0.5, ["noise"]
+    before.router.confidence_full, before.router.confidence_floor = 0.5, 0.2
     write_manifest(before, bank)
     files = _file_hashes(bank)
     config = presence.PresenceData(examples=60, whole_share=0.0, mixture_share=0.2, clean_share=0.3)
@@ -174,6 +197,7 @@ def test_fit_bank_presence_writes_the_router_and_leaves_lora_files(tmp_path, emb
     assert manifest.router.examples == presence.EXAMPLES_FILE, "a sample of the examples is kept for `bank add`"
     assert manifest.router.alternatives == [["noise", "poisson_noise"]], "the two noise heads share one place"
     assert manifest.router.follower_floor == 0.5 and manifest.router.masking_kinds == ["noise"], "a refit keeps them"
+    assert manifest.router.confidence_floor == 0.2, "a refit keeps it"
     kept = presence.read_examples(bank, manifest.router.examples, encoder_dim)
     assert kept.shape == (60, encoder_dim) and kept.abs().mean() > 0.1  # standardised features, not zeros
     assert list((tmp_path / "cache").glob("presence-*.safetensors")), "features are cached"

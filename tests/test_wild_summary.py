@@ -53,6 +53,7 @@ def test_gains_best_classical_routing_and_clean_photos():
     clean = summary["clean"]
     assert clean["below_30db"] == 1 and clean["share_at_least_40db"] == 0.5
     assert clean["routed_clean_or_nothing"] == 0.5 and clean["top1"] == {"clean": 1, "raindrop": 1}
+    assert clean["returned_unchanged"] == 0
     text = wild.markdown(summary, {"command": "c", "stamp": "version 0.0.0, commit abc1234", "machine": "m",
                                    "photos_n": 2, "crop": "centre 512² crops",
                                    "photos": {"a": "0" * 64, "b": "1" * 64},
@@ -65,3 +66,12 @@ def test_gains_best_classical_routing_and_clean_photos():
     assert met["(14) auto above the input, every kind"] and met["(14) right LoRA at 1 > best classical, every kind"]
     assert not met["(15) clean photos: none below 30 dB"]
     assert met["(14) composed LoRAs ≥ best single LoRA + 0.3 dB, every mixture"]  # 13.5 against 13.0 + 0.3
+
+
+def test_clean_photos_returned_unchanged_are_counted_and_printed_as_such():
+    rows = [{"photo": name, "case": "clean", "kinds": [], "severity": None, "method": "auto", "psnr_vs_input": value,
+             "weights": {"clean": 0.9}} for name, value in (("a", float("inf")), ("b", float("inf")), ("c", 50.0))]
+    clean = wild.clean_summary(rows)
+    assert clean["returned_unchanged"] == 2 and clean["share_at_least_40db"] == 1.0
+    (line,) = wild.clean_markdown(clean)
+    assert "returned unchanged on 2; PSNR(output, input) median ∞ (the input itself), minimum 50.0 dB" in line

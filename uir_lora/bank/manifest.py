@@ -110,6 +110,9 @@ class RouterDefaults:
     confidence_full: float | None = None
     """Presence routers (similarity logit): the damage presence at and above which the restore gets its full
     strength; below, strength x presence / this, so an unsure router leaves the photo close to its input. None: off."""
+    confidence_floor: float | None = None
+    """Presence routers: the damage presence at and below which the restore returns the image unchanged; from it
+    to ``confidence_full`` the strength ramps linearly from 0 to 1. None: 0 (the ramp starts at no presence)."""
     follower_floor: float | None = None
     """Presence routers: a kind kept after the strongest one needs at least this presence, else it gets no weight
     (a weak second kind is more often a false alarm than damage, and a false one costs more than a missed one);
@@ -182,7 +185,7 @@ class Manifest:
                 del entry["global_stage"]
         if data["router"]["similarity"] == "cosine":  # the default: manifests written before it keep their bytes
             del data["router"]["similarity"]
-        for optional in ("examples", "alternatives", "follower_floor", "masking_kinds"):
+        for optional in ("examples", "alternatives", "follower_floor", "masking_kinds", "confidence_floor"):
             if not data["router"][optional]:  # empty: manifests written before them keep their bytes
                 del data["router"][optional]
         return data
@@ -326,6 +329,11 @@ def _check_trained(encoder: EncoderSpec, router: RouterDefaults, where: str) -> 
     if full is not None:
         _check_number(full, isinstance(full, (int, float)) and 0 < full <= 1,
                       "router.confidence_full must be null or a number in (0, 1]", where)
+    low = router.confidence_floor
+    if low is not None:
+        _check_number(low, isinstance(low, (int, float)) and full is not None and 0 <= low < full,
+                      "router.confidence_floor must be null or a number from 0 to below router.confidence_full "
+                      "(which must be set)", where)
     floor = router.follower_floor
     if floor is not None:
         _check_number(floor, isinstance(floor, (int, float)) and 0 < floor <= 1,

@@ -321,8 +321,8 @@ class Router:
                                         f"{ARBITER_REASONS.get(self.names[group[pick]], 'measured on the image')}")
 
     def _judge_presence(self, result: RoutingResult, presence: dict[str, float]) -> None:
-        """A presence router's own uncertainty: unknown when damage is likely but no kind is confident;
-        strength x presence / ``confidence_full`` when the strongest damage is not confident."""
+        """A presence router's own uncertainty: unknown when damage is likely but no kind is confident; when the
+        strongest damage is not confident, a strength from 0 at ``confidence_floor`` to 1 at ``confidence_full``."""
         damage = {name: p for name, p in presence.items() if name != CLEAN}
         if not damage:
             return
@@ -331,8 +331,10 @@ class Router:
         if clean < 0.5 and strongest < 0.5:
             result.presence_unknown = (f"damage is likely (clean {clean:.2f}) but no kind is confident "
                                        f"(best {kind} {strongest:.2f})")
-        full = self.manifest.router.confidence_full
+        full, low = self.manifest.router.confidence_full, self.manifest.router.confidence_floor or 0.0
         if full is not None and strongest < full:
-            result.confidence = strongest / full
+            result.confidence = max(0.0, (strongest - low) / (full - low))
+            outcome = (f"strength x {result.confidence:.2f}, the output stays close to the input" if result.confidence
+                       else "the image is returned unchanged")
             result.notes.append(f"unsure of any damage (strongest: {kind} {strongest:.2f}, clean {clean:.2f}): "
-                                f"strength x {result.confidence:.2f}, the output stays close to the input")
+                                f"{outcome}")
