@@ -108,7 +108,11 @@ def test_below_the_confidence_floor_the_image_is_returned_unchanged(tmp_path, em
     write_manifest(manifest, bank)
     (routing,) = pipeline.estimate(open_bank(bank), photo)
     assert routing.confidence == 0.0 and any("the image is returned unchanged" in n for n in routing.notes)
-    assert torch.equal(pipeline.restore(photo, embedded_backbone, open_bank(bank))[0], photo)
+    ticks = []
+    with pytest.MonkeyPatch.context() as patch:  # no pass is made for an image returned as it came
+        patch.setattr("uir_lora.sampler.restore.restore_one", lambda *args: pytest.fail("the backbone ran"))
+        unchanged, _ = pipeline.restore(photo, embedded_backbone, open_bank(bank), progress=lambda *t: ticks.append(t))
+    assert torch.equal(unchanged, photo) and ticks and ticks[-1][0] == ticks[-1][1], "progress still reaches the end"
 
 
 def test_a_weak_second_kind_is_left_out_unless_the_first_hides_it(tmp_path, embedded_backbone, encoder_dim, photo):

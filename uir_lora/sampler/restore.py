@@ -70,7 +70,8 @@ def restore_batch(
     progress: ProgressFn | None = None,
     check_interrupt: InterruptFn | None = None,
 ) -> torch.Tensor:
-    """Restore each image of [B,3,H,W] with its own composition (one per image, or one for all).
+    """Restore each image of [B,3,H,W] with its own composition (one per image, or one for all); an image whose
+    composition has confidence 0 is returned as it is, without a pass.
 
     Trusts its inputs: ``pipeline`` validates the images and the options once, at its entry.
     """
@@ -79,8 +80,14 @@ def restore_batch(
         raise InputError(f"need 1 or {images.shape[0]} compositions, got {len(compositions)}")
     per_image = compositions * images.shape[0] if len(compositions) == 1 else compositions
     on_tile = tile_counter(images, options.tile, backbone, progress)
+    tiles = count_tiles(*images.shape[-2:], options.tile, backbone.tile_overlap, backbone.size_multiple)
     outputs = []
     for index, composition in enumerate(per_image):
+        if composition.confidence == 0:  # an unsure router returns the image as it came: no pass to blend away
+            outputs.append(images[index : index + 1].float())
+            for _ in range(tiles):
+                on_tile()
+            continue
         generator = torch.Generator(device="cpu").manual_seed(options.seed + index)
         outputs.append(
             restore_one(backbone, images[index : index + 1], composition, options, generator, on_tile, check_interrupt)
