@@ -70,8 +70,10 @@ def test_gains_best_classical_routing_and_clean_photos():
 
 def test_clean_photos_returned_unchanged_are_counted_and_printed_as_such():
     rows = [{"photo": name, "case": "clean", "kinds": [], "severity": None, "method": "auto", "psnr_vs_input": value,
-             "weights": {"clean": 0.9}} for name, value in (("a", float("inf")), ("b", float("inf")), ("c", 50.0))]
-    clean = wild.clean_summary(rows)
+             "weights": {"clean": 0.9}} for name, value in (("a", None), ("b", float("inf")), ("c", 50.0))]
+    clean = wild.clean_summary(rows)  # None, as a row is written (JSON has no infinity), or inf
     assert clean["returned_unchanged"] == 2 and clean["share_at_least_40db"] == 1.0
+    assert clean["median_psnr_vs_input"] is None and clean["min_psnr_vs_input"] == 50.0
     (line,) = wild.clean_markdown(clean)
     assert "returned unchanged on 2; PSNR(output, input) median ∞ (the input itself), minimum 50.0 dB" in line
+    assert wild.finite_or_none(float("inf")) is None and wild.finite_or_none(31.5) == 31.5
