@@ -109,7 +109,8 @@ class RouterDefaults:
     """Composer's scale of the router weights when the degradation is unknown (0 = input, 1 = full)."""
     confidence_full: float | None = None
     """Presence routers (similarity logit): the damage presence at and above which the restore gets its full
-    strength; below, strength x presence / this, so an unsure router leaves the photo close to its input. None: off."""
+    strength; below, the strength ramps down to 0 at ``confidence_floor``, so an unsure router leaves the photo
+    close to its input. None: off."""
     confidence_floor: float | None = None
     """Presence routers: the damage presence at and below which the restore returns the image unchanged; from it
     to ``confidence_full`` the strength ramps linearly from 0 to 1. None: 0 (the ramp starts at no presence)."""
