@@ -115,6 +115,37 @@ def test_below_the_confidence_floor_the_image_is_returned_unchanged(tmp_path, em
     assert torch.equal(unchanged, photo) and ticks and ticks[-1][0] == ticks[-1][1], "progress still reaches the end"
 
 
+def test_per_region_restores_follow_the_strongest_damage_of_any_region(tmp_path, embedded_backbone, encoder_dim,
+                                                                         photo):
+    rows = {"noise": [0.0] * encoder_dim + [-2.0], "clean": [0.0] * encoder_dim + [3.0]}  # noise 0.12 everywhere
+    bank = _logit_bank(tmp_path, embedded_backbone, encoder_dim, rows)
+    noise = float(torch.sigmoid(torch.tensor(-2.0)))
+    manifest = read_manifest(bank)
+    manifest.router.confidence_floor = 0.05
+    write_manifest(manifest, bank)
+    plain, _ = pipeline.restore(photo, embedded_backbone, open_bank(bank), spatial=True, window=64)
+    manifest.router.confidence_full = None  # no do-no-harm rule: full strength
+    manifest.router.confidence_floor = None
+    write_manifest(manifest, bank)
+    full, (summary,) = pipeline.restore(photo, embedded_backbone, open_bank(bank), spatial=True, window=64)
+    assert summary.confidence == 1.0 and not torch.equal(full, photo)
+    expected = (noise - 0.05) / (0.5 - 0.05)
+    assert torch.allclose(plain, (photo + expected * (full - photo)).clamp(0, 1), atol=1e-5), \
+        "the per-region restore is blended towards the input by the ramp's strength"
+
+    manifest.router.confidence_full, manifest.router.confidence_floor = 0.5, 0.2
+    write_manifest(manifest, bank)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("uir_lora.sampler.spatial._tile_step", lambda *args: pytest.fail("the backbone ran"))
+        unchanged, (summary,) = pipeline.restore(photo, embedded_backbone, open_bank(bank), spatial=True, window=64)
+    assert torch.equal(unchanged, photo) and summary.confidence == 0.0
+    assert any("unsure of any damage in any region (strongest: noise 0.12): the image is returned unchanged" in note
+               for note in summary.notes)
+    manual, _ = pipeline.restore(photo, embedded_backbone, open_bank(bank), spatial=True, window=64,
+                                 manual={"noise": 1.0}, mode="override")
+    assert not torch.equal(manual, photo), "manual weights are never scaled"
+
+
 def test_a_weak_second_kind_is_left_out_unless_the_first_hides_it(tmp_path, embedded_backbone, encoder_dim, photo):
     biases = {"jpeg": 2.0, "noise": 1.5, "haze": -1.0, "clean": -3.0}
     rows = {name: [0.0] * encoder_dim + [bias] for name, bias in biases.items()}

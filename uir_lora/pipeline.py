@@ -26,7 +26,7 @@ from .errors import TEMPERATURE_RANGE, InputError, check_int, check_range, parse
 from .images import IMAGE_SUFFIXES, PIXEL_BUDGET_ENV, LoadedImage, load_image, pixel_budget, read_image, save_image
 from .paths import MAX_NAME_BYTES, PACK_ROOT, bundled_bank_root, safe_resolve
 from .router.chart import weight_chart
-from .router.router import Router, RoutingResult, drop_weak_followers
+from .router.router import Router, RoutingResult, drop_weak_followers, presence_confidence, unsure_note
 from .router.spatial import DEFAULT_WINDOW, WINDOW_RANGE, RegionWeights, estimate_regions, region_map_picture
 from .sampler.restore import InterruptFn, ProgressFn, SamplerOptions, as_image_batch, global_stage, restore_batch
 from .sampler.spatial import restore_regions
@@ -237,18 +237,32 @@ class RestorePlan:
 
     def _run_spatial(self, images, progress, check_interrupt) -> tuple[torch.Tensor, list[Composition]]:
         regions = _route_regions(self.bank, images, self.window, self.top_k, self.temperature)
-        summaries = [
-            replace(compose(self.bank, None, region.mean_weights(), "manual", self.fused),
-                    source="router per region" + ("+manual" if self.manual else ""),
-                    notes=(f"per-region routing: {self.window} px windows, {region.weights[0].numel()} of them",))
-            for region in regions
-        ]
+        summaries = []
+        for region in regions:
+            confidence, notes = self._region_confidence(region)
+            summaries.append(replace(
+                compose(self.bank, None, region.mean_weights(), "manual", self.fused),
+                source="router per region" + ("+manual" if self.manual else ""), confidence=confidence,
+                notes=(f"per-region routing: {self.window} px windows, {region.weights[0].numel()} of them", *notes)))
         # global adapters see the whole image, so they take the image's mean weights; the LoRAs follow the regions
         corrected = torch.cat([global_stage(image[None], summary) for image, summary in zip(images, summaries)])
         restored = restore_regions(self.backbone, corrected, regions,
                                    lambda r: compose(self.bank, r, self.manual, self.mode, self.fused), self.options,
-                                   progress=progress, check_interrupt=check_interrupt)
-        return _blend(images, restored, self.strength), summaries
+                                   progress=progress, check_interrupt=check_interrupt,
+                                   skip=[summary.confidence == 0 for summary in summaries])
+        return torch.cat([_blend(image[None], out[None], self.strength * summary.confidence)
+                          for image, out, summary in zip(images, restored, summaries)]), summaries
+
+    def _region_confidence(self, region: RegionWeights) -> tuple[float, tuple[str, ...]]:
+        """Do no harm per region as for the whole image: a presence router's strength follows the strongest damage
+        any window reads (a region confidently damaged keeps full strength); manual weights are never scaled."""
+        policy = self.bank.manifest.router
+        if self.manual or region.normalisation != "sigmoid" or policy.confidence_full is None:
+            return 1.0, ()
+        kind, strongest = region.strongest_damage()
+        confidence = presence_confidence(strongest, policy.confidence_full, policy.confidence_floor)
+        return confidence, (() if confidence == 1 else
+                            (unsure_note(" in any region", f"{kind} {strongest:.2f}", confidence),))
 
 
 def plan_restore(

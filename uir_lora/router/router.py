@@ -144,6 +144,23 @@ def normalise_top_k(similarities: torch.Tensor, top_k: int, temperature: float, 
     return torch.zeros_like(similarities).scatter(-1, index, kept)
 
 
+def presence_confidence(strongest: float, full: float | None, floor: float | None) -> float:
+    """A presence router's restore strength for its strongest damage presence: 1 at or above ``full`` (None: always
+    1), 0 at or below ``floor`` (None: 0), linear between (the bank's ``confidence_full`` and ``confidence_floor``)."""
+    if full is None or strongest >= full:
+        return 1.0
+    low = floor or 0.0
+    return max(0.0, (strongest - low) / (full - low))
+
+
+def unsure_note(where: str, strongest: str, confidence: float) -> str:
+    """The routing note of an unsure presence router (``where``: "" or " in any region"; ``strongest``: the
+    strongest damage and its presence, as printed)."""
+    outcome = (f"strength x {confidence:.2f}, the output stays close to the input" if confidence
+               else "the image is returned unchanged")
+    return f"unsure of any damage{where} (strongest: {strongest}): {outcome}"
+
+
 def drop_weak_followers(weights: Mapping[str, float], floor: float,
                         masking: Collection[str]) -> tuple[dict[str, float], list[str]]:
     """Presence weights with every kind after the strongest left out below ``floor``, unless the strongest is one
@@ -331,10 +348,7 @@ class Router:
         if clean < 0.5 and strongest < 0.5:
             result.presence_unknown = (f"damage is likely (clean {clean:.2f}) but no kind is confident "
                                        f"(best {kind} {strongest:.2f})")
-        full, low = self.manifest.router.confidence_full, self.manifest.router.confidence_floor or 0.0
+        full = self.manifest.router.confidence_full
         if full is not None and strongest < full:
-            result.confidence = max(0.0, (strongest - low) / (full - low))
-            outcome = (f"strength x {result.confidence:.2f}, the output stays close to the input" if result.confidence
-                       else "the image is returned unchanged")
-            result.notes.append(f"unsure of any damage (strongest: {kind} {strongest:.2f}, clean {clean:.2f}): "
-                                f"{outcome}")
+            result.confidence = presence_confidence(strongest, full, self.manifest.router.confidence_floor)
+            result.notes.append(unsure_note("", f"{kind} {strongest:.2f}, clean {clean:.2f}", result.confidence))

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from ..errors import TEMPERATURE_RANGE, InputError, check_int, check_range
 from ..images import tile_starts
 from .router import Router, RoutingResult, unknown_mask
+from .trained import CLEAN
 
 DEFAULT_WINDOW = 192
 WINDOW_RANGE = (64, 4096)
@@ -100,6 +101,16 @@ class RegionWeights:
         flagged = unknown_mask(best, self.unknown_similarities, self.unknown_threshold, self.unknown_margin,
                                self.residuals, self.residual_threshold)
         return float(flagged.float().mean())
+
+    def strongest_damage(self) -> tuple[str, float]:
+        """The largest weight any window gives a kind other than clean, and that kind: for a presence router, the
+        strongest damage presence anywhere in the image (("none", 0.0) when no window keeps one)."""
+        damage = [i for i, name in enumerate(self.names) if name != CLEAN]
+        if not damage:
+            return "none", 0.0
+        peaks = self.weights[damage].flatten(1).amax(dim=1)
+        best = int(peaks.argmax())
+        return self.names[damage[best]], float(peaks[best])
 
     def mean_weights(self) -> dict[str, float]:
         """Image-average weight per LoRA (what a one-line summary shows), largest first."""

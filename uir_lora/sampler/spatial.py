@@ -12,7 +12,7 @@ smooth.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 
@@ -21,7 +21,7 @@ from ..compose.composer import Composition, composed
 from ..router.router import RoutingResult
 from ..router.spatial import RegionWeights
 from .restore import InterruptFn, ProgressFn, SamplerOptions, tile_counter
-from .tiling import run_tiled
+from .tiling import count_tiles, run_tiled
 
 SPATIAL_TILE = 192
 """Small enough to follow a half-image split within ~1/3 tile; big enough that the 32 px overlap
@@ -51,13 +51,21 @@ def restore_regions(
     *,
     progress: ProgressFn | None = None,
     check_interrupt: InterruptFn | None = None,
+    skip: Sequence[bool] = (),
 ) -> torch.Tensor:
-    """Restore each image of [B,3,H,W] tile by tile, each tile with ``compose_fn(its region)``; trusts its inputs."""
+    """Restore each image of [B,3,H,W] tile by tile, each tile with ``compose_fn(its region)``; an image whose
+    ``skip`` is true is returned as it is, without a pass. Trusts its inputs."""
     options = options or SamplerOptions()
     tile = min(options.tile, SPATIAL_TILE)
     on_tile = tile_counter(images, tile, backbone, progress)
+    tiles = count_tiles(*images.shape[-2:], tile, backbone.tile_overlap, backbone.size_multiple)
     outputs = []
     for index, region in enumerate(regions):
+        if index < len(skip) and skip[index]:
+            outputs.append(images[index : index + 1].float())
+            for _ in range(tiles):
+                on_tile()
+            continue
         generator = torch.Generator(device="cpu").manual_seed(options.seed + index)
         # no out-of-memory halving as in restore_one: a 192 px tile is near its 128 px floor already
         outputs.append(run_tiled(images[index : index + 1], _tile_step(backbone, region, compose_fn, options, generator,
