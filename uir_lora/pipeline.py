@@ -245,7 +245,8 @@ class RestorePlan:
                 source="router per region" + ("+manual" if self.manual else ""), confidence=confidence,
                 notes=(f"per-region routing: {self.window} px windows, {region.weights[0].numel()} of them", *notes)))
         # global adapters see the whole image, so they take the image's mean weights; the LoRAs follow the regions
-        corrected = torch.cat([global_stage(image[None], summary) for image, summary in zip(images, summaries)])
+        corrected = torch.cat([global_stage(image[None], summary) if summary.confidence else image[None]
+                               for image, summary in zip(images, summaries)])
         restored = restore_regions(self.backbone, corrected, regions,
                                    lambda r: compose(self.bank, r, self.manual, self.mode, self.fused), self.options,
                                    progress=progress, check_interrupt=check_interrupt,

@@ -80,19 +80,24 @@ def restore_batch(
         raise InputError(f"need 1 or {images.shape[0]} compositions, got {len(compositions)}")
     per_image = compositions * images.shape[0] if len(compositions) == 1 else compositions
     on_tile = tile_counter(images, options.tile, backbone, progress)
-    tiles = count_tiles(*images.shape[-2:], options.tile, backbone.tile_overlap, backbone.size_multiple)
     outputs = []
     for index, composition in enumerate(per_image):
         if composition.confidence == 0:  # an unsure router returns the image as it came: no pass to blend away
-            outputs.append(images[index : index + 1].float())
-            for _ in range(tiles):
-                on_tile()
+            outputs.append(unchanged(images, index, options.tile, backbone, on_tile))
             continue
         generator = torch.Generator(device="cpu").manual_seed(options.seed + index)
         outputs.append(
             restore_one(backbone, images[index : index + 1], composition, options, generator, on_tile, check_interrupt)
         )
     return torch.cat(outputs)
+
+
+def unchanged(images: torch.Tensor, index: int, tile: int, backbone: Backbone,
+              on_tile: Callable[[], None]) -> torch.Tensor:
+    """Image ``index`` of [B,3,H,W] as it came, without a pass; its tiles still count towards the progress."""
+    for _ in range(count_tiles(*images.shape[-2:], tile, backbone.tile_overlap, backbone.size_multiple)):
+        on_tile()
+    return images[index : index + 1].float()
 
 
 def tile_counter(

@@ -20,8 +20,8 @@ from ..backbones.base import Backbone
 from ..compose.composer import Composition, composed
 from ..router.router import RoutingResult
 from ..router.spatial import RegionWeights
-from .restore import InterruptFn, ProgressFn, SamplerOptions, tile_counter
-from .tiling import count_tiles, run_tiled
+from .restore import InterruptFn, ProgressFn, SamplerOptions, tile_counter, unchanged
+from .tiling import run_tiled
 
 SPATIAL_TILE = 192
 """Small enough to follow a half-image split within ~1/3 tile; big enough that the 32 px overlap
@@ -58,13 +58,10 @@ def restore_regions(
     options = options or SamplerOptions()
     tile = min(options.tile, SPATIAL_TILE)
     on_tile = tile_counter(images, tile, backbone, progress)
-    tiles = count_tiles(*images.shape[-2:], tile, backbone.tile_overlap, backbone.size_multiple)
     outputs = []
     for index, region in enumerate(regions):
         if index < len(skip) and skip[index]:
-            outputs.append(images[index : index + 1].float())
-            for _ in range(tiles):
-                on_tile()
+            outputs.append(unchanged(images, index, tile, backbone, on_tile))
             continue
         generator = torch.Generator(device="cpu").manual_seed(options.seed + index)
         # no out-of-memory halving as in restore_one: a 192 px tile is near its 128 px floor already
