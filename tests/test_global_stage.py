@@ -13,27 +13,8 @@ from uir_lora.bank.store import open_bank
 from uir_lora.errors import BankError
 from uir_lora.global_stage import GlobalAdapter, GlobalParams, apply_global, thumbnail
 from uir_lora.global_stage import adapter as adapter_module
+from uir_lora.lab.testing.banks import random_adapter, with_global_adapter
 from uir_lora.sampler.restore import SamplerOptions
-
-
-def random_adapter(seed: int) -> GlobalAdapter:
-    """An adapter whose zero-initialised last layers are filled, so it is not the identity."""
-    torch.manual_seed(seed)
-    adapter = GlobalAdapter()
-    for last in (adapter.global_head[-1], adapter.local_head):
-        torch.nn.init.normal_(last.weight, std=0.05)
-        torch.nn.init.normal_(last.bias, std=0.05)
-    return adapter.eval()
-
-
-def with_global_adapter(bank_dir, kind: str, adapter: GlobalAdapter) -> None:
-    state = {k: v.contiguous() for k, v in adapter.state_dict().items()}
-    save_file(state, str(bank_dir / f"{kind}.global.safetensors"))
-    manifest = json.loads((bank_dir / "manifest.json").read_text())
-    for entry in manifest["loras"]:
-        if entry["name"] == kind:
-            entry["global_stage"] = f"{kind}.global.safetensors"
-    (bank_dir / "manifest.json").write_text(json.dumps(manifest))
 
 
 def test_a_fresh_adapter_is_the_identity(photo):

@@ -8,12 +8,15 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from uir_lora.bank.store import open_bank
 from uir_lora.compose.composer import Composition
+from uir_lora.global_stage import apply_global, thumbnail
+from uir_lora.lab.testing.banks import random_adapter, with_global_adapter
 from uir_lora.pipeline import compose, estimate_spatial, restore, router_for
 from uir_lora.router.router import Scores
 from uir_lora.router.spatial import estimate_regions, region_map_picture, spread, window_starts
 from uir_lora.sampler.restore import SamplerOptions, restore_batch
-from uir_lora.sampler.spatial import restore_regions
+from uir_lora.sampler.spatial import regional_global_stage, restore_regions
 
 
 def split_image(height: int = 64, width: int = 512) -> torch.Tensor:
@@ -142,3 +145,53 @@ def test_cli_strength_zero_returns_the_input(random_bank, photo, tmp_path):
         assert main(["restore", str(source), "-o", str(tmp_path / name), "--strength", str(strength), *bank]) == 0
     assert torch.equal(load_image(tmp_path / "zero.png"), load_image(source))
     assert not torch.equal(load_image(tmp_path / "full.png"), load_image(source))
+
+
+@pytest.fixture()
+def haze_adapter_bank(random_bank):
+    """The random bank with a global adapter for haze (noise and jpeg have none)."""
+    with_global_adapter(random_bank.root, "haze", random_adapter(7))
+    return open_bank(random_bank.root)
+
+
+def test_a_global_adapter_acts_only_where_its_kind_is_routed(haze_adapter_bank, brightness_router):
+    """The bright right half is routed to haze: its adapter corrects that half, reads its exposure from it, and
+    leaves the noisy left half alone (a whole-image adapter at the mean weight would touch both halves)."""
+    bank = haze_adapter_bank
+    image = split_image()
+    regions = estimate_regions(brightness_router, image, window=64, top_k=1, temperature=1.0)
+    out = regional_global_stage(image, regions, lambda r: compose(bank, r))
+    assert torch.equal(out[..., :150], image[..., :150])
+    assert (out[..., 360:] - image[..., 360:]).abs().max() > 1e-3
+    darker = image.clone()
+    darker[..., :150] *= 0.5  # still routed to noise; the haze adapter must not read it
+    regions_darker = estimate_regions(brightness_router, darker, window=64, top_k=1, temperature=1.0)
+    torch.testing.assert_close(regions_darker.weights, regions.weights)
+    again = regional_global_stage(darker, regions_darker, lambda r: compose(bank, r))
+    torch.testing.assert_close(again[..., 360:], out[..., 360:], atol=1e-6, rtol=0)
+
+
+def test_uniform_maps_give_the_whole_image_stage_at_their_weight(haze_adapter_bank, photo):
+    bank = haze_adapter_bank
+    (regions,) = estimate_spatial(bank, photo, window=64)
+    regions.maps = torch.zeros_like(regions.maps)
+    regions.maps[regions.names.index("haze")], regions.maps[regions.names.index("noise")] = 0.6, 0.4
+    out = regional_global_stage(photo, regions, lambda r: compose(bank, r))
+    adapter = bank.global_adapter("haze")
+    with torch.inference_mode():
+        whole = apply_global(photo, adapter(thumbnail(photo)))
+    torch.testing.assert_close(out, (photo + 0.6 * (whole - photo)).clamp(0, 1), atol=1e-5, rtol=0)
+
+
+def test_a_weak_second_kind_gets_no_global_stage_in_any_region(haze_adapter_bank, photo):
+    """The bank's do-no-harm rules hold per window: haze at a presence under the follower floor beside noise
+    is left out of the tiles, and out of the global stage too."""
+    bank = haze_adapter_bank
+    bank.manifest.router.follower_floor = 0.5
+    (regions,) = estimate_spatial(bank, photo, window=64)
+    regions.normalisation = "sigmoid"
+    regions.maps = torch.zeros_like(regions.maps)
+    regions.maps[regions.names.index("noise")], regions.maps[regions.names.index("haze")] = 0.9, 0.3
+    assert torch.equal(regional_global_stage(photo, regions, lambda r: compose(bank, r)), photo)
+    regions.maps[regions.names.index("haze")] = 0.6  # above the floor: applied
+    assert not torch.equal(regional_global_stage(photo, regions, lambda r: compose(bank, r)), photo)

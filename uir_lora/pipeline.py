@@ -28,8 +28,8 @@ from .paths import MAX_NAME_BYTES, PACK_ROOT, bundled_bank_root, safe_resolve
 from .router.chart import weight_chart
 from .router.router import Router, RoutingResult, drop_weak_followers, presence_confidence, unsure_note
 from .router.spatial import DEFAULT_WINDOW, WINDOW_RANGE, RegionWeights, estimate_regions, region_map_picture
-from .sampler.restore import InterruptFn, ProgressFn, SamplerOptions, as_image_batch, global_stage, restore_batch
-from .sampler.spatial import restore_regions
+from .sampler.restore import InterruptFn, ProgressFn, SamplerOptions, as_image_batch, restore_batch
+from .sampler.spatial import regional_global_stage, restore_regions
 
 __all__ = [  # what the nodes and the command line use, besides what is defined here
     "BACKBONE_FAMILIES", "DEFAULT_WINDOW", "DEVICE_FORMS", "DTYPES", "IMAGE_SUFFIXES", "KINDS", "MAX_NAME_BYTES",
@@ -244,11 +244,13 @@ class RestorePlan:
                 compose(self.bank, None, region.mean_weights(), "manual", self.fused),
                 source="router per region" + ("+manual" if self.manual else ""), confidence=confidence,
                 notes=(f"per-region routing: {self.window} px windows, {region.weights[0].numel()} of them", *notes)))
-        # global adapters see the whole image, so they take the image's mean weights; the LoRAs follow the regions
-        corrected = torch.cat([global_stage(image[None], summary) if summary.confidence else image[None]
-                               for image, summary in zip(images, summaries)])
-        restored = restore_regions(self.backbone, corrected, regions,
-                                   lambda r: compose(self.bank, r, self.manual, self.mode, self.fused), self.options,
+        def compose_region(result: RoutingResult) -> Composition:
+            return compose(self.bank, result, self.manual, self.mode, self.fused)
+
+        # each global adapter on the part of the image its windows keep it for; the LoRAs follow the regions
+        corrected = torch.cat([regional_global_stage(image[None], region, compose_region) if summary.confidence
+                               else image[None] for image, region, summary in zip(images, regions, summaries)])
+        restored = restore_regions(self.backbone, corrected, regions, compose_region, self.options,
                                    progress=progress, check_interrupt=check_interrupt,
                                    skip=[summary.confidence == 0 for summary in summaries])
         return torch.cat([_blend(image[None], out[None], self.strength * summary.confidence)

@@ -15,11 +15,13 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 import torch
+import torch.nn.functional as F
 
 from ..backbones.base import Backbone
 from ..compose.composer import Composition, composed
+from ..global_stage import GlobalAdapter, apply_global, thumbnail
 from ..router.router import RoutingResult
-from ..router.spatial import RegionWeights
+from ..router.spatial import RegionWeights, spread, window_starts
 from .restore import InterruptFn, ProgressFn, SamplerOptions, tile_counter, unchanged
 from .tiling import run_tiled
 
@@ -40,6 +42,54 @@ def prune(result: RoutingResult, floor: float = MIN_WEIGHT) -> RoutingResult:
     scale = total / sum(kept.values()) if kept else 0.0
     result.weights = {n: w * scale for n, w in kept.items()}
     return result
+
+
+def global_stage_maps(region: RegionWeights, compose_fn: ComposeFn) -> dict[str, tuple[torch.Tensor, GlobalAdapter]]:
+    """Each kind with a global adapter that some window keeps: its [H, W] weight map and its adapter. The weights
+    are every window's composition (the bank's rules applied as for a tile: a weak second kind left out, unknown
+    damage scaled), spread over the image like the router's maps."""
+    height, width = region.size
+    ys, xs, stride = window_starts(height, width, region.window)
+    win_h, win_w = min(region.window, height), min(region.window, width)
+    grids: dict[str, torch.Tensor] = {}
+    adapters: dict[str, GlobalAdapter | None] = {}
+    for i, y in enumerate(ys):
+        for j, x in enumerate(xs):
+            composition = compose_fn(prune(region.region((y, y + win_h, x, x + win_w))))
+            for name, weight in composition.weights.items():
+                if name not in adapters:
+                    adapters[name] = composition.bank.global_adapter(name)
+                if adapters[name] is not None:
+                    grids.setdefault(name, torch.zeros(len(ys), len(xs)))[i, j] = weight
+    return {name: (F.interpolate(spread(grid[None], region.size, region.window, stride)[None], size=region.size,
+                                 mode="bilinear", align_corners=False)[0, 0], adapters[name])
+            for name, grid in grids.items()}
+
+
+def regional_global_stage(image: torch.Tensor, region: RegionWeights, compose_fn: ComposeFn) -> torch.Tensor:
+    """The global stage of a per-region restore, for one image [1,3,H,W]: each kind's adapter reads the part of
+    the image where its windows keep it (the box where its map is at least half its peak) and corrects the box
+    where it has any weight, blended pixel by pixel by its map. A whole-image adapter fed the image's mean
+    weight would read a dark half's exposure from the bright half, and spread one window's weak haze over the
+    whole photo; over a uniformly damaged image this is the whole-image stage at the map's weight."""
+    out = image.float().clone()
+    with torch.inference_mode():
+        for weight, adapter in global_stage_maps(region, compose_fn).values():
+            peak = float(weight.max())
+            if peak < MIN_WEIGHT:
+                continue
+            read_rows, read_cols = _box(weight >= 0.5 * peak)
+            rows, cols = _box(weight >= MIN_WEIGHT)
+            params = adapter(thumbnail(image[..., read_rows, read_cols]))
+            source = image[..., rows, cols].float()
+            out[..., rows, cols] += weight[rows, cols] * (apply_global(source, params) - source)
+    return out.clamp(0, 1).to(image.dtype)
+
+
+def _box(mask: torch.Tensor) -> tuple[slice, slice]:
+    """The bounding box of the true pixels of a [H, W] mask, as (rows, columns)."""
+    rows, cols = mask.any(dim=1).nonzero(), mask.any(dim=0).nonzero()
+    return slice(int(rows[0]), int(rows[-1]) + 1), slice(int(cols[0]), int(cols[-1]) + 1)
 
 
 def restore_regions(

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from pathlib import Path
 
 import torch
+from safetensors.torch import save_file
 
 from ...backbones.base import Backbone
 from ...bank.manifest import EncoderSpec, LoraEntry
 from ...bank.store import lora_config
 from ...bank.writer import add_lora, create_bank
+from ...global_stage import GlobalAdapter
 
 
 def random_lora_state(backbone: Backbone, entry: LoraEntry, generator: torch.Generator, scale: float = 0.02) -> dict:
@@ -55,3 +58,24 @@ def make_random_bank(
                           provenance={"kind": "random, untrained (test fixture)"})
         add_lora(bank_dir, entry, random_lora_state(backbone, entry, generator))
     return bank_dir
+
+
+def random_adapter(seed: int) -> GlobalAdapter:
+    """An adapter whose zero-initialised last layers are filled, so it is not the identity."""
+    torch.manual_seed(seed)
+    adapter = GlobalAdapter()
+    for last in (adapter.global_head[-1], adapter.local_head):
+        torch.nn.init.normal_(last.weight, std=0.05)
+        torch.nn.init.normal_(last.bias, std=0.05)
+    return adapter.eval()
+
+
+def with_global_adapter(bank_dir: Path, kind: str, adapter: GlobalAdapter) -> None:
+    """Write ``adapter`` into the bank folder as ``kind``'s global stage and name it in the manifest."""
+    state = {k: v.contiguous() for k, v in adapter.state_dict().items()}
+    save_file(state, str(bank_dir / f"{kind}.global.safetensors"))
+    manifest = json.loads((bank_dir / "manifest.json").read_text())
+    for entry in manifest["loras"]:
+        if entry["name"] == kind:
+            entry["global_stage"] = f"{kind}.global.safetensors"
+    (bank_dir / "manifest.json").write_text(json.dumps(manifest))
