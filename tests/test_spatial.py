@@ -195,3 +195,20 @@ def test_a_weak_second_kind_gets_no_global_stage_in_any_region(haze_adapter_bank
     assert torch.equal(regional_global_stage(photo, regions, lambda r: compose(bank, r)), photo)
     regions.maps[regions.names.index("haze")] = 0.6  # above the floor: applied
     assert not torch.equal(regional_global_stage(photo, regions, lambda r: compose(bank, r)), photo)
+
+
+def test_the_strength_map_follows_each_windows_own_damage(brightness_router):
+    """Do no harm region by region: windows sure of damage restore in full, windows that read none are left
+    alone, and a uniform presence gives the whole-image ramp everywhere."""
+    regions = estimate_regions(brightness_router, split_image(), window=64, top_k=1, temperature=1.0)
+    columns = regions.weights.shape[-1]
+    regions.weights = torch.zeros_like(regions.weights)
+    regions.weights[0, :, : columns // 2] = 0.9  # noise, sure, on the left
+    regions.weights[0, :, columns // 2 :] = 0.1  # below the floor on the right
+    strength = regions.strength_map(full=0.5, floor=0.2)
+    assert strength.shape == (64, 512)
+    assert strength[:, :180].min() > 0.99 and strength[:, 340:].max() < 0.01
+    assert strength.diff(dim=-1).abs().max() < 0.1  # a ramp between the regions, not a step
+    regions.weights[0] = 0.35
+    torch.testing.assert_close(regions.strength_map(full=0.5, floor=0.2), torch.full((64, 512), 0.5))
+    torch.testing.assert_close(regions.strength_map(full=None, floor=None), torch.ones(64, 512))

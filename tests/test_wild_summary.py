@@ -77,3 +77,16 @@ def test_clean_photos_returned_unchanged_are_counted_and_printed_as_such():
     (line,) = wild.clean_markdown(clean)
     assert "returned unchanged on 2; PSNR(output, input) median ∞ (the input itself), minimum 50.0 dB" in line
     assert wild.finite_or_none(float("inf")) is None and wild.finite_or_none(31.5) == 31.5
+
+
+def test_the_per_region_restore_of_clean_photos_is_summarised_apart():
+    rows = [{"photo": "a", "case": "clean", "kinds": [], "severity": None, "method": "auto", "psnr_vs_input": None,
+             "weights": {"clean": 0.9}},
+            {"photo": "a", "case": "clean", "kinds": [], "severity": None, "method": "auto per region",
+             "psnr_vs_input": 35.0, "weights": {"clean": 0.8, "haze": 0.1}}]
+    whole, regional = wild.clean_summary(rows), wild.clean_summary(rows, "auto per region")
+    assert whole["n"] == regional["n"] == 1
+    assert whole["returned_unchanged"] == 1 and regional["min_psnr_vs_input"] == 35.0 and regional["below_30db"] == 0
+    (line,) = wild.clean_markdown(regional, "the per-region restore (`--spatial`)")
+    assert line.startswith("- **Clean photos through the per-region restore (`--spatial`)** (1): returned unchanged "
+                           "on 0; PSNR(output, input) median 35.0 dB")

@@ -18,7 +18,7 @@ from .backbones.base import Backbone
 from .backbones.placement import DEVICE_FORMS, DTYPES, resolve_device, resolve_dtype
 from .backbones.registry import FAMILIES as BACKBONE_FAMILIES
 from .backbones.registry import load_backbone, parse_backbone_spec
-from .bank.manifest import NORMALISATIONS
+from .bank.manifest import NORMALISATIONS, RouterDefaults
 from .bank.store import LoraBank, open_bank
 from .compose.composer import Composition, check_weights
 from .degrade import KINDS, degrade
@@ -253,14 +253,31 @@ class RestorePlan:
         restored = restore_regions(self.backbone, corrected, regions, compose_region, self.options,
                                    progress=progress, check_interrupt=check_interrupt,
                                    skip=[summary.confidence == 0 for summary in summaries])
-        return torch.cat([_blend(image[None], out[None], self.strength * summary.confidence)
-                          for image, out, summary in zip(images, restored, summaries)]), summaries
+        return torch.cat([_blend(image[None], out[None], self.strength * self._region_strength(region, summary))
+                          for image, out, region, summary in zip(images, restored, regions, summaries)]), summaries
 
-    def _region_confidence(self, region: RegionWeights) -> tuple[float, tuple[str, ...]]:
-        """Do no harm per region as for the whole image: a presence router's strength follows the strongest damage
-        any window reads (a region confidently damaged keeps full strength); manual weights are never scaled."""
+    def _region_strength(self, region: RegionWeights, summary: Composition) -> float | torch.Tensor:
+        """The strength of a per-region restore: per pixel, from the damage its windows read, with a presence router
+        (do no harm region by region); the summary's otherwise (manual weights: 1)."""
+        policy = self._presence_policy(region)
+        if policy is None or not summary.confidence:
+            return summary.confidence
+        return region.strength_map(policy.confidence_full, policy.confidence_floor)
+
+    def _presence_policy(self, region: RegionWeights) -> RouterDefaults | None:
+        """The bank's do-no-harm settings when they apply to a per-region restore: a presence router with
+        ``confidence_full`` set, and no manual weights (never scaled)."""
         policy = self.bank.manifest.router
         if self.manual or region.normalisation != "sigmoid" or policy.confidence_full is None:
+            return None
+        return policy
+
+    def _region_confidence(self, region: RegionWeights) -> tuple[float, tuple[str, ...]]:
+        """The summary's strength of a per-region restore and its note: the ramp at the strongest damage any window
+        reads (0: the image is returned unchanged, with no pass; each pixel's own strength follows its windows,
+        ``_region_strength``); manual weights are never scaled."""
+        policy = self._presence_policy(region)
+        if policy is None:
             return 1.0, ()
         kind, strongest = region.strongest_damage()
         confidence = presence_confidence(strongest, policy.confidence_full, policy.confidence_floor)

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 from ..errors import TEMPERATURE_RANGE, InputError, check_int, check_range
 from ..images import tile_starts
-from .router import Router, RoutingResult, unknown_mask
+from .router import Router, RoutingResult, presence_confidence, unknown_mask
 from .trained import CLEAN
 
 DEFAULT_WINDOW = 192
@@ -111,6 +111,16 @@ class RegionWeights:
         peaks = self.weights[damage].flatten(1).amax(dim=1)
         best = int(peaks.argmax())
         return self.names[damage[best]], float(peaks[best])
+
+    def strength_map(self, full: float | None, floor: float | None) -> torch.Tensor:
+        """[H, W] do-no-harm strength per pixel: each window's strongest damage presence through the bank's ramp
+        (``presence_confidence``), spread over the image like the weight maps, so a window that reads no damage
+        it is sure of leaves its pixels close to the input even when another region is restored in full."""
+        damage = [i for i, name in enumerate(self.names) if name != CLEAN]
+        presence = self.weights[damage].amax(dim=0) if damage else torch.zeros(self.weights.shape[1:])
+        ramp = torch.tensor([[presence_confidence(float(p), full, floor) for p in row] for row in presence])
+        spread_ramp = spread(ramp[None], self.size, self.window, self.stride)
+        return F.interpolate(spread_ramp[None], size=self.size, mode="bilinear", align_corners=False)[0, 0]
 
     def mean_weights(self) -> dict[str, float]:
         """Image-average weight per LoRA (what a one-line summary shows), largest first."""
