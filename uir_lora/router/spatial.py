@@ -60,7 +60,11 @@ class RegionWeights:
 
     def full_maps(self) -> torch.Tensor:
         """[N, H, W] weight maps at the image's resolution (bilinear upsampling of the smooth maps)."""
-        return F.interpolate(self.maps[None], size=self.size, mode="bilinear", align_corners=False)[0]
+        return full_size(self.maps, self.size)
+
+    def spread_full(self, values: torch.Tensor) -> torch.Tensor:
+        """[N, rows, cols] per-window values -> [N, H, W], spread like the weight maps, at the image's resolution."""
+        return full_size(spread(values, self.size, self.window, self.stride), self.size)
 
     def region(self, box: tuple[int, int, int, int]) -> RoutingResult:
         """The routing for pixels ``(y0, y1, x0, x1)``: maps and similarities averaged over the box."""
@@ -119,8 +123,7 @@ class RegionWeights:
         damage = [i for i, name in enumerate(self.names) if name != CLEAN]
         presence = self.weights[damage].amax(dim=0) if damage else torch.zeros(self.weights.shape[1:])
         ramp = torch.tensor([[presence_confidence(float(p), full, floor) for p in row] for row in presence])
-        spread_ramp = spread(ramp[None], self.size, self.window, self.stride)
-        return F.interpolate(spread_ramp[None], size=self.size, mode="bilinear", align_corners=False)[0, 0]
+        return self.spread_full(ramp[None])[0]
 
     def mean_weights(self) -> dict[str, float]:
         """Image-average weight per LoRA (what a one-line summary shows), largest first."""
@@ -132,6 +135,11 @@ def window_starts(height: int, width: int, window: int) -> tuple[list[int], list
     """Window corners on a grid with 50 % overlap (the stride where Hann footprints sum flat)."""
     stride = max(1, window // 2)
     return tile_starts(height, window, window - stride), tile_starts(width, window, window - stride), stride
+
+
+def full_size(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """[N, h, w] smooth maps -> [N, H, W] (bilinear)."""
+    return F.interpolate(maps[None], size=size, mode="bilinear", align_corners=False)[0]
 
 
 @functools.lru_cache(maxsize=16)

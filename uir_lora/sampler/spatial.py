@@ -15,13 +15,12 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 import torch
-import torch.nn.functional as F
 
 from ..backbones.base import Backbone
 from ..compose.composer import Composition, composed
 from ..global_stage import GlobalAdapter, apply_global, thumbnail
 from ..router.router import RoutingResult
-from ..router.spatial import RegionWeights, spread, window_starts
+from ..router.spatial import RegionWeights, window_starts
 from .restore import InterruptFn, ProgressFn, SamplerOptions, tile_counter, unchanged
 from .tiling import run_tiled
 
@@ -49,7 +48,7 @@ def global_stage_maps(region: RegionWeights, compose_fn: ComposeFn) -> dict[str,
     are every window's composition (the bank's rules applied as for a tile: a weak second kind left out, unknown
     damage scaled), spread over the image like the router's maps."""
     height, width = region.size
-    ys, xs, stride = window_starts(height, width, region.window)
+    ys, xs, _ = window_starts(height, width, region.window)
     win_h, win_w = min(region.window, height), min(region.window, width)
     grids: dict[str, torch.Tensor] = {}
     adapters: dict[str, GlobalAdapter | None] = {}
@@ -61,9 +60,7 @@ def global_stage_maps(region: RegionWeights, compose_fn: ComposeFn) -> dict[str,
                     adapters[name] = composition.bank.global_adapter(name)
                 if adapters[name] is not None:
                     grids.setdefault(name, torch.zeros(len(ys), len(xs)))[i, j] = weight
-    return {name: (F.interpolate(spread(grid[None], region.size, region.window, stride)[None], size=region.size,
-                                 mode="bilinear", align_corners=False)[0, 0], adapters[name])
-            for name, grid in grids.items()}
+    return {name: (region.spread_full(grid[None])[0], adapters[name]) for name, grid in grids.items()}
 
 
 def regional_global_stage(image: torch.Tensor, region: RegionWeights, compose_fn: ComposeFn) -> torch.Tensor:
