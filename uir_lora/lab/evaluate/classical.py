@@ -95,7 +95,9 @@ def dark_channel_dehaze(image: torch.Tensor, patch: int = 15, omega: float = 0.9
     """
     array = _to_numpy(image)
     dark = ndimage.minimum_filter(array.min(axis=2), size=patch)
-    brightest = np.argsort(dark.ravel())[-max(1, dark.size // 1000):]  # top 0.1 % of the dark channel
+    # top 0.1 % of the dark channel; a stable sort, because the minimum filter leaves plateaus of equal values
+    # and the default sort breaks their ties differently on different CPUs (the airlight moved by machine)
+    brightest = np.argsort(dark.ravel(), kind="stable")[-max(1, dark.size // 1000):]
     airlight = array.reshape(-1, 3)[brightest].max(axis=0).clip(0.05, 1.0)
     transmission = 1 - omega * ndimage.minimum_filter((array / airlight).min(axis=2), size=patch)
     guide = kornia.color.rgb_to_grayscale(image.float())
