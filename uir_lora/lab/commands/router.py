@@ -51,7 +51,9 @@ def register_presence(subparsers: argparse._SubParsersAction) -> None:
                                                      "router: calibrated weights that need not sum to one")
     p.add_argument("--bank", type=existing_path, required=True, help="bank folder (holds manifest.json)")
     p.add_argument("--examples", type=int, default=defaults.examples, help="examples per seed (default %(default)s)")
-    p.add_argument("--seeds", type=int, nargs="+", default=[0], help="one example set per seed (default 0)")
+    p.add_argument("--seeds", type=int, nargs="+", default=list(range(6)),
+                   help="one example set per seed, about 11 CPU-minutes each to encode (cached); the default, "
+                        "0 to 5, is the shipped router's")
     p.add_argument("--weight-decay", type=float, default=1e-4, help="L2 on the heads' weights (default %(default)s)")
     p.add_argument("--top-k", type=int, default=2, help="LoRAs the router keeps (default %(default)s)")
     p.add_argument("--confidence-full", type=float, default=0.5,
