@@ -43,7 +43,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def register_presence(subparsers: argparse._SubParsersAction) -> None:
-    from ..router.presence import PresenceData
+    from ..router.presence import SHIPPED_SEEDS, PresenceData
 
     defaults = PresenceData()
     p = subparsers.add_parser("train-presence", help="fit presence heads on the frozen router encoder (many scenes, "
@@ -51,9 +51,9 @@ def register_presence(subparsers: argparse._SubParsersAction) -> None:
                                                      "router: calibrated weights that need not sum to one")
     p.add_argument("--bank", type=existing_path, required=True, help="bank folder (holds manifest.json)")
     p.add_argument("--examples", type=int, default=defaults.examples, help="examples per seed (default %(default)s)")
-    p.add_argument("--seeds", type=int, nargs="+", default=list(range(6)),
-                   help="one example set per seed, about 11 CPU-minutes each to encode (cached); the default, "
-                        "0 to 5, is the shipped router's")
+    p.add_argument("--seeds", type=int, nargs="+", default=list(SHIPPED_SEEDS),
+                   help="one example set per seed, about 11 CPU-minutes each to encode (cached); the default "
+                        "is the shipped router's (%(default)s)")
     p.add_argument("--weight-decay", type=float, default=1e-4, help="L2 on the heads' weights (default %(default)s)")
     p.add_argument("--top-k", type=int, default=2, help="LoRAs the router keeps (default %(default)s)")
     p.add_argument("--confidence-full", type=float, default=0.5,

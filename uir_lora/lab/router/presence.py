@@ -37,6 +37,8 @@ from ...router.trained import with_constant
 from .data import CLEAN, Standardisation, default_cache_dir
 
 IMPLEMENTATIONS = ("standard", "wide", "degrade_alt")
+SHIPPED_SEEDS = tuple(range(6))
+"""The example sets (one per seed) the shipped heads are fitted on (docs/router.md, *How many examples*)."""
 
 
 @dataclass(frozen=True)
