@@ -211,6 +211,8 @@ def train_encoder(config: EncoderTrainConfig, out: Path, log: Callable[[str], No
         lr = next_lr(step, start, config, accelerator, optimizer)
         if lr is None:
             break
+        if step == 0:  # the loader's start-up (worker processes, shared memory) is the usual stall on a new machine
+            say(f"first batch after {time.perf_counter() - start:.1f} s")
         images = images.contiguous(memory_format=torch.channels_last)
         with torch.autocast(accelerator.device.type, dtype=torch.bfloat16, enabled=config.bf16):
             presence_logits, severity_logits = model(images)
