@@ -5,9 +5,9 @@
 The 9 validation interiors (never trained on), each clean, with every kind by ``uir_lora.degrade`` (standard)
 and by ``uir_lora.lab.degrade_alt`` at severities 0.3 and 0.7, and the five benchmark pairs at 0.5 by both
 (seeds fixed per photo and case). Each bank routes and restores every image as ``uir-lora restore`` does; a
-composition that another bank already restored is not restored again. Prints the mean PSNR gain over the
-input per case and over every damaged image, and the clean photos' PSNR(output, input). The banks must share
-their backbone. The check set stays out of the choice (benchmarks/wild.py measures it).
+composition that another bank already restored with the same LoRA files is not restored again. Prints the mean
+PSNR gain over the input per case and over every damaged image, and the clean photos' PSNR(output, input). The
+banks must share their backbone. The check set stays out of the choice (benchmarks/wild.py measures it).
 """
 
 from __future__ import annotations
@@ -19,14 +19,20 @@ from pathlib import Path
 import torch
 
 from uir_lora import pipeline
-from uir_lora.bank.store import open_bank
+from uir_lora.bank.store import LoraBank, open_bank
 from uir_lora.lab.evaluate.heldout import damaged, heldout_cases, named_banks
 from uir_lora.lab.evaluate.metrics import psnr
 from uir_lora.lab.evaluate.publish import write_json
-from uir_lora.lab.train.data import load_validation_images
+from uir_lora.lab.train.data import load_validation_images, sha256_file
 
 SEVERITIES = (0.3, 0.7)
 SEED = 3000
+
+
+def lora_digests(bank: LoraBank) -> dict[str, tuple[str, ...]]:
+    """sha256 of each LoRA's files (its global adapter too): banks share a restore only where the weights match."""
+    return {entry.name: tuple(sha256_file(bank.root / file) for file in (entry.file, entry.global_stage) if file)
+            for entry in bank.manifest.loras}
 
 
 def main() -> int:
@@ -37,6 +43,7 @@ def main() -> int:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     banks = {name: open_bank(folder) for name, folder in named_banks(args.banks).items()}
+    digests = {name: lora_digests(bank) for name, bank in banks.items()}
     backbone = pipeline.default_backbone()
     gains: dict[str, dict[str, list[float]]] = {name: defaultdict(list) for name in banks}
     photos = load_validation_images()
@@ -48,7 +55,8 @@ def main() -> int:
             restored: dict[tuple, float] = {}
             for name, bank in banks.items():
                 composition = pipeline.compose(bank, pipeline.estimate(bank, image)[0])
-                key = (tuple(sorted(composition.weights.items())), composition.confidence)
+                used = sorted((kind, weight, digests[name][kind]) for kind, weight in composition.weights.items())
+                key = (tuple(used), composition.confidence)
                 if key not in restored:
                     output = pipeline.restore_composed(image, backbone, [composition])
                     restored[key] = float(psnr(output, clean))  # the clean photo's own: PSNR(output, input)
