@@ -45,7 +45,10 @@ ROW_BAND = 256
 QUANTILES = torch.linspace(0.02, 0.98, 13)
 DEHAZE_SIDE = 256
 """Longest side at which the transmission is estimated; its coefficients are then applied at full size."""
-MIN_TRANSMISSION = 0.1
+MIN_TRANSMISSION = 0.3
+"""The least transmission a dehazing divides by. He's 0.1 lets a pale interior, whose white walls the dark
+channel prior reads as airlight, be stretched tenfold when the router gives it haze; 0.3 keeps that to about
+three times and costs real haze little (docs/engine.md, *The transmission floor*)."""
 MAX_OMEGA = 0.95
 """The dark channel prior's usual cap: some haze is kept, so distant objects still look distant. An adapter file
 may carry its own (``omega_cap``): one taught the best omega per photo needs more room for dense haze."""
