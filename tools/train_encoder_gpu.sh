@@ -37,6 +37,7 @@ echo "cores $(nproc); /dev/shm: $(df -h /dev/shm 2>/dev/null | awk 'NR==2 {print
 # A hard limit past the planned minutes, so a stall still ends the run and its log comes back.
 LIMIT_S=$(( ${MINUTES%.*} * 60 + 180 ))
 start=$(date +%s)
-timeout -k 20 "$LIMIT_S" python -m uir_lora.lab.cli encoder train --out "$OUT/encoder.safetensors" --minutes "$MINUTES" --steps "$STEPS" \
-  --batch "$BATCH" --crop "$CROP" --workers "$WORKERS" --log-every 20 $BF16 "${PHOTOS[@]}" 2>&1 | tee "$OUT/train.log"
+timeout -k 20 "$LIMIT_S" python -m uir_lora.lab.cli encoder train --out "$OUT/encoder.safetensors" \
+  --minutes "$MINUTES" --steps "$STEPS" --batch "$BATCH" --crop "$CROP" --workers "$WORKERS" --log-every 20 \
+  $BF16 "${PHOTOS[@]}" 2>&1 | tee "$OUT/train.log"
 echo "trained in $(( $(date +%s) - start )) s: $OUT/encoder.safetensors"
