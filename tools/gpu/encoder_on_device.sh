@@ -18,5 +18,5 @@ if ! python3 -c "import kornia" 2>/dev/null; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .gpu/whl/*.whl
 fi
 export PYTHONPATH="$PWD/.gpu/site:$PWD:/tmp/site"
-export MINUTES="${MINUTES:-6}" WORKERS="${WORKERS:-$(( $(nproc) > 2 ? $(nproc) - 2 : 1 ))}"
-bash tools/train_encoder_gpu.sh "${OUT:-runs/encoder-gpu}" .gpu/scenes_train
+# MINUTES, BATCH, CROP, WORKERS and the output folder's default are train_encoder_gpu.sh's own
+bash tools/train_encoder_gpu.sh "${OUT:-}" .gpu/scenes_train
