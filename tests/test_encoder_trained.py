@@ -45,14 +45,14 @@ def as_image(array: np.ndarray) -> torch.Tensor:
 
 @pytest.fixture(scope="module")
 def tiny_encoder(tmp_path_factory):
-    """An encoder trained for 30 steps on 8 synthetic scenes, noise and low light only: small enough for a test."""
+    """An encoder trained for 60 steps on 8 synthetic scenes, noise and low light only: small enough for a test."""
     from uir_lora.lab.router.train_encoder import EncoderTrainConfig, train_encoder
 
     out = tmp_path_factory.mktemp("encoder") / "tiny.safetensors"
-    config = EncoderTrainConfig(steps=30, batch=8, crop=64, workers=0, lr=2e-3, log_every=100, clean_share=0.5,
+    config = EncoderTrainConfig(steps=60, batch=8, crop=64, workers=0, lr=1e-3, log_every=100, clean_share=0.5,
                                 mixture_share=0.0)
     record = train_encoder(config, out, log=lambda *_: None, groups=[[scene(s) for s in range(8)]], kinds=KINDS)
-    assert record["steps"] == 30 and json.loads(out.with_name(out.name + ".json").read_text())["steps"] == 30
+    assert record["steps"] == 60 and json.loads(out.with_name(out.name + ".json").read_text())["steps"] == 60
     return out
 
 
@@ -87,6 +87,25 @@ def test_tiny_training_tells_a_clean_scene_from_damaged_ones(tiny_encoder):
     assert presence["clean"][: len(KINDS)].max() < 0.5  # low damage presence on an undamaged scene
     for kind in KINDS:
         assert presence[kind][names.index(kind)] > 0.5 and presence[kind][names.index("clean")] < 0.5
+
+
+def test_training_continues_from_an_encoder_file_and_refuses_other_kinds(tiny_encoder, tmp_path):
+    from uir_lora.errors import InputError
+    from uir_lora.lab.router.train_encoder import EncoderTrainConfig, train_encoder
+
+    groups = [[scene(s) for s in range(4)]]
+    config = EncoderTrainConfig(steps=1, batch=4, crop=64, workers=0, lr=1e-12, lr_min=1e-12, log_every=100,
+                                init=str(tiny_encoder))
+    out = tmp_path / "continued.safetensors"
+    record = train_encoder(config, out, log=lambda *_: None, groups=groups, kinds=KINDS)
+    assert record["init_sha256"] == hashlib.sha256(tiny_encoder.read_bytes()).hexdigest()
+    start, _ = load_encoder(tiny_encoder)
+    continued, _ = load_encoder(out)
+    # one step at a vanishing learning rate: the heads are the file's, not fresh ones
+    assert torch.allclose(continued.presence.weight, start.presence.weight, atol=1e-6)
+    with pytest.raises(InputError, match="kinds"):
+        train_encoder(config, tmp_path / "other.safetensors", log=lambda *_: None, groups=groups,
+                      kinds=("noise", "haze"))
 
 
 def test_the_encoder_loads_from_the_bank_and_s_o_is_d_dot_b(trained_bank, tiny_encoder):

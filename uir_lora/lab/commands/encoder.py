@@ -33,6 +33,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     train.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     train.add_argument("--log-every", type=int, default=defaults.log_every)
     train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--init", type=existing_path, help="an encoder file to continue training from "
+                                                         "(default: the ImageNet base)")
+    train.add_argument("--clean-share", type=float, default=defaults.clean_share,
+                       help="share of the examples left undamaged")
     train.set_defaults(run=run_train)
     install = actions.add_parser("install", help="copy an encoder into a bank and take each LoRA's B from its "
                                                  "presence head (LoRA files untouched)")
@@ -51,13 +55,16 @@ def run_train(args: argparse.Namespace) -> int:
     if args.steps < 0 or args.minutes <= 0 or args.batch < 2 or args.crop < 64 or args.workers < 0:
         raise InputError(f"need --steps >= 0, --minutes > 0, --batch >= 2, --crop >= 64 and --workers >= 0, got "
                          f"{args.steps}, {args.minutes}, {args.batch}, {args.crop}, {args.workers}")
+    if not 0 <= args.clean_share < 1:
+        raise InputError(f"--clean-share must be in [0, 1), got {args.clean_share}")
     if args.out.suffix != ".safetensors":
         raise InputError(f"--out {args.out} must end in .safetensors")
     if args.threads:
         torch.set_num_threads(args.threads)
     config = EncoderTrainConfig(steps=args.steps, minutes=args.minutes, batch=args.batch, crop=args.crop,
                                 lr=args.lr, workers=args.workers, bf16=args.bf16, seed=args.seed,
-                                log_every=args.log_every, photo_dirs=[str(p) for p in args.photos])
+                                log_every=args.log_every, photo_dirs=[str(p) for p in args.photos],
+                                init=str(args.init or ""), clean_share=args.clean_share)
     train_encoder(config, args.out)
     return 0
 

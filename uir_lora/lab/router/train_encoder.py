@@ -25,7 +25,16 @@ from torch.utils.data import DataLoader, Dataset
 from ...degrade import KINDS, canonical_kinds
 from ...errors import InputError
 from ...images import IMAGE_SUFFIXES
-from ...router.trained import BASE, CLEAN, DegradationNet, build_base, lda_statistics, save_encoder
+from ...router.trained import (
+    BASE,
+    CLEAN,
+    DegradationNet,
+    build_base,
+    file_sha256,
+    lda_statistics,
+    load_encoder,
+    save_encoder,
+)
 from ..train.trainer import TrainConfig, next_lr, optimise
 from .presence import draw_kinds
 
@@ -46,6 +55,8 @@ class EncoderTrainConfig(TrainConfig):
     workers: int = 1
     photo_dirs: list[str] = field(default_factory=list)
     """Extra folders of clean photographs (e.g. the scene pool's TRAIN split), used at several scales."""
+    init: str = ""
+    """An encoder file to continue from (its kinds must be the ones trained); empty: the ImageNet base."""
 
 
 def _rescaled(image: Image.Image, short_side: int) -> np.ndarray:
@@ -178,6 +189,17 @@ def collect_lda(net: DegradationNet, dataset: DamageDataset, per_class: int, dev
     return lda_statistics(torch.cat(features), torch.cat(labels))
 
 
+def initial_net(config: EncoderTrainConfig, kinds: Sequence[str]) -> DegradationNet:
+    """The ImageNet base with fresh heads, or the encoder of ``config.init`` to train further."""
+    if not config.init:
+        return DegradationNet(kinds, build_base())
+    net, _ = load_encoder(Path(config.init))
+    if net.kinds != list(kinds):
+        raise InputError(f"--init {config.init} has the kinds {net.kinds}, not the {list(kinds)} being trained; "
+                         f"start from the ImageNet base (no --init) or train those kinds")
+    return net.train().requires_grad_(True)
+
+
 def train_encoder(config: EncoderTrainConfig, out: Path, log: Callable[[str], None] = print,
                   groups: list[list[np.ndarray]] | None = None, kinds: Sequence[str] = KINDS) -> dict:
     """Fine-tune the encoder end to end; write ``out`` (safetensors) and ``out``.json (the record).
@@ -197,7 +219,7 @@ def train_encoder(config: EncoderTrainConfig, out: Path, log: Callable[[str], No
     say(f"training pictures: {data_info}")
     length = (config.steps or 1_000_000) * config.batch * accelerator.num_processes
     dataset = DamageDataset(groups, config, length, kinds)
-    net = DegradationNet(kinds, build_base())
+    net = initial_net(config, kinds)
     if accelerator.device.type == "cpu":
         net = net.to(memory_format=torch.channels_last)
     optimizer = torch.optim.AdamW(net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
@@ -225,6 +247,8 @@ def train_encoder(config: EncoderTrainConfig, out: Path, log: Callable[[str], No
               "data": data_info, "implementations": list(IMPLEMENTATIONS),
               "config": {k: v for k, v in asdict(config).items() if k not in ("loss", "extra")},  # LoRA-only fields
               "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+    if config.init:
+        record["init_sha256"] = file_sha256(Path(config.init))
     if accelerator.is_main_process:
         say("collecting the within-class statistics of d for `bank add`")
         lda = collect_lda(net, dataset, LDA_EXAMPLES_PER_CLASS, accelerator.device)
