@@ -128,6 +128,24 @@ def test_the_encoder_loads_from_the_bank_and_s_o_is_d_dot_b(trained_bank, tiny_e
         assert similarities[0, column] == pytest.approx(float(logits[net.class_names().index(name)]), abs=1e-3)
 
 
+def test_install_keeps_the_banks_presence_policies_and_drops_the_old_examples(tmp_path, embedded_backbone,
+                                                                              tiny_encoder):
+    root = make_random_bank(tmp_path, embedded_backbone, ("noise", "low_light", "clean"), dim=8,
+                            conditioning={"sigma": 25 / 255})
+    manifest = read_manifest(root)
+    manifest.router.confidence_full, manifest.router.confidence_floor, manifest.router.follower_floor = 0.5, 0.2, 0.5
+    manifest.router.masking_kinds, manifest.router.alternatives = ["noise"], [["noise", "low_light"]]
+    manifest.router.examples = "router_examples.safetensors"
+    (root / manifest.router.examples).write_bytes(b"features of the frozen encoder")
+    write_manifest(manifest, root)
+    install_encoder(root, tiny_encoder)
+    router = read_manifest(root).router
+    assert (router.confidence_floor, router.follower_floor) == (0.2, 0.5)
+    assert router.masking_kinds == ["noise"] and router.alternatives == [["noise", "low_light"]]
+    assert router.examples == "" and not (root / "router_examples.safetensors").exists()
+    open_bank(root)  # the bank still loads
+
+
 def test_weights_are_presence_probabilities(trained_bank):
     bank = open_bank(trained_bank)
     gen = torch.Generator().manual_seed(3)

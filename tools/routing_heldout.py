@@ -4,8 +4,8 @@
 
 The 9 validation interiors (never trained on), each clean, with every kind by ``uir_lora.degrade`` (standard)
 and by ``uir_lora.lab.degrade_alt`` at severities 0.2 / 0.5 / 0.8, and the five benchmark pairs at 0.5 by
-both (seeds fixed per photo and case). The router features are computed once per image and scored by every
-bank, so the banks must share their encoder (presence heads refitted on the frozen ImageNet encoder do).
+both (seeds fixed per photo and case). The router features are computed once per image and encoder and
+scored by every bank with that encoder (a bank with a trained encoder file gets its own).
 Prints top-1 per kind, severity and synthesis (members of one ``SAME_DAMAGE`` group count as one), both kinds
 of a pair in the top 2, and clean photos routed to ``clean``. The check set stays out of the choice
 (benchmarks/wild.py measures it).
@@ -50,16 +50,18 @@ def main() -> int:
     for name, folder in named_banks(args.banks).items():
         bank = open_bank(folder)
         routers[name] = Router(bank.manifest, bank_dir=bank.root)
-    encoder = next(iter(routers.values())).encoder
     counts: dict[str, dict[str, list[int]]] = {name: defaultdict(lambda: [0, 0]) for name in routers}
     photos = load_validation_images()
     for index, photo in enumerate(photos):
         for number, case in enumerate(heldout_cases(SEVERITIES)):
             kinds, level, synthesis = case
             image = damaged(photo, case, 1000 * index + number)
-            raw = encoder.features(image)
+            raws: dict[str, torch.Tensor] = {}
             for name, router in routers.items():
-                order = ranked(router, image, raw)
+                key = repr(router.manifest.encoder)  # the spec names the weights and the feature
+                if key not in raws:
+                    raws[key] = router.encoder.features(image)
+                order = ranked(router, image, raws[key])
                 if not kinds:
                     keys, hit = ["clean"], order[0] == "clean"
                 elif len(kinds) == 1:

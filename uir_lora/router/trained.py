@@ -251,13 +251,22 @@ def install_encoder(bank_dir: Path, encoder_file: Path, confidence_full: float =
         record = json.loads((handle.metadata() or {}).get("record", "{}"))
     manifest.encoder = EncoderSpec(name=TRAINED_NAME, dim=FEATURE_DIM + 1, file=ENCODER_FILE,
                                    sha256=file_sha256(target), base=BASE, highpass_sigma=0.0, statistics=False)
+    before = manifest.router
+    # The bank's presence policies (which LoRAs are alternatives, when a weak second kind counts, where an
+    # unsure restore fades out) are about the kinds, not the encoder, so they stay; the examples of presence
+    # heads are features of another encoder and go.
     manifest.router = RouterDefaults(
         top_k=min(top_k, len(manifest.loras)), temperature=1.0, normalisation="sigmoid",
-        unknown_strength=manifest.router.unknown_strength, confidence_full=confidence_full,
+        unknown_strength=before.unknown_strength, confidence_full=confidence_full,
+        confidence_floor=before.confidence_floor, follower_floor=before.follower_floor,
+        masking_kinds=list(before.masking_kinds), alternatives=[list(group) for group in before.alternatives],
         calibration={"encoder": {k: record[k] for k in ("steps", "images", "seconds", "final_loss", "data", "date")
                                  if k in record},
                      "weights": "sigmoid of the presence logit d·B (calibrated by training with binary "
-                                "cross-entropy); strength x presence / confidence_full below it"})
+                                "cross-entropy); below confidence_full the strength fades out with the "
+                                "strongest presence"})
     write_manifest(manifest, bank_dir)
+    if before.examples:
+        (bank_dir / before.examples).unlink(missing_ok=True)  # after the manifest no longer names it
     return {"file": str(target), "sha256": manifest.encoder.sha256, "unset": unset,
             "kinds": net.kinds}
