@@ -228,6 +228,27 @@ def test_bank_add_sets_b_in_closed_form_and_changes_nothing_else(trained_bank):
     assert routing.best[0] == "haze"
 
 
+def test_bank_add_with_negatives_fits_a_presence_row_and_a_route_margin(trained_bank):
+    before_files = file_hashes(trained_bank)
+    before = {e["name"]: json.dumps(e) for e in json.loads((trained_bank / "manifest.json").read_text())["loras"]}
+    gen = torch.Generator().manual_seed(6)
+    examples = [degrade(as_image(scene(s, 80)), "haze", generator=gen, severity=0.9) for s in range(30, 36)]
+    negatives = [(kind, degrade(as_image(scene(s, 80)), kind, generator=gen, severity=0.6))
+                 for s in range(50, 56) for kind in KINDS] + [("clean", as_image(scene(s, 80))) for s in range(56, 62)]
+    _, report = fit.add_embedding(trained_bank, "haze", examples, negatives=negatives)
+    after = json.loads((trained_bank / "manifest.json").read_text())
+    assert file_hashes(trained_bank) == before_files
+    assert {e["name"]: json.dumps(e) for e in after["loras"] if e["name"] != "haze"} == \
+        {name: text for name, text in before.items() if name != "haze"}
+    haze = next(e for e in after["loras"] if e["name"] == "haze")
+    router = Router(read_manifest(trained_bank), bank_dir=trained_bank)
+    d = torch.cat([router.encoder.features(image) for image in examples])
+    closed_form = lda_row(d[:, :-1], router.encoder.lda["lda.clean_mean"], router.encoder.lda["lda.precision"])
+    assert not torch.allclose(torch.tensor(haze["embedding"]), closed_form, atol=1e-3)  # fitted, not the closed form
+    assert report["refined"] and report["negatives"] == len(negatives) and report["route_margin"] >= 0
+    assert report["routed_to_new"] >= 5 and report["negatives_taken"] <= 1
+
+
 def test_a_manifest_without_an_encoder_file_loads_the_imagenet_encoder(random_bank):
     data = json.loads((random_bank.root / "manifest.json").read_text())
     for key in ("file", "sha256", "base"):

@@ -393,7 +393,7 @@ def _bank_add(bank_dir: Path, name: str, own: OwnKindData, negatives_per_photo: 
         + ("" if references or not reference else " (no reference photos: the [train] extra is not installed)"))
     with bank_lock(bank_dir):
         _, report = add_embedding(bank_dir, name, examples, negatives=negatives)
-    say(f"bank add: {report['routed_to_new']}/{report['examples']} examples route to {name!r} first, "
-        f"{report['negatives_taken']}/{report['negatives']} examples of other kinds do; route margin "
-        f"{report['route_margin']:.3f}"
+    against = (f", {report['negatives_taken']}/{report['negatives']} examples of other kinds do; route margin "
+               f"{report['route_margin']:.3f}") if "route_margin" in report else " (closed form, no route margin)"
+    say(f"bank add: {report['routed_to_new']}/{report['examples']} examples route to {name!r} first{against}"
         + (f"; {_route_held_out(bank_dir, name, [p.damaged for p in own.held_out])}" if own.held_out else ""))

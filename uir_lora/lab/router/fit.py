@@ -23,6 +23,7 @@ from ...bank.manifest import (
     RouterDefaults,
     decode_matrix,
     encode_matrix,
+    presence_logit,
     read_manifest,
     write_manifest,
 )
@@ -555,9 +556,11 @@ def add_embedding(bank_dir: Path, name: str, images: Sequence[torch.Tensor], *, 
     """Set LoRA ``name``'s embedding and route margin from example degraded images; every other entry stays
     byte-identical.
 
-    A presence router (``router.similarity: logit``, lab/router/presence.py): a presence head for the new kind
-    alone, by logistic regression of the examples against ``negatives`` and the heads' own training examples
-    kept in the bank (``router.examples``); at least one of the two is required. A cosine router: the
+    A presence router (``router.similarity: logit``, lab/router/presence.py, or the trained encoder): a presence
+    head for the new kind alone, by logistic regression of the examples against ``negatives`` and the heads' own
+    training examples kept in the bank (``router.examples``); at least one of the two is required, except with
+    the trained encoder, which without negatives places the kind in closed form (``_add_trained_embedding``,
+    no route margin). A cosine router: the
     centroid of the examples in the bank's standardised feature space, then (``refine``) a few
     cross-entropy steps that move only this embedding away from the other, frozen embeddings. The
     residual unknown test's subspace grows by the examples' main directions (``extend_subspace``).
@@ -579,10 +582,14 @@ def add_embedding(bank_dir: Path, name: str, images: Sequence[torch.Tensor], *, 
     raw = torch.cat([encoder.features(image) for image in images])
     check_dim(raw, manifest.encoder.dim)
     if manifest.encoder.trained:
-        return _add_trained_embedding(bank_dir, manifest, name, raw, encoder)
-    standard = Standardisation(torch.tensor(manifest.encoder.feature_mean), torch.tensor(manifest.encoder.feature_std))
+        if not negatives:  # nothing to fit a head against: the closed form from the encoder's own statistics
+            return _add_trained_embedding(bank_dir, manifest, name, raw, encoder)
+        standard = _trained_feature
+    else:
+        standard = Standardisation(torch.tensor(manifest.encoder.feature_mean),
+                                   torch.tensor(manifest.encoder.feature_std))
     z = standard(raw)
-    logit = manifest.router.similarity == "logit"
+    logit = presence_logit(manifest.encoder, manifest.router)
     index = manifest.names.index(name)
     table = torch.tensor([entry.embedding for entry in manifest.loras])
     others = [i for i, row in enumerate(table) if i != index and row.abs().sum() > 0]  # zero rows: not yet set
@@ -593,7 +600,7 @@ def add_embedding(bank_dir: Path, name: str, images: Sequence[torch.Tensor], *, 
     if logit:
         from .presence import read_examples
 
-        shipped = read_examples(bank_dir, manifest.router.examples, manifest.encoder.dim)
+        shipped = read_examples(bank_dir, manifest.router.examples, z.shape[1])
         if not kept and not len(shipped):
             raise InputError(f"bank {manifest.name!r} routes by presence heads, which place {name!r} against examples "
                              f"of its other kinds, and it keeps none of its own (router.examples): give clean photos "
@@ -636,6 +643,11 @@ def add_embedding(bank_dir: Path, name: str, images: Sequence[torch.Tensor], *, 
         report["subspace_rank"] = len(grown)
     write_manifest(manifest, bank_dir)
     return manifest, report
+
+
+def _trained_feature(raw: torch.Tensor) -> torch.Tensor:
+    """The trained encoder's d without its constant: the space its presence heads, and a new kind's, are linear in."""
+    return raw[:, :-1]
 
 
 def _add_trained_embedding(bank_dir: Path, manifest: Manifest, name: str, raw: torch.Tensor,
