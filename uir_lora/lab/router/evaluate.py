@@ -91,7 +91,7 @@ def single_kinds(bank_dir: Path, implementation: str, cache_dir: Path | None = N
                  severity: float | None = None) -> dict:
     """Top-1 (strict and lenient), per-kind accuracy, confusion and unknown false alarms on fresh draws."""
     manifest = read_manifest(bank_dir)
-    router = Router(manifest)
+    router = Router(manifest, bank_dir=bank_dir)
     names = manifest.names
     config = RouterFitConfig(seed=EVAL_SEED, val_per_photo=EVAL_PER_PHOTO)
     raw, labels = bank_features(router.encoder, names, "val", config, implementation, cache_dir, severity)
@@ -111,7 +111,7 @@ def unknown_hits(bank_dir: Path, cache_dir: Path | None = None) -> dict:
     from .data import encode_class, photo_crops, photo_split
 
     manifest = read_manifest(bank_dir)
-    router = Router(manifest)
+    router = Router(manifest, bank_dir=bank_dir)
     crops = photo_crops(photo_split()[1], EVAL_PER_PHOTO, router.encoder.spec.crop, seed=EVAL_SEED + 1)
     hits = {}
     for kind in UNKNOWN_KINDS:
@@ -155,7 +155,7 @@ def whole_photos(bank_dir: Path, implementation: str, draws: int = 2, cache_dir:
     from .data import encode_photos
 
     manifest = read_manifest(bank_dir)
-    router = Router(manifest)
+    router = Router(manifest, bank_dir=bank_dir)
     names = manifest.names
     photo_names, photos, key = held_out_photos(scenes)
     synthesise = degrade_alt if implementation == "degrade_alt" else degrade_main
@@ -201,7 +201,7 @@ def mixture_routing(bank_dir: Path, cache_dir: Path | None = None) -> dict:
     from .data import encode_class, photo_crops, photo_split
 
     manifest = read_manifest(bank_dir)
-    router = Router(manifest)
+    router = Router(manifest, bank_dir=bank_dir)
     defaults = manifest.router
     crops = photo_crops(photo_split()[1], EVAL_PER_PHOTO, router.encoder.spec.crop, seed=EVAL_SEED + 1)
     rows = {}
