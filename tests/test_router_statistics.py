@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from uir_lora.bank.manifest import EncoderSpec, decode_matrix, encode_matrix, parse_manifest, read_manifest
+from uir_lora.bank.manifest import EncoderSpec, decode_matrix, encode_matrix, parse_manifest
 from uir_lora.errors import BankError
 from uir_lora.lab.router.data import FRAME_SIDES, at_photo_scale
 from uir_lora.lab.router.fit import calibrate_residual, known_subspace
@@ -195,23 +195,6 @@ def test_manifest_refuses_a_bad_subspace(random_bank, edit, message):
     data["router"].update(edit)
     with pytest.raises(BankError, match=message):
         parse_manifest(data)
-
-
-def test_shipped_bank_routes_by_presence_heads_on_the_statistics():
-    from uir_lora.paths import bundled_bank_root
-
-    manifest = read_manifest(bundled_bank_root() / "embedded-ffdnet")
-    assert manifest.encoder.statistics
-    router = manifest.router
-    assert (router.similarity, router.normalisation, router.top_k) == ("logit", "sigmoid", 2)
-    assert router.confidence_full == 0.5 and router.unknown_subspace is None  # presence says unsure, not a subspace
-    assert all(len(entry.embedding) == manifest.encoder.dim + 1 for entry in manifest.loras)
-    held_out = router.calibration["held_out"]
-    assert held_out["top1_single"] > 0.8 and held_out["examples"] >= 1000
-    from uir_lora.lab.router.presence import read_examples  # what `bank add` places a new kind against
-
-    kept = read_examples(bundled_bank_root() / "embedded-ffdnet", router.examples, manifest.encoder.dim)
-    assert len(kept) >= 1000 and 0.5 < float(kept.std()) < 2  # standardised features
 
 
 def test_whole_photos_are_encoded_per_draw_and_cached(tmp_path):

@@ -33,6 +33,24 @@ def test_every_lora_is_trained_routable_and_beats_its_input(bank):
             assert entry.validation["psnr_out"] > entry.validation["psnr_in"], entry.name
 
 
+def test_the_shipped_router_is_its_trained_encoder_with_s_o_equal_to_d_dot_b(bank):
+    from uir_lora.router.trained import FEATURE_DIM, file_sha256, load_encoder
+
+    manifest = bank.manifest
+    assert manifest.encoder.trained and file_sha256(bank.root / manifest.encoder.file) == manifest.encoder.sha256
+    router = manifest.router
+    assert (router.normalisation, router.top_k, router.confidence_full, router.confidence_floor) == \
+        ("sigmoid", 2, 0.5, 0.2)
+    assert router.follower_floor == 0.5 and ["noise", "poisson_noise"] in router.alternatives
+    net, lda = load_encoder(bank.root / manifest.encoder.file)
+    rows = dict(zip(net.class_names(), net.presence_rows()))
+    for entry in manifest.loras:  # B of every LoRA is its kind's presence head: s_o = d·B is the presence logit
+        assert len(entry.embedding) == FEATURE_DIM + 1
+        assert torch.allclose(torch.tensor(entry.embedding), rows[entry.name], atol=1e-6), entry.name
+    assert {"lda.clean_mean", "lda.precision"} <= set(lda)  # what `bank add` places a new kind with
+    assert not router.examples and not (bank.root / "router_examples.safetensors").exists()
+
+
 def test_cli_restores_gaussian_noise_sigma25_by_5db(tmp_path, photo_256):
     clean = photo_256
     noisy = (clean + torch.randn(clean.shape, generator=torch.Generator().manual_seed(0)) * 25 / 255).clamp(0, 1)
