@@ -212,7 +212,7 @@ def speed_markdown(result: dict) -> str:
         "| 512² image | median | spread | vs bare backbone |", "|---|---|---|---|",
         row("bare backbone (FFDNet, no LoRA)", "bare_s"),
         row("router alone (encoder + s_o = d·B + top-K)", "route_s"),
-        row("router's encoder alone (4 crops + their high-pass residuals)", "encoder_s"),
+        row("router's encoder alone (the crops it reads from the image)", "encoder_s"),
         row("composition alone (merge top-K into the weights and restore)", "compose_s", 1),
         f"| **full pipeline** (route + fused composition + backbone) | {1000 * s['pipeline_s']:.0f} ms | "
         f"{1000 * s['spread']['pipeline_s'][0]:.0f}–{1000 * s['spread']['pipeline_s'][1]:.0f} | "
