@@ -78,7 +78,7 @@ def new_kind_routing(bank: Path, photos: list[torch.Tensor], restore_photos: int
     from uir_lora.bank.store import open_bank
     from uir_lora.lab.evaluate.metrics import psnr
 
-    router = Router(read_manifest(bank), bank_dir=bank)
+    router = Router.of_folder(bank)
     generator = torch.Generator().manual_seed(SEED)
     firsts, unknown, gains = [], [], []
     for index, photo in enumerate(photos):
@@ -123,7 +123,7 @@ def check_set_examples(names: list[str]) -> tuple[list[torch.Tensor], list[torch
 
 def new_kind_share(bank: Path, images: list[torch.Tensor]) -> dict:
     """Share of ``images`` (of the new kind) whose first LoRA is the new one, and where the others went."""
-    router = Router(read_manifest(bank), bank_dir=bank)
+    router = Router.of_folder(bank)
     firsts = [router.names[int(router.scores(image).similarities.argmax())] for image in images]
     return {"images": len(firsts), "to_new_kind": sum(f == NAME for f in firsts) / len(firsts),
             "first_choices": {n: firsts.count(n) for n in sorted(set(firsts))}}
@@ -135,7 +135,7 @@ def existing_kinds(before: Path, after: Path, set_name: str, photos: list[torch.
     from uir_lora.lab.router.data import encode_photos
     from uir_lora.lab.router.evaluate import EVAL_SEED
 
-    old = Router(read_manifest(before), bank_dir=before)
+    old = Router.of_folder(before)
     key = {"implementation": "degrade_alt", "benchmark": "new_kind", "set": set_name}
     raw = torch.cat([encode_photos(old.encoder, photos, name, degrade_alt, EVAL_SEED + 50, EXISTING_DRAWS,
                                    cache_key=key) for name in old.names])
@@ -146,7 +146,7 @@ def existing_kinds(before: Path, after: Path, set_name: str, photos: list[torch.
 def top1_change(before: Path, after: Path, raw: torch.Tensor, labels: torch.Tensor) -> dict:
     """Top-1 of the features ``raw`` of classes ``labels`` (indices of the shipped bank's names) with both banks'
     routers, and which of them the new kind takes."""
-    old, new = Router(read_manifest(before), bank_dir=before), Router(read_manifest(after), bank_dir=after)
+    old, new = Router.of_folder(before), Router.of_folder(after)
     names = old.names
     first_old = old.feature_scores(raw).similarities.argmax(dim=-1)
     first_new = new.feature_scores(raw).similarities.argmax(dim=-1)
@@ -195,7 +195,7 @@ def main() -> int:
                "new_kind": {}, "existing_kinds": {}}
     print(json.dumps({k: results[k] for k in ("command_seconds", "other_files_unchanged",
                                               "other_entries_unchanged", "steps", "route_margin")}), flush=True)
-    shipped_router = Router(read_manifest(shipped), bank_dir=shipped)
+    shipped_router = Router.of_folder(shipped)
     scratched, existing, labels = check_set_examples(shipped_router.names)
     raw = torch.cat([shipped_router.encoder.features(image) for image in existing])
     check = {"existing_kinds": top1_change(shipped, bank, raw, labels),

@@ -17,7 +17,7 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
-from ..bank.manifest import NORMALISATIONS, Manifest, decode_matrix, presence_logit
+from ..bank.manifest import NORMALISATIONS, Manifest, decode_matrix, presence_logit, read_manifest
 from ..errors import TEMPERATURE_RANGE, BankError, InputError, check_int, check_range
 from .encoder import DegradationEncoder
 from .noise_model import ARBITER_REASONS, ARBITERS
@@ -206,6 +206,11 @@ def merge_alternatives(similarities: torch.Tensor, groups: list[list[int]], temp
 
 class Router:
     """Frozen encoder + the bank's embeddings B (one per LoRA) and feature standardisation."""
+
+    @classmethod
+    def of_folder(cls, bank_dir: Path) -> Router:
+        """The router of the bank in ``bank_dir``: its manifest, and its encoder file when it has a trained one."""
+        return cls(read_manifest(bank_dir), bank_dir=bank_dir)
 
     def __init__(self, manifest: Manifest, encoder: DegradationEncoder | None = None,
                  bank_dir: Path | None = None) -> None:

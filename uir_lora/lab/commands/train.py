@@ -230,7 +230,7 @@ def _route_held_out(bank_dir: Path, name: str, images: list[torch.Tensor]) -> st
     """How many held-out damaged photos the bank's router now sends to ``name`` first."""
     from ...router.router import Router
 
-    router = Router(read_manifest(bank_dir), bank_dir=bank_dir)
+    router = Router.of_folder(bank_dir)
     best = [router.scores(image).similarities.argmax(dim=-1).item() for image in images]
     hits = sum(router.names[index] == name for index in best)
     return f"{hits}/{len(images)} held-out damaged photos route to {name!r} first"

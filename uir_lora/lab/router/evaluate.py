@@ -20,7 +20,6 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageDraw, ImageFont
 
-from ...bank.manifest import read_manifest
 from ...degrade import same_damage
 from ...router.router import Router
 from .data import FRAME_SIDES, at_photo_scale
@@ -90,8 +89,8 @@ def confusion_png(matrix: np.ndarray, names: Sequence[str], title: str, path: Pa
 def single_kinds(bank_dir: Path, implementation: str, cache_dir: Path | None = None,
                  severity: float | None = None) -> dict:
     """Top-1 (strict and lenient), per-kind accuracy, confusion and unknown false alarms on fresh draws."""
-    manifest = read_manifest(bank_dir)
-    router = Router(manifest, bank_dir=bank_dir)
+    router = Router.of_folder(bank_dir)
+    manifest = router.manifest
     names = manifest.names
     config = RouterFitConfig(seed=EVAL_SEED, val_per_photo=EVAL_PER_PHOTO)
     raw, labels = bank_features(router.encoder, names, "val", config, implementation, cache_dir, severity)
@@ -110,8 +109,8 @@ def unknown_hits(bank_dir: Path, cache_dir: Path | None = None) -> dict:
     """Share of images of each unknown kind that the router flags as unknown."""
     from .data import encode_class, photo_crops, photo_split
 
-    manifest = read_manifest(bank_dir)
-    router = Router(manifest, bank_dir=bank_dir)
+    router = Router.of_folder(bank_dir)
+    manifest = router.manifest
     crops = photo_crops(photo_split()[1], EVAL_PER_PHOTO, router.encoder.spec.crop, seed=EVAL_SEED + 1)
     hits = {}
     for kind in UNKNOWN_KINDS:
@@ -154,8 +153,8 @@ def whole_photos(bank_dir: Path, implementation: str, draws: int = 2, cache_dir:
     from ..degrade_alt import degrade as degrade_alt
     from .data import encode_photos
 
-    manifest = read_manifest(bank_dir)
-    router = Router(manifest, bank_dir=bank_dir)
+    router = Router.of_folder(bank_dir)
+    manifest = router.manifest
     names = manifest.names
     photo_names, photos, key = held_out_photos(scenes)
     synthesise = degrade_alt if implementation == "degrade_alt" else degrade_main
@@ -200,8 +199,8 @@ def mixture_routing(bank_dir: Path, cache_dir: Path | None = None) -> dict:
     from ..evaluate.harness import MIXED_PAIRS
     from .data import encode_class, photo_crops, photo_split
 
-    manifest = read_manifest(bank_dir)
-    router = Router(manifest, bank_dir=bank_dir)
+    router = Router.of_folder(bank_dir)
+    manifest = router.manifest
     defaults = manifest.router
     crops = photo_crops(photo_split()[1], EVAL_PER_PHOTO, router.encoder.spec.crop, seed=EVAL_SEED + 1)
     rows = {}
