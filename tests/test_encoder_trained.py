@@ -135,6 +135,7 @@ def test_install_keeps_the_banks_presence_policies_and_drops_the_old_examples(tm
     manifest = read_manifest(root)
     manifest.router.confidence_full, manifest.router.confidence_floor, manifest.router.follower_floor = 0.5, 0.2, 0.5
     manifest.router.masking_kinds, manifest.router.alternatives = ["noise"], [["noise", "low_light"]]
+    manifest.router.whole_view_kinds, manifest.router.whole_view_side = ["low_light"], 96
     manifest.router.examples = "router_examples.safetensors"
     (root / manifest.router.examples).write_bytes(b"features of the frozen encoder")
     write_manifest(manifest, root)
@@ -142,6 +143,7 @@ def test_install_keeps_the_banks_presence_policies_and_drops_the_old_examples(tm
     router = read_manifest(root).router
     assert (router.confidence_floor, router.follower_floor) == (0.2, 0.5)
     assert router.masking_kinds == ["noise"] and router.alternatives == [["noise", "low_light"]]
+    assert (router.whole_view_kinds, router.whole_view_side) == (["low_light"], 96)
     assert router.examples == "" and not (root / "router_examples.safetensors").exists()
     open_bank(root)  # the bank still loads
 

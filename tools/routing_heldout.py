@@ -29,10 +29,10 @@ from uir_lora.router.router import Router
 SEVERITIES = (0.2, 0.5, 0.8)
 
 
-def ranked(router: Router, image: torch.Tensor, raw: torch.Tensor) -> list[str]:
+def ranked(router: Router, image: torch.Tensor, raw: torch.Tensor, whole: torch.Tensor | None) -> list[str]:
     """The kinds the bank's router keeps for ``image``, strongest first (``clean`` when it keeps none)."""
     defaults = router.manifest.router
-    scores = router.feature_scores(raw)
+    scores = router.feature_scores(raw, whole)
     weights = router.weights(scores.similarities, defaults.top_k, defaults.temperature, defaults.normalisation,
                              router.alternative_choice(image))[0]
     kept = sorted((float(w), name) for name, w in zip(router.names, weights) if w > 0)
@@ -56,12 +56,15 @@ def main() -> int:
         for number, case in enumerate(heldout_cases(SEVERITIES)):
             kinds, level, synthesis = case
             image = damaged(photo, case, 1000 * index + number)
-            raws: dict[str, torch.Tensor] = {}
+            raws: dict[str, torch.Tensor | None] = {}
             for name, router in routers.items():
                 key = repr(router.manifest.encoder)  # the spec names the weights and the feature
                 if key not in raws:
                     raws[key] = router.encoder.features(image)
-                order = ranked(router, image, raws[key])
+                view = f"{key} {router.manifest.router.whole_view_side}" if router.whole_view_index else None
+                if view and view not in raws:
+                    raws[view] = router.whole_view_features(image)
+                order = ranked(router, image, raws[key], raws[view] if view else None)
                 if not kinds:
                     keys, hit = ["clean"], order[0] == "clean"
                 elif len(kinds) == 1:

@@ -43,6 +43,9 @@ SIMILARITIES = ("cosine", "logit")
 logit: d = [standardised feature, 1] and B = a presence head's weights with its bias last (router/presence
 heads and the trained encoder), whose sigmoid is the probability that the kind's damage is present."""
 COSINE_MARGIN_LIMIT, LOGIT_MARGIN_LIMIT = 2.0, 100.0
+WHOLE_VIEW_SIDE = 128
+WHOLE_VIEW_RANGE = (32, 1024)
+"""The short sides in px that ``router.whole_view_side`` accepts, inclusive."""
 """Largest route margins: cosines differ by at most 2; presence logits of a placed kind stay far below 100."""
 TRAINED_ENCODER = "da-efficientnet-lite0"
 """The degradation-aware encoder trained here (router/trained.py); its weights ship in the bank folder."""
@@ -128,6 +131,13 @@ class RouterDefaults:
     examples: str = ""
     """Presence routers: a *.safetensors file in the bank folder with a sample of the examples the heads were
     fitted on (standardised features and their kinds), against which `bank add` places a new kind; empty: none."""
+    whole_view_kinds: list[str] = field(default_factory=list)
+    """Presence routers: kinds of damage that cover the whole image (haze) and that a small view of the whole image
+    must confirm: their s_o is the lower of the crops' and that of the image downscaled to ``whole_view_side``
+    (router.whole_view). Blur lowers local contrast the way haze does, and the small view no longer shows it;
+    haze survives downscaling. Names not in the bank are ignored; empty: off."""
+    whole_view_side: int = WHOLE_VIEW_SIDE
+    """The short side in px of that view."""
     alternatives: list[list[str]] = field(default_factory=list)
     """Groups of LoRAs that undo the same damage (Gaussian and Poisson noise): top-K keeps only the strongest
     of a group, at the group's combined weight, so the group takes one place and a mixture's other kind the
@@ -186,9 +196,12 @@ class Manifest:
                 del entry["global_stage"]
         if data["router"]["similarity"] == "cosine":  # the default: manifests written before it keep their bytes
             del data["router"]["similarity"]
-        for optional in ("examples", "alternatives", "follower_floor", "masking_kinds", "confidence_floor"):
+        for optional in ("examples", "alternatives", "follower_floor", "masking_kinds", "confidence_floor",
+                         "whole_view_kinds"):
             if not data["router"][optional]:  # empty: manifests written before them keep their bytes
                 del data["router"][optional]
+        if data["router"]["whole_view_side"] == WHOLE_VIEW_SIDE:
+            del data["router"]["whole_view_side"]
         return data
 
 
@@ -341,6 +354,14 @@ def _check_trained(encoder: EncoderSpec, router: RouterDefaults, where: str) -> 
                       "router.follower_floor must be null or a number in (0, 1]", where)
     if not isinstance(router.masking_kinds, list) or not all(isinstance(n, str) for n in router.masking_kinds):
         raise BankError(f"{where}: router.masking_kinds must be a list of LoRA names, got {router.masking_kinds!r}")
+    if not isinstance(router.whole_view_kinds, list) or not all(isinstance(n, str) for n in router.whole_view_kinds):
+        raise BankError(f"{where}: router.whole_view_kinds must be a list of LoRA names, got "
+                        f"{router.whole_view_kinds!r}")
+    side = router.whole_view_side
+    _check_number(side, isinstance(side, int) and not isinstance(side, bool)
+                  and WHOLE_VIEW_RANGE[0] <= side <= WHOLE_VIEW_RANGE[1],
+                  f"router.whole_view_side must be a whole number of px in [{WHOLE_VIEW_RANGE[0]}, "
+                  f"{WHOLE_VIEW_RANGE[1]}]", where)
 
 
 def _parse_lora(data: Any, index: int, dim: int, margin_limit: float) -> LoraEntry:

@@ -16,6 +16,7 @@ from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
+from kornia.geometry.transform import resize
 
 from ..bank.manifest import NORMALISATIONS, Manifest, decode_matrix, presence_logit, read_manifest
 from ..errors import TEMPERATURE_RANGE, BankError, InputError, check_int, check_range
@@ -204,6 +205,13 @@ def merge_alternatives(similarities: torch.Tensor, groups: list[list[int]], temp
     return merged
 
 
+def whole_view(images: torch.Tensor, side: int) -> torch.Tensor:
+    """[B,3,H,W] downscaled (antialiased) to a short side of ``side`` px, the aspect kept; no larger than it was."""
+    if min(images.shape[-2:]) <= side:
+        return images
+    return resize(images.float(), side, side="short", antialias=True).clamp(0, 1)
+
+
 class Router:
     """Frozen encoder + the bank's embeddings B (one per LoRA) and feature standardisation."""
 
@@ -242,19 +250,39 @@ class Router:
         self.unknown_embedding = None if unknown is None else F.normalize(torch.tensor(unknown), dim=-1)
         subspace = manifest.router.unknown_subspace
         self.subspace = None if subspace is None else decode_matrix(subspace, len(self.mean), "unknown_subspace")
+        self.whole_view_index = [self.names.index(n) for n in manifest.router.whole_view_kinds if n in self.names]
+        """The LoRAs whose s_o a view of the whole image must confirm (``RouterDefaults.whole_view_kinds``)."""
 
     def similarities(self, images: torch.Tensor) -> torch.Tensor:
         """s_o = d·B: [B, N]."""
         return self.scores(images)[0]
 
     def scores(self, images: torch.Tensor) -> Scores:
-        """s_o = cos(d, B) and the unknown tests' inputs, from one pass of the encoder."""
-        return self.feature_scores(self.encoder.features(images))
+        """s_o = d·B and the unknown tests' inputs, from the encoder's pass over the crops (and the whole view)."""
+        return self.feature_scores(self.encoder.features(images), self.whole_view_features(images))
 
-    def feature_scores(self, raw: torch.Tensor) -> Scores:
+    def whole_view_features(self, images: torch.Tensor) -> torch.Tensor | None:
+        """The encoder's features of the whole image downscaled to the bank's ``whole_view_side``, or None when
+        no LoRA of the bank needs them."""
+        if not self.whole_view_index:
+            return None
+        return self.encoder.features(whole_view(images, self.manifest.router.whole_view_side))
+
+    def feature_scores(self, raw: torch.Tensor, whole: torch.Tensor | None = None) -> Scores:
         """``scores`` of raw encoder features (cached features in evaluation need no encoder pass);
         d is the feature standardised by the bank's mean and std (the trained encoder's: as it is).
-        A kind added later by `bank add` ranks by s_o minus its calibrated ``route_margin`` (0 for the others)."""
+        A kind added later by `bank add` ranks by s_o minus its calibrated ``route_margin`` (0 for the others).
+        ``whole``: features of the whole view (``whole_view_features``); the kinds it must confirm get the lower
+        of the two s_o, so the small view can veto such a kind and never raise it."""
+        scores = self._feature_scores(raw)
+        if whole is None or not self.whole_view_index:
+            return scores
+        index = self.whole_view_index
+        confirmed = scores.similarities.clone()
+        confirmed[:, index] = torch.minimum(confirmed[:, index], self._feature_scores(whole).similarities[:, index])
+        return scores._replace(similarities=confirmed)
+
+    def _feature_scores(self, raw: torch.Tensor) -> Scores:
         if self.trained:
             return Scores(raw.float() @ self.embeddings.T - self.margins, None, None)
         z = (raw - self.mean) / self.std
