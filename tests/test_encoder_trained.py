@@ -136,6 +136,7 @@ def test_install_keeps_the_banks_presence_policies_and_drops_the_old_examples(tm
     manifest.router.confidence_full, manifest.router.confidence_floor, manifest.router.follower_floor = 0.5, 0.2, 0.5
     manifest.router.masking_kinds, manifest.router.alternatives = ["noise"], [["noise", "low_light"]]
     manifest.router.whole_view_kinds, manifest.router.whole_view_side = ["low_light"], 96
+    manifest.router.doubt_temperature = 0.5
     manifest.router.examples = "router_examples.safetensors"
     (root / manifest.router.examples).write_bytes(b"features of the frozen encoder")
     write_manifest(manifest, root)
@@ -143,7 +144,7 @@ def test_install_keeps_the_banks_presence_policies_and_drops_the_old_examples(tm
     router = read_manifest(root).router
     assert (router.confidence_floor, router.follower_floor) == (0.2, 0.5)
     assert router.masking_kinds == ["noise"] and router.alternatives == [["noise", "low_light"]]
-    assert (router.whole_view_kinds, router.whole_view_side) == (["low_light"], 96)
+    assert (router.whole_view_kinds, router.whole_view_side, router.doubt_temperature) == (["low_light"], 96, 0.5)
     assert router.examples == "" and not (root / "router_examples.safetensors").exists()
     open_bank(root)  # the bank still loads
 
@@ -170,6 +171,17 @@ def test_sigmoid_norm_keeps_both_kinds_of_a_mixture():
     assert normalise_top_k(logits, 2, 1.0, "softmax")[0, :2].sum() == pytest.approx(1.0)
 
 
+def test_a_doubted_kind_weighs_less_than_its_presence():
+    logits = torch.tensor([[1.0, -1.0, -4.0]])
+    weights = normalise_top_k(logits, 2, 1.0, "sigmoid", doubt=0.5)
+    assert weights[0, 0] == pytest.approx(float(torch.sigmoid(torch.tensor(1.0))))  # above ½: its presence
+    assert weights[0, 1] == pytest.approx(float(torch.sigmoid(torch.tensor(-2.0))))  # below ½: sigmoid(s_o / 0.5)
+    assert weights[0, 2] == 0
+    for normalisation, doubt in (("sigmoid", None), ("softmax", 0.5)):  # off, and only for presences
+        assert torch.equal(normalise_top_k(logits, 2, 1.0, normalisation, doubt=doubt),
+                           normalise_top_k(logits, 2, 1.0, normalisation))
+
+
 def _set_biases(root, biases: dict[str, float], confidence_full: float | None = 0.5) -> None:
     """B rows that ignore the image: s_o = bias, so the presence of each LoRA is known exactly."""
     manifest = read_manifest(root)
@@ -177,6 +189,26 @@ def _set_biases(root, biases: dict[str, float], confidence_full: float | None = 
         entry.embedding = [0.0] * FEATURE_DIM + [biases[entry.name]]
     manifest.router.confidence_full = confidence_full
     write_manifest(manifest, root)
+
+
+def test_the_banks_doubt_temperature_lowers_the_doubted_weight_and_not_s_o(trained_bank, photo):
+    _set_biases(trained_bank, {"clean": -3.0, "noise": 1.0, "low_light": -1.0, "haze": -5.0})
+    manifest = read_manifest(trained_bank)
+    manifest.router.doubt_temperature = 0.5
+    write_manifest(manifest, trained_bank)
+    (routing,) = pipeline.estimate(open_bank(trained_bank), photo)
+    assert routing.similarities["low_light"] == pytest.approx(-1.0)
+    assert routing.weights["noise"] == pytest.approx(float(torch.sigmoid(torch.tensor(1.0))))
+    assert routing.weights["low_light"] == pytest.approx(float(torch.sigmoid(torch.tensor(-2.0))))
+
+
+@pytest.mark.parametrize("value", [0, 1.5, -0.5, "half", True])
+def test_a_bad_doubt_temperature_is_refused(trained_bank, value):
+    data = json.loads((trained_bank / "manifest.json").read_text())
+    data["router"]["doubt_temperature"] = value
+    (trained_bank / "manifest.json").write_text(json.dumps(data))
+    with pytest.raises(BankError, match=r"router.doubt_temperature must be null or a number in \(0, 1\]"):
+        read_manifest(trained_bank)
 
 
 def test_an_unsure_router_leaves_the_photo_close_to_its_input(trained_bank, embedded_backbone, photo):

@@ -42,6 +42,7 @@ def test_the_shipped_router_is_its_trained_encoder_with_s_o_equal_to_d_dot_b(ban
     assert (router.normalisation, router.top_k, router.confidence_full, router.confidence_floor) == \
         ("sigmoid", 2, 0.5, 0.2)
     assert router.follower_floor == 0.5 and ["noise", "poisson_noise"] in router.alternatives
+    assert router.doubt_temperature == 0.1 and router.whole_view_kinds == ["haze"]
     net, lda = load_encoder(bank.root / manifest.encoder.file)
     rows = dict(zip(net.class_names(), net.presence_rows()))
     for entry in manifest.loras:  # B of every LoRA is its kind's presence head: s_o = d·B is the presence logit

@@ -121,6 +121,10 @@ class RouterDefaults:
     """Presence routers: a kind kept after the strongest one needs at least this presence, else it gets no weight
     (a weak second kind is more often a false alarm than damage, and a false one costs more than a missed one);
     None: off."""
+    doubt_temperature: float | None = None
+    """Presence routers: a kept kind that the router doubts (presence below ½, s_o < 0) weighs σ(s_o / (T ×
+    doubt_temperature)) instead of σ(s_o / T), so below ½ a weight falls faster than the presence: such a kind is
+    more often a false alarm than damage (router.normalise_top_k). None: off."""
     masking_kinds: list[str] = field(default_factory=list)
     """Presence routers: beside one of these as the strongest kind, a weak second kind is kept all the same: damage
     that hides other damage from the encoder (noise lowers the presence of haze and low light under it)."""
@@ -197,7 +201,7 @@ class Manifest:
         if data["router"]["similarity"] == "cosine":  # the default: manifests written before it keep their bytes
             del data["router"]["similarity"]
         for optional in ("examples", "alternatives", "follower_floor", "masking_kinds", "confidence_floor",
-                         "whole_view_kinds"):
+                         "whole_view_kinds", "doubt_temperature"):
             if not data["router"][optional]:  # empty: manifests written before them keep their bytes
                 del data["router"][optional]
         if data["router"]["whole_view_side"] == WHOLE_VIEW_SIDE:
@@ -354,6 +358,10 @@ def _check_trained(encoder: EncoderSpec, router: RouterDefaults, where: str) -> 
                       "router.follower_floor must be null or a number in (0, 1]", where)
     if not isinstance(router.masking_kinds, list) or not all(isinstance(n, str) for n in router.masking_kinds):
         raise BankError(f"{where}: router.masking_kinds must be a list of LoRA names, got {router.masking_kinds!r}")
+    doubt = router.doubt_temperature
+    if doubt is not None:
+        _check_number(doubt, isinstance(doubt, (int, float)) and 0 < doubt <= 1,
+                      "router.doubt_temperature must be null or a number in (0, 1]", where)
     if not isinstance(router.whole_view_kinds, list) or not all(isinstance(n, str) for n in router.whole_view_kinds):
         raise BankError(f"{where}: router.whole_view_kinds must be a list of LoRA names, got "
                         f"{router.whole_view_kinds!r}")

@@ -128,8 +128,10 @@ def subspace_residual(z: torch.Tensor, basis: torch.Tensor) -> torch.Tensor:
     return (outside_subspace(z, basis).norm(dim=-1) / z.double().norm(dim=-1).clamp_min(1e-12)).float()
 
 
-def normalise_top_k(similarities: torch.Tensor, top_k: int, temperature: float, normalisation: str) -> torch.Tensor:
-    """[..., N] similarities -> [..., N] weights, zero outside the top K, summing to 1 inside."""
+def normalise_top_k(similarities: torch.Tensor, top_k: int, temperature: float, normalisation: str,
+                    doubt: float | None = None) -> torch.Tensor:
+    """[..., N] similarities -> [..., N] weights, zero outside the top K (softmax and sum: summing to 1 inside).
+    ``doubt`` (sigmoid only, ``RouterDefaults.doubt_temperature``): a kept negative s_o is divided by it first."""
     if normalisation not in NORMALISATIONS:
         raise InputError(f"normalisation must be one of {NORMALISATIONS}, got {normalisation!r}")
     k = max(1, min(int(top_k), similarities.shape[-1]))
@@ -137,6 +139,8 @@ def normalise_top_k(similarities: torch.Tensor, top_k: int, temperature: float, 
     if normalisation == "softmax":
         kept = torch.softmax(values / temperature, dim=-1)
     elif normalisation == "sigmoid":  # each kept kind's own presence probability: a mixture keeps both
+        if doubt is not None:  # a presence below ½ weighs less than itself
+            values = torch.where(values < 0, values / doubt, values)
         kept = torch.sigmoid(values / temperature)
     else:  # plain sum-normalisation; negative similarities count as zero
         positive = values.clamp_min(0)
@@ -319,7 +323,8 @@ class Router:
         ``alternative_choice``; else the strongest heads), then top-K and ``normalisation``."""
         merged = merge_alternatives(similarities, self.alternatives, temperature, normalisation, chosen)
         competing = len(self.names) - sum(len(group) - 1 for group in self.alternatives)
-        return normalise_top_k(merged, min(top_k, competing), temperature, normalisation)
+        return normalise_top_k(merged, min(top_k, competing), temperature, normalisation,
+                               self.manifest.router.doubt_temperature)
 
     def route(
         self,

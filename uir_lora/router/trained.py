@@ -261,6 +261,7 @@ def install_encoder(bank_dir: Path, encoder_file: Path, confidence_full: float =
         confidence_floor=before.confidence_floor, follower_floor=before.follower_floor,
         masking_kinds=list(before.masking_kinds), alternatives=[list(group) for group in before.alternatives],
         whole_view_kinds=list(before.whole_view_kinds), whole_view_side=before.whole_view_side,
+        doubt_temperature=before.doubt_temperature,
         calibration={"encoder": {k: record[k] for k in ("steps", "images", "seconds", "final_loss", "data", "date")
                                  if k in record},
                      "weights": "sigmoid of the presence logit d·B (calibrated by training with binary "
