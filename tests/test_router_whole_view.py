@@ -42,6 +42,7 @@ def test_the_view_keeps_the_aspect_and_never_enlarges():
 def test_the_shipped_bank_confirms_haze_only(router):
     assert router.manifest.router.whole_view_kinds == ["haze"]
     assert [router.names[i] for i in router.whole_view_index] == ["haze"]
+    assert router.whole_view_features(torch.rand(1, 3, 100, 120)) is None  # no larger than the view: no veto
 
 
 def test_the_view_can_lower_haze_and_never_raise_it_and_leaves_other_kinds(router, photo_256):

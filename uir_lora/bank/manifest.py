@@ -43,10 +43,10 @@ SIMILARITIES = ("cosine", "logit")
 logit: d = [standardised feature, 1] and B = a presence head's weights with its bias last (router/presence
 heads and the trained encoder), whose sigmoid is the probability that the kind's damage is present."""
 COSINE_MARGIN_LIMIT, LOGIT_MARGIN_LIMIT = 2.0, 100.0
+"""Largest route margins: cosines differ by at most 2; presence logits of a placed kind stay far below 100."""
 WHOLE_VIEW_SIDE = 128
 WHOLE_VIEW_RANGE = (32, 1024)
 """The short sides in px that ``router.whole_view_side`` accepts, inclusive."""
-"""Largest route margins: cosines differ by at most 2; presence logits of a placed kind stay far below 100."""
 TRAINED_ENCODER = "da-efficientnet-lite0"
 """The degradation-aware encoder trained here (router/trained.py); its weights ship in the bank folder."""
 

@@ -267,8 +267,8 @@ class Router:
 
     def whole_view_features(self, images: torch.Tensor) -> torch.Tensor | None:
         """The encoder's features of the whole image downscaled to the bank's ``whole_view_side``, or None when
-        no LoRA of the bank needs them."""
-        if not self.whole_view_index:
+        no LoRA of the bank needs them or the image is no larger (the view would be the image itself)."""
+        if not self.whole_view_index or min(images.shape[-2:]) <= self.manifest.router.whole_view_side:
             return None
         return self.encoder.features(whole_view(images, self.manifest.router.whole_view_side))
 
