@@ -61,6 +61,13 @@ def photo() -> torch.Tensor:
     return image
 
 
+@pytest.fixture()
+def photo_256() -> torch.Tensor:
+    """The astronaut's centre, 256x256, [1,3,H,W]."""
+    skimage_data = pytest.importorskip("skimage.data")
+    return torch.from_numpy(skimage_data.astronaut()[128:384, 128:384].copy()).permute(2, 0, 1)[None].float() / 255
+
+
 def _tree_digest(folder: Path) -> dict[str, str]:
     return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
             for p in sorted(folder.rglob("*")) if p.is_file()}

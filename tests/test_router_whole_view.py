@@ -26,12 +26,6 @@ def router(shipped) -> Router:
     return Router.of_folder(shipped)
 
 
-@pytest.fixture()
-def photo_256() -> torch.Tensor:
-    skimage_data = pytest.importorskip("skimage.data")
-    return torch.from_numpy(skimage_data.astronaut()[128:384, 128:384].copy()).permute(2, 0, 1)[None].float() / 255
-
-
 def test_the_view_keeps_the_aspect_and_never_enlarges():
     wide = torch.rand(2, 3, 300, 600)
     assert whole_view(wide, 128).shape == (2, 3, 128, 256)

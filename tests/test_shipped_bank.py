@@ -61,12 +61,6 @@ def test_cli_restores_gaussian_noise_sigma25_by_5db(tmp_path, photo_256):
     assert psnr(restored, clean) >= psnr(noisy_q, clean) + 5.0
 
 
-@pytest.fixture()
-def photo_256() -> torch.Tensor:
-    skimage_data = pytest.importorskip("skimage.data")
-    return torch.from_numpy(skimage_data.astronaut()[128:384, 128:384].copy()).permute(2, 0, 1)[None].float() / 255
-
-
 def test_bank_info_lists_every_lora_of_the_shipped_bank(bank, capsys):
     """The clean LoRA records psnr_in as null; the listing must print it like the others."""
     assert main(["bank", "info", DEFAULT_BANK]) == 0

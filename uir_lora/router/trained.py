@@ -15,6 +15,7 @@ encoder, so nothing is retrained.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
 import json
 import os
@@ -253,15 +254,15 @@ def install_encoder(bank_dir: Path, encoder_file: Path, confidence_full: float =
                                    sha256=file_sha256(target), base=BASE, highpass_sigma=0.0, statistics=False)
     before = manifest.router
     # The bank's presence policies (which LoRAs are alternatives, when a weak second kind counts, where an
-    # unsure restore fades out) are about the kinds, not the encoder, so they stay; the examples of presence
-    # heads are features of another encoder and go.
-    manifest.router = RouterDefaults(
+    # unsure restore fades out, which kinds a whole view confirms, ...) are about the kinds, not the encoder, so
+    # every field stays but those of the old encoder: the cosine router's unknown tests, its similarity, and the
+    # presence heads' examples (features of another encoder).
+    cosine_only = ("unknown_threshold", "unknown_embedding", "unknown_margin", "unknown_subspace", "unknown_residual",
+                   "similarity", "examples")
+    manifest.router = dataclasses.replace(
+        before, **{name: getattr(RouterDefaults, name) for name in cosine_only},
         top_k=min(top_k, len(manifest.loras)), temperature=1.0, normalisation="sigmoid",
-        unknown_strength=before.unknown_strength, confidence_full=confidence_full,
-        confidence_floor=before.confidence_floor, follower_floor=before.follower_floor,
-        masking_kinds=list(before.masking_kinds), alternatives=[list(group) for group in before.alternatives],
-        whole_view_kinds=list(before.whole_view_kinds), whole_view_side=before.whole_view_side,
-        doubt_temperature=before.doubt_temperature,
+        confidence_full=confidence_full,
         calibration={"encoder": {k: record[k] for k in ("steps", "images", "seconds", "final_loss", "data", "date")
                                  if k in record},
                      "weights": "sigmoid of the presence logit d·B (calibrated by training with binary "
