@@ -251,7 +251,7 @@ def test_bank_add_sets_b_in_closed_form_and_changes_nothing_else(trained_bank):
     assert after["encoder"] == encoder_before
     assert {e["name"]: json.dumps(e) for e in after["loras"] if e["name"] != "haze"} == \
         {name: text for name, text in before.items() if name != "haze"}
-    router = Router(read_manifest(trained_bank), bank_dir=trained_bank)
+    router = Router.of_folder(trained_bank)
     d = torch.cat([router.encoder.features(image) for image in examples])
     expected = lda_row(d[:, :-1], router.encoder.lda["lda.clean_mean"], router.encoder.lda["lda.precision"])
     haze = next(e for e in after["loras"] if e["name"] == "haze")
@@ -275,7 +275,7 @@ def test_bank_add_with_negatives_fits_a_presence_row_and_a_route_margin(trained_
     assert {e["name"]: json.dumps(e) for e in after["loras"] if e["name"] != "haze"} == \
         {name: text for name, text in before.items() if name != "haze"}
     haze = next(e for e in after["loras"] if e["name"] == "haze")
-    router = Router(read_manifest(trained_bank), bank_dir=trained_bank)
+    router = Router.of_folder(trained_bank)
     d = torch.cat([router.encoder.features(image) for image in examples])
     closed_form = lda_row(d[:, :-1], router.encoder.lda["lda.clean_mean"], router.encoder.lda["lda.precision"])
     assert not torch.allclose(torch.tensor(haze["embedding"]), closed_form, atol=1e-3)  # fitted, not the closed form
@@ -300,14 +300,14 @@ def test_the_encoder_file_is_read_safely(trained_bank, tmp_path):
     original = target.read_bytes()
     target.write_bytes(original[:-1] + bytes([original[-1] ^ 1]))
     with pytest.raises(BankError, match="sha256"):
-        Router(read_manifest(trained_bank), bank_dir=trained_bank)
+        Router.of_folder(trained_bank)
     pickled = tmp_path / "pickled.safetensors"
     torch.save({"stem.0.weight": torch.zeros(1)}, pickled)  # a pickle under a safetensors name
     with pytest.raises(BankError, match="safetensors"):
         load_encoder(pickled)
     target.unlink()
     with pytest.raises(BankError, match="missing"):
-        Router(read_manifest(trained_bank), bank_dir=trained_bank)
+        Router.of_folder(trained_bank)
     data = json.loads((trained_bank / "manifest.json").read_text())
     data["encoder"]["sha256"] = ""
     (trained_bank / "manifest.json").write_text(json.dumps(data))
