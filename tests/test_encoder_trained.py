@@ -137,6 +137,7 @@ def test_install_keeps_the_banks_presence_policies_and_drops_the_old_examples(tm
     manifest.router.masking_kinds, manifest.router.alternatives = ["noise"], [["noise", "low_light"]]
     manifest.router.whole_view_kinds, manifest.router.whole_view_side = ["low_light"], 96
     manifest.router.doubt_temperature = 0.5
+    manifest.router.exposure_kinds, manifest.router.exposure_stops = ["low_light"], [0.2, 0.6]
     manifest.router.examples = "router_examples.safetensors"
     (root / manifest.router.examples).write_bytes(b"features of the frozen encoder")
     write_manifest(manifest, root)
@@ -145,6 +146,7 @@ def test_install_keeps_the_banks_presence_policies_and_drops_the_old_examples(tm
     assert (router.confidence_floor, router.follower_floor) == (0.2, 0.5)
     assert router.masking_kinds == ["noise"] and router.alternatives == [["noise", "low_light"]]
     assert (router.whole_view_kinds, router.whole_view_side, router.doubt_temperature) == (["low_light"], 96, 0.5)
+    assert (router.exposure_kinds, router.exposure_stops) == (["low_light"], [0.2, 0.6])
     assert router.examples == "" and not (root / "router_examples.safetensors").exists()
     open_bank(root)  # the bank still loads
 

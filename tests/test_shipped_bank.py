@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from uir_lora.bank.manifest import EXPOSURE_STOPS
 from uir_lora.bank.store import read_lora_file
 from uir_lora.images import load_image, save_image
 from uir_lora.lab.cli import main
@@ -43,6 +44,7 @@ def test_the_shipped_router_is_its_trained_encoder_with_s_o_equal_to_d_dot_b(ban
         ("sigmoid", 2, 0.5, 0.2)
     assert router.follower_floor == 0.5 and ["noise", "poisson_noise"] in router.alternatives
     assert router.doubt_temperature == 0.1 and router.whole_view_kinds == ["haze"]
+    assert router.exposure_kinds == ["low_light"] and tuple(router.exposure_stops) == EXPOSURE_STOPS
     net, lda = load_encoder(bank.root / manifest.encoder.file)
     rows = dict(zip(net.class_names(), net.presence_rows()))
     for entry in manifest.loras:  # B of every LoRA is its kind's presence head: s_o = d·B is the presence logit

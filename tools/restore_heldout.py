@@ -8,6 +8,10 @@ and by ``uir_lora.lab.degrade_alt`` at severities 0.3 and 0.7, and the five benc
 composition that another bank already restored with the same LoRA files is not restored again. Prints the mean
 PSNR gain over the input per case and over every damaged image, and the clean photos' lowest PSNR(output, input). The
 banks must share their backbone. The check set stays out of the choice (benchmarks/wild.py measures it).
+
+``--photos train-scenes`` uses the scene pool's TRAIN photographs instead (centre 512² crops, from
+tools/build_scene_pool.py): training sources, so not held out, but outdoor, dark and night scenes that the
+bright interiors never show.
 """
 
 from __future__ import annotations
@@ -20,14 +24,26 @@ import torch
 
 from uir_lora import pipeline
 from uir_lora.bank.store import LoraBank, open_bank
+from uir_lora.lab.evaluate.datasets import centre_crop
 from uir_lora.lab.evaluate.heldout import damaged, heldout_cases, named_banks
 from uir_lora.lab.evaluate.metrics import psnr
 from uir_lora.lab.evaluate.publish import write_json
+from uir_lora.lab.scenes import load_scenes
 from uir_lora.lab.train.data import load_validation_images, sha256_file
 
 SEVERITIES = (0.3, 0.7)
 SEED = 3000
 CLEAN_CASE = "clean: lowest PSNR(output, input)"
+CLEAN_SHARE = "clean: share with PSNR(output, input) >= 40 dB"
+SCENE_SIDE = 512
+
+
+def photos_named(which: str) -> torch.Tensor | list[torch.Tensor]:
+    """The photos to damage: the validation interiors, or centre crops of the scene pool's TRAIN photographs."""
+    if which == "validation":
+        return load_validation_images()
+    return [centre_crop(torch.from_numpy(image.copy()).permute(2, 0, 1), SCENE_SIDE).float() / 255
+            for _, image in load_scenes("TRAIN")]
 
 
 def lora_digests(bank: LoraBank) -> dict[str, tuple[str, ...]]:
@@ -41,13 +57,15 @@ def main() -> int:
     parser.add_argument("banks", nargs="+", help="NAME=BANK_DIR, one or more")
     parser.add_argument("--json", type=Path, help="write the per-case means here")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--photos", choices=("validation", "train-scenes"), default="validation",
+                        help="the held-out interiors (default) or the scene pool's TRAIN photographs")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     banks = {name: open_bank(folder) for name, folder in named_banks(args.banks).items()}
     digests = {name: lora_digests(bank) for name, bank in banks.items()}
     backbone = pipeline.default_backbone()
     gains: dict[str, dict[str, list[float]]] = {name: defaultdict(list) for name in banks}
-    photos = load_validation_images()
+    photos = photos_named(args.photos)
     for index, photo in enumerate(photos):
         clean = photo[None]
         for number, case in enumerate(heldout_cases(SEVERITIES)):
@@ -71,6 +89,8 @@ def main() -> int:
     # the clean photos' worst case: a photo returned bit for bit scores inf, which a mean would hide the others behind
     means = {name: {case: min(values) if case == CLEAN_CASE else sum(values) / len(values)
                     for case, values in table.items()} for name, table in gains.items()}
+    for name, table in gains.items():
+        means[name][CLEAN_SHARE] = sum(value >= 40 for value in table[CLEAN_CASE]) / len(table[CLEAN_CASE])
     print("| case (mean dB) | " + " | ".join(banks) + " |\n|---|" + "---:|" * len(banks))
     for case in means[next(iter(banks))]:
         print(f"| {case} | " + " | ".join(f"{means[name][case]:+.2f}" for name in banks) + " |")

@@ -47,6 +47,11 @@ COSINE_MARGIN_LIMIT, LOGIT_MARGIN_LIMIT = 2.0, 100.0
 WHOLE_VIEW_SIDE = 128
 WHOLE_VIEW_RANGE = (32, 1024)
 """The short sides in px that ``router.whole_view_side`` accepts, inclusive."""
+EXPOSURE_STOPS = (0.15, 0.45)
+"""``router.exposure_stops`` by default: the under-exposure (in stops, global_stage.underexposure_stops) from which
+an exposure kind's presence starts to count, and from which it counts whole."""
+EXPOSURE_RANGE = (0.0, 5.0)
+"""The stops that ``router.exposure_stops`` accepts, inclusive (the exposure anchor lifts by at most five)."""
 TRAINED_ENCODER = "da-efficientnet-lite0"
 """The degradation-aware encoder trained here (router/trained.py); its weights ship in the bank folder."""
 
@@ -142,6 +147,15 @@ class RouterDefaults:
     haze survives downscaling. Names not in the bank are ignored; empty: off."""
     whole_view_side: int = WHOLE_VIEW_SIDE
     """The short side in px of that view."""
+    exposure_kinds: list[str] = field(default_factory=list)
+    """Presence routers: kinds of damage that under-expose the photo (low light) and that its highlights must
+    confirm: the presence is multiplied by a ramp of the photo's under-exposure (global_stage.underexposure_stops),
+    0 at ``exposure_stops[0]`` and 1 from ``exposure_stops[1]``. Under-exposure darkens the highlights with the
+    rest; a photo that the encoder reads as dark for another reason (blur flattens a dim scene, a night scene keeps
+    its lights) has highlights the exposure anchor would barely lift. Names not in the bank are ignored; empty:
+    off."""
+    exposure_stops: list[float] = field(default_factory=lambda: list(EXPOSURE_STOPS))
+    """[from, full]: the ramp's ends in stops."""
     alternatives: list[list[str]] = field(default_factory=list)
     """Groups of LoRAs that undo the same damage (Gaussian and Poisson noise): top-K keeps only the strongest
     of a group, at the group's combined weight, so the group takes one place and a mixture's other kind the
@@ -201,11 +215,13 @@ class Manifest:
         if data["router"]["similarity"] == "cosine":  # the default: manifests written before it keep their bytes
             del data["router"]["similarity"]
         for optional in ("examples", "alternatives", "follower_floor", "masking_kinds", "confidence_floor",
-                         "whole_view_kinds", "doubt_temperature"):
+                         "whole_view_kinds", "doubt_temperature", "exposure_kinds"):
             if not data["router"][optional]:  # empty: manifests written before them keep their bytes
                 del data["router"][optional]
         if data["router"]["whole_view_side"] == WHOLE_VIEW_SIDE:
             del data["router"]["whole_view_side"]
+        if tuple(data["router"]["exposure_stops"]) == EXPOSURE_STOPS:
+            del data["router"]["exposure_stops"]
         return data
 
 
@@ -370,6 +386,15 @@ def _check_trained(encoder: EncoderSpec, router: RouterDefaults, where: str) -> 
                   and WHOLE_VIEW_RANGE[0] <= side <= WHOLE_VIEW_RANGE[1],
                   f"router.whole_view_side must be a whole number of px in [{WHOLE_VIEW_RANGE[0]}, "
                   f"{WHOLE_VIEW_RANGE[1]}]", where)
+    if not isinstance(router.exposure_kinds, list) or not all(isinstance(n, str) for n in router.exposure_kinds):
+        raise BankError(f"{where}: router.exposure_kinds must be a list of LoRA names, got {router.exposure_kinds!r}")
+    stops = router.exposure_stops
+    low, high = EXPOSURE_RANGE
+    if not (isinstance(stops, list) and len(stops) == 2
+            and all(isinstance(v, (int, float)) and not isinstance(v, bool) and low <= v <= high for v in stops)
+            and stops[0] < stops[1]):
+        raise BankError(f"{where}: router.exposure_stops must be two numbers of stops in [{low}, {high}], the first "
+                        f"below the second (default {list(EXPOSURE_STOPS)}), got {stops!r}")
 
 
 def _parse_lora(data: Any, index: int, dim: int, margin_limit: float) -> LoraEntry:

@@ -126,6 +126,24 @@ def thumbnail(image: torch.Tensor) -> torch.Tensor:
     return F.adaptive_avg_pool2d(image.float(), THUMBNAIL)
 
 
+def highlight_level(thumb: torch.Tensor) -> torch.Tensor:
+    """[B,1]: the 99th percentile of each thumbnail's largest channel, the level the exposure anchor lifts."""
+    return torch.quantile(thumb.amax(dim=1).flatten(1).float(), 0.99, dim=-1, keepdim=True)
+
+
+def anchor_gain(level: torch.Tensor, anchor: float | torch.Tensor = ANCHOR_LEVEL) -> torch.Tensor:
+    """The gain that lifts a highlight ``level`` to ``anchor``: never below 1 (no darkening), at most
+    MAX_ANCHOR_GAIN."""
+    return (anchor / level.clamp_min(1e-4)).clamp(1.0, MAX_ANCHOR_GAIN)
+
+
+def underexposure_stops(image: torch.Tensor) -> torch.Tensor:
+    """[B]: how many stops the exposure anchor would lift ``image`` [B,3,H,W] (0: its highlights are at or above
+    ANCHOR_LEVEL). Under-exposure darkens the highlights with the rest; a scene that is dark by nature mostly
+    keeps some bright ones."""
+    return torch.log2(anchor_gain(highlight_level(thumbnail(image)))).flatten()
+
+
 def dark_channel(image: torch.Tensor, patch: int) -> torch.Tensor:
     """[B,1,H,W]: each pixel's smallest channel, then the smallest over a ``patch``-sized square (odd)."""
     darkest = image.amin(dim=1, keepdim=True)
@@ -195,8 +213,7 @@ class GlobalAdapter(nn.Module):
     def forward(self, thumb: torch.Tensor) -> GlobalParams:
         exposure = None
         if self.anchor:  # lift the highlights to the anchor first: the curves then work where the image lies
-            level = torch.quantile(thumb.amax(dim=1).flatten(1).float(), 0.99, dim=-1, keepdim=True)
-            exposure = torch.log((self.anchor_level / level.clamp_min(1e-4)).clamp(1.0, MAX_ANCHOR_GAIN))
+            exposure = torch.log(anchor_gain(highlight_level(thumb), self.anchor_level))
             thumb = (thumb * exposure.exp()[..., None, None]).clamp(0, 1)
         # log-intensity beside the pixels: exposure is multiplicative, so the trunk sees it linearly
         features = self.trunk(torch.cat((thumb, torch.log(thumb.clamp_min(1e-3))), dim=1))

@@ -20,6 +20,7 @@ from kornia.geometry.transform import resize
 
 from ..bank.manifest import NORMALISATIONS, Manifest, decode_matrix, presence_logit, read_manifest
 from ..errors import TEMPERATURE_RANGE, BankError, InputError, check_int, check_range
+from ..global_stage.adapter import underexposure_stops
 from .encoder import DegradationEncoder
 from .noise_model import ARBITER_REASONS, ARBITERS
 from .trained import CLEAN, make_encoder, with_constant
@@ -209,6 +210,15 @@ def merge_alternatives(similarities: torch.Tensor, groups: list[list[int]], temp
     return merged
 
 
+def scaled_presence_logit(logits: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
+    """The logit of σ(``logits``) × ``factor`` (factor in [0, 1]; 1 leaves a logit as it is, 0 puts it far below
+    any kept kind's), in log space so that a confident presence keeps its precision."""
+    factor = factor.float().clamp(1e-6, 1.0)
+    log_presence = F.logsigmoid(logits.float()) + torch.log(factor)
+    scaled = log_presence - torch.log1p(-torch.exp(log_presence).clamp(max=1.0 - 1e-7))
+    return torch.where(factor >= 1.0, logits, scaled.to(logits.dtype))
+
+
 def whole_view(images: torch.Tensor, side: int) -> torch.Tensor:
     """[B,3,H,W] downscaled (antialiased) to a short side of ``side`` px, the aspect kept; no larger than it was."""
     if min(images.shape[-2:]) <= side:
@@ -256,6 +266,9 @@ class Router:
         self.subspace = None if subspace is None else decode_matrix(subspace, len(self.mean), "unknown_subspace")
         self.whole_view_index = [self.names.index(n) for n in manifest.router.whole_view_kinds if n in self.names]
         """The LoRAs whose s_o a view of the whole image must confirm (``RouterDefaults.whole_view_kinds``)."""
+        self.exposure_index = [self.names.index(n) for n in manifest.router.exposure_kinds
+                               if n in self.names] if self.logit else []
+        """The LoRAs whose presence the photo's under-exposure must confirm (``RouterDefaults.exposure_kinds``)."""
 
     def similarities(self, images: torch.Tensor) -> torch.Tensor:
         """s_o = d·B: [B, N]."""
@@ -263,7 +276,8 @@ class Router:
 
     def scores(self, images: torch.Tensor) -> Scores:
         """s_o = d·B and the unknown tests' inputs, from the encoder's pass over the crops (and the whole view)."""
-        return self.feature_scores(self.encoder.features(images), self.whole_view_features(images))
+        return self.feature_scores(self.encoder.features(images), self.whole_view_features(images),
+                                   self.exposure_factors(images))
 
     def whole_view_features(self, images: torch.Tensor) -> torch.Tensor | None:
         """The encoder's features of the whole image downscaled to the bank's ``whole_view_side``, or None when
@@ -272,18 +286,35 @@ class Router:
             return None
         return self.encoder.features(whole_view(images, self.manifest.router.whole_view_side))
 
-    def feature_scores(self, raw: torch.Tensor, whole: torch.Tensor | None = None) -> Scores:
+    def exposure_factors(self, images: torch.Tensor) -> torch.Tensor | None:
+        """[B] in [0, 1]: how far each image's highlights confirm under-exposure, a ramp of
+        ``underexposure_stops`` between the bank's ``exposure_stops``; None when no LoRA of the bank needs it."""
+        return self.exposure_ramp(underexposure_stops(images)) if self.exposure_index else None
+
+    def exposure_ramp(self, stops: torch.Tensor) -> torch.Tensor:
+        """[B] in [0, 1]: 0 up to the bank's ``exposure_stops[0]`` of under-exposure, 1 from ``exposure_stops[1]``."""
+        low, high = self.manifest.router.exposure_stops
+        return ((stops - low) / (high - low)).clamp(0.0, 1.0)
+
+    def feature_scores(self, raw: torch.Tensor, whole: torch.Tensor | None = None,
+                       exposure: torch.Tensor | None = None) -> Scores:
         """``scores`` of raw encoder features (cached features in evaluation need no encoder pass);
         d is the feature standardised by the bank's mean and std (the trained encoder's: as it is).
         A kind added later by `bank add` ranks by s_o minus its calibrated ``route_margin`` (0 for the others).
         ``whole``: features of the whole view (``whole_view_features``); the kinds it must confirm get the lower
-        of the two s_o, so the small view can veto such a kind and never raise it."""
+        of the two s_o, so the small view can veto such a kind and never raise it. ``exposure``: the images'
+        ``exposure_factors``; the exposure kinds' presence is multiplied by them (a logit of presence × factor)."""
         scores = self._feature_scores(raw)
-        if whole is None or not self.whole_view_index:
-            return scores
-        index = self.whole_view_index
-        confirmed = scores.similarities.clone()
-        confirmed[:, index] = torch.minimum(confirmed[:, index], self._feature_scores(whole).similarities[:, index])
+        confirmed = scores.similarities
+        if whole is not None and self.whole_view_index:
+            index = self.whole_view_index
+            confirmed = confirmed.clone()
+            confirmed[:, index] = torch.minimum(confirmed[:, index],
+                                                self._feature_scores(whole).similarities[:, index])
+        if exposure is not None and self.exposure_index:
+            index = self.exposure_index
+            confirmed = confirmed.clone()
+            confirmed[:, index] = scaled_presence_logit(confirmed[:, index], exposure[:, None])
         return scores._replace(similarities=confirmed)
 
     def _feature_scores(self, raw: torch.Tensor) -> Scores:
@@ -342,7 +373,9 @@ class Router:
         normalisation = normalisation or defaults.normalisation
         if images.ndim != 4 or images.shape[1] != 3:
             raise InputError(f"router expects images [B,3,H,W], got {tuple(images.shape)}")
-        sims, unknown, residual = self.scores(images)
+        raw, whole = self.encoder.features(images), self.whole_view_features(images)
+        stops = underexposure_stops(images) if self.exposure_index else None
+        sims, unknown, residual = self.feature_scores(raw, whole, None if stops is None else self.exposure_ramp(stops))
         chosen = self.alternative_choice(images)
         weights = self.weights(sims, top_k, temperature, normalisation, chosen)
         unknown_list = [None] * len(sims) if unknown is None else unknown.tolist()
@@ -360,6 +393,8 @@ class Router:
         ]
         if chosen is not None:
             self._note_choices(results, sims, chosen)
+        if stops is not None:
+            self._note_exposure(results, self.feature_scores(raw, whole).similarities, sims, stops)
         if self.logit:
             merged = merge_alternatives(sims, self.alternatives, temperature, "sigmoid", chosen)
             for result, row in zip(results, torch.sigmoid(merged / temperature)):
@@ -374,6 +409,18 @@ class Router:
                 if pick >= 0 and self.names[group[pick]] != strongest and self.names[group[pick]] in result.weights:
                     result.notes.append(f"{self.names[group[pick]]} rather than {strongest}: "
                                         f"{ARBITER_REASONS.get(self.names[group[pick]], 'measured on the image')}")
+
+    def _note_exposure(self, results: list[RoutingResult], read: torch.Tensor, checked: torch.Tensor,
+                       stops: torch.Tensor) -> None:
+        """Say so where the encoder read an exposure kind as present but the photo's highlights did not confirm it."""
+        full = self.manifest.router.exposure_stops[1]
+        for result, row_read, row_checked, under in zip(results, read, checked, stops.tolist()):
+            for index in self.exposure_index:
+                if row_read[index] >= 0 > row_checked[index]:
+                    presence = float(torch.sigmoid(row_read[index]))
+                    result.notes.append(
+                        f"{self.names[index]} doubted: the encoder reads it ({presence:.2f}) but the highlights are "
+                        f"only {under:.2f} stops under (full presence from {full:g})")
 
     def _judge_presence(self, result: RoutingResult, presence: dict[str, float]) -> None:
         """A presence router's own uncertainty: unknown when damage is likely but no kind is confident; when the
