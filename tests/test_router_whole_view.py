@@ -52,7 +52,10 @@ def test_the_view_can_lower_haze_and_never_raise_it_and_leaves_other_kinds(route
     others = [i for i in range(len(router.names)) if i != haze]
     assert torch.equal(confirmed[:, others], alone[:, others])
     assert torch.equal(confirmed[:, haze], torch.minimum(alone[:, haze], view[:, haze]))
-    assert torch.equal(router.scores(images).similarities, confirmed)  # what `route` and the restore use
+    # what `route` and the restore use (with the bank's exposure check too, which leaves haze alone)
+    assert torch.equal(router.scores(images).similarities,
+                       router.feature_scores(raw, whole, router.exposure_factors(images)).similarities)
+    assert torch.equal(router.scores(images).similarities[:, haze], confirmed[:, haze])
     assert torch.sigmoid(confirmed[2, haze]) > 0.5, "real haze must survive the view"
 
 
@@ -65,7 +68,8 @@ def test_a_bank_without_the_view_is_scored_from_the_crops_alone(router, shipped,
     plain = Router.of_folder(folder)
     assert plain.whole_view_features(photo_256) is None
     assert torch.equal(plain.scores(photo_256).similarities,
-                       router.feature_scores(router.encoder.features(photo_256)).similarities)
+                       router.feature_scores(router.encoder.features(photo_256), None,
+                                             router.exposure_factors(photo_256)).similarities)
 
 
 @pytest.mark.parametrize("edit, message", [

@@ -276,8 +276,14 @@ class Router:
 
     def scores(self, images: torch.Tensor) -> Scores:
         """s_o = d·B and the unknown tests' inputs, from the encoder's pass over the crops (and the whole view)."""
-        return self.feature_scores(self.encoder.features(images), self.whole_view_features(images),
-                                   self.exposure_factors(images))
+        return self._scores(images)[0]
+
+    def _scores(self, images: torch.Tensor) -> tuple[Scores, torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """``scores`` with what they came from: the crops' features, the whole view's and the under-exposure."""
+        raw, whole = self.encoder.features(images), self.whole_view_features(images)
+        stops = underexposure_stops(images) if self.exposure_index else None
+        exposure = None if stops is None else self.exposure_ramp(stops)
+        return self.feature_scores(raw, whole, exposure), raw, whole, stops
 
     def whole_view_features(self, images: torch.Tensor) -> torch.Tensor | None:
         """The encoder's features of the whole image downscaled to the bank's ``whole_view_side``, or None when
@@ -288,7 +294,8 @@ class Router:
 
     def exposure_factors(self, images: torch.Tensor) -> torch.Tensor | None:
         """[B] in [0, 1]: how far each image's highlights confirm under-exposure, a ramp of
-        ``underexposure_stops`` between the bank's ``exposure_stops``; None when no LoRA of the bank needs it."""
+        ``underexposure_stops`` between the bank's ``exposure_stops``; None when no LoRA of the bank needs it
+        (for evaluation on cached features: ``feature_scores``'s ``exposure``)."""
         return self.exposure_ramp(underexposure_stops(images)) if self.exposure_index else None
 
     def exposure_ramp(self, stops: torch.Tensor) -> torch.Tensor:
@@ -373,9 +380,7 @@ class Router:
         normalisation = normalisation or defaults.normalisation
         if images.ndim != 4 or images.shape[1] != 3:
             raise InputError(f"router expects images [B,3,H,W], got {tuple(images.shape)}")
-        raw, whole = self.encoder.features(images), self.whole_view_features(images)
-        stops = underexposure_stops(images) if self.exposure_index else None
-        sims, unknown, residual = self.feature_scores(raw, whole, None if stops is None else self.exposure_ramp(stops))
+        (sims, unknown, residual), raw, whole, stops = self._scores(images)
         chosen = self.alternative_choice(images)
         weights = self.weights(sims, top_k, temperature, normalisation, chosen)
         unknown_list = [None] * len(sims) if unknown is None else unknown.tolist()
