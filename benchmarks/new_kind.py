@@ -143,13 +143,22 @@ def existing_kinds(before: Path, after: Path, set_name: str, photos: list[torch.
     return top1_change(before, after, raw, labels)
 
 
-def top1_change(before: Path, after: Path, raw: torch.Tensor, labels: torch.Tensor) -> dict:
+def top1_change(before: Path, after: Path, raw: torch.Tensor, labels: torch.Tensor,
+                images: list[torch.Tensor] | None = None) -> dict:
     """Top-1 of the features ``raw`` of classes ``labels`` (indices of the shipped bank's names) with both banks'
-    routers, and which of them the new kind takes."""
+    routers, and which of them the new kind takes. With the ``images`` themselves, each router also confirms the
+    kinds its bank confirms (the whole view, the exposure check), as `uir-lora estimate` does; without them, from
+    the crops' features alone (cached features)."""
     old, new = Router.of_folder(before), Router.of_folder(after)
     names = old.names
-    first_old = old.feature_scores(raw).similarities.argmax(dim=-1)
-    first_new = new.feature_scores(raw).similarities.argmax(dim=-1)
+    whole = exposure = None
+    if images is not None:  # both banks share the encoder and its settings: one pass serves both
+        views = [old.whole_view_features(image) for image in images]
+        whole = None if any(view is None for view in views) else torch.cat(views)
+        factors = [old.exposure_factors(image) for image in images]
+        exposure = None if any(factor is None for factor in factors) else torch.cat(factors)
+    first_old = old.feature_scores(raw, whole, exposure).similarities.argmax(dim=-1)
+    first_new = new.feature_scores(raw, whole, exposure).similarities.argmax(dim=-1)
     to_new = [new.names[i] == NAME for i in first_new.tolist()]
     stolen = {}
     for label, went in zip(labels.tolist(), to_new):
@@ -198,7 +207,7 @@ def main() -> int:
     shipped_router = Router.of_folder(shipped)
     scratched, existing, labels = check_set_examples(shipped_router.names)
     raw = torch.cat([shipped_router.encoder.features(image) for image in existing])
-    check = {"existing_kinds": top1_change(shipped, bank, raw, labels),
+    check = {"existing_kinds": top1_change(shipped, bank, raw, labels, existing),
              "new_kind": new_kind_share(bank, scratched)}
     results["check_set"] = check
     print("check set", json.dumps(check), flush=True)
