@@ -93,7 +93,8 @@ def main() -> int:
         means[name][CLEAN_SHARE] = sum(value >= 40 for value in table[CLEAN_CASE]) / len(table[CLEAN_CASE])
     print("| case (mean dB) | " + " | ".join(banks) + " |\n|---|" + "---:|" * len(banks))
     for case in means[next(iter(banks))]:
-        print(f"| {case} | " + " | ".join(f"{means[name][case]:+.2f}" for name in banks) + " |")
+        cell = "{:.0%}" if case == CLEAN_SHARE else "{:+.2f}"
+        print(f"| {case} | " + " | ".join(cell.format(means[name][case]) for name in banks) + " |")
     if args.json:
         write_json(args.json, means)
     return 0
