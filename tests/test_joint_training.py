@@ -127,3 +127,18 @@ def test_train_kinds_learn_through_the_frozen_global_stage_and_nothing_else_move
         same = all(torch.equal(backbone.adapter_state(name)[k], v) for k, v in init[name].items())
         assert same == (name != "haze"), name
     assert all(torch.equal(haze_stage.state_dict()[k], v) for k, v in stage_before.items())
+
+
+def test_a_mixture_share_of_zero_draws_single_kinds_only() -> None:
+    cfg = JointConfig(train_kinds=("motion_blur",), mixture_share=0.0)
+    rng = random.Random(0)
+    assert {draw_case(rng, cfg) for _ in range(500)} == {("motion_blur",)}
+
+
+def test_a_mixture_share_outside_0_1_is_refused_before_any_work(tmp_path, capsys) -> None:
+    from uir_lora.lab.train.joint import main
+
+    with pytest.raises(SystemExit):
+        main(["--out", str(tmp_path / "bank"), "--mixture-share", "1.5"])
+    assert "--mixture-share must be a share in [0, 1], got 1.5" in capsys.readouterr().err
+    assert not (tmp_path / "bank").exists()

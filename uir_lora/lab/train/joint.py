@@ -302,6 +302,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--crop", type=int, default=256)
     parser.add_argument("--lr", type=float, default=5e-4)
     parser.add_argument("--multiscale", type=int, default=0, help="coarsest pyramid side (0: flat)")
+    parser.add_argument("--mixture-share", type=float, default=JointConfig.mixture_share,
+                        help="share of batches that hold two kinds at once (default %(default)s)")
     parser.add_argument("--no-bf16", action="store_true")
     parser.add_argument("--eval-images", type=int, default=9)
     parser.add_argument("--seed", type=int, default=0)
@@ -314,6 +316,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--sigma", nargs="+", default=[], metavar="KIND=LEVEL",
                         help="FFDNet noise level (in /255 units) a kind's LoRA is trained and run with")
     args = parser.parse_args(argv)
+    if not 0 <= args.mixture_share <= 1:
+        parser.error(f"--mixture-share must be a share in [0, 1], got {args.mixture_share}")
     if (args.out / "manifest.json").exists():
         parser.error(f"{args.out} already holds a bank; choose a new folder")
     backbone = FAMILIES["embedded-ffdnet"](None)
@@ -330,7 +334,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         init = {name: state for name, state in init.items() if name not in args.train_kinds}
     cfg = JointConfig(steps=args.steps, minutes=args.minutes, batch=args.batch, crop=args.crop, lr=args.lr,
                       multiscale_coarsest=args.multiscale, bf16=not args.no_bf16, seed=args.seed,
-                      train_kinds=tuple(args.train_kinds))
+                      train_kinds=tuple(args.train_kinds), mixture_share=args.mixture_share)
     if cfg.train_kinds and not init:
         parser.error("--train-kinds keeps the other LoRAs as they are: give the bank they come from with --init")
     global_stage = load_global_stage(args.global_stage) if args.global_stage else {}
