@@ -24,6 +24,7 @@ import torch
 
 from uir_lora import pipeline
 from uir_lora.bank.store import LoraBank, open_bank
+from uir_lora.images import array_to_tensor
 from uir_lora.lab.evaluate.datasets import centre_crop
 from uir_lora.lab.evaluate.heldout import damaged, heldout_cases, named_banks
 from uir_lora.lab.evaluate.metrics import psnr
@@ -42,8 +43,7 @@ def photos_named(which: str) -> torch.Tensor | list[torch.Tensor]:
     """The photos to damage: the validation interiors, or centre crops of the scene pool's TRAIN photographs."""
     if which == "validation":
         return load_validation_images()
-    return [centre_crop(torch.from_numpy(image.copy()).permute(2, 0, 1), SCENE_SIDE).float() / 255
-            for _, image in load_scenes("TRAIN")]
+    return [centre_crop(array_to_tensor(image)[0], SCENE_SIDE) for _, image in load_scenes("TRAIN")]
 
 
 def lora_digests(bank: LoraBank) -> dict[str, tuple[str, ...]]:
