@@ -108,6 +108,31 @@ def test_training_continues_from_an_encoder_file_and_refuses_other_kinds(tiny_en
                       kinds=("noise", "haze"))
 
 
+def test_the_camera_finish_adds_faint_noise_and_keeps_the_labels():
+    from uir_lora.lab.router.train_encoder import DamageDataset, EncoderTrainConfig
+
+    groups = [[scene(s) for s in range(4)]]
+    plain = DamageDataset(groups, EncoderTrainConfig(crop=64, clean_share=1.0), 16, KINDS)
+    finished = DamageDataset(groups, EncoderTrainConfig(crop=64, clean_share=1.0, finish_share=1.0), 16, KINDS)
+    changed = 0
+    for index in range(16):
+        (image, presence, _, _), (other, other_presence, _, _) = plain[index], finished[index]
+        assert torch.equal(presence, other_presence) and presence[-1] == 1  # still "clean"
+        difference = (other - image).abs()
+        changed += bool(difference.max() > 0)
+        assert difference.mean() < 4 / 255  # faint: a camera's, not the noise kind's (5/255 and up)
+    assert 8 <= changed < 16  # the finish itself lands on 70 % of the examples it is drawn for
+
+
+@pytest.mark.parametrize("value", ["-0.1", "1.5"])
+def test_a_bad_finish_share_is_refused_before_any_work(tmp_path, value, capsys):
+    from uir_lora.lab.cli import main
+
+    code = main(["encoder", "train", "--out", str(tmp_path / "e.safetensors"), "--finish-share", value])
+    assert code != 0 and "--finish-share must be in [0, 1]" in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())
+
+
 def test_the_encoder_loads_from_the_bank_and_s_o_is_d_dot_b(trained_bank, tiny_encoder):
     manifest = read_manifest(trained_bank)
     assert manifest.encoder.trained and manifest.encoder.file == ENCODER_FILE

@@ -23,6 +23,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from ...degrade import KINDS, canonical_kinds
+from ...degrade.wide import camera_finish
 from ...errors import InputError
 from ...images import IMAGE_SUFFIXES
 from ...router.trained import (
@@ -57,6 +58,10 @@ class EncoderTrainConfig(TrainConfig):
     """Extra folders of clean photographs (e.g. the scene pool's TRAIN split), used at several scales."""
     init: str = ""
     """An encoder file to continue from (its kinds must be the ones trained); empty: the ImageNet base."""
+    finish_share: float = 0.0
+    """Share of the examples, clean or damaged, that then pass the wide synthesis's camera finish (faint sensor
+    noise, mild JPEG; itself applied to 70 % of them) with their labels unchanged: every real photo carries it,
+    and an encoder that never saw it reads a blurred photo's faint noise as the noise kind."""
 
 
 def _rescaled(image: Image.Image, short_side: int) -> np.ndarray:
@@ -154,6 +159,8 @@ class DamageDataset(Dataset):
             x = degrade(x, kind, generator=gen, severity=level, **options).clamp(0, 1)
             row = self.kinds.index(kind)
             presence[row], severity[row], mask[row] = 1.0, level, 1.0
+        if self.config.finish_share and float(torch.rand((), generator=gen)) < self.config.finish_share:
+            x = camera_finish(x, gen).clamp(0, 1)  # drawn only when asked: a run without it keeps its examples
         if not kinds:
             presence[-1] = 1.0  # "clean": no damage at all
         return x[0].float(), presence, severity, mask
