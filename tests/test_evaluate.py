@@ -255,6 +255,13 @@ def test_heldout_cases_and_their_images():
     noisy = heldout.damaged(photo, (("noise",), 0.7, "degrade_alt"), 5)
     assert torch.equal(noisy, heldout.damaged(photo, (("noise",), 0.7, "degrade_alt"), 5))
     assert not torch.equal(noisy, heldout.damaged(photo, (("noise",), 0.7, "degrade_alt"), 6))
+    wide = heldout.heldout_cases([0.5], ["wide"])
+    assert {synthesis for _, _, synthesis in wide[1:]} == {"wide"} and len(wide) == 1 + len(KINDS) + len(heldout.PAIRS)
+    blurred = heldout.damaged(photo, (("motion_blur",), 0.5, "wide"), 3)
+    assert blurred.shape == (1, 3, 32, 32) and torch.equal(blurred, heldout.damaged(photo, wide[1 + KINDS.index(
+        "motion_blur")], 3))
+    with pytest.raises(InputError, match="unknown synthesis"):
+        heldout.heldout_cases([0.5], ["standard", "checkset"])
     assert heldout.named_banks(["a=x/y"]) == {"a": Path("x/y")}
     with pytest.raises(InputError, match="NAME=BANK_DIR"):
         heldout.named_banks(["lora_bank/embedded-ffdnet"])

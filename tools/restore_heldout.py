@@ -11,7 +11,8 @@ banks must share their backbone. The check set stays out of the choice (benchmar
 
 ``--photos train-scenes`` uses the scene pool's TRAIN photographs instead (centre 512² crops, from
 tools/build_scene_pool.py): training sources, so not held out, but outdoor, dark and night scenes that the
-bright interiors never show.
+bright interiors never show. ``--syntheses wide`` draws the standard synthesis's wide profile instead (the
+field's kernels, then a camera's faint noise and mild JPEG).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from uir_lora import pipeline
 from uir_lora.bank.store import LoraBank, open_bank
 from uir_lora.images import array_to_tensor
 from uir_lora.lab.evaluate.datasets import centre_crop
-from uir_lora.lab.evaluate.heldout import damaged, heldout_cases, named_banks
+from uir_lora.lab.evaluate.heldout import DEFAULT_SYNTHESES, damaged, heldout_cases, named_banks
 from uir_lora.lab.evaluate.metrics import psnr
 from uir_lora.lab.evaluate.publish import write_json
 from uir_lora.lab.scenes import load_scenes
@@ -57,6 +58,8 @@ def main() -> int:
     parser.add_argument("banks", nargs="+", help="NAME=BANK_DIR, one or more")
     parser.add_argument("--json", type=Path, help="write the per-case means here")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--syntheses", default=",".join(DEFAULT_SYNTHESES),
+                        help="comma-separated: standard, degrade_alt, wide (the wide profile with a camera finish)")
     parser.add_argument("--photos", choices=("validation", "train-scenes"), default="validation",
                         help="the held-out interiors (default) or the scene pool's TRAIN photographs")
     args = parser.parse_args()
@@ -68,7 +71,7 @@ def main() -> int:
     photos = photos_named(args.photos)
     for index, photo in enumerate(photos):
         clean = photo[None]
-        for number, case in enumerate(heldout_cases(SEVERITIES)):
+        for number, case in enumerate(heldout_cases(SEVERITIES, args.syntheses.split(","))):
             kinds = case[0]
             image = damaged(photo, case, SEED * index + number)
             restored: dict[tuple, float] = {}

@@ -7,8 +7,9 @@ and by ``uir_lora.lab.degrade_alt`` at severities 0.2 / 0.5 / 0.8, and the five 
 both (seeds fixed per photo and case). The router features are computed once per image and encoder and
 scored by every bank with that encoder (a bank with a trained encoder file gets its own).
 Prints top-1 per kind, severity and synthesis (members of one ``SAME_DAMAGE`` group count as one), both kinds
-of a pair in the top 2, and clean photos routed to ``clean``. The check set stays out of the choice
-(benchmarks/wild.py measures it).
+of a pair in the top 2, and clean photos routed to ``clean``. ``--syntheses wide`` draws the standard
+synthesis's wide profile instead (the field's kernels, then a camera's faint noise and mild JPEG, which every
+real photo carries). The check set stays out of the choice (benchmarks/wild.py measures it).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import torch
 
 from uir_lora.bank.store import open_bank
 from uir_lora.degrade import same_damage
-from uir_lora.lab.evaluate.heldout import damaged, heldout_cases, named_banks
+from uir_lora.lab.evaluate.heldout import DEFAULT_SYNTHESES, damaged, heldout_cases, named_banks
 from uir_lora.lab.evaluate.publish import write_json
 from uir_lora.lab.train.data import load_validation_images
 from uir_lora.router.router import Router
@@ -44,6 +45,8 @@ def main() -> int:
     parser.add_argument("banks", nargs="+", help="NAME=BANK_DIR, two or more")
     parser.add_argument("--json", type=Path, help="write the counts here")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--syntheses", default=",".join(DEFAULT_SYNTHESES),
+                        help="comma-separated: standard, degrade_alt, wide (the wide profile with a camera finish)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     routers = {}
@@ -53,7 +56,7 @@ def main() -> int:
     counts: dict[str, dict[str, list[int]]] = {name: defaultdict(lambda: [0, 0]) for name in routers}
     photos = load_validation_images()
     for index, photo in enumerate(photos):
-        for number, case in enumerate(heldout_cases(SEVERITIES)):
+        for number, case in enumerate(heldout_cases(SEVERITIES, args.syntheses.split(","))):
             kinds, level, synthesis = case
             image = damaged(photo, case, 1000 * index + number)
             raws: dict[str, torch.Tensor | None] = {}

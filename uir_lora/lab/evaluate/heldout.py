@@ -1,9 +1,10 @@
-"""The held-out interiors damaged by both training syntheses: cases and images shared by the tools that
+"""The held-out interiors damaged by the training syntheses: cases and images shared by the tools that
 compare banks on them (tools/routing_heldout.py, tools/restore_heldout.py). The check set stays apart
 (benchmarks/checkset)."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -16,17 +17,22 @@ from ..degrade_alt import degrade as degrade_alt
 PAIRS: tuple[tuple[str, str], ...] = (("noise", "jpeg"), ("low_light", "noise"), ("haze", "noise"),
                                       ("motion_blur", "jpeg"), ("haze", "rain"))
 """The five mixtures of the engine issue, each at severity 0.5."""
-SYNTHESES = {"standard": degrade, "degrade_alt": degrade_alt}
+SYNTHESES = {"standard": degrade, "degrade_alt": degrade_alt, "wide": functools.partial(degrade, profile="wide")}
+"""The training syntheses; "wide" is the standard one's wide profile, with a camera's faint noise and mild JPEG."""
+DEFAULT_SYNTHESES = ("standard", "degrade_alt")
 
 Case = tuple[tuple[str, ...], float | None, str]
 """(kinds, severity, synthesis); no kinds: the clean photo."""
 
 
-def heldout_cases(severities: Sequence[float]) -> list[Case]:
-    """The clean photo, every kind at each severity by both syntheses, and the pairs at 0.5 by both."""
+def heldout_cases(severities: Sequence[float], syntheses: Sequence[str] = DEFAULT_SYNTHESES) -> list[Case]:
+    """The clean photo, every kind at each severity by each of ``syntheses``, and the pairs at 0.5 by each."""
+    unknown = [name for name in syntheses if name not in SYNTHESES]
+    if unknown or not syntheses:
+        raise InputError(f"unknown synthesis {unknown or list(syntheses)}: choose among {sorted(SYNTHESES)}")
     listed: list[Case] = [((), None, "clean")]
-    listed += [((kind,), level, name) for kind in KINDS for level in severities for name in SYNTHESES]
-    listed += [(pair, 0.5, name) for pair in PAIRS for name in SYNTHESES]
+    listed += [((kind,), level, name) for kind in KINDS for level in severities for name in syntheses]
+    listed += [(pair, 0.5, name) for pair in PAIRS for name in syntheses]
     return listed
 
 
