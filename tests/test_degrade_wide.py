@@ -52,6 +52,17 @@ def test_camera_finish_alone_keeps_clean_photos_close() -> None:
     assert int((change > 0).sum()) >= 6  # most images get a finish
 
 
+def test_the_wide_profile_without_its_finish_leaves_the_finish_out() -> None:
+    image = _photo(4).expand(16, -1, -1, -1).contiguous()
+    assert torch.equal(degrade(image, [], generator=torch.Generator().manual_seed(0), profile="wide", finish=False),
+                       image)
+    finished = degrade(image, "haze", generator=torch.Generator().manual_seed(1), severity=0.5, profile="wide")
+    bare = degrade(image, "haze", generator=torch.Generator().manual_seed(1), severity=0.5, profile="wide",
+                   finish=False)
+    change = (finished - bare).abs().mean((1, 2, 3))
+    assert int((change > 0).sum()) >= 6 and float(change.max()) < 0.03  # the same haze; the finish is the difference
+
+
 def test_unknown_profile_names_the_choices() -> None:
     with pytest.raises(ValueError, match="standard"):
         degrade(_photo(), "noise", profile="fancy")

@@ -124,12 +124,30 @@ def test_the_camera_finish_adds_faint_noise_and_keeps_the_labels():
     assert 8 <= changed < 16  # the finish itself lands on 70 % of the examples it is drawn for
 
 
-@pytest.mark.parametrize("value", ["-0.1", "1.5"])
-def test_a_bad_finish_share_is_refused_before_any_work(tmp_path, value, capsys):
+def test_the_wide_share_draws_blur_and_not_noise_from_the_wide_profile():
+    from uir_lora.lab.router.train_encoder import DamageDataset, EncoderTrainConfig
+
+    groups = [[scene(s) for s in range(4)]]
+
+    def examples(kind: str, share: float) -> list:
+        config = EncoderTrainConfig(crop=64, clean_share=0.0, mixture_share=0.0, wide_share=share)
+        return [DamageDataset(groups, config, 8, (kind,))[index] for index in range(8)]
+
+    for kind, changes in (("noise", False), ("motion_blur", True)):
+        plain, wide = examples(kind, 0.0), examples(kind, 1.0)
+        assert all(torch.equal(a[1], b[1]) and a[1][0] == 1 for a, b in zip(plain, wide))  # labels unchanged
+        differ = [not torch.equal(a[0], b[0]) for a, b in zip(plain, wide)]
+        # noise keeps its standard model (the wide one's faint end is the camera finish's); blur draws a wide one
+        assert any(differ) == changes
+
+
+@pytest.mark.parametrize(("flag", "value"), [("--finish-share", "-0.1"), ("--finish-share", "1.5"),
+                                             ("--wide-share", "2")])
+def test_a_bad_share_is_refused_before_any_work(tmp_path, flag, value, capsys):
     from uir_lora.lab.cli import main
 
-    code = main(["encoder", "train", "--out", str(tmp_path / "e.safetensors"), "--finish-share", value])
-    assert code != 0 and "--finish-share must be in [0, 1]" in capsys.readouterr().err
+    code = main(["encoder", "train", "--out", str(tmp_path / "e.safetensors"), flag, value])
+    assert code != 0 and f"{flag} must be in [0, 1]" in capsys.readouterr().err
     assert not list(tmp_path.iterdir())
 
 

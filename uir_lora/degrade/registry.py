@@ -119,6 +119,7 @@ def degrade(
     severity: float | None = None,
     frame_side: int | None = None,
     profile: str = "standard",
+    finish: bool = True,
 ) -> torch.Tensor:
     """Synthesise one or several degradations on float images in [0, 1].
 
@@ -130,7 +131,8 @@ def degrade(
     the photo, so training crops of a 256 px frame get the drops a 256 px photo gets.
     ``profile``: "standard" (the shipped bank's training models) or "wide" (the field's models beside
     them, then a camera finish of faint noise and mild JPEG; see ``wide.py``). An empty ``kind`` with
-    the wide profile gives a clean photo with the camera finish only.
+    the wide profile gives a clean photo with the camera finish only. ``finish=False``: the wide profile without
+    its camera finish (for a caller that applies kinds one at a time and finishes once, at the end).
     """
     if profile not in PROFILES:
         raise ValueError(f"profile must be one of {PROFILES}, got {profile!r}")
@@ -145,7 +147,7 @@ def degrade(
     out = batch.float()
     for name in names:
         out = _apply_kind(out, name, gen, severity, frame_side, profile)
-    if profile == "wide":
+    if profile == "wide" and finish:
         out = torch.cat([camera_finish(single, gen) for single in out.split(1)]).clamp(0.0, 1.0)
     out = out.to(image.dtype)
     return out.squeeze(0) if squeeze else out

@@ -40,6 +40,9 @@ from ..train.trainer import TrainConfig, next_lr, optimise
 from .presence import draw_kinds
 
 IMPLEMENTATIONS = ("degrade", "degrade_alt")
+WIDE_KINDS = ("motion_blur", "defocus_blur", "low_light", "haze")
+"""Kinds that ``wide_share`` may draw from the wide profile's models. Its noise and JPEG are left out: their mild
+ends (noise from 3/255, JPEG up to quality 95) are what the camera finish leaves on a clean photo."""
 LDA_EXAMPLES_PER_CLASS = 24
 
 
@@ -58,6 +61,9 @@ class EncoderTrainConfig(TrainConfig):
     """Extra folders of clean photographs (e.g. the scene pool's TRAIN split), used at several scales."""
     init: str = ""
     """An encoder file to continue from (its kinds must be the ones trained); empty: the ImageNet base."""
+    wide_share: float = 0.0
+    """Share of the standard synthesis's WIDE_KINDS drawn from its wide profile (the field's kernels, camera tone
+    curves, coloured and uneven haze), without its finish (``finish_share`` decides that)."""
     finish_share: float = 0.0
     """Share of the examples, clean or damaged, that then pass the wide synthesis's camera finish (faint sensor
     noise, mild JPEG; itself applied to 70 % of them) with their labels unchanged: every real photo carries it,
@@ -156,6 +162,9 @@ class DamageDataset(Dataset):
         for kind in canonical_kinds(kinds) if kinds else []:
             level = float(torch.rand((), generator=gen))
             options = {"frame_side": max(frame_side, self.config.crop)} if implementation == "degrade" else {}
+            if implementation == "degrade" and kind in WIDE_KINDS and self.config.wide_share \
+                    and float(torch.rand((), generator=gen)) < self.config.wide_share:
+                options.update(profile="wide", finish=False)
             x = degrade(x, kind, generator=gen, severity=level, **options).clamp(0, 1)
             row = self.kinds.index(kind)
             presence[row], severity[row], mask[row] = 1.0, level, 1.0
