@@ -151,6 +151,26 @@ def test_a_bad_share_is_refused_before_any_work(tmp_path, flag, value, capsys):
     assert not list(tmp_path.iterdir())
 
 
+def test_two_encoders_average_parameter_by_parameter(tiny_encoder, tmp_path):
+    from uir_lora.errors import InputError
+    from uir_lora.lab.router.train_encoder import EncoderTrainConfig, average_encoders, train_encoder
+
+    groups = [[scene(s) for s in range(4)]]
+    other = tmp_path / "other.safetensors"
+    train_encoder(EncoderTrainConfig(steps=3, batch=4, crop=64, workers=0, lr=1e-2, log_every=100,
+                                     init=str(tiny_encoder)), other, log=lambda *_: None, groups=groups, kinds=KINDS)
+    out = tmp_path / "average.safetensors"
+    record = average_encoders(tiny_encoder, other, 0.25, out, groups=groups, crop=64)
+    first, second, mean = (load_encoder(path)[0] for path in (tiny_encoder, other, out))
+    weights = [net.presence.weight for net in (first, second, mean)]
+    assert not torch.equal(weights[0], weights[1])
+    assert torch.allclose(weights[2], 0.75 * weights[0] + 0.25 * weights[1], atol=1e-6)
+    assert record["average"]["weight_of_second"] == 0.25 and set(load_encoder(out)[1]) >= {"lda.clean_mean"}
+    with pytest.raises(InputError, match=r"\[0, 1\]"):
+        average_encoders(tiny_encoder, other, 1.5, tmp_path / "bad.safetensors", groups=groups, crop=64)
+    assert not (tmp_path / "bad.safetensors").exists()
+
+
 def test_the_encoder_loads_from_the_bank_and_s_o_is_d_dot_b(trained_bank, tiny_encoder):
     manifest = read_manifest(trained_bank)
     assert manifest.encoder.trained and manifest.encoder.file == ENCODER_FILE

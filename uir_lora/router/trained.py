@@ -263,7 +263,8 @@ def install_encoder(bank_dir: Path, encoder_file: Path, confidence_full: float =
         before, **{name: getattr(RouterDefaults, name) for name in cosine_only},
         top_k=min(top_k, len(manifest.loras)), temperature=1.0, normalisation="sigmoid",
         confidence_full=confidence_full,
-        calibration={"encoder": {k: record[k] for k in ("steps", "images", "seconds", "final_loss", "data", "date")
+        calibration={"encoder": {k: record[k] for k in ("steps", "images", "seconds", "final_loss", "data", "date",
+                                                                  "average")
                                  if k in record},
                      "weights": "sigmoid of the presence logit d·B (calibrated by training with binary "
                                 "cross-entropy); below confidence_full the strength fades out with the "

@@ -1,4 +1,5 @@
-"""``uir-lora encoder train --out FILE`` and ``uir-lora encoder install FILE --bank DIR``.
+"""``uir-lora encoder train --out FILE``, ``uir-lora encoder average A B --out FILE`` and
+``uir-lora encoder install FILE --bank DIR``.
 
 CPU: ``python -m uir_lora.lab encoder train ...``; GPUs: ``accelerate launch -m uir_lora.lab encoder train ...``.
 """
@@ -42,6 +43,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     train.add_argument("--finish-share", type=float, default=defaults.finish_share,
                        help="share of the examples given a camera's faint noise and mild JPEG after their damage")
     train.set_defaults(run=run_train)
+    average = actions.add_parser("average", help="average two encoders of one lineage parameter by parameter")
+    average.add_argument("first", type=existing_path)
+    average.add_argument("second", type=existing_path)
+    average.add_argument("--weight", type=float, default=0.5, help="the second encoder's share (0..1)")
+    average.add_argument("--out", type=Path, required=True, help="the encoder file to write (.safetensors)")
+    average.add_argument("--photos", type=existing_path, action="append", default=[],
+                         help="extra clean photographs for the statistics of `bank add` (as in training)")
+    average.set_defaults(run=run_average)
     install = actions.add_parser("install", help="copy an encoder into a bank and take each LoRA's B from its "
                                                  "presence head (LoRA files untouched)")
     install.add_argument("encoder_file", type=existing_path)
@@ -74,6 +83,19 @@ def run_train(args: argparse.Namespace) -> int:
                                 init=str(args.init or ""), clean_share=args.clean_share,
                                 wide_share=args.wide_share, finish_share=args.finish_share)
     train_encoder(config, args.out)
+    return 0
+
+
+def run_average(args: argparse.Namespace) -> int:
+    from ..router.train_encoder import average_encoders
+
+    if args.out.suffix != ".safetensors":
+        raise InputError(f"--out {args.out} must end in .safetensors")
+    if args.out.exists():
+        raise InputError(f"{args.out} exists; name a new file (nothing is overwritten)")
+    record = average_encoders(args.first, args.second, args.weight, args.out, args.photos)
+    print(f"wrote {args.out} (sha256 {record['sha256'][:12]}): {1 - args.weight:g} x {args.first} + "
+          f"{args.weight:g} x {args.second}")
     return 0
 
 

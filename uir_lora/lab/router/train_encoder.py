@@ -272,3 +272,31 @@ def train_encoder(config: EncoderTrainConfig, out: Path, log: Callable[[str], No
         Path(f"{out}.json").write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
         say(f"wrote {out} ({Path(out).stat().st_size / 1e6:.2f} MB) after {step} steps in {seconds:.0f} s")
     return record
+
+
+def average_encoders(first: Path, second: Path, weight: float, out: Path, photo_dirs: Sequence[str | Path] = (),
+                     groups: list[list[np.ndarray]] | None = None, crop: int = 224, seed: int = 0) -> dict:
+    """``(1 - weight) * first + weight * second``, parameter by parameter (a "model soup": two encoders of one
+    lineage, e.g. one trained on from the other, averaged), with the LDA statistics of ``bank add`` collected
+    anew for the average; writes ``out`` and ``out``.json. ``groups``: pictures as ``photo_views`` gives them
+    (None: the training data, with ``photo_dirs``)."""
+    if not 0 <= weight <= 1:
+        raise InputError(f"the weight of the second encoder must be in [0, 1], got {weight}")
+    net, _ = load_encoder(Path(first))
+    other, _ = load_encoder(Path(second))
+    if net.kinds != other.kinds:
+        raise InputError(f"{first} and {second} have different kinds ({net.kinds} against {other.kinds}): only "
+                         f"encoders of the same kinds average")
+    theirs = other.state_dict()
+    net.load_state_dict({key: torch.lerp(value, theirs[key], weight) if value.is_floating_point() else value
+                         for key, value in net.state_dict().items()})
+    config = EncoderTrainConfig(crop=crop, seed=seed, photo_dirs=[str(d) for d in photo_dirs])
+    if groups is None:
+        groups, _ = photo_views(config.photo_dirs, config.crop, config.seed)
+    lda = collect_lda(net, DamageDataset(groups, config, 1, net.kinds), LDA_EXAMPLES_PER_CLASS, torch.device("cpu"))
+    record = {"average": {"first_sha256": file_sha256(Path(first)), "second_sha256": file_sha256(Path(second)),
+                          "weight_of_second": weight},
+              "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+    record["sha256"] = save_encoder(net, out, lda, {"record": json.dumps(record)})
+    Path(f"{out}.json").write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
+    return record
