@@ -42,6 +42,8 @@ POOL_BLOCKS = (2, 4, 7, 10)
 POOL_CHANNELS = {2: 24, 4: 40, 7: 80, 10: 112}
 FEATURE_DIM = 256
 CLEAN = "clean"
+RECORD_FIELDS = ("steps", "images", "seconds", "final_loss", "data", "date", "average")
+"""What `encoder install` copies from an encoder file's training record (or an average's) into the manifest."""
 LDA_SHRINK = 0.1
 """Share of the identity mixed into the stored covariance, so a handful of examples cannot blow up B."""
 
@@ -263,9 +265,7 @@ def install_encoder(bank_dir: Path, encoder_file: Path, confidence_full: float =
         before, **{name: getattr(RouterDefaults, name) for name in cosine_only},
         top_k=min(top_k, len(manifest.loras)), temperature=1.0, normalisation="sigmoid",
         confidence_full=confidence_full,
-        calibration={"encoder": {k: record[k] for k in ("steps", "images", "seconds", "final_loss", "data", "date",
-                                                                  "average")
-                                 if k in record},
+        calibration={"encoder": {k: record[k] for k in RECORD_FIELDS if k in record},
                      "weights": "sigmoid of the presence logit d·B (calibrated by training with binary "
                                 "cross-entropy); below confidence_full the strength fades out with the "
                                 "strongest presence"})

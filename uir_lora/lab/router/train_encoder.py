@@ -268,8 +268,7 @@ def train_encoder(config: EncoderTrainConfig, out: Path, log: Callable[[str], No
     if accelerator.is_main_process:
         say("collecting the within-class statistics of d for `bank add`")
         lda = collect_lda(net, dataset, LDA_EXAMPLES_PER_CLASS, accelerator.device)
-        record["sha256"] = save_encoder(net.cpu(), out, lda, {"record": json.dumps(record)})
-        Path(f"{out}.json").write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
+        _write_encoder(net.cpu(), out, lda, record)
         say(f"wrote {out} ({Path(out).stat().st_size / 1e6:.2f} MB) after {step} steps in {seconds:.0f} s")
     return record
 
@@ -297,6 +296,11 @@ def average_encoders(first: Path, second: Path, weight: float, out: Path, photo_
     record = {"average": {"first_sha256": file_sha256(Path(first)), "second_sha256": file_sha256(Path(second)),
                           "weight_of_second": weight},
               "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+    return _write_encoder(net, out, lda, record)
+
+
+def _write_encoder(net: DegradationNet, out: Path, lda: dict, record: dict) -> dict:
+    """The encoder file with its record (and the record's sha256) inside, and the record beside it as ``out``.json."""
     record["sha256"] = save_encoder(net, out, lda, {"record": json.dumps(record)})
     Path(f"{out}.json").write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
     return record
