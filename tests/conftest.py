@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import json
+import shutil
 import types
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -66,6 +68,25 @@ def photo_256() -> torch.Tensor:
     """The astronaut's centre, 256x256, [1,3,H,W]."""
     skimage_data = pytest.importorskip("skimage.data")
     return torch.from_numpy(skimage_data.astronaut()[128:384, 128:384].copy()).permute(2, 0, 1)[None].float() / 255
+
+
+@pytest.fixture()
+def bank_with(tmp_path) -> Callable[..., Path]:
+    """A factory: ``bank_with(name, **router_fields)`` copies the shipped bank to ``tmp_path / name`` with those
+    ``router`` fields of its manifest set (None: removed) and returns the folder."""
+    from uir_lora.pipeline import DEFAULT_BANK, load_bank
+
+    def make(name: str, **router_fields) -> Path:
+        folder = tmp_path / name
+        shutil.copytree(load_bank(DEFAULT_BANK).root, folder)
+        manifest = json.loads((folder / "manifest.json").read_text())
+        manifest["router"].update(router_fields)
+        for field_name, value in router_fields.items():
+            if value is None:
+                del manifest["router"][field_name]
+        (folder / "manifest.json").write_text(json.dumps(manifest))
+        return folder
+    return make
 
 
 def _tree_digest(folder: Path) -> dict[str, str]:

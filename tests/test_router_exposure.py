@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import json
 import math
-import shutil
 from pathlib import Path
 
 import pytest
@@ -20,17 +18,6 @@ from uir_lora.router.router import Router, scaled_presence_logit
 @pytest.fixture(scope="module")
 def shipped() -> Path:
     return load_bank(DEFAULT_BANK).root
-
-
-def bank_with(shipped: Path, folder: Path, **router_fields) -> Path:
-    shutil.copytree(shipped, folder)
-    manifest = json.loads((folder / "manifest.json").read_text())
-    manifest["router"].update(router_fields)
-    for name, value in router_fields.items():
-        if value is None:
-            del manifest["router"][name]
-    (folder / "manifest.json").write_text(json.dumps(manifest))
-    return folder
 
 
 def test_underexposure_is_the_lift_to_the_anchor_in_stops():
@@ -58,9 +45,9 @@ def test_the_scaled_logit_scales_the_presence():
     assert scaled_presence_logit(logits, torch.zeros(1, 1)).max() < -13
 
 
-def test_low_light_needs_dark_highlights_and_other_kinds_are_untouched(shipped, photo_256, tmp_path):
-    router = Router.of_folder(bank_with(shipped, tmp_path / "bank", exposure_kinds=["low_light"]))
-    plain = Router.of_folder(bank_with(shipped, tmp_path / "plain", exposure_kinds=None))
+def test_low_light_needs_dark_highlights_and_other_kinds_are_untouched(bank_with, photo_256):
+    router = Router.of_folder(bank_with("bank", exposure_kinds=["low_light"]))
+    plain = Router.of_folder(bank_with("plain", exposure_kinds=None))
     assert [router.names[i] for i in router.exposure_index] == ["low_light"] and not plain.exposure_index
     lit = photo_256.clone()
     lit[..., :32, :32] = 1.0  # highlights at white: no under-exposure
@@ -84,23 +71,23 @@ def test_low_light_needs_dark_highlights_and_other_kinds_are_untouched(shipped, 
     ({"exposure_stops": [0.2, True]}, "exposure_stops must be two numbers"),
     ({"exposure_kinds": "low_light"}, "exposure_kinds must be a list of LoRA names"),
 ])
-def test_a_bad_exposure_check_is_refused_with_its_field(shipped, tmp_path, edit, message):
-    folder = bank_with(shipped, tmp_path / "bank", **edit)
+def test_a_bad_exposure_check_is_refused_with_its_field(bank_with, edit, message):
+    folder = bank_with("bank", **edit)
     with pytest.raises(BankError, match=message):
         read_manifest(folder)
 
 
-def test_the_default_stops_are_not_written_and_others_are(shipped, tmp_path):
+def test_the_default_stops_are_not_written_and_others_are(bank_with, shipped):
     manifest = read_manifest(shipped)
     assert tuple(manifest.router.exposure_stops) == EXPOSURE_STOPS
     assert "exposure_stops" not in manifest.to_json()["router"]
-    changed = read_manifest(bank_with(shipped, tmp_path / "bank", exposure_stops=[0.1, 0.4]))
+    changed = read_manifest(bank_with("bank", exposure_stops=[0.1, 0.4]))
     assert changed.router.exposure_stops == [0.1, 0.4]
     assert changed.to_json()["router"]["exposure_stops"] == [0.1, 0.4]
 
 
-def test_the_routing_notes_name_a_vetoed_kind(shipped, photo_256, tmp_path):
-    router = Router.of_folder(bank_with(shipped, tmp_path / "bank", exposure_kinds=["low_light"]))
+def test_the_routing_notes_name_a_vetoed_kind(bank_with, photo_256):
+    router = Router.of_folder(bank_with("bank", exposure_kinds=["low_light"]))
     lit = photo_256.clone()
     lit[..., :32, :32] = 1.0
     dim = lit * 0.1
