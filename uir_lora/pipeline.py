@@ -26,14 +26,7 @@ from .errors import TEMPERATURE_RANGE, InputError, check_int, check_range, parse
 from .images import IMAGE_SUFFIXES, PIXEL_BUDGET_ENV, LoadedImage, load_image, pixel_budget, read_image, save_image
 from .paths import MAX_NAME_BYTES, PACK_ROOT, bundled_bank_root, safe_resolve
 from .router.chart import weight_chart
-from .router.router import (
-    Router,
-    RoutingResult,
-    drop_weak_followers,
-    presence_confidence,
-    scale_by_severity,
-    unsure_note,
-)
+from .router.router import Router, RoutingResult, drop_weak_followers, presence_confidence, unsure_note
 from .router.spatial import DEFAULT_WINDOW, WINDOW_RANGE, RegionWeights, estimate_regions, region_map_picture
 from .sampler.restore import InterruptFn, ProgressFn, SamplerOptions, as_image_batch, restore_batch
 from .sampler.spatial import regional_global_stage, restore_regions
@@ -187,12 +180,6 @@ def compose(
         # do no harm: the router's answer stays a presence per kind; a weak second kind is not applied
         routed, left_out = drop_weak_followers(routed, floor, bank.manifest.router.masking_kinds)
         notes += tuple(left_out)
-    if routing is not None and mode != "manual" and routing.severities and bank.manifest.router.severity_strength:
-        # a LoRA trained over a kind's whole range overshoots mild damage: its weight follows the severity read
-        curves = {name: knots for name, knots in bank.manifest.router.severity_strength.items()
-                  if mode != "override" or name not in manual}  # a weight the user sets is applied as set
-        routed, scaled = scale_by_severity(routed, routing.severities, curves)
-        notes += tuple(scaled)
     if routing is not None and routing.unknown and mode != "manual":
         # no LoRA fits: restore gently rather than confidently wrong (the strength is recorded in the bank)
         safe = bank.manifest.router.unknown_strength

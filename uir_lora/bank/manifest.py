@@ -52,8 +52,6 @@ EXPOSURE_STOPS = (0.15, 0.45)
 an exposure kind's presence starts to count, and from which it counts whole."""
 EXPOSURE_RANGE = (0.0, 5.0)
 """The stops that ``router.exposure_stops`` accepts, inclusive (the exposure anchor lifts by at most five)."""
-STRENGTH_RANGE = (0.0, 1.5)
-"""The strengths that ``router.severity_strength`` accepts, inclusive: a LoRA past 1.5 is far outside its training."""
 TRAINED_ENCODER = "da-efficientnet-lite0"
 """The degradation-aware encoder trained here (router/trained.py); its weights ship in the bank folder."""
 
@@ -158,12 +156,6 @@ class RouterDefaults:
     off."""
     exposure_stops: list[float] = field(default_factory=lambda: list(EXPOSURE_STOPS))
     """[from, full]: the ramp's ends in stops."""
-    severity_strength: dict[str, list[list[float]]] = field(default_factory=dict)
-    """Trained encoders: per kind, knots [severity, strength] of a piecewise-linear curve (flat outside the first and
-    last knot) by which the restore multiplies the kind's routed weight, for the severity the encoder reads (0
-    mild .. 1 strong). A LoRA trained over a kind's whole range overshoots mild damage (mild blur sharpened into
-    halos); at half strength it gains there. Manual weights are never scaled. Fitted on training photos by
-    tools/fit_severity_strength.py; kinds not named keep strength 1; empty: off."""
     alternatives: list[list[str]] = field(default_factory=list)
     """Groups of LoRAs that undo the same damage (Gaussian and Poisson noise): top-K keeps only the strongest
     of a group, at the group's combined weight, so the group takes one place and a mixture's other kind the
@@ -223,7 +215,7 @@ class Manifest:
         if data["router"]["similarity"] == "cosine":  # the default: manifests written before it keep their bytes
             del data["router"]["similarity"]
         for optional in ("examples", "alternatives", "follower_floor", "masking_kinds", "confidence_floor",
-                         "whole_view_kinds", "doubt_temperature", "exposure_kinds", "severity_strength"):
+                         "whole_view_kinds", "doubt_temperature", "exposure_kinds"):
             if not data["router"][optional]:  # empty: manifests written before them keep their bytes
                 del data["router"][optional]
         if data["router"]["whole_view_side"] == WHOLE_VIEW_SIDE:
@@ -403,27 +395,6 @@ def _check_trained(encoder: EncoderSpec, router: RouterDefaults, where: str) -> 
             and stops[0] < stops[1]):
         raise BankError(f"{where}: router.exposure_stops must be two numbers of stops in [{low}, {high}], the first "
                         f"below the second (default {list(EXPOSURE_STOPS)}), got {stops!r}")
-    _check_severity_strength(router.severity_strength, where)
-
-
-def _number_in(value: Any, lowest: float, highest: float) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and lowest <= value <= highest
-
-
-def _check_severity_strength(curves: Any, where: str) -> None:
-    """``router.severity_strength``: {kind: [[severity, strength], ...]}, severities rising within 0..1."""
-    low, high = STRENGTH_RANGE
-    expected = (f"router.severity_strength must map LoRA names to lists of [severity, strength] knots, severities "
-                f"rising within 0..1 and strengths within {low}..{high}")
-    if not isinstance(curves, dict):
-        raise BankError(f"{where}: {expected}, got {curves!r}")
-    for name, knots in curves.items():
-        valid = (isinstance(name, str) and isinstance(knots, list) and knots
-                 and all(isinstance(k, list) and len(k) == 2 and _number_in(k[0], 0, 1) and _number_in(k[1], low, high)
-                         for k in knots)
-                 and all(a[0] < b[0] for a, b in zip(knots, knots[1:])))
-        if not valid:
-            raise BankError(f"{where}: {expected}; {name!r} has {knots!r}")
 
 
 def _parse_lora(data: Any, index: int, dim: int, margin_limit: float) -> LoraEntry:

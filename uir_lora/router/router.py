@@ -9,12 +9,11 @@ calibrated probability that the damage is there.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from kornia.geometry.transform import resize
@@ -58,8 +57,6 @@ class RoutingResult:
     """Share of the requested strength the restore should use (presence routers: follows the damage presence)."""
     presence_unknown: str | None = None
     """Presence routers: why the image looks damaged but no kind is confident, or None."""
-    severities: dict[str, float] = field(default_factory=dict)
-    """The trained encoder's reading of how strong each kind's damage is (0 mild .. 1 strong); empty for others."""
 
     @property
     def best(self) -> tuple[str, float]:
@@ -168,27 +165,6 @@ def unsure_note(where: str, strongest: str, confidence: float) -> str:
     outcome = (f"strength x {confidence:.2f}, the output stays close to the input" if confidence
                else "the image is returned unchanged")
     return f"unsure of any damage{where} (strongest: {strongest}): {outcome}"
-
-
-def severity_strength(knots: Sequence[Sequence[float]], severity: float) -> float:
-    """The strength a curve of [severity, strength] knots gives ``severity``: linear between knots, flat outside."""
-    return float(np.interp(severity, [k[0] for k in knots], [k[1] for k in knots]))
-
-
-def scale_by_severity(weights: Mapping[str, float], severities: Mapping[str, float],
-                      curves: Mapping[str, Sequence[Sequence[float]]]) -> tuple[dict[str, float], list[str]]:
-    """Routed weights times each kind's strength for the severity the encoder read (the bank's
-    ``severity_strength``), and a note per kind whose weight changed. Kinds without a curve or a reading keep theirs."""
-    scaled, notes = dict(weights), []
-    for name, weight in weights.items():
-        if name not in curves or name not in severities:
-            continue
-        strength = severity_strength(curves[name], severities[name])
-        if strength != 1.0:
-            scaled[name] = weight * strength
-            notes.append(f"{name} at {strength:.2f} of its weight: its damage reads "
-                         f"{'mild' if strength < 1 else 'strong'} (severity {severities[name]:.2f})")
-    return scaled, notes
 
 
 def drop_weak_followers(weights: Mapping[str, float], floor: float,
@@ -420,10 +396,6 @@ class Router:
             )
             for row_s, row_w, row_u, row_r in zip(sims, weights, unknown_list, residual_list)
         ]
-        severity_of = getattr(self.encoder, "severities", None)
-        if severity_of is not None:
-            for result, row in zip(results, torch.stack(list(severity_of(raw).values()), dim=-1).tolist()):
-                result.severities = dict(zip(self.encoder.kinds, row))
         if chosen is not None:
             self._note_choices(results, sims, chosen)
         if stops is not None:
