@@ -45,6 +45,8 @@ def test_the_shipped_router_is_its_trained_encoder_with_s_o_equal_to_d_dot_b(ban
     assert router.follower_floor == 0.5 and ["noise", "poisson_noise"] in router.alternatives
     assert router.doubt_temperature == 0.1 and router.whole_view_kinds == ["haze"]
     assert router.exposure_kinds == ["low_light"] and tuple(router.exposure_stops) == EXPOSURE_STOPS
+    assert router.doubted_beside == {"haze": {"kinds": ["motion_blur", "defocus_blur", "low_resolution"],
+                                              "presence": [0.25, 0.45]}}
     net, lda = load_encoder(bank.root / manifest.encoder.file)
     rows = dict(zip(net.class_names(), net.presence_rows()))
     for entry in manifest.loras:  # B of every LoRA is its kind's presence head: s_o = d·B is the presence logit

@@ -156,6 +156,12 @@ class RouterDefaults:
     off."""
     exposure_stops: list[float] = field(default_factory=lambda: list(EXPOSURE_STOPS))
     """[from, full]: the ramp's ends in stops."""
+    doubted_beside: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Presence routers: ``{kind: {"kinds": [...], "presence": [from, full]}}``, a kind whose reading other kinds'
+    readings put in doubt: its presence is multiplied by 1 minus a ramp of the strongest of those kinds' presence,
+    0 up to ``presence[0]`` and 1 from ``presence[1]``. Blur lowers local contrast as haze does, so a blurred pale
+    photo reads hazy, and a false dehazing costs far more than a missed one. Names not in the bank are ignored;
+    empty: off."""
     alternatives: list[list[str]] = field(default_factory=list)
     """Groups of LoRAs that undo the same damage (Gaussian and Poisson noise): top-K keeps only the strongest
     of a group, at the group's combined weight, so the group takes one place and a mixture's other kind the
@@ -215,7 +221,7 @@ class Manifest:
         if data["router"]["similarity"] == "cosine":  # the default: manifests written before it keep their bytes
             del data["router"]["similarity"]
         for optional in ("examples", "alternatives", "follower_floor", "masking_kinds", "confidence_floor",
-                         "whole_view_kinds", "doubt_temperature", "exposure_kinds"):
+                         "whole_view_kinds", "doubt_temperature", "exposure_kinds", "doubted_beside"):
             if not data["router"][optional]:  # empty: manifests written before them keep their bytes
                 del data["router"][optional]
         if data["router"]["whole_view_side"] == WHOLE_VIEW_SIDE:
@@ -395,6 +401,23 @@ def _check_trained(encoder: EncoderSpec, router: RouterDefaults, where: str) -> 
             and stops[0] < stops[1]):
         raise BankError(f"{where}: router.exposure_stops must be two numbers of stops in [{low}, {high}], the first "
                         f"below the second (default {list(EXPOSURE_STOPS)}), got {stops!r}")
+    _check_doubts(router.doubted_beside, where)
+
+
+def _check_doubts(doubts: Any, where: str) -> None:
+    """``router.doubted_beside``: {kind: {"kinds": [names], "presence": [from, full]}}, 0 <= from < full <= 1."""
+    expected = ('router.doubted_beside must map a LoRA name to {"kinds": [LoRA names], "presence": [from, full]}, '
+                "with 0 <= from < full <= 1")
+    if not isinstance(doubts, dict):
+        raise BankError(f"{where}: {expected}, got {doubts!r}")
+    for name, rule in doubts.items():
+        ramp = rule.get("presence") if isinstance(rule, dict) else None
+        valid = (isinstance(rule, dict) and set(rule) == {"kinds", "presence"} and isinstance(rule["kinds"], list)
+                 and all(isinstance(kind, str) for kind in rule["kinds"]) and isinstance(ramp, list) and len(ramp) == 2
+                 and all(isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v <= 1 for v in ramp)
+                 and ramp[0] < ramp[1])
+        if not valid:
+            raise BankError(f"{where}: {expected}; {name!r} has {rule!r}")
 
 
 def _parse_lora(data: Any, index: int, dim: int, margin_limit: float) -> LoraEntry:

@@ -269,6 +269,10 @@ class Router:
         self.exposure_index = [self.names.index(n) for n in manifest.router.exposure_kinds
                                if n in self.names] if self.logit else []
         """The LoRAs whose presence the photo's under-exposure must confirm (``RouterDefaults.exposure_kinds``)."""
+        self.doubts = [(self.names.index(name), [self.names.index(n) for n in rule["kinds"] if n in self.names],
+                        rule["presence"]) for name, rule in manifest.router.doubted_beside.items()
+                       if name in self.names and self.logit]
+        """(kind, the kinds whose presence puts it in doubt, the ramp) per ``RouterDefaults.doubted_beside`` rule."""
 
     def similarities(self, images: torch.Tensor) -> torch.Tensor:
         """s_o = d·B: [B, N]."""
@@ -304,13 +308,14 @@ class Router:
         return ((stops - low) / (high - low)).clamp(0.0, 1.0)
 
     def feature_scores(self, raw: torch.Tensor, whole: torch.Tensor | None = None,
-                       exposure: torch.Tensor | None = None) -> Scores:
+                       exposure: torch.Tensor | None = None, doubt: bool = True) -> Scores:
         """``scores`` of raw encoder features (cached features in evaluation need no encoder pass);
         d is the feature standardised by the bank's mean and std (the trained encoder's: as it is).
         A kind added later by `bank add` ranks by s_o minus its calibrated ``route_margin`` (0 for the others).
         ``whole``: features of the whole view (``whole_view_features``); the kinds it must confirm get the lower
         of the two s_o, so the small view can veto such a kind and never raise it. ``exposure``: the images'
-        ``exposure_factors``; the exposure kinds' presence is multiplied by them (a logit of presence × factor)."""
+        ``exposure_factors``; the exposure kinds' presence is multiplied by them (a logit of presence × factor).
+        ``doubt``: apply the bank's ``doubted_beside`` rules (``doubted``) last."""
         scores = self._feature_scores(raw)
         confirmed = scores.similarities
         if whole is not None and self.whole_view_index:
@@ -322,7 +327,20 @@ class Router:
             index = self.exposure_index
             confirmed = confirmed.clone()
             confirmed[:, index] = scaled_presence_logit(confirmed[:, index], exposure[:, None])
+        if doubt and self.doubts:
+            confirmed = self.doubted(confirmed)
         return scores._replace(similarities=confirmed)
+
+    def doubted(self, similarities: torch.Tensor) -> torch.Tensor:
+        """Presence logits [B, N] with each doubted kind's presence times 1 minus the ramp of the strongest presence
+        among the kinds that put it in doubt (``RouterDefaults.doubted_beside``)."""
+        out = similarities.clone()
+        for kind, others, (low, high) in self.doubts:
+            if others:
+                beside = torch.sigmoid(similarities[:, others]).amax(dim=1)
+                factor = 1.0 - ((beside - low) / (high - low)).clamp(0.0, 1.0)
+                out[:, kind] = scaled_presence_logit(similarities[:, kind], factor)
+        return out
 
     def _feature_scores(self, raw: torch.Tensor) -> Scores:
         if self.trained:
@@ -400,6 +418,9 @@ class Router:
             self._note_choices(results, sims, chosen)
         if stops is not None:
             self._note_exposure(results, self.feature_scores(raw, whole).similarities, sims, stops)
+        if self.doubts:
+            exposure = None if stops is None else self.exposure_ramp(stops)
+            self._note_doubts(results, self.feature_scores(raw, whole, exposure, doubt=False).similarities, sims)
         if self.logit:
             merged = merge_alternatives(sims, self.alternatives, temperature, "sigmoid", chosen)
             for result, row in zip(results, torch.sigmoid(merged / temperature)):
@@ -426,6 +447,17 @@ class Router:
                     result.notes.append(
                         f"{self.names[index]} doubted: the encoder reads it ({presence:.2f}) but the highlights are "
                         f"only {under:.2f} stops under (full presence from {full:g})")
+
+    def _note_doubts(self, results: list[RoutingResult], read: torch.Tensor, doubted: torch.Tensor) -> None:
+        """Say so where a kind read as present lost that reading to the kinds that put it in doubt."""
+        for result, row_read, row_doubted in zip(results, read, doubted):
+            for kind, others, (_, high) in self.doubts:
+                if others and row_read[kind] >= 0 > row_doubted[kind]:
+                    strongest = others[int(row_read[others].argmax())]
+                    result.notes.append(
+                        f"{self.names[kind]} doubted: read at {float(torch.sigmoid(row_read[kind])):.2f} beside "
+                        f"{self.names[strongest]} at {float(torch.sigmoid(row_read[strongest])):.2f} (none from "
+                        f"{high:g})")
 
     def _judge_presence(self, result: RoutingResult, presence: dict[str, float]) -> None:
         """A presence router's own uncertainty: unknown when damage is likely but no kind is confident; when the
