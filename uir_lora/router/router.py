@@ -451,13 +451,13 @@ class Router:
     def _note_doubts(self, results: list[RoutingResult], read: torch.Tensor, doubted: torch.Tensor) -> None:
         """Say so where a kind read as present lost that reading to the kinds that put it in doubt."""
         for result, row_read, row_doubted in zip(results, read, doubted):
-            for kind, others, (_, high) in self.doubts:
+            for kind, others, (low, high) in self.doubts:
                 if others and row_read[kind] >= 0 > row_doubted[kind]:
                     strongest = others[int(row_read[others].argmax())]
                     result.notes.append(
-                        f"{self.names[kind]} doubted: read at {float(torch.sigmoid(row_read[kind])):.2f} beside "
-                        f"{self.names[strongest]} at {float(torch.sigmoid(row_read[strongest])):.2f} (none from "
-                        f"{high:g})")
+                        f"{self.names[kind]} doubted: read at {float(torch.sigmoid(row_read[kind])):.2f}, but beside "
+                        f"{self.names[strongest]} at {float(torch.sigmoid(row_read[strongest])):.2f} (the bank's rule: "
+                        f"kept whole below {low:g}, none from {high:g})")
 
     def _judge_presence(self, result: RoutingResult, presence: dict[str, float]) -> None:
         """A presence router's own uncertainty: unknown when damage is likely but no kind is confident; when the
