@@ -396,12 +396,17 @@ def _check_trained(encoder: EncoderSpec, router: RouterDefaults, where: str) -> 
         raise BankError(f"{where}: router.exposure_kinds must be a list of LoRA names, got {router.exposure_kinds!r}")
     stops = router.exposure_stops
     low, high = EXPOSURE_RANGE
-    if not (isinstance(stops, list) and len(stops) == 2
-            and all(isinstance(v, (int, float)) and not isinstance(v, bool) and low <= v <= high for v in stops)
-            and stops[0] < stops[1]):
+    if not _is_ramp(stops, low, high):
         raise BankError(f"{where}: router.exposure_stops must be two numbers of stops in [{low}, {high}], the first "
                         f"below the second (default {list(EXPOSURE_STOPS)}), got {stops!r}")
     _check_doubts(router.doubted_beside, where)
+
+
+def _is_ramp(ends: Any, low: float, high: float) -> bool:
+    """Whether ``ends`` is a ramp's [from, full]: two real numbers (not bools) within [low, high], the first below."""
+    return (isinstance(ends, list) and len(ends) == 2
+            and all(isinstance(v, (int, float)) and not isinstance(v, bool) and low <= v <= high for v in ends)
+            and ends[0] < ends[1])
 
 
 def _check_doubts(doubts: Any, where: str) -> None:
@@ -411,11 +416,8 @@ def _check_doubts(doubts: Any, where: str) -> None:
     if not isinstance(doubts, dict):
         raise BankError(f"{where}: {expected}, got {doubts!r}")
     for name, rule in doubts.items():
-        ramp = rule.get("presence") if isinstance(rule, dict) else None
         valid = (isinstance(rule, dict) and set(rule) == {"kinds", "presence"} and isinstance(rule["kinds"], list)
-                 and all(isinstance(kind, str) for kind in rule["kinds"]) and isinstance(ramp, list) and len(ramp) == 2
-                 and all(isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v <= 1 for v in ramp)
-                 and ramp[0] < ramp[1])
+                 and all(isinstance(kind, str) for kind in rule["kinds"]) and _is_ramp(rule["presence"], 0, 1))
         if not valid:
             raise BankError(f"{where}: {expected}; {name!r} has {rule!r}")
 

@@ -269,10 +269,12 @@ class Router:
         self.exposure_index = [self.names.index(n) for n in manifest.router.exposure_kinds
                                if n in self.names] if self.logit else []
         """The LoRAs whose presence the photo's under-exposure must confirm (``RouterDefaults.exposure_kinds``)."""
-        self.doubts = [(self.names.index(name), [self.names.index(n) for n in rule["kinds"] if n in self.names],
-                        rule["presence"]) for name, rule in manifest.router.doubted_beside.items()
-                       if name in self.names and self.logit]
-        """(kind, the kinds whose presence puts it in doubt, the ramp) per ``RouterDefaults.doubted_beside`` rule."""
+        rules = ((name, [self.names.index(n) for n in rule["kinds"] if n in self.names], rule["presence"])
+                 for name, rule in manifest.router.doubted_beside.items())
+        self.doubts = [(self.names.index(name), others, ramp) for name, others, ramp in rules
+                       if name in self.names and others and self.logit]
+        """(kind, the kinds whose presence puts it in doubt, the ramp) per ``RouterDefaults.doubted_beside`` rule
+        whose kinds the bank has."""
 
     def similarities(self, images: torch.Tensor) -> torch.Tensor:
         """s_o = d·B: [B, N]."""
@@ -336,10 +338,9 @@ class Router:
         among the kinds that put it in doubt (``RouterDefaults.doubted_beside``)."""
         out = similarities.clone()
         for kind, others, (low, high) in self.doubts:
-            if others:
-                beside = torch.sigmoid(similarities[:, others]).amax(dim=1)
-                factor = 1.0 - ((beside - low) / (high - low)).clamp(0.0, 1.0)
-                out[:, kind] = scaled_presence_logit(similarities[:, kind], factor)
+            beside = torch.sigmoid(similarities[:, others]).amax(dim=1)
+            factor = 1.0 - ((beside - low) / (high - low)).clamp(0.0, 1.0)
+            out[:, kind] = scaled_presence_logit(similarities[:, kind], factor)
         return out
 
     def _feature_scores(self, raw: torch.Tensor) -> Scores:
@@ -452,7 +453,7 @@ class Router:
         """Say so where a kind read as present lost that reading to the kinds that put it in doubt."""
         for result, row_read, row_doubted in zip(results, read, doubted):
             for kind, others, (low, high) in self.doubts:
-                if others and row_read[kind] >= 0 > row_doubted[kind]:
+                if row_read[kind] >= 0 > row_doubted[kind]:
                     strongest = others[int(row_read[others].argmax())]
                     result.notes.append(
                         f"{self.names[kind]} doubted: read at {float(torch.sigmoid(row_read[kind])):.2f}, but beside "
