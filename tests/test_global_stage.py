@@ -170,6 +170,27 @@ def test_blend_weighs_the_dehazed_image_like_a_lora_and_keeps_omega_and_airlight
     assert torch.allclose(half, 0.5 * (hazy + full), atol=1e-5)
 
 
+def test_a_sure_dehazing_lifts_dense_haze_and_an_unsure_one_stretches_at_most_to_the_high_floor():
+    clear, _, airlight = hazy_scene()
+    transmission = torch.linspace(0.6, 0.12, clear.shape[-1]).view(1, 1, 1, -1)  # dense towards the right
+    hazy = clear * transmission + airlight[..., None, None] * (1 - transmission)
+    sure = apply_global(hazy, dehazing_params(0.95, airlight))
+    dense = transmission.expand_as(hazy) < adapter_module.MIN_TRANSMISSION
+    high_floor, sure_floor = adapter_module.transmission_floor(torch.tensor([[0.0], [1.0]]))
+    assert high_floor.item() == pytest.approx(adapter_module.MIN_TRANSMISSION)
+    assert sure_floor.item() == pytest.approx(adapter_module.SURE_TRANSMISSION)
+    # the dense part comes back only where the floor is lower than its transmission
+    assert (sure - clear).abs()[dense].mean() < 0.5 * (hazy - clear).abs()[dense].mean()
+    # an unsure weight: its share of a dehazing that divides by no less than the high floor
+    low, high = adapter_module.SURE_WEIGHT
+    unsure = apply_global(hazy, dehazing_params(0.95, airlight, weight=low))
+    stretch = (unsure - hazy) / low + hazy
+    assert ((stretch - airlight[..., None, None]).abs() <= (hazy - airlight[..., None, None]).abs()
+            / high_floor + 1e-4).all()
+    assert not ((sure - airlight[..., None, None]).abs() <= (hazy - airlight[..., None, None]).abs()
+                / high_floor + 1e-4).all()
+
+
 def test_a_dehazing_adapter_file_is_read_as_one(tmp_path, photo):
     adapter = GlobalAdapter(dehaze=True)
     torch.nn.init.normal_(adapter.dehaze_head.weight, std=0.05)

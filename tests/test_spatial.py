@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -10,7 +12,7 @@ from hypothesis import strategies as st
 
 from uir_lora.bank.store import open_bank
 from uir_lora.compose.composer import Composition
-from uir_lora.global_stage import apply_global, thumbnail
+from uir_lora.global_stage import GlobalAdapter, apply_global, thumbnail
 from uir_lora.lab.testing.banks import random_adapter, with_global_adapter
 from uir_lora.pipeline import compose, estimate_spatial, restore, router_for
 from uir_lora.router.router import Scores
@@ -181,6 +183,29 @@ def test_uniform_maps_give_the_whole_image_stage_at_their_weight(haze_adapter_ba
     with torch.inference_mode():
         whole = apply_global(photo, adapter(thumbnail(photo)))
     torch.testing.assert_close(out, (photo + 0.6 * (whole - photo)).clamp(0, 1), atol=1e-5, rtol=0)
+
+
+def test_a_regions_dehazing_takes_the_transmission_floor_of_its_maps_weight(random_bank):
+    """The per-region stage runs the adapter at weight 1 and blends by the map; its transmission floor must still
+    be the one of the map's weight (an unsure haze is stretched less), as in the whole-image stage."""
+    adapter = GlobalAdapter(dehaze=True)
+    torch.nn.init.constant_(adapter.dehaze_head.bias, 20.0)  # omega at its cap: a dense haze read
+    with_global_adapter(random_bank.root, "haze", adapter.eval())
+    bank = open_bank(random_bank.root)
+    generator = torch.Generator().manual_seed(0)
+    scene = torch.nn.functional.interpolate(torch.rand(1, 3, 8, 8, generator=generator), size=128, mode="nearest")
+    transmission = torch.linspace(0.6, 0.1, 128).view(1, 1, 1, -1)
+    hazy = scene * transmission + 0.9 * (1 - transmission)
+    (regions,) = estimate_spatial(bank, hazy, window=64)
+    regions.maps = torch.zeros_like(regions.maps)
+    regions.maps[regions.names.index("haze")], regions.maps[regions.names.index("noise")] = 0.6, 0.4
+    out = regional_global_stage(hazy, regions, lambda r: compose(bank, r))
+    with torch.inference_mode():
+        params = bank.global_adapter("haze")(thumbnail(hazy))
+        floor_of = {weight: dataclasses.replace(params, sureness=torch.tensor([[weight]])) for weight in (0.6, 1.0)}
+        unsure, sure = ((hazy + 0.6 * (apply_global(hazy, floor_of[w]) - hazy)).clamp(0, 1) for w in (0.6, 1.0))
+    torch.testing.assert_close(out, unsure, atol=1e-5, rtol=0)
+    assert (out - sure).abs().max() > 1e-2  # at weight 1 the floor is lower: a different image
 
 
 def test_a_weak_second_kind_gets_no_global_stage_in_any_region(haze_adapter_bank, photo):

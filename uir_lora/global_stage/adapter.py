@@ -46,9 +46,15 @@ QUANTILES = torch.linspace(0.02, 0.98, 13)
 DEHAZE_SIDE = 256
 """Longest side at which the transmission is estimated; its coefficients are then applied at full size."""
 MIN_TRANSMISSION = 0.3
-"""The least transmission a dehazing divides by. He's 0.1 lets a pale interior, whose white walls the dark
+"""The least transmission an unsure dehazing divides by. He's 0.1 lets a pale interior, whose white walls the dark
 channel prior reads as airlight, be stretched tenfold when the router gives it haze; 0.3 keeps that to about
-three times and costs real haze little (docs/engine.md, *The transmission floor*)."""
+three times (docs/engine.md, *The transmission floor*)."""
+SURE_TRANSMISSION = 0.2
+"""The floor of a dehazing the router is sure of: dense haze needs a lower floor than 0.3, and the router's false
+haze reads on pale photos come with weights below ``SURE_WEIGHT``. He's 0.1 gained as much on the choosing sets
+and stretches twice as far (docs/engine.md, *A lower floor for a sure read*)."""
+SURE_WEIGHT = (0.9, 1.0)
+"""Dehazing weights over which the floor falls from ``MIN_TRANSMISSION`` to ``SURE_TRANSMISSION``."""
 MAX_OMEGA = 0.95
 """The dark channel prior's usual cap: some haze is kept, so distant objects still look distant. An adapter file
 may carry its own (``omega_cap``): one taught the best omega per photo needs more room for dense haze."""
@@ -78,6 +84,9 @@ class GlobalParams:
     """[B,1] how much of the dehazed image replaces the input (the composition's weight; 0: none)."""
     exposure: torch.Tensor | None = None
     """[B,1] log of the gain applied before the curves (an adapter with an exposure anchor); None: none."""
+    sureness: torch.Tensor | None = None
+    """[B,1] the router's weight for the haze, which sets the transmission floor (``transmission_floor``); None:
+    ``dehaze_weight``. A per-region restore runs the adapter at weight 1 and blends by its map."""
 
     @staticmethod
     def identity(batch: int = 1, device: torch.device | str = "cpu") -> GlobalParams:
@@ -295,10 +304,19 @@ def transmission_coefficients(image: torch.Tensor, params: GlobalParams) -> torc
     return torch.cat((box_blur(a, window), box_blur(b, window)), dim=1)
 
 
+def transmission_floor(weight: torch.Tensor) -> torch.Tensor:
+    """The least transmission a dehazing of weight ``weight`` [B,1] divides by: ``MIN_TRANSMISSION`` up to the
+    first of ``SURE_WEIGHT``, ``SURE_TRANSMISSION`` from the second, linear between."""
+    low, high = SURE_WEIGHT
+    sure = ((weight.float() - low) / (high - low)).clamp(0.0, 1.0)
+    return MIN_TRANSMISSION - (MIN_TRANSMISSION - SURE_TRANSMISSION) * sure
+
+
 def _dehaze(band: torch.Tensor, params: GlobalParams, coefficients: torch.Tensor, rows: slice, height: int,
             width: int) -> torch.Tensor:
     ab = _sample_rows(coefficients, rows, height, width)
-    transmission = (ab[:, :1] * band.mean(dim=1, keepdim=True) + ab[:, 1:]).clamp(MIN_TRANSMISSION, 1.0)
+    floor = transmission_floor(params.dehaze_weight if params.sureness is None else params.sureness)[..., None, None]
+    transmission = torch.maximum(ab[:, :1] * band.mean(dim=1, keepdim=True) + ab[:, 1:], floor).clamp(max=1.0)
     airlight = params.airlight[..., None, None]
     dehazed = (band - airlight) / transmission + airlight
     return band + params.dehaze_weight[..., None, None] * (dehazed - band)

@@ -12,6 +12,7 @@ smooth.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 
 import torch
@@ -78,6 +79,8 @@ def regional_global_stage(image: torch.Tensor, region: RegionWeights, compose_fn
             read_rows, read_cols = _box(weight >= 0.5 * peak)
             rows, cols = _box(weight >= MIN_WEIGHT)
             params = adapter(thumbnail(image[..., read_rows, read_cols]))
+            params = dataclasses.replace(params, sureness=torch.full_like(params.dehaze_weight, peak)) \
+                if params.dehaze_weight is not None else params  # the floor follows the map's weight, not 1
             source = image[..., rows, cols].float()
             out[..., rows, cols] += weight[rows, cols] * (apply_global(source, params) - source)
     return out.clamp(0, 1).to(image.dtype)
