@@ -11,7 +11,9 @@ banks must share their backbone. The check set stays out of the choice (benchmar
 
 ``--photos train-scenes`` uses the scene pool's TRAIN photographs instead (centre 512² crops, from
 tools/build_scene_pool.py): training sources, so not held out, but outdoor, dark and night scenes that the
-bright interiors never show. ``--syntheses wide`` draws the standard synthesis's wide profile instead (the
+bright interiors never show. ``--photos validation-512`` takes the same 9 interiors as the whole photos shrunk to a
+shorter side of 512 px and cropped to 512² (four of the 256² crops show a bare wall and nothing else).
+``--syntheses wide`` draws the standard synthesis's wide profile instead (the
 field's kernels, then a camera's faint noise and mild JPEG).
 """
 
@@ -22,6 +24,7 @@ from collections import defaultdict
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 
 from uir_lora import pipeline
 from uir_lora.bank.store import LoraBank, open_bank
@@ -41,10 +44,21 @@ SCENE_SIDE = 512
 
 
 def photos_named(which: str) -> torch.Tensor | list[torch.Tensor]:
-    """The photos to damage: the validation interiors, or centre crops of the scene pool's TRAIN photographs."""
+    """The photos to damage: the validation interiors (256² centre crops, or the whole photos shrunk to a shorter
+    side of 512 and cropped to 512²), or centre crops of the scene pool's TRAIN photographs."""
     if which == "validation":
         return load_validation_images()
+    if which == "validation-512":
+        from uir_lora.lab.router.data import whole_split_photos
+
+        return [centre_crop(shrink_to(photo, SCENE_SIDE)[0], SCENE_SIDE) for photo in whole_split_photos("val")[1]]
     return [centre_crop(array_to_tensor(image)[0], SCENE_SIDE) for _, image in load_scenes("TRAIN")]
+
+
+def shrink_to(photo: torch.Tensor, side: int) -> torch.Tensor:
+    """``photo`` [1,3,H,W] area-shrunk so that its shorter side is ``side`` (never enlarged)."""
+    scale = side / min(photo.shape[-2:])
+    return photo if scale >= 1 else F.interpolate(photo, scale_factor=scale, mode="area").clamp(0, 1)
 
 
 def lora_digests(bank: LoraBank) -> dict[str, tuple[str, ...]]:
@@ -60,8 +74,9 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--syntheses", default=",".join(DEFAULT_SYNTHESES),
                         help="comma-separated: standard, degrade_alt, wide (the wide profile with a camera finish)")
-    parser.add_argument("--photos", choices=("validation", "train-scenes"), default="validation",
-                        help="the held-out interiors (default) or the scene pool's TRAIN photographs")
+    parser.add_argument("--photos", choices=("validation", "validation-512", "train-scenes"), default="validation",
+                        help="the held-out interiors as 256² crops (default) or as 512² views of the whole photos, "
+                             "or the scene pool's TRAIN photographs")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     banks = {name: open_bank(folder) for name, folder in named_banks(args.banks).items()}
