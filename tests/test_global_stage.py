@@ -191,6 +191,40 @@ def test_a_sure_dehazing_lifts_dense_haze_and_an_unsure_one_stretches_at_most_to
                 / high_floor + 1e-4).all()
 
 
+def test_a_mild_haze_read_keeps_the_high_floor_and_a_dense_one_lets_it_down():
+    floor = adapter_module.transmission_floor
+    sure, mild, dense = torch.tensor([[1.0]]), torch.tensor([[0.1]]), torch.tensor([[0.9]])
+    assert floor(sure, mild).item() == pytest.approx(adapter_module.MIN_TRANSMISSION)
+    assert floor(sure, dense).item() == pytest.approx(adapter_module.SURE_TRANSMISSION)
+    assert floor(torch.tensor([[0.5]]), dense).item() == pytest.approx(adapter_module.MIN_TRANSMISSION)
+    # through run_adapters: the reading reaches the floor only of a dehazing adapter
+    clear, _, airlight = hazy_scene()
+    transmission = torch.linspace(0.6, 0.12, clear.shape[-1]).view(1, 1, 1, -1)
+    hazy = clear * transmission + airlight[..., None, None] * (1 - transmission)
+    adapter = GlobalAdapter(dehaze=True)
+    torch.nn.init.constant_(adapter.dehaze_head.bias, 20.0)
+    with torch.no_grad():
+        outputs = [adapter_module.run_adapters(hazy, [(1.0, adapter)], read) for read in (0.1, 0.9, None)]
+        plain = [adapter_module.run_adapters(hazy, [(1.0, random_adapter(3))], read) for read in (0.1, 0.9)]
+    assert not torch.allclose(outputs[0], outputs[1]) and torch.equal(outputs[1], outputs[2])
+    assert torch.equal(plain[0], plain[1])
+
+
+def test_the_router_reads_severities_and_the_composition_carries_them_to_the_haze_floor(photo):
+    bank = pipeline.load_bank(pipeline.DEFAULT_BANK)
+    hazy = 0.5 * photo + 0.45
+    routing = pipeline.estimate(bank, hazy)[0]
+    assert set(routing.severities) == set(bank.manifest.names) - {"clean"}  # every kind the encoder was trained on
+    assert all(0.0 <= value <= 1.0 for value in routing.severities.values())
+    routed = pipeline.compose(bank, routing)
+    manual = pipeline.compose(bank, manual={"haze": 1.0}, mode="manual")
+    assert manual.severities == {} and manual.dehaze_severity() is None
+    if "haze" in routed.weights:
+        assert routed.dehaze_severity() == pytest.approx(routing.severities["haze"])
+    forced = pipeline.compose(bank, routing, manual={"haze": 1.0})  # override: the reading still describes the image
+    assert forced.dehaze_severity() == pytest.approx(routing.severities["haze"])
+
+
 def test_a_dehazing_adapter_file_is_read_as_one(tmp_path, photo):
     adapter = GlobalAdapter(dehaze=True)
     torch.nn.init.normal_(adapter.dehaze_head.weight, std=0.05)

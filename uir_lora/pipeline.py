@@ -193,7 +193,9 @@ def compose(
         weights = {name: routed.get(name, 0.0) + manual.get(name, 0.0) for name in routed.keys() | manual.keys()}
     source = "+".join(s for s, used in (("router", routing), ("manual", manual)) if used) or "none"
     confidence = routing.confidence if routing is not None and not manual else 1.0
-    return Composition(bank=bank, weights=weights, fused=fused, source=source, notes=notes, confidence=confidence)
+    severities = dict(routing.severities) if routing is not None else {}
+    return Composition(bank=bank, weights=weights, fused=fused, source=source, notes=notes, confidence=confidence,
+                       severities=severities)
 
 
 def restore_notes(bank: LoraBank, routing: RoutingResult, composition: Composition | None = None) -> list[str]:

@@ -39,6 +39,9 @@ class Composition:
     confidence: float = 1.0
     """Share of the requested strength to use: below 1 when the router is unsure of any damage (its notes
     say so), so the output stays close to the input; 1 when manual weights take part."""
+    severities: Mapping[str, float] = field(default_factory=dict)
+    """The router's severity reading per kind (0 mild .. 1 strong; the trained encoder's), which the global stage
+    uses for the haze's transmission floor; empty for manual weights and encoders without a severity head."""
 
     def __post_init__(self) -> None:
         # the one check of a composition's weights: everything downstream (merge, conditioning) trusts them
@@ -53,6 +56,14 @@ class Composition:
         """(weight, global adapter) of the active kinds that have one (run by sampler.restore.global_stage)."""
         return [(weight, adapter) for name, weight in self.weights.items()
                 if (adapter := self.bank.global_adapter(name)) is not None]
+
+    def dehaze_severity(self) -> float | None:
+        """The severity read for the active kinds whose global adapter dehazes (their mean by weight), or None."""
+        read = [(weight, self.severities[name]) for name, weight in self.weights.items()
+                if name in self.severities and (adapter := self.bank.global_adapter(name)) is not None
+                and adapter.dehaze and weight > 0]
+        total = sum(weight for weight, _ in read)
+        return sum(weight * severity for weight, severity in read) / total if read else None
 
 
 def blend_conditioning(backbone: Backbone, parts: Iterable[tuple[float, Mapping[str, float]]]) -> dict[str, float]:

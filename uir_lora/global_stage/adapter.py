@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
@@ -55,6 +55,10 @@ haze reads on pale photos come with weights below ``SURE_WEIGHT``. He's 0.1 gain
 and stretches twice as far (docs/engine.md, *A lower floor for a sure read*)."""
 SURE_WEIGHT = (0.9, 1.0)
 """Dehazing weights over which the floor falls from ``MIN_TRANSMISSION`` to ``SURE_TRANSMISSION``."""
+DENSE_SEVERITY = (0.5, 0.7)
+"""Haze severities read by the router's encoder over which a sure read's floor comes down: mild haze keeps the
+high floor (the adapter's omega is near 0.9 whatever the haze, and on mild haze the floor is what keeps bright
+walls and windows from being stretched)."""
 MAX_OMEGA = 0.95
 """The dark channel prior's usual cap: some haze is kept, so distant objects still look distant. An adapter file
 may carry its own (``omega_cap``): one taught the best omega per photo needs more room for dense haze."""
@@ -87,6 +91,9 @@ class GlobalParams:
     sureness: torch.Tensor | None = None
     """[B,1] the router's weight for the haze, which sets the transmission floor (``transmission_floor``); None:
     ``dehaze_weight``. A per-region restore runs the adapter at weight 1 and blends by its map."""
+    severity: torch.Tensor | None = None
+    """[B,1] the haze severity the router's encoder reads (0 mild .. 1 dense), which also sets the floor; None: not
+    read (manual weights, an encoder without a severity head), the floor follows the weight alone."""
 
     @staticmethod
     def identity(batch: int = 1, device: torch.device | str = "cpu") -> GlobalParams:
@@ -304,18 +311,23 @@ def transmission_coefficients(image: torch.Tensor, params: GlobalParams) -> torc
     return torch.cat((box_blur(a, window), box_blur(b, window)), dim=1)
 
 
-def transmission_floor(weight: torch.Tensor) -> torch.Tensor:
+def _ramp(value: torch.Tensor, ends: tuple[float, float]) -> torch.Tensor:
+    return ((value.float() - ends[0]) / (ends[1] - ends[0])).clamp(0.0, 1.0)
+
+
+def transmission_floor(weight: torch.Tensor, severity: torch.Tensor | None = None) -> torch.Tensor:
     """The least transmission a dehazing of weight ``weight`` [B,1] divides by: ``MIN_TRANSMISSION`` up to the
-    first of ``SURE_WEIGHT``, ``SURE_TRANSMISSION`` from the second, linear between."""
-    low, high = SURE_WEIGHT
-    sure = ((weight.float() - low) / (high - low)).clamp(0.0, 1.0)
-    return MIN_TRANSMISSION - (MIN_TRANSMISSION - SURE_TRANSMISSION) * sure
+    first of ``SURE_WEIGHT``, ``SURE_TRANSMISSION`` from the second, linear between; with the haze ``severity``
+    read [B,1], only as far down as a ramp over ``DENSE_SEVERITY`` allows (mild haze keeps the high floor)."""
+    share = _ramp(weight, SURE_WEIGHT) * (1.0 if severity is None else _ramp(severity, DENSE_SEVERITY))
+    return MIN_TRANSMISSION - (MIN_TRANSMISSION - SURE_TRANSMISSION) * share
 
 
 def _dehaze(band: torch.Tensor, params: GlobalParams, coefficients: torch.Tensor, rows: slice, height: int,
             width: int) -> torch.Tensor:
     ab = _sample_rows(coefficients, rows, height, width)
-    floor = transmission_floor(params.dehaze_weight if params.sureness is None else params.sureness)[..., None, None]
+    weight = params.dehaze_weight if params.sureness is None else params.sureness
+    floor = transmission_floor(weight, params.severity)[..., None, None]
     transmission = torch.maximum(ab[:, :1] * band.mean(dim=1, keepdim=True) + ab[:, 1:], floor).clamp(max=1.0)
     airlight = params.airlight[..., None, None]
     dehazed = (band - airlight) / transmission + airlight
@@ -360,11 +372,15 @@ def _transform(image: torch.Tensor, params: GlobalParams, rows: slice, clamp: bo
     return band.clamp(0, 1) if clamp else band
 
 
-def run_adapters(images: torch.Tensor, weighted: Sequence[tuple[float, GlobalAdapter]]) -> torch.Tensor:
+def run_adapters(images: torch.Tensor, weighted: Sequence[tuple[float, GlobalAdapter]],
+                 haze_severity: float | None = None) -> torch.Tensor:
     """``images`` [B,3,H,W] through the weighted adapters' blended transform, each image with its own thumbnail;
-    the images themselves when there is none. The one path of the sampler, the trainers and validation."""
+    the images themselves when there is none. The one path of the sampler, the trainers and validation.
+    ``haze_severity``: the router's reading, for the transmission floor (``transmission_floor``)."""
     if not weighted:
         return images
     thumb = thumbnail(images)
-    return apply_global(images, GlobalParams.blend([(weight, adapter(thumb)) for weight, adapter in weighted],
-                                                   images.shape[0]))
+    params = GlobalParams.blend([(weight, adapter(thumb)) for weight, adapter in weighted], images.shape[0])
+    if haze_severity is not None and params.omega is not None:
+        params = replace(params, severity=torch.full_like(params.omega, float(haze_severity)))
+    return apply_global(images, params)

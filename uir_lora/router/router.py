@@ -57,6 +57,8 @@ class RoutingResult:
     """Share of the requested strength the restore should use (presence routers: follows the damage presence)."""
     presence_unknown: str | None = None
     """Presence routers: why the image looks damaged but no kind is confident, or None."""
+    severities: dict[str, float] = field(default_factory=dict)
+    """The trained encoder's severity reading per kind it was trained on (0 mild .. 1 strong); empty otherwise."""
 
     @property
     def best(self) -> tuple[str, float]:
@@ -415,6 +417,10 @@ class Router:
             )
             for row_s, row_w, row_u, row_r in zip(sims, weights, unknown_list, residual_list)
         ]
+        if hasattr(self.encoder, "severities"):  # the trained encoder's severity head
+            read = self.encoder.severities(raw)
+            for index, result in enumerate(results):
+                result.severities = {kind: float(values[index]) for kind, values in read.items()}
         if chosen is not None:
             self._note_choices(results, sims, chosen)
         if stops is not None:

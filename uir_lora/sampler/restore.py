@@ -166,7 +166,7 @@ def global_stage(image: torch.Tensor, composition: Composition) -> torch.Tensor:
     if not weighted:
         return image
     with torch.inference_mode():
-        return run_adapters(image, weighted).to(image.dtype)
+        return run_adapters(image, weighted, composition.dehaze_severity()).to(image.dtype)
 
 
 def interrupt_flag(flag: Callable[[], bool]) -> InterruptFn:
