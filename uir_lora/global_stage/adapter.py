@@ -52,7 +52,7 @@ three times (docs/engine.md, *The transmission floor*)."""
 SURE_TRANSMISSION = 0.2
 """The floor of a dehazing the router is sure of: dense haze needs a lower floor than 0.3, and the router's false
 haze reads on pale photos come with weights below ``SURE_WEIGHT``. He's 0.1 gained as much on the choosing sets
-and stretches twice as far (docs/engine.md, *A lower floor for a sure read*)."""
+and stretches twice as far (docs/engine.md, *A lower floor for a sure read of dense haze*)."""
 SURE_WEIGHT = (0.9, 1.0)
 """Dehazing weights over which the floor falls from ``MIN_TRANSMISSION`` to ``SURE_TRANSMISSION``."""
 DENSE_SEVERITY = (0.5, 0.7)
