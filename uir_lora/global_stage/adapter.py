@@ -311,15 +311,17 @@ def transmission_coefficients(image: torch.Tensor, params: GlobalParams) -> torc
     return torch.cat((box_blur(a, window), box_blur(b, window)), dim=1)
 
 
-def _ramp(value: torch.Tensor, ends: tuple[float, float]) -> torch.Tensor:
-    return ((value.float() - ends[0]) / (ends[1] - ends[0])).clamp(0.0, 1.0)
+def ramp(value: torch.Tensor, ends: Sequence[float]) -> torch.Tensor:
+    """0 up to ``ends[0]``, 1 from ``ends[1]``, linear between: how far a reading is into a rule's range."""
+    low, high = ends
+    return ((value.float() - low) / (high - low)).clamp(0.0, 1.0)
 
 
 def transmission_floor(weight: torch.Tensor, severity: torch.Tensor | None = None) -> torch.Tensor:
     """The least transmission a dehazing of weight ``weight`` [B,1] divides by: ``MIN_TRANSMISSION`` up to the
     first of ``SURE_WEIGHT``, ``SURE_TRANSMISSION`` from the second, linear between; with the haze ``severity``
     read [B,1], only as far down as a ramp over ``DENSE_SEVERITY`` allows (mild haze keeps the high floor)."""
-    share = _ramp(weight, SURE_WEIGHT) * (1.0 if severity is None else _ramp(severity, DENSE_SEVERITY))
+    share = ramp(weight, SURE_WEIGHT) * (1.0 if severity is None else ramp(severity, DENSE_SEVERITY))
     return MIN_TRANSMISSION - (MIN_TRANSMISSION - SURE_TRANSMISSION) * share
 
 

@@ -20,7 +20,7 @@ from kornia.geometry.transform import resize
 
 from ..bank.manifest import NORMALISATIONS, Manifest, decode_matrix, presence_logit, read_manifest
 from ..errors import TEMPERATURE_RANGE, BankError, InputError, check_int, check_range
-from ..global_stage.adapter import underexposure_stops
+from ..global_stage.adapter import ramp, underexposure_stops
 from .encoder import DegradationEncoder
 from .noise_model import ARBITER_REASONS, ARBITERS
 from .trained import CLEAN, make_encoder, with_constant
@@ -308,8 +308,7 @@ class Router:
 
     def exposure_ramp(self, stops: torch.Tensor) -> torch.Tensor:
         """[B] in [0, 1]: 0 up to the bank's ``exposure_stops[0]`` of under-exposure, 1 from ``exposure_stops[1]``."""
-        low, high = self.manifest.router.exposure_stops
-        return ((stops - low) / (high - low)).clamp(0.0, 1.0)
+        return ramp(stops, self.manifest.router.exposure_stops)
 
     def feature_scores(self, raw: torch.Tensor, whole: torch.Tensor | None = None,
                        exposure: torch.Tensor | None = None, doubt: bool = True) -> Scores:
@@ -339,9 +338,8 @@ class Router:
         """Presence logits [B, N] with each doubted kind's presence times 1 minus the ramp of the strongest presence
         among the kinds that put it in doubt (``RouterDefaults.doubted_beside``)."""
         out = similarities.clone()
-        for kind, others, (low, high) in self.doubts:
-            beside = torch.sigmoid(similarities[:, others]).amax(dim=1)
-            factor = 1.0 - ((beside - low) / (high - low)).clamp(0.0, 1.0)
+        for kind, others, ends in self.doubts:
+            factor = 1.0 - ramp(torch.sigmoid(similarities[:, others]).amax(dim=1), ends)
             out[:, kind] = scaled_presence_logit(similarities[:, kind], factor)
         return out
 
@@ -417,10 +415,10 @@ class Router:
             )
             for row_s, row_w, row_u, row_r in zip(sims, weights, unknown_list, residual_list)
         ]
-        if hasattr(self.encoder, "severities"):  # the trained encoder's severity head
-            read = self.encoder.severities(raw)
-            for index, result in enumerate(results):
-                result.severities = {kind: float(values[index]) for kind, values in read.items()}
+        severity_of = getattr(self.encoder, "severities", None)  # the trained encoder's severity head
+        if severity_of is not None:
+            for result, row in zip(results, torch.stack(list(severity_of(raw).values()), dim=-1).tolist()):
+                result.severities = dict(zip(self.encoder.kinds, row))
         if chosen is not None:
             self._note_choices(results, sims, chosen)
         if stops is not None:
