@@ -151,6 +151,32 @@ def test_a_bad_share_is_refused_before_any_work(tmp_path, flag, value, capsys):
     assert not list(tmp_path.iterdir())
 
 
+@pytest.mark.parametrize(("args", "message"), [
+    (["--mixture-share", "-0.1"], "--mixture-share must be in"),
+    (["--clean-share", "0.5", "--mixture-share", "0.6"], "beside --clean-share 0.5"),
+])
+def test_a_mixture_share_that_leaves_no_room_is_refused(tmp_path, args, message, capsys):
+    from uir_lora.lab.cli import main
+
+    code = main(["encoder", "train", "--out", str(tmp_path / "e.safetensors"), *args])
+    assert code != 0 and message in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())
+
+
+def test_the_mixture_share_sets_how_many_examples_carry_several_kinds():
+    from uir_lora.lab.router.train_encoder import DamageDataset, EncoderTrainConfig
+
+    groups = [[scene(s) for s in range(4)]]
+
+    def kinds_per_example(share: float) -> list[int]:
+        dataset = DamageDataset(groups, EncoderTrainConfig(crop=64, clean_share=0.0, mixture_share=share), 64, KINDS)
+        return [len(dataset.draw_kinds(torch.Generator().manual_seed(index))) for index in range(200)]
+
+    assert set(kinds_per_example(0.0)) == {1}
+    several = sum(count >= 2 for count in kinds_per_example(0.9))
+    assert 150 <= several <= 195  # about 90 % of 200, the rest single kinds
+
+
 def test_two_encoders_average_parameter_by_parameter(tiny_encoder, tmp_path):
     from uir_lora.errors import InputError
     from uir_lora.lab.router.train_encoder import EncoderTrainConfig, average_encoders, train_encoder

@@ -38,6 +38,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                                          "(default: the ImageNet base)")
     train.add_argument("--clean-share", type=float, default=defaults.clean_share,
                        help="share of the examples left undamaged")
+    train.add_argument("--mixture-share", type=float, default=defaults.mixture_share,
+                       help="share of the examples given 2-3 compatible kinds at once")
     train.add_argument("--wide-share", type=float, default=defaults.wide_share,
                        help="share of blur, low light and haze drawn from the wide synthesis profile's models")
     train.add_argument("--finish-share", type=float, default=defaults.finish_share,
@@ -70,6 +72,9 @@ def run_train(args: argparse.Namespace) -> int:
                          f"{args.steps}, {args.minutes}, {args.batch}, {args.crop}, {args.workers}")
     if not 0 <= args.clean_share < 1:
         raise InputError(f"--clean-share must be in [0, 1), got {args.clean_share}")
+    if not 0 <= args.mixture_share <= 1 - args.clean_share:
+        raise InputError(f"--mixture-share must be in [0, 1 - --clean-share], got {args.mixture_share} beside "
+                         f"--clean-share {args.clean_share}")
     for flag, share in (("--wide-share", args.wide_share), ("--finish-share", args.finish_share)):
         if not 0 <= share <= 1:
             raise InputError(f"{flag} must be in [0, 1], got {share}")
@@ -81,6 +86,7 @@ def run_train(args: argparse.Namespace) -> int:
                                 lr=args.lr, workers=args.workers, bf16=args.bf16, seed=args.seed,
                                 log_every=args.log_every, photo_dirs=[str(p) for p in args.photos],
                                 init=str(args.init or ""), clean_share=args.clean_share,
+                                mixture_share=args.mixture_share,
                                 wide_share=args.wide_share, finish_share=args.finish_share)
     train_encoder(config, args.out)
     return 0
