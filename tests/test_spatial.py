@@ -208,6 +208,63 @@ def test_a_regions_dehazing_takes_the_transmission_floor_of_its_maps_weight(rand
     assert (out - sure).abs().max() > 1e-2  # at weight 1 the floor is lower: a different image
 
 
+def test_a_regions_dehazing_takes_the_haze_severity_read_where_its_map_is(random_bank):
+    """A sure read of mild haze keeps the high floor in a region as in the whole image: the floor comes down only
+    as far as the severity the encoder read where the haze's map lies (weighted by the map)."""
+    adapter = GlobalAdapter(dehaze=True)
+    torch.nn.init.constant_(adapter.dehaze_head.bias, 20.0)
+    with_global_adapter(random_bank.root, "haze", adapter.eval())
+    bank = open_bank(random_bank.root)
+    scene = torch.nn.functional.interpolate(torch.rand(1, 3, 8, 8, generator=torch.Generator().manual_seed(0)),
+                                            size=128, mode="nearest")
+    transmission = torch.linspace(0.6, 0.1, 128).view(1, 1, 1, -1)
+    hazy = scene * transmission + 0.9 * (1 - transmission)
+    (regions,) = estimate_spatial(bank, hazy, window=64)
+    assert regions.severities == {}  # the random bank's encoder reads no severity: the weight alone decides
+    regions.maps = torch.zeros_like(regions.maps)
+    regions.maps[regions.names.index("haze")] = 1.0
+    with torch.inference_mode():
+        params = bank.global_adapter("haze")(thumbnail(hazy))
+        expected = {read: apply_global(hazy, dataclasses.replace(params, sureness=torch.tensor([[1.0]]),
+                                                                 severity=torch.tensor([[read]])))
+                    for read in (0.1, 0.9)}
+    grid = regions.weights.shape[1:]
+    outputs = {}
+    for read in (0.1, 0.9):
+        regions.severities = {"haze": torch.full(grid, read)}
+        outputs[read] = regional_global_stage(hazy, regions, lambda r: compose(bank, r))
+        torch.testing.assert_close(outputs[read], expected[read].clamp(0, 1), atol=1e-5, rtol=0)
+    assert (outputs[0.1] - outputs[0.9]).abs().max() > 1e-2  # dense haze: a lower floor, a different image
+    # the reading is averaged where the map lies: a dense read outside the map does not count
+    regions.severities = {"haze": torch.full(grid, 0.1)}
+    regions.severities["haze"][:, -1] = 0.9
+    regions.maps[regions.names.index("haze")] = 0.0
+    regions.maps[regions.names.index("haze"), :, :4] = 1.0
+    weight = regions.full_maps()[regions.names.index("haze")]
+    assert regions.severity_where("haze", weight) == pytest.approx(0.1, abs=1e-3)
+    assert regions.severity_where("noise", weight) is None
+
+
+def test_per_window_routing_reads_severities_as_the_whole_image_routing_does(photo):
+    """The shipped bank's encoder reads a severity for each kind it was trained on in every window, and a tile's
+    routing carries the mean of its windows (what its composition hands the global stage)."""
+    from uir_lora import pipeline
+
+    bank = pipeline.load_bank(pipeline.DEFAULT_BANK)
+    hazy = 0.5 * photo + 0.45
+    (regions,) = estimate_spatial(bank, hazy, window=64)
+    grid = regions.weights.shape[1:]
+    assert set(regions.severities) == set(bank.manifest.names) - {"clean"}
+    assert all(reading.shape == grid and 0 <= reading.min() and reading.max() <= 1
+               for reading in regions.severities.values())
+    height, width = hazy.shape[-2:]
+    whole = regions.region((0, height, 0, width))
+    assert whole.severities["haze"] == pytest.approx(float(regions.severities["haze"].mean()), abs=1e-6)
+    (one_window,) = estimate_spatial(bank, hazy[..., :64, :64], window=64)  # one window: the image routed whole
+    routed = pipeline.estimate(bank, hazy[..., :64, :64])[0]
+    assert float(one_window.severities["haze"][0, 0]) == pytest.approx(routed.severities["haze"], abs=1e-5)
+
+
 def test_a_weak_second_kind_gets_no_global_stage_in_any_region(haze_adapter_bank, photo):
     """The bank's do-no-harm rules hold per window: haze at a presence under the follower floor beside noise
     is left out of the tiles, and out of the global stage too."""

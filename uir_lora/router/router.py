@@ -286,6 +286,17 @@ class Router:
         """s_o = d·B and the unknown tests' inputs, from the encoder's pass over the crops (and the whole view)."""
         return self._scores(images)[0]
 
+    def scores_and_severities(self, images: torch.Tensor) -> tuple[Scores, torch.Tensor | None]:
+        """``scores`` and the encoder's severity reading of the same pass (``severity_reading``)."""
+        scores, raw, _, _ = self._scores(images)
+        return scores, self.severity_reading(raw)
+
+    def severity_reading(self, raw: torch.Tensor) -> torch.Tensor | None:
+        """[B, K]: the trained encoder's severity (0 mild .. 1 strong) of each kind it was trained on, in the order
+        of ``encoder.kinds``, from its raw features; None for an encoder without a severity head."""
+        severity_of = getattr(self.encoder, "severities", None)
+        return None if severity_of is None else torch.stack(list(severity_of(raw).values()), dim=-1)
+
     def _scores(self, images: torch.Tensor) -> tuple[Scores, torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
         """``scores`` with what they came from: the crops' features, the whole view's and the under-exposure."""
         raw, whole = self.encoder.features(images), self.whole_view_features(images)
@@ -415,9 +426,9 @@ class Router:
             )
             for row_s, row_w, row_u, row_r in zip(sims, weights, unknown_list, residual_list)
         ]
-        severity_of = getattr(self.encoder, "severities", None)  # the trained encoder's severity head
-        if severity_of is not None:
-            for result, row in zip(results, torch.stack(list(severity_of(raw).values()), dim=-1).tolist()):
+        severities = self.severity_reading(raw)
+        if severities is not None:
+            for result, row in zip(results, severities.tolist()):
                 result.severities = dict(zip(self.encoder.kinds, row))
         if chosen is not None:
             self._note_choices(results, sims, chosen)

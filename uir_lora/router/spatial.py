@@ -56,6 +56,9 @@ class RegionWeights:
     residuals: torch.Tensor | None = None
     """[rows, cols]: each window's residual outside the bank's known-kinds subspace (None: no such test)."""
     residual_threshold: float | None = None
+    severities: dict[str, torch.Tensor] = field(default_factory=dict)
+    """Each kind's severity reading (0 mild .. 1 strong) per window [rows, cols], for the kinds the trained encoder
+    reads; empty otherwise."""
     _sim_maps: torch.Tensor | None = field(default=None, init=False, repr=False)
 
     def full_maps(self) -> torch.Tensor:
@@ -82,7 +85,17 @@ class RegionWeights:
             unknown_threshold=self.unknown_threshold, notes=[f"per-region routing, box {box}"],
             unknown_similarity=self._mean_in(self.unknown_similarities, box), unknown_margin=self.unknown_margin,
             residual=self._mean_in(self.residuals, box), residual_threshold=self.residual_threshold,
+            severities={kind: self._mean_in(grid, box) for kind, grid in self.severities.items()},
         )
+
+    def severity_where(self, kind: str, weight: torch.Tensor) -> float | None:
+        """``kind``'s severity reading averaged over the image by ``weight`` [H, W] (where it is applied, and how
+        much), or None when the encoder reads none for it or the weight is nowhere."""
+        grid = self.severities.get(kind)
+        total = float(weight.sum())
+        if grid is None or total <= 0:
+            return None
+        return float((self.spread_full(grid[None])[0] * weight).sum()) / total
 
     def _mean_in(self, grid: torch.Tensor | None, box: tuple[int, int, int, int]) -> float | None:
         """Mean of a per-window grid over the windows that overlap ``box`` (None stays None)."""
@@ -191,10 +204,13 @@ def estimate_regions(
     ys, xs, stride = window_starts(height, width, window)
     win_h, win_w = min(window, height), min(window, width)
     crops = torch.cat([image[..., y : y + win_h, x : x + win_w] for y in ys for x in xs])
-    scored = [router.scores(crops[i : i + ENCODER_BATCH]) for i in range(0, crops.shape[0], ENCODER_BATCH)]
+    read = [router.scores_and_severities(crops[i : i + ENCODER_BATCH])
+            for i in range(0, crops.shape[0], ENCODER_BATCH)]
+    scored = [scores for scores, _ in read]
     sims = torch.cat([s.similarities for s in scored])
     unknown = None if router.unknown_embedding is None else torch.cat([s.unknown for s in scored])
     residual = None if router.subspace is None else torch.cat([s.residual for s in scored])
+    severities = None if read[0][1] is None else torch.cat([reading for _, reading in read])
     chosen = router.alternative_choice(image)  # a property of the whole photo's noise, not of a region
     chosen = None if chosen is None else chosen.expand(len(sims), -1)
     weights = router.weights(sims, top_k, temperature, normalisation, chosen)
@@ -209,6 +225,7 @@ def estimate_regions(
         unknown_similarities=None if unknown is None else unknown.reshape(grid),
         residuals=None if residual is None else residual.reshape(grid),
         residual_threshold=defaults.unknown_residual,
+        severities={} if severities is None else dict(zip(router.encoder.kinds, severities.T.reshape(-1, *grid))),
     )
 
 

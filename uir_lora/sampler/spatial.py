@@ -72,15 +72,18 @@ def regional_global_stage(image: torch.Tensor, region: RegionWeights, compose_fn
     whole photo; over a uniformly damaged image this is the whole-image stage at the map's weight."""
     out = image.float().clone()
     with torch.inference_mode():
-        for weight, adapter in global_stage_maps(region, compose_fn).values():
+        for name, (weight, adapter) in global_stage_maps(region, compose_fn).items():
             peak = float(weight.max())
             if peak < MIN_WEIGHT:
                 continue
             read_rows, read_cols = _box(weight >= 0.5 * peak)
             rows, cols = _box(weight >= MIN_WEIGHT)
             params = adapter(thumbnail(image[..., read_rows, read_cols]))
-            params = dataclasses.replace(params, sureness=torch.full_like(params.dehaze_weight, peak)) \
-                if params.dehaze_weight is not None else params  # the floor follows the map's weight, not 1
+            if params.dehaze_weight is not None:  # the floor follows the map's weight, not 1, and the haze read there
+                severity = region.severity_where(name, weight)
+                params = dataclasses.replace(
+                    params, sureness=torch.full_like(params.dehaze_weight, peak),
+                    severity=None if severity is None else torch.full_like(params.dehaze_weight, severity))
             source = image[..., rows, cols].float()
             out[..., rows, cols] += weight[rows, cols] * (apply_global(source, params) - source)
     return out.clamp(0, 1).to(image.dtype)
