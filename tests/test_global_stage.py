@@ -216,6 +216,10 @@ def test_the_router_reads_severities_and_the_composition_carries_them_to_the_haz
     routing = pipeline.estimate(bank, hazy)[0]
     assert set(routing.severities) == set(bank.manifest.names) - {"clean"}  # every kind the encoder was trained on
     assert all(0.0 <= value <= 1.0 for value in routing.severities.values())
+    # the estimator's table (CLI and node) shows each reading beside its kind, and none for clean
+    rows = {line.split()[0]: line.split() for line in routing.table().splitlines()[1:] if not line.startswith("note")}
+    assert routing.table().splitlines()[0].split() == ["LoRA", "similarity", "weight", "severity"]
+    assert float(rows["haze"][3]) == pytest.approx(routing.severities["haze"], abs=0.005) and rows["clean"][3] == "-"
     routed = pipeline.compose(bank, routing)
     manual = pipeline.compose(bank, manual={"haze": 1.0}, mode="manual")
     assert manual.severities == {} and manual.dehaze_severity() is None
