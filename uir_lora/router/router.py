@@ -91,14 +91,16 @@ class RoutingResult:
 
     def table(self) -> str:
         """A text table of similarities and weights, sorted by weight then similarity; with the trained encoder, also
-        how strong each kind it reads looks (its severity, 0 mild .. 1 strong; "-" for a kind it does not read)."""
+        how strong each kept kind looks (its severity, 0 mild .. 1 strong). "-": a kind left out (the severity head
+        learned only from damage that is there) or one the encoder does not read."""
         severity = bool(self.severities)
         lines = [f"{'LoRA':<16}{'similarity':>11}{'weight':>9}" + (f"{'severity':>10}" if severity else "")]
         order = sorted(self.similarities, key=lambda n: (-self.weights.get(n, 0.0), -self.similarities[n]))
         for name in order:
             row = f"{name:<16}{plain(self.similarities[name], 3):>11}{plain(self.weights.get(name, 0.0), 3):>9}"
             if severity:
-                row += f"{plain(self.severities[name], 2) if name in self.severities else '-':>10}"
+                read = name in self.severities and self.weights.get(name, 0.0) > 0
+                row += f"{plain(self.severities[name], 2) if read else '-':>10}"
             lines.append(row)
         if self.unknown:
             lines.append(f"unknown degradation: {self.unknown_reason}; no LoRA fits well")
