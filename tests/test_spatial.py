@@ -39,6 +39,7 @@ def brightness_router(random_bank, monkeypatch):
         return Scores(torch.stack([1 - mean, mean, torch.zeros_like(mean)], dim=1), None, None)  # noise, haze, jpeg
 
     monkeypatch.setattr(router, "scores", scores)
+    monkeypatch.setattr(router, "scores_and_severities", lambda crops: (scores(crops), None))  # the windows' pass
     assert router.names == ["noise", "haze", "jpeg"]
     return router
 
