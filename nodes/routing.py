@@ -59,7 +59,8 @@ class UIR_DegradationEstimator(io.ComfyNode):
             outputs=[Routing.Output(display_name="routing", tooltip="per-image LoRA weights for the Composer"),
                      io.Image.Output(display_name="chart",
                                      tooltip="the routing as a bar chart image, to save or preview elsewhere"),
-                     io.String.Output(display_name="table", tooltip="similarity and weight of every LoRA, as text")],
+                     io.String.Output(display_name="table", tooltip="similarity and weight of every LoRA, and the "
+                                                                    "severity of each kept kind, as text")],
             is_output_node=True,
         )
 
