@@ -50,6 +50,12 @@ WHOLE_VIEW_RANGE = (32, 1024)
 EXPOSURE_STOPS = (0.15, 0.45)
 """``router.exposure_stops`` by default: the under-exposure (in stops, global_stage.underexposure_stops) from which
 an exposure kind's presence starts to count, and from which it counts whole."""
+NIGHT_SKY_VOID = (0.85, 0.95)
+"""``router.night_sky_void`` by default: the share of black sky (router.night_sky.void_share) from which a photo starts
+to count as a night sky, and from which it counts whole."""
+NIGHT_SKY_POINTS = (0.6, 0.8)
+"""``router.night_sky_points`` by default: the level of the brightest points (router.night_sky.point_level) from which
+a black photo starts to count as a night sky rather than an under-exposed one, and from which it counts whole."""
 EXPOSURE_RANGE = (0.0, 5.0)
 """The stops that ``router.exposure_stops`` accepts, inclusive (the exposure anchor lifts by at most five)."""
 TRAINED_ENCODER = "da-efficientnet-lite0"
@@ -156,6 +162,15 @@ class RouterDefaults:
     off."""
     exposure_stops: list[float] = field(default_factory=lambda: list(EXPOSURE_STOPS))
     """[from, full]: the ramp's ends in stops."""
+    night_sky_kinds: list[str] = field(default_factory=list)
+    """Presence routers: kinds of damage that a night sky imitates (snow: the stars; low light: the black; colour cast:
+    a sky with no white to judge by): their presence is multiplied by 1 minus how far the photo is a night sky, a black
+    void with bright points of light (router.night_sky), the ramp of its black share between ``night_sky_void`` times
+    that of its points' level between ``night_sky_points``. Names not in the bank are ignored; empty: off."""
+    night_sky_void: list[float] = field(default_factory=lambda: list(NIGHT_SKY_VOID))
+    """[from, full]: the ramp's ends in share of black sky."""
+    night_sky_points: list[float] = field(default_factory=lambda: list(NIGHT_SKY_POINTS))
+    """[from, full]: the ramp's ends in level (0..1) of the brightest points."""
     doubted_beside: dict[str, dict[str, Any]] = field(default_factory=dict)
     """Presence routers: ``{kind: {"kinds": [...], "presence": [from, full]}}``, a kind whose reading other kinds'
     readings put in doubt: its presence is multiplied by 1 minus a ramp of the strongest of those kinds' presence,
@@ -221,13 +236,17 @@ class Manifest:
         if data["router"]["similarity"] == "cosine":  # the default: manifests written before it keep their bytes
             del data["router"]["similarity"]
         for optional in ("examples", "alternatives", "follower_floor", "masking_kinds", "confidence_floor",
-                         "whole_view_kinds", "doubt_temperature", "exposure_kinds", "doubted_beside"):
+                         "whole_view_kinds", "doubt_temperature", "exposure_kinds", "doubted_beside",
+                         "night_sky_kinds"):
             if not data["router"][optional]:  # empty: manifests written before them keep their bytes
                 del data["router"][optional]
         if data["router"]["whole_view_side"] == WHOLE_VIEW_SIDE:
             del data["router"]["whole_view_side"]
         if tuple(data["router"]["exposure_stops"]) == EXPOSURE_STOPS:
             del data["router"]["exposure_stops"]
+        for ends, default in (("night_sky_void", NIGHT_SKY_VOID), ("night_sky_points", NIGHT_SKY_POINTS)):
+            if tuple(data["router"][ends]) == default:
+                del data["router"][ends]
         return data
 
 
@@ -399,6 +418,12 @@ def _check_trained(encoder: EncoderSpec, router: RouterDefaults, where: str) -> 
     if not _is_ramp(stops, low, high):
         raise BankError(f"{where}: router.exposure_stops must be two numbers of stops in [{low}, {high}], the first "
                         f"below the second (default {list(EXPOSURE_STOPS)}), got {stops!r}")
+    if not isinstance(router.night_sky_kinds, list) or not all(isinstance(n, str) for n in router.night_sky_kinds):
+        raise BankError(f"{where}: router.night_sky_kinds must be a list of LoRA names, got {router.night_sky_kinds!r}")
+    for ends, default in (("night_sky_void", NIGHT_SKY_VOID), ("night_sky_points", NIGHT_SKY_POINTS)):
+        if not _is_ramp(getattr(router, ends), 0, 1):
+            raise BankError(f"{where}: router.{ends} must be two numbers in [0, 1], the first below the second "
+                            f"(default {list(default)}), got {getattr(router, ends)!r}")
     _check_doubts(router.doubted_beside, where)
 
 

@@ -22,6 +22,7 @@ from ..bank.manifest import NORMALISATIONS, Manifest, decode_matrix, presence_lo
 from ..errors import TEMPERATURE_RANGE, BankError, InputError, check_int, check_range
 from ..global_stage.adapter import ramp, underexposure_stops
 from .encoder import DegradationEncoder
+from .night_sky import night_sky_factors
 from .noise_model import ARBITER_REASONS, ARBITERS
 from .trained import CLEAN, make_encoder, with_constant
 
@@ -278,6 +279,9 @@ class Router:
         self.exposure_index = [self.names.index(n) for n in manifest.router.exposure_kinds
                                if n in self.names] if self.logit else []
         """The LoRAs whose presence the photo's under-exposure must confirm (``RouterDefaults.exposure_kinds``)."""
+        self.night_sky_index = [self.names.index(n) for n in manifest.router.night_sky_kinds
+                                if n in self.names] if self.logit else []
+        """The LoRAs that a night sky imitates (``RouterDefaults.night_sky_kinds``)."""
         rules = ((name, [self.names.index(n) for n in rule["kinds"] if n in self.names], rule["presence"])
                  for name, rule in manifest.router.doubted_beside.items())
         self.doubts = [(self.names.index(name), others, ramp) for name, others, ramp in rules
@@ -309,7 +313,15 @@ class Router:
         raw, whole = self.encoder.features(images), self.whole_view_features(images)
         stops = underexposure_stops(images) if self.exposure_index else None
         exposure = None if stops is None else self.exposure_ramp(stops)
-        return self.feature_scores(raw, whole, exposure), raw, whole, stops
+        return self.feature_scores(raw, whole, exposure, sky=self.night_sky(images)), raw, whole, stops
+
+    def night_sky(self, images: torch.Tensor) -> torch.Tensor | None:
+        """[B] in [0, 1]: how far each image is a night sky (router.night_sky), or None when the bank names no kind
+        that one imitates (``RouterDefaults.night_sky_kinds``)."""
+        if not self.night_sky_index:
+            return None
+        defaults = self.manifest.router
+        return night_sky_factors(images, defaults.night_sky_void, defaults.night_sky_points)
 
     def whole_view_features(self, images: torch.Tensor) -> torch.Tensor | None:
         """The encoder's features of the whole image downscaled to the bank's ``whole_view_side``, or None when
@@ -329,14 +341,16 @@ class Router:
         return ramp(stops, self.manifest.router.exposure_stops)
 
     def feature_scores(self, raw: torch.Tensor, whole: torch.Tensor | None = None,
-                       exposure: torch.Tensor | None = None, doubt: bool = True) -> Scores:
+                       exposure: torch.Tensor | None = None, doubt: bool = True,
+                       sky: torch.Tensor | None = None) -> Scores:
         """``scores`` of raw encoder features (cached features in evaluation need no encoder pass);
         d is the feature standardised by the bank's mean and std (the trained encoder's: as it is).
         A kind added later by `bank add` ranks by s_o minus its calibrated ``route_margin`` (0 for the others).
         ``whole``: features of the whole view (``whole_view_features``); the kinds it must confirm get the lower
         of the two s_o, so the small view can veto such a kind and never raise it. ``exposure``: the images'
         ``exposure_factors``; the exposure kinds' presence is multiplied by them (a logit of presence × factor).
-        ``doubt``: apply the bank's ``doubted_beside`` rules (``doubted``) last."""
+        ``doubt``: apply the bank's ``doubted_beside`` rules (``doubted``) last. ``sky``: the images' ``night_sky``;
+        the presence of the kinds a night sky imitates is multiplied by 1 minus it."""
         scores = self._feature_scores(raw)
         confirmed = scores.similarities
         if whole is not None and self.whole_view_index:
@@ -348,6 +362,10 @@ class Router:
             index = self.exposure_index
             confirmed = confirmed.clone()
             confirmed[:, index] = scaled_presence_logit(confirmed[:, index], exposure[:, None])
+        if sky is not None and self.night_sky_index:
+            index = self.night_sky_index
+            confirmed = confirmed.clone()
+            confirmed[:, index] = scaled_presence_logit(confirmed[:, index], 1.0 - sky[:, None])
         if doubt and self.doubts:
             confirmed = self.doubted(confirmed)
         return scores._replace(similarities=confirmed)
@@ -441,9 +459,12 @@ class Router:
             self._note_choices(results, sims, chosen)
         if stops is not None:
             self._note_exposure(results, self.feature_scores(raw, whole).similarities, sims, stops)
+        exposure = None if stops is None else self.exposure_ramp(stops)
+        if self.night_sky_index:
+            self._note_night_sky(results, self.feature_scores(raw, whole, exposure).similarities, sims)
         if self.doubts:
-            exposure = None if stops is None else self.exposure_ramp(stops)
-            self._note_doubts(results, self.feature_scores(raw, whole, exposure, doubt=False).similarities, sims)
+            self._note_doubts(results, self.feature_scores(raw, whole, exposure, doubt=False,
+                                                          sky=self.night_sky(images)).similarities, sims)
         if self.logit:
             merged = merge_alternatives(sims, self.alternatives, temperature, "sigmoid", chosen)
             for result, row in zip(results, torch.sigmoid(merged / temperature)):
@@ -470,6 +491,16 @@ class Router:
                     result.notes.append(
                         f"{self.names[index]} doubted: the encoder reads it ({presence:.2f}) but the highlights are "
                         f"only {under:.2f} stops under (full presence from {full:g})")
+
+    def _note_night_sky(self, results: list[RoutingResult], read: torch.Tensor, checked: torch.Tensor) -> None:
+        """Say so where the encoder read a kind that a night sky imitates, and the photo, a black sky with bright
+        points of light, took that reading away."""
+        for result, row_read, row_checked in zip(results, read, checked):
+            for index in self.night_sky_index:
+                if row_read[index] >= 0 > row_checked[index]:
+                    presence = float(torch.sigmoid(row_read[index]))
+                    result.notes.append(f"{self.names[index]} doubted: the encoder reads it ({presence:.2f}) but the "
+                                        "photo is a black sky with bright points of light (stars, not damage)")
 
     def _note_doubts(self, results: list[RoutingResult], read: torch.Tensor, doubted: torch.Tensor) -> None:
         """Say so where a kind read as present lost that reading to the kinds that put it in doubt."""
