@@ -147,18 +147,20 @@ def top1_change(before: Path, after: Path, raw: torch.Tensor, labels: torch.Tens
                 images: list[torch.Tensor] | None = None) -> dict:
     """Top-1 of the features ``raw`` of classes ``labels`` (indices of the shipped bank's names) with both banks'
     routers, and which of them the new kind takes. With the ``images`` themselves, each router also confirms the
-    kinds its bank confirms (the whole view, the exposure check), as `uir-lora estimate` does; without them, from
-    the crops' features alone (cached features)."""
+    kinds its bank confirms (the whole view, the exposure check, the night sky), as `uir-lora estimate` does; without
+    them, from the crops' features alone (cached features)."""
     old, new = Router.of_folder(before), Router.of_folder(after)
     names = old.names
-    whole = exposure = None
+    whole = exposure = sky = None
     if images is not None:  # both banks share the encoder and its settings: one pass serves both
         views = [old.whole_view_features(image) for image in images]
         whole = None if any(view is None for view in views) else torch.cat(views)
         factors = [old.exposure_factors(image) for image in images]
         exposure = None if any(factor is None for factor in factors) else torch.cat(factors)
-    first_old = old.feature_scores(raw, whole, exposure).similarities.argmax(dim=-1)
-    first_new = new.feature_scores(raw, whole, exposure).similarities.argmax(dim=-1)
+        skies = [old.night_sky(image) for image in images]
+        sky = None if any(factor is None for factor in skies) else torch.cat(skies)
+    first_old = old.feature_scores(raw, whole, exposure, sky=sky).similarities.argmax(dim=-1)
+    first_new = new.feature_scores(raw, whole, exposure, sky=sky).similarities.argmax(dim=-1)
     to_new = [new.names[i] == NAME for i in first_new.tolist()]
     stolen = {}
     for label, went in zip(labels.tolist(), to_new):

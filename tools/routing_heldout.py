@@ -33,7 +33,7 @@ SEVERITIES = (0.2, 0.5, 0.8)
 def ranked(router: Router, image: torch.Tensor, raw: torch.Tensor, whole: torch.Tensor | None) -> list[str]:
     """The kinds the bank's router keeps for ``image``, strongest first (``clean`` when it keeps none)."""
     defaults = router.manifest.router
-    scores = router.feature_scores(raw, whole, router.exposure_factors(image))
+    scores = router.feature_scores(raw, whole, router.exposure_factors(image), sky=router.night_sky(image))
     weights = router.weights(scores.similarities, defaults.top_k, defaults.temperature, defaults.normalisation,
                              router.alternative_choice(image))[0]
     kept = sorted((float(w), name) for name, w in zip(router.names, weights) if w > 0)

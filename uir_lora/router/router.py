@@ -299,7 +299,7 @@ class Router:
 
     def scores_and_severities(self, images: torch.Tensor) -> tuple[Scores, torch.Tensor | None]:
         """``scores`` and the encoder's severity reading of the same pass (``severity_reading``)."""
-        scores, raw, _, _ = self._scores(images)
+        scores, raw, *_ = self._scores(images)
         return scores, self.severity_reading(raw)
 
     def severity_reading(self, raw: torch.Tensor) -> torch.Tensor | None:
@@ -308,12 +308,15 @@ class Router:
         severity_of = getattr(self.encoder, "severities", None)
         return None if severity_of is None else torch.stack(list(severity_of(raw).values()), dim=-1)
 
-    def _scores(self, images: torch.Tensor) -> tuple[Scores, torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
-        """``scores`` with what they came from: the crops' features, the whole view's and the under-exposure."""
+    def _scores(self, images: torch.Tensor) -> tuple[Scores, torch.Tensor, torch.Tensor | None, torch.Tensor | None,
+                                                     torch.Tensor | None]:
+        """``scores`` with what they came from: the crops' features, the whole view's, the under-exposure and how
+        far the images are a night sky."""
         raw, whole = self.encoder.features(images), self.whole_view_features(images)
         stops = underexposure_stops(images) if self.exposure_index else None
         exposure = None if stops is None else self.exposure_ramp(stops)
-        return self.feature_scores(raw, whole, exposure, sky=self.night_sky(images)), raw, whole, stops
+        sky = self.night_sky(images)
+        return self.feature_scores(raw, whole, exposure, sky=sky), raw, whole, stops, sky
 
     def night_sky(self, images: torch.Tensor) -> torch.Tensor | None:
         """[B] in [0, 1]: how far each image is a night sky (router.night_sky), or None when the bank names no kind
@@ -435,7 +438,7 @@ class Router:
         normalisation = normalisation or defaults.normalisation
         if images.ndim != 4 or images.shape[1] != 3:
             raise InputError(f"router expects images [B,3,H,W], got {tuple(images.shape)}")
-        (sims, unknown, residual), raw, whole, stops = self._scores(images)
+        (sims, unknown, residual), raw, whole, stops, sky = self._scores(images)
         chosen = self.alternative_choice(images)
         weights = self.weights(sims, top_k, temperature, normalisation, chosen)
         unknown_list = [None] * len(sims) if unknown is None else unknown.tolist()
@@ -463,8 +466,8 @@ class Router:
         if self.night_sky_index:
             self._note_night_sky(results, self.feature_scores(raw, whole, exposure).similarities, sims)
         if self.doubts:
-            self._note_doubts(results, self.feature_scores(raw, whole, exposure, doubt=False,
-                                                          sky=self.night_sky(images)).similarities, sims)
+            self._note_doubts(results, self.feature_scores(raw, whole, exposure, doubt=False, sky=sky).similarities,
+                              sims)
         if self.logit:
             merged = merge_alternatives(sims, self.alternatives, temperature, "sigmoid", chosen)
             for result, row in zip(results, torch.sigmoid(merged / temperature)):
