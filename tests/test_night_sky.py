@@ -57,6 +57,20 @@ def test_the_rule_lowers_only_its_kinds_and_says_so(bank_with, sky):
     result = router.route(sky)[0]
     assert "low_light" not in result.weights
     assert any(note.startswith("low_light doubted") and "black sky with bright points" in note for note in result.notes)
+    assert not any("stops under" in note for note in result.notes), "the exposure check took nothing away here"
+
+
+def test_a_kind_that_both_checks_take_away_gets_both_notes(bank_with, photo_256):
+    router = Router.of_folder(bank_with("bank", night_sky_kinds=KINDS))
+    dim = photo_256 * 0.05
+    dim[..., :32, :32] = 1.0  # a black room with a lit window: its highlights are not under-exposed, and it is as
+    # black as a night sky with a bright point
+    assert router.night_sky(dim).item() == 1.0 and router.exposure_factors(dim).item() == 0.0
+    read = router.feature_scores(router.encoder.features(dim)).similarities[0, router.names.index("low_light")]
+    assert read > 0, "the encoder must read the dark room as low light for this test to mean anything"
+    notes = [note for note in router.route(dim)[0].notes if note.startswith("low_light doubted")]
+    assert len(notes) == 2
+    assert any("stops under" in note for note in notes) and any("black sky" in note for note in notes)
 
 
 def test_the_shipped_bank_leaves_a_clear_night_sky_alone(sky):

@@ -460,11 +460,14 @@ class Router:
                 result.severities = dict(zip(self.encoder.kinds, row))
         if chosen is not None:
             self._note_choices(results, sims, chosen)
-        if stops is not None:
-            self._note_exposure(results, self.feature_scores(raw, whole).similarities, sims, stops)
         exposure = None if stops is None else self.exposure_ramp(stops)
+        # each note compares the encoder's reading with that check alone: a kind that two checks take away gets
+        # both notes, and one that a check left is never put down to it
+        unchecked = self.feature_scores(raw, whole).similarities
+        if stops is not None:
+            self._note_exposure(results, unchecked, self.feature_scores(raw, whole, exposure).similarities, stops)
         if self.night_sky_index:
-            self._note_night_sky(results, self.feature_scores(raw, whole, exposure).similarities, sims)
+            self._note_night_sky(results, unchecked, self.feature_scores(raw, whole, sky=sky).similarities)
         if self.doubts:
             self._note_doubts(results, self.feature_scores(raw, whole, exposure, doubt=False, sky=sky).similarities,
                               sims)
