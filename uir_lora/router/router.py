@@ -9,7 +9,7 @@ calibrated probability that the damage is there.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
@@ -361,14 +361,12 @@ class Router:
             confirmed = confirmed.clone()
             confirmed[:, index] = torch.minimum(confirmed[:, index],
                                                 self._feature_scores(whole).similarities[:, index])
-        if exposure is not None and self.exposure_index:
-            index = self.exposure_index
-            confirmed = confirmed.clone()
-            confirmed[:, index] = scaled_presence_logit(confirmed[:, index], exposure[:, None])
-        if sky is not None and self.night_sky_index:
-            index = self.night_sky_index
-            confirmed = confirmed.clone()
-            confirmed[:, index] = scaled_presence_logit(confirmed[:, index], 1.0 - sky[:, None])
+        # checks of the photo itself: each scales its kinds' presence by a factor per image
+        night = None if sky is None else 1.0 - sky
+        for index, factor in ((self.exposure_index, exposure), (self.night_sky_index, night)):
+            if factor is not None and index:
+                confirmed = confirmed.clone()
+                confirmed[:, index] = scaled_presence_logit(confirmed[:, index], factor[:, None])
         if doubt and self.doubts:
             confirmed = self.doubted(confirmed)
         return scores._replace(similarities=confirmed)
@@ -465,9 +463,14 @@ class Router:
         # both notes, and one that a check left is never put down to it
         unchecked = self.feature_scores(raw, whole).similarities
         if stops is not None:
-            self._note_exposure(results, unchecked, self.feature_scores(raw, whole, exposure).similarities, stops)
+            full = self.manifest.router.exposure_stops[1]
+            self._note_taken(results, unchecked, self.feature_scores(raw, whole, exposure).similarities,
+                             self.exposure_index, lambda image: f"the highlights are only {float(stops[image]):.2f} "
+                                                                f"stops under (full presence from {full:g})")
         if self.night_sky_index:
-            self._note_night_sky(results, unchecked, self.feature_scores(raw, whole, sky=sky).similarities)
+            self._note_taken(results, unchecked, self.feature_scores(raw, whole, sky=sky).similarities,
+                             self.night_sky_index,
+                             lambda image: "the photo is a black sky with bright points of light (stars, not damage)")
         if self.doubts:
             self._note_doubts(results, self.feature_scores(raw, whole, exposure, doubt=False, sky=sky).similarities,
                               sims)
@@ -486,27 +489,16 @@ class Router:
                     result.notes.append(f"{self.names[group[pick]]} rather than {strongest}: "
                                         f"{ARBITER_REASONS.get(self.names[group[pick]], 'measured on the image')}")
 
-    def _note_exposure(self, results: list[RoutingResult], read: torch.Tensor, checked: torch.Tensor,
-                       stops: torch.Tensor) -> None:
-        """Say so where the encoder read an exposure kind as present but the photo's highlights did not confirm it."""
-        full = self.manifest.router.exposure_stops[1]
-        for result, row_read, row_checked, under in zip(results, read, checked, stops.tolist()):
-            for index in self.exposure_index:
+    def _note_taken(self, results: list[RoutingResult], read: torch.Tensor, checked: torch.Tensor,
+                    indices: list[int], because: Callable[[int], str]) -> None:
+        """Say so where the encoder read one of ``indices`` as present (``read``) and a check of the photo took that
+        reading away (``checked``); ``because(image)`` says why."""
+        for image, (result, row_read, row_checked) in enumerate(zip(results, read, checked)):
+            for index in indices:
                 if row_read[index] >= 0 > row_checked[index]:
                     presence = float(torch.sigmoid(row_read[index]))
-                    result.notes.append(
-                        f"{self.names[index]} doubted: the encoder reads it ({presence:.2f}) but the highlights are "
-                        f"only {under:.2f} stops under (full presence from {full:g})")
-
-    def _note_night_sky(self, results: list[RoutingResult], read: torch.Tensor, checked: torch.Tensor) -> None:
-        """Say so where the encoder read a kind that a night sky imitates, and the photo, a black sky with bright
-        points of light, took that reading away."""
-        for result, row_read, row_checked in zip(results, read, checked):
-            for index in self.night_sky_index:
-                if row_read[index] >= 0 > row_checked[index]:
-                    presence = float(torch.sigmoid(row_read[index]))
-                    result.notes.append(f"{self.names[index]} doubted: the encoder reads it ({presence:.2f}) but the "
-                                        "photo is a black sky with bright points of light (stars, not damage)")
+                    result.notes.append(f"{self.names[index]} doubted: the encoder reads it ({presence:.2f}) but "
+                                        f"{because(image)}")
 
     def _note_doubts(self, results: list[RoutingResult], read: torch.Tensor, doubted: torch.Tensor) -> None:
         """Say so where a kind read as present lost that reading to the kinds that put it in doubt."""
