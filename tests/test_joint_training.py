@@ -19,6 +19,7 @@ from uir_lora.lab.train.joint import (
     activate,
     all_pairs,
     blended_conditioning,
+    degrade_case,
     draw_case,
     photo_crops,
     train_bank,
@@ -133,6 +134,18 @@ def test_a_mixture_share_of_zero_draws_single_kinds_only() -> None:
     cfg = JointConfig(train_kinds=("motion_blur",), mixture_share=0.0)
     rng = random.Random(0)
     assert {draw_case(rng, cfg) for _ in range(500)} == {("motion_blur",)}
+
+
+def test_standard_solo_synthesis_damages_one_kind_as_the_single_kind_trainer_does() -> None:
+    from uir_lora.degrade import degrade
+
+    clean = torch.rand(2, 3, 48, 48, generator=torch.Generator().manual_seed(0))
+    standard = degrade_case(clean, ("jpeg",), torch.Generator().manual_seed(3), "standard")
+    assert torch.equal(standard, degrade(clean, ["jpeg"], generator=torch.Generator().manual_seed(3)))
+    assert not torch.equal(standard, degrade_case(clean, ("jpeg",), torch.Generator().manual_seed(3)))
+    pair = ("noise", "jpeg")  # mixtures keep the two training implementations
+    assert torch.equal(degrade_case(clean, pair, torch.Generator().manual_seed(5), "standard"),
+                       degrade_case(clean, pair, torch.Generator().manual_seed(5)))
 
 
 def test_a_mixture_share_outside_0_1_is_refused_before_any_work(tmp_path, capsys) -> None:

@@ -42,6 +42,7 @@ from .trainer import CLEAN, TrainConfig, next_lr, optimise
 
 IMPLEMENTATIONS = ("wide", "alt")
 """The two independent syntheses that feed training: degrade's wide profile and degrade_alt."""
+SOLO_SYNTHESES = ("wide-alt", "standard")
 
 
 @dataclass
@@ -65,6 +66,10 @@ class JointConfig(TrainConfig):
     train_kinds: tuple[str, ...] = ()
     """Only these LoRAs learn (the others are frozen at their ``init``); every batch holds one of these kinds,
     alone or beside another kind of ``kinds``. Empty: every LoRA learns, the clean one included."""
+    solo_synthesis: str = "wide-alt"
+    """How a batch of one kind is damaged: "wide-alt" (either training implementation, as mixtures are) or
+    "standard" (the single-kind trainer's synthesis, ``degrade`` without its camera finish), so a LoRA retrained
+    in composition keeps what it learned alone."""
 
 
 def all_pairs(kinds: Sequence[str]) -> list[tuple[str, str]]:
@@ -108,11 +113,15 @@ def photo_crops(photos: Sequence[np.ndarray], count: int, side: int, rng: np.ran
     return torch.stack(crops)
 
 
-def degrade_case(clean: torch.Tensor, case: Sequence[str], gen: torch.Generator) -> torch.Tensor:
-    """Each image by one of the two implementations, chosen per image."""
+def degrade_case(clean: torch.Tensor, case: Sequence[str], gen: torch.Generator,
+                 solo_synthesis: str = "wide-alt") -> torch.Tensor:
+    """Each image by one of the two implementations, chosen per image; one kind by the standard synthesis when
+    ``solo_synthesis`` is "standard"."""
     if tuple(case) == (CLEAN,):
         # Undamaged photos still carry a camera's faint noise and compression sometimes.
         return degrade(clean, [], generator=gen, profile="wide")
+    if len(case) == 1 and solo_synthesis == "standard":
+        return degrade(clean, list(case), generator=gen)
     out = []
     for image in clean.split(1):
         use_alt = bool(torch.rand((1,), generator=gen) < 0.5)
@@ -186,7 +195,7 @@ def train_bank(backbone: Backbone, photos: Sequence[np.ndarray], cfg: JointConfi
             damaged = degrade_case(clean, (other,), gen)
             target = damaged
         else:
-            damaged = degrade_case(clean, case, gen)
+            damaged = degrade_case(clean, case, gen, cfg.solo_synthesis)
             target = damaged if case == (CLEAN,) else clean
         damaged = through_global_stage(damaged, case, global_stage)
         activate(backbone, case)
@@ -304,6 +313,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--multiscale", type=int, default=0, help="coarsest pyramid side (0: flat)")
     parser.add_argument("--mixture-share", type=float, default=JointConfig.mixture_share,
                         help="share of batches that hold two kinds at once (default %(default)s)")
+    parser.add_argument("--solo-synthesis", choices=SOLO_SYNTHESES, default=JointConfig.solo_synthesis,
+                        help="how a batch of one kind is damaged: as mixtures are (wide-alt) or by the single-kind "
+                        "trainer's standard synthesis, so a LoRA retrained in composition keeps what it learned alone")
     parser.add_argument("--no-bf16", action="store_true")
     parser.add_argument("--eval-images", type=int, default=9)
     parser.add_argument("--seed", type=int, default=0)
@@ -334,7 +346,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         init = {name: state for name, state in init.items() if name not in args.train_kinds}
     cfg = JointConfig(steps=args.steps, minutes=args.minutes, batch=args.batch, crop=args.crop, lr=args.lr,
                       multiscale_coarsest=args.multiscale, bf16=not args.no_bf16, seed=args.seed,
-                      train_kinds=tuple(args.train_kinds), mixture_share=args.mixture_share)
+                      train_kinds=tuple(args.train_kinds), mixture_share=args.mixture_share,
+                      solo_synthesis=args.solo_synthesis)
     if cfg.train_kinds and not init:
         parser.error("--train-kinds keeps the other LoRAs as they are: give the bank they come from with --init")
     global_stage = load_global_stage(args.global_stage) if args.global_stage else {}
@@ -361,7 +374,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         write_manifest(manifest, args.out)
     provenance = {"recipe": "joint", "steps": stats["steps"], "seconds": stats["seconds"], "batch": cfg.batch,
                   "crop": cfg.crop, "multiscale_coarsest": cfg.multiscale_coarsest, "photos": len(photos),
-                  "implementations": list(IMPLEMENTATIONS), "init": str(args.init) if args.init else None,
+                  "implementations": list(IMPLEMENTATIONS),
+                  "solo_synthesis": cfg.solo_synthesis, "init": str(args.init) if args.init else None,
                   "command": " ".join(["python -m uir_lora.lab.train.joint", *(argv or sys.argv[1:])])}
     for name in (*KINDS, CLEAN):
         old = init_manifest.lora(name) if init_manifest and name in init_manifest.names else None
