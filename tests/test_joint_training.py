@@ -146,6 +146,8 @@ def test_standard_solo_synthesis_damages_one_kind_as_the_single_kind_trainer_doe
     pair = ("noise", "jpeg")  # mixtures keep the two training implementations
     assert torch.equal(degrade_case(clean, pair, torch.Generator().manual_seed(5), "standard"),
                        degrade_case(clean, pair, torch.Generator().manual_seed(5)))
+    with pytest.raises(ValueError, match="solo_synthesis must be one of"):
+        degrade_case(clean, ("jpeg",), torch.Generator(), "alt")
 
 
 def test_a_mixture_share_outside_0_1_is_refused_before_any_work(tmp_path, capsys) -> None:

@@ -68,8 +68,8 @@ class JointConfig(TrainConfig):
     alone or beside another kind of ``kinds``. Empty: every LoRA learns, the clean one included."""
     solo_synthesis: str = "wide-alt"
     """How a batch of one kind is damaged: "wide-alt" (either training implementation, as mixtures are) or
-    "standard" (the single-kind trainer's synthesis, ``degrade`` without its camera finish), so a LoRA retrained
-    in composition keeps what it learned alone."""
+    "standard" (the single-kind trainer's synthesis, ``degrade``'s standard profile), so a LoRA retrained in
+    composition keeps what it learned alone."""
 
 
 def all_pairs(kinds: Sequence[str]) -> list[tuple[str, str]]:
@@ -117,6 +117,8 @@ def degrade_case(clean: torch.Tensor, case: Sequence[str], gen: torch.Generator,
                  solo_synthesis: str = "wide-alt") -> torch.Tensor:
     """Each image by one of the two implementations, chosen per image; one kind by the standard synthesis when
     ``solo_synthesis`` is "standard"."""
+    if solo_synthesis not in SOLO_SYNTHESES:
+        raise ValueError(f"solo_synthesis must be one of {SOLO_SYNTHESES}, got {solo_synthesis!r}")
     if tuple(case) == (CLEAN,):
         # Undamaged photos still carry a camera's faint noise and compression sometimes.
         return degrade(clean, [], generator=gen, profile="wide")
