@@ -27,6 +27,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -143,6 +144,12 @@ def existing_kinds(before: Path, after: Path, set_name: str, photos: list[torch.
     return top1_change(before, after, raw, labels)
 
 
+def per_image(check: Callable[[torch.Tensor], torch.Tensor | None], images: list[torch.Tensor]) -> torch.Tensor | None:
+    """A router's check of the photo run on each image (of any size) and joined; None when it gives none."""
+    parts = [check(image) for image in images]
+    return None if any(part is None for part in parts) else torch.cat(parts)
+
+
 def top1_change(before: Path, after: Path, raw: torch.Tensor, labels: torch.Tensor,
                 images: list[torch.Tensor] | None = None) -> dict:
     """Top-1 of the features ``raw`` of classes ``labels`` (indices of the shipped bank's names) with both banks'
@@ -153,12 +160,8 @@ def top1_change(before: Path, after: Path, raw: torch.Tensor, labels: torch.Tens
     names = old.names
     whole = exposure = sky = None
     if images is not None:  # both banks share the encoder and its settings: one pass serves both
-        views = [old.whole_view_features(image) for image in images]
-        whole = None if any(view is None for view in views) else torch.cat(views)
-        factors = [old.exposure_factors(image) for image in images]
-        exposure = None if any(factor is None for factor in factors) else torch.cat(factors)
-        skies = [old.night_sky(image) for image in images]
-        sky = None if any(factor is None for factor in skies) else torch.cat(skies)
+        whole, exposure, sky = (per_image(check, images)
+                                for check in (old.whole_view_features, old.exposure_factors, old.night_sky))
     first_old = old.feature_scores(raw, whole, exposure, sky=sky).similarities.argmax(dim=-1)
     first_new = new.feature_scores(raw, whole, exposure, sky=sky).similarities.argmax(dim=-1)
     to_new = [new.names[i] == NAME for i in first_new.tolist()]
