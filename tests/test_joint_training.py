@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import warnings
 
 import numpy as np
 import pytest
@@ -69,6 +70,15 @@ def test_photo_crops_are_random_squares_in_range() -> None:
     photos = [np.full((300, 200, 3), 10 * i, np.uint8) for i in range(3)]
     crops = photo_crops(photos, 5, 64, np.random.default_rng(0))
     assert crops.shape == (5, 3, 64, 64) and 0.0 <= float(crops.min()) and float(crops.max()) <= 1.0
+
+
+def test_photo_crops_of_resized_photos_own_their_memory() -> None:
+    # A full-width crop of a resized photo is a view of PIL's read-only buffer; torch warns when it shares one.
+    photos = [np.random.default_rng(1).integers(0, 255, (200, 49, 3), dtype=np.uint8)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        crops = photo_crops(photos, 8, 48, np.random.default_rng(0))
+    assert crops.shape == (8, 3, 48, 48)
 
 
 def test_training_composition_is_the_inference_composition(tmp_path) -> None:

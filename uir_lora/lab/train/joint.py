@@ -106,7 +106,8 @@ def photo_crops(photos: Sequence[np.ndarray], count: int, side: int, rng: np.ran
             photo_scaled = photo
         top = int(rng.integers(photo_scaled.shape[0] - side + 1))
         left = int(rng.integers(photo_scaled.shape[1] - side + 1))
-        crop = torch.from_numpy(np.ascontiguousarray(photo_scaled[top:top + side, left:left + side]))
+        # A copy: a resized photo's array is PIL's read-only buffer, which torch warns about sharing.
+        crop = torch.from_numpy(np.array(photo_scaled[top:top + side, left:left + side]))
         crop = crop.permute(2, 0, 1).float().div(255.0)
         crop = torch.rot90(crop, int(rng.integers(4)), (1, 2))
         crops.append(crop.flip(-1) if rng.random() < 0.5 else crop)
