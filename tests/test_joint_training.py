@@ -167,3 +167,14 @@ def test_a_mixture_share_outside_0_1_is_refused_before_any_work(tmp_path, capsys
         main(["--out", str(tmp_path / "bank"), "--mixture-share", "1.5"])
     assert "--mixture-share must be a share in [0, 1], got 1.5" in capsys.readouterr().err
     assert not (tmp_path / "bank").exists()
+
+
+def test_the_joint_trainer_trains_in_float32_unless_asked_for_bf16() -> None:
+    from uir_lora.lab.train.joint import build_parser
+
+    def bf16(*flags: str) -> bool:
+        args = build_parser().parse_args(["--out", "x", *flags])
+        return args.bf16 and not args.no_bf16
+
+    assert not JointConfig().bf16
+    assert (bf16(), bf16("--no-bf16"), bf16("--bf16")) == (False, False, True)

@@ -33,9 +33,11 @@ for kind in "${KINDS[@]}"; do  # one thread each, side by side
 done
 wait
 rm -rf "$RUNS/bank"
-# noise level: a brightened dark photo carries amplified sensor noise, a dehazed one some; a colour cast none
+# noise level: a brightened dark photo carries amplified sensor noise, a dehazed one some; a colour cast none.
+# --bf16: the shipped global-stage LoRAs were trained so (their corrections are large beside bf16's rounding);
+# the joint trainer itself defaults to float32.
 python -m uir_lora.lab.train.joint --out "$RUNS/bank" --init "$BANK" --photos "$PHOTOS" --minutes "$LORA_MINUTES" \
   --batch 8 --crop 128 --global-stage "$RUNS/adapters" --train-kinds "${KINDS[@]}" --from-scratch \
-  --sigma low_light=15 haze=5 > "$RUNS/joint.log" 2>&1
+  --sigma low_light=15 haze=5 --bf16 > "$RUNS/joint.log" 2>&1
 python tools/adopt_loras.py "$RUNS/bank" "$BANK" "${KINDS[@]}" --force
 python tools/validate_bank.py "$BANK" "${KINDS[@]}"   # the fixed validation split, through the global stage
