@@ -51,8 +51,8 @@ class JointConfig(TrainConfig):
     crop: int = 256
     lr: float = 5e-4
     bf16: bool = False
-    """bf16 autocast: FFDNet under it loses about 1 dB on mild damage, and a LoRA trained so learns that
-    rounding instead of the damage (docs/training.md), so float32 unless asked."""
+    """bf16 autocast: a LoRA trained under it learns to correct bf16's rounding of FFDNet instead of the damage,
+    and then hurts in float32 inference (docs/training.md), so float32 unless asked."""
     log_every: int = 25
     rank: int = 16
     mixture_share: float = 0.4
