@@ -173,8 +173,7 @@ def test_the_joint_trainer_trains_in_float32_unless_asked_for_bf16() -> None:
     from uir_lora.lab.train.joint import build_parser
 
     def bf16(*flags: str) -> bool:
-        args = build_parser().parse_args(["--out", "x", *flags])
-        return args.bf16 and not args.no_bf16
+        return build_parser().parse_args(["--out", "x", *flags]).bf16
 
     assert not JointConfig().bf16
     assert (bf16(), bf16("--no-bf16"), bf16("--bf16")) == (False, False, True)

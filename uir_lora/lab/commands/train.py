@@ -73,9 +73,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--loss", choices=("l1", "mse"), default="l1", help="l1 (default) or mse: mse learns partial "
                    "corrections where the degradation is uncertain (raindrops), which PSNR rewards and l1 does not")
     p.add_argument("--threads", type=int, default=1, help="torch threads per process (default 1)")
-    p.add_argument("--bf16", action="store_true", help="bf16 autocast (faster; see docs/training.md): "
-                   "an FFDNet LoRA trained under bf16 learns bf16's errors and then hurts in float32")
-    p.add_argument("--no-bf16", action="store_true", help="float32 (the default; a command line may say so)")
+    p.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=False,
+                   help="bf16 autocast (faster; float32 by default; see docs/training.md): an FFDNet LoRA trained "
+                   "under bf16 learns bf16's errors and then hurts in float32")
     p.add_argument("--backbone", default="embedded-ffdnet", help=f"backbone family ({', '.join(FAMILIES)})")
     p.add_argument("--backbone-path", type=Path, help="sd-turbo: sd_turbo.safetensors or a diffusers folder; "
                    "spandrel: a model file (e.g. models/upscale_models/*.safetensors)")
@@ -290,7 +290,7 @@ def run_train(args: argparse.Namespace) -> int:
         say(f"{name}: fixed sigma {sigma * 255:.0f}/255 (base PSNR by sigma: "
             f"{ {k: round(v, 2) for k, v in sigma_scores.items()} })")
     cfg = trainer.TrainConfig(steps=args.steps, minutes=args.minutes, batch=args.batch, crop=args.crop, lr=args.lr,
-                              seed=args.seed, bf16=args.bf16 and not args.no_bf16, loss=args.loss)
+                              seed=args.seed, bf16=args.bf16, loss=args.loss)
     alpha, targets = (resumed.alpha, list(resumed.target_modules)) if resumed else (
         float(args.rank), list(backbone.default_lora_targets))
     if args.full_finetune:

@@ -314,9 +314,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--solo-synthesis", choices=SOLO_SYNTHESES, default=JointConfig.solo_synthesis,
                         help="how a batch of one kind is damaged: as mixtures are (wide-alt) or by the single-kind "
                         "trainer's standard synthesis, so a LoRA retrained in composition keeps what it learned alone")
-    parser.add_argument("--bf16", action="store_true", help="bf16 autocast (faster where the CPU has bfloat16 "
-                        "instructions): an FFDNet LoRA trained under it learns bf16's rounding, then hurts in float32")
-    parser.add_argument("--no-bf16", action="store_true", help="float32 (the default; a command line may say so)")
+    parser.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=False,
+                        help="bf16 autocast (faster where the CPU has bfloat16 instructions; float32 by default): an "
+                        "FFDNet LoRA trained under it learns bf16's rounding, then hurts in float32")
     parser.add_argument("--eval-images", type=int, default=9)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--global-stage", type=Path, help="a folder of trained global adapters, KIND.safetensors "
@@ -357,7 +357,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if init and args.from_scratch:
         init = {name: state for name, state in init.items() if name not in args.train_kinds}
     cfg = JointConfig(steps=args.steps, minutes=args.minutes, batch=args.batch, crop=args.crop, lr=args.lr,
-                      multiscale_coarsest=args.multiscale, bf16=args.bf16 and not args.no_bf16, seed=args.seed,
+                      multiscale_coarsest=args.multiscale, bf16=args.bf16, seed=args.seed,
                       train_kinds=tuple(args.train_kinds), mixture_share=args.mixture_share,
                       solo_synthesis=args.solo_synthesis)
     if cfg.train_kinds and not init:
