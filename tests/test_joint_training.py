@@ -177,3 +177,30 @@ def test_the_joint_trainer_trains_in_float32_unless_asked_for_bf16() -> None:
 
     assert not JointConfig().bf16
     assert (bf16(), bf16("--no-bf16"), bf16("--bf16")) == (False, False, True)
+
+
+def test_the_third_synthesis_damages_its_share_of_precipitation_and_nothing_else() -> None:
+    from uir_lora.lab.train.joint import with_precipitation
+
+    clean = torch.rand(3, 3, 48, 48, generator=torch.Generator().manual_seed(0))
+    # Off by default: the training stream of earlier runs is unchanged.
+    assert torch.equal(degrade_case(clean, ("rain",), torch.Generator().manual_seed(4), "standard"),
+                       degrade_case(clean, ("rain",), torch.Generator().manual_seed(4), "standard", 0.0))
+    # Kinds it does not draw keep their synthesis whatever the share.
+    assert torch.equal(degrade_case(clean, ("haze", "jpeg"), torch.Generator().manual_seed(4), "standard", 1.0),
+                       degrade_case(clean, ("haze", "jpeg"), torch.Generator().manual_seed(4), "standard"))
+    gen = torch.Generator().manual_seed(6)
+    torch.rand((3,), generator=gen)  # the draw of which images take the third synthesis
+    expected = with_precipitation(clean, ("haze", "rain"), gen)
+    assert torch.equal(degrade_case(clean, ("haze", "rain"), torch.Generator().manual_seed(6), "standard", 1.0),
+                       expected)
+
+
+def test_a_precipitation_share_outside_0_1_is_refused_before_any_work(tmp_path, capsys) -> None:
+    from uir_lora.lab.train.joint import build_parser, main
+
+    assert build_parser().parse_args(["--out", "x"]).precipitation_share == 0.0
+    with pytest.raises(SystemExit):
+        main(["--out", str(tmp_path / "bank"), "--precipitation-share", "-0.1"])
+    assert "--precipitation-share must be a share in [0, 1], got -0.1" in capsys.readouterr().err
+    assert not (tmp_path / "bank").exists()

@@ -34,10 +34,12 @@ from PIL import Image
 
 from ...backbones.base import Backbone
 from ...compose.composer import blend_conditioning
-from ...degrade import KINDS, compatible, degrade
+from ...degrade import KINDS, canonical_kinds, compatible, degrade
 from ...global_stage import GlobalAdapter, run_adapters
 from ...sampler.multiscale import multiscale, pyramid_levels
 from ..degrade_alt import degrade as degrade_alt
+from ..precipitation import KINDS as PRECIPITATION_KINDS
+from ..precipitation import degrade_precipitation
 from .trainer import CLEAN, TrainConfig, next_lr, optimise
 
 IMPLEMENTATIONS = ("wide", "alt")
@@ -72,6 +74,9 @@ class JointConfig(TrainConfig):
     """How a batch of one kind is damaged: "wide-alt" (either training implementation, as mixtures are) or
     "standard" (the single-kind trainer's synthesis, ``degrade``'s standard profile), so a LoRA retrained in
     composition keeps what it learned alone."""
+    precipitation_share: float = 0.0
+    """Share of the images whose rain, snow or raindrops come from the third synthesis (``lab.precipitation``,
+    other physical models than the two implementations); the case's other kinds by the wide profile."""
 
 
 def all_pairs(kinds: Sequence[str]) -> list[tuple[str, str]]:
@@ -117,14 +122,23 @@ def photo_crops(photos: Sequence[np.ndarray], count: int, side: int, rng: np.ran
 
 
 def degrade_case(clean: torch.Tensor, case: Sequence[str], gen: torch.Generator,
-                 solo_synthesis: str = "wide-alt") -> torch.Tensor:
+                 solo_synthesis: str = "wide-alt", precipitation_share: float = 0.0) -> torch.Tensor:
     """Each image by one of the two implementations, chosen per image; one kind by the standard synthesis when
-    ``solo_synthesis`` is "standard"."""
+    ``solo_synthesis`` is "standard"; rain, snow and raindrops by the third synthesis on ``precipitation_share``
+    of the images."""
     if solo_synthesis not in SOLO_SYNTHESES:
         raise ValueError(f"solo_synthesis must be one of {SOLO_SYNTHESES}, got {solo_synthesis!r}")
     if tuple(case) == (CLEAN,):
         # Undamaged photos still carry a camera's faint noise and compression sometimes.
         return degrade(clean, [], generator=gen, profile="wide")
+    if precipitation_share > 0 and set(case) & set(PRECIPITATION_KINDS):
+        chosen = torch.rand((clean.shape[0],), generator=gen) < precipitation_share
+        if bool(chosen.any()):
+            others = degrade_case(clean[~chosen], case, gen, solo_synthesis) if bool((~chosen).any()) else clean[:0]
+            out = clean.clone()
+            out[chosen] = with_precipitation(clean[chosen], case, gen)
+            out[~chosen] = others
+            return out
     if len(case) == 1 and solo_synthesis == "standard":
         return degrade(clean, list(case), generator=gen)
     out = []
@@ -133,6 +147,16 @@ def degrade_case(clean: torch.Tensor, case: Sequence[str], gen: torch.Generator,
         out.append(degrade_alt(image, list(case), generator=gen) if use_alt
                    else degrade(image, list(case), generator=gen, profile="wide"))
     return torch.cat(out)
+
+
+def with_precipitation(clean: torch.Tensor, case: Sequence[str], gen: torch.Generator) -> torch.Tensor:
+    """``case`` in physical order, its precipitation kind by the third synthesis, the others by the wide profile;
+    the camera's finish once, at the end."""
+    out = clean
+    for name in canonical_kinds(list(case)):
+        out = (degrade_precipitation(out, name, gen) if name in PRECIPITATION_KINDS
+               else degrade(out, [name], generator=gen, profile="wide", finish=False))
+    return degrade(out, [], generator=gen, profile="wide")
 
 
 def activate(backbone: Backbone, names: Sequence[str]) -> None:
@@ -200,7 +224,7 @@ def train_bank(backbone: Backbone, photos: Sequence[np.ndarray], cfg: JointConfi
             damaged = degrade_case(clean, (other,), gen)
             target = damaged
         else:
-            damaged = degrade_case(clean, case, gen, cfg.solo_synthesis)
+            damaged = degrade_case(clean, case, gen, cfg.solo_synthesis, cfg.precipitation_share)
             target = damaged if case == (CLEAN,) else clean
         damaged = through_global_stage(damaged, case, global_stage)
         activate(backbone, case)
@@ -314,6 +338,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--solo-synthesis", choices=SOLO_SYNTHESES, default=JointConfig.solo_synthesis,
                         help="how a batch of one kind is damaged: as mixtures are (wide-alt) or by the single-kind "
                         "trainer's standard synthesis, so a LoRA retrained in composition keeps what it learned alone")
+    parser.add_argument("--precipitation-share", type=float, default=JointConfig.precipitation_share,
+                        help="share of the images whose rain, snow or raindrops come from the third synthesis "
+                        "(uir_lora.lab.precipitation; default %(default)s)")
     parser.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=False,
                         help="bf16 autocast (faster where the CPU has bfloat16 instructions; float32 by default): an "
                         "FFDNet LoRA trained under it learns bf16's rounding, then hurts in float32")
@@ -340,8 +367,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     parser = build_parser()
     args = parser.parse_args(argv)
-    if not 0 <= args.mixture_share <= 1:
-        parser.error(f"--mixture-share must be a share in [0, 1], got {args.mixture_share}")
+    for flag, share in (("--mixture-share", args.mixture_share), ("--precipitation-share", args.precipitation_share)):
+        if not 0 <= share <= 1:
+            parser.error(f"{flag} must be a share in [0, 1], got {share}")
     if (args.out / "manifest.json").exists():
         parser.error(f"{args.out} already holds a bank; choose a new folder")
     backbone = FAMILIES["embedded-ffdnet"](None)
@@ -359,7 +387,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     cfg = JointConfig(steps=args.steps, minutes=args.minutes, batch=args.batch, crop=args.crop, lr=args.lr,
                       multiscale_coarsest=args.multiscale, bf16=args.bf16, seed=args.seed,
                       train_kinds=tuple(args.train_kinds), mixture_share=args.mixture_share,
-                      solo_synthesis=args.solo_synthesis)
+                      solo_synthesis=args.solo_synthesis, precipitation_share=args.precipitation_share)
     if cfg.train_kinds and not init:
         parser.error("--train-kinds keeps the other LoRAs as they are: give the bank they come from with --init")
     global_stage = load_global_stage(args.global_stage) if args.global_stage else {}
@@ -387,7 +415,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     provenance = {"recipe": "joint", "steps": stats["steps"], "seconds": stats["seconds"], "batch": cfg.batch,
                   "crop": cfg.crop, "multiscale_coarsest": cfg.multiscale_coarsest, "photos": len(photos),
                   "implementations": list(IMPLEMENTATIONS),
-                  "solo_synthesis": cfg.solo_synthesis, "init": str(args.init) if args.init else None,
+                  "solo_synthesis": cfg.solo_synthesis, "precipitation_share": cfg.precipitation_share,
+                  "init": str(args.init) if args.init else None,
                   "command": " ".join(["python -m uir_lora.lab.train.joint", *(argv or sys.argv[1:])])}
     for name in (*KINDS, CLEAN):
         old = init_manifest.lora(name) if init_manifest and name in init_manifest.names else None
