@@ -5,7 +5,8 @@ Each LoRA is still one kind's adapter on the frozen backbone, but the bank learn
 weight 1 (``x_out = f0(x) + sum_i f_i(x)``), so a mixture is not restored by half-strength LoRAs.
 A batch holds one case (one kind, a compatible pair, or a clean photo for the clean LoRA) on
 photo-sized images, degraded by the wide profile of ``uir_lora.degrade`` or by the independent
-``uir_lora.lab.degrade_alt``, and optionally run coarse-to-fine (``sampler.multiscale``).
+``uir_lora.lab.degrade_alt`` (rain, snow and raindrops also by ``uir_lora.lab.precipitation`` when asked), and
+optionally run coarse-to-fine (``sampler.multiscale``).
 
 A new kind joins such a bank as it joins any bank: its LoRA trains alone (on its own kind and on mixtures
 with the frozen others), and nothing else changes.
@@ -414,7 +415,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         write_manifest(manifest, args.out)
     provenance = {"recipe": "joint", "steps": stats["steps"], "seconds": stats["seconds"], "batch": cfg.batch,
                   "crop": cfg.crop, "multiscale_coarsest": cfg.multiscale_coarsest, "photos": len(photos),
-                  "implementations": list(IMPLEMENTATIONS),
+                  "implementations": [*IMPLEMENTATIONS, *(["precipitation"] if cfg.precipitation_share else [])],
                   "solo_synthesis": cfg.solo_synthesis, "precipitation_share": cfg.precipitation_share,
                   "init": str(args.init) if args.init else None,
                   "command": " ".join(["python -m uir_lora.lab.train.joint", *(argv or sys.argv[1:])])}
