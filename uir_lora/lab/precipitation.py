@@ -24,13 +24,17 @@ import torch.nn.functional as F
 from kornia.filters import spatial_gradient
 
 from ..degrade._common import coin, gaussian_blur, lerp, luminance, rand, randint, smooth_random_field, uniform
+from ..degrade.blur import disk_kernel
 
 KINDS: tuple[str, ...] = ("rain", "snow", "raindrop")
 
 
 def _fft_convolve(layer: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
     """Circular convolution of [1,1,H,W] with a centred [k,k] kernel: long streak kernels cost no more than
-    short ones, and a streak leaving one edge entering the other is harmless for a layer of rain."""
+    short ones, and a streak leaving one edge entering the other is harmless for a layer of rain.
+
+    By hand because kornia's ``fft_conv`` arrived in kornia 0.9 and the pack supports kornia from 0.7 (what
+    ComfyUI requires); with 0.9 as the floor, ``fft_conv(..., border_type="circular")`` would replace it."""
     height, width = layer.shape[-2:]
     size = kernel.shape[-1]
     padded = layer.new_zeros((max(height, size), max(width, size)))
@@ -38,6 +42,11 @@ def _fft_convolve(layer: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
     padded = torch.roll(padded, shifts=(-(size // 2), -(size // 2)), dims=(0, 1))
     spectrum = torch.fft.rfft2(layer, s=padded.shape) * torch.fft.rfft2(padded)
     return torch.fft.irfft2(spectrum, s=padded.shape)[..., :height, :width]
+
+
+def _peak_one(kernel: torch.Tensor) -> torch.Tensor:
+    """A kernel scaled to peak 1: a lone seed keeps its own opacity, however long the streak or large the flake."""
+    return kernel / kernel.max()
 
 
 def _streak_kernel(length: float, width: float, angle: float) -> torch.Tensor:
@@ -48,7 +57,7 @@ def _streak_kernel(length: float, width: float, angle: float) -> torch.Tensor:
     along = xs * math.sin(angle) + ys * math.cos(angle)
     across = xs * math.cos(angle) - ys * math.sin(angle)
     kernel = torch.exp(-0.5 * (along / (length / 2.5)) ** 2 - 0.5 * (across / max(width / 2.0, 0.35)) ** 2)
-    return kernel / kernel.max()
+    return _peak_one(kernel)
 
 
 def _seeds(like: torch.Tensor, density: float, gen: torch.Generator, low: float) -> torch.Tensor:
@@ -95,13 +104,6 @@ def rain(image: torch.Tensor, severity: float, gen: torch.Generator) -> torch.Te
     return _veil(rained, lerp(0.03, 0.25, severity) * uniform(gen, 0.3, 1.0), light, gen)
 
 
-def _disc_kernel(radius: float) -> torch.Tensor:
-    size = 2 * math.ceil(radius + 1.0) + 1
-    coords = torch.arange(size, dtype=torch.float32) - size // 2
-    ys, xs = torch.meshgrid(coords, coords, indexing="ij")
-    return (radius + 0.5 - torch.sqrt(xs**2 + ys**2)).clamp(0.0, 1.0)
-
-
 def snow(image: torch.Tensor, severity: float, gen: torch.Generator) -> torch.Tensor:
     height, width = image.shape[-2:]
     scale = max(height, width) / 256.0
@@ -116,7 +118,7 @@ def snow(image: torch.Tensor, severity: float, gen: torch.Generator) -> torch.Te
     middle = _fft_convolve(middle_seeds, _streak_kernel(uniform(gen, 1.5, 7.0) * max(scale, 0.5),
                                                         uniform(gen, 1.2, 2.5) * max(scale, 0.5), fall))
     near = _fft_convolve(_seeds(image, lerp(0.00003, 0.0004, severity), gen, 0.7),
-                         _disc_kernel(uniform(gen, 3.0, 9.0) * max(scale, 0.5)))
+                         _peak_one(disk_kernel(uniform(gen, 3.0, 9.0) * max(scale, 0.5))))
     near = gaussian_blur(near.clamp(0.0, 1.0), uniform(gen, 1.0, 2.5) * max(scale, 0.5))
     opacity = lerp(0.55, 0.95, severity)
     coverage = 1.0 - ((1.0 - (far * opacity * uniform(gen, 0.5, 0.9)).clamp(0.0, 1.0))
