@@ -135,10 +135,10 @@ def degrade_case(clean: torch.Tensor, case: Sequence[str], gen: torch.Generator,
     if precipitation_share > 0 and set(case) & set(PRECIPITATION_KINDS):
         chosen = torch.rand((clean.shape[0],), generator=gen) < precipitation_share
         if bool(chosen.any()):
-            others = degrade_case(clean[~chosen], case, gen, solo_synthesis) if bool((~chosen).any()) else clean[:0]
             out = clean.clone()
+            if not bool(chosen.all()):
+                out[~chosen] = degrade_case(clean[~chosen], case, gen, solo_synthesis)
             out[chosen] = with_precipitation(clean[chosen], case, gen)
-            out[~chosen] = others
             return out
     if len(case) == 1 and solo_synthesis == "standard":
         return degrade(clean, list(case), generator=gen)
