@@ -93,6 +93,59 @@ def test_the_sampler_runs_the_global_stage_before_the_backbone(random_bank, own_
                                                          manual={"haze": 0.6, "noise": 0.4})[0], atol=1e-3)
 
 
+def restored_before(root, name: str, staged: list[str]) -> None:
+    """Mark the bank's LoRA ``name`` as restored before the global stages of ``staged`` (``restored_before``)."""
+    manifest = json.loads((root / "manifest.json").read_text())
+    for entry in manifest["loras"]:
+        if entry["name"] == name:
+            entry["restored_before"] = staged
+    (root / "manifest.json").write_text(json.dumps(manifest))
+
+
+def test_a_kind_restored_before_a_global_stage_runs_first_and_the_global_kinds_lora_is_left_out(
+        random_bank, own_backbone, photo):
+    adapter = random_adapter(9)
+    with_global_adapter(random_bank.root, "haze", adapter)
+    plain = open_bank(random_bank.root)
+    restored_before(random_bank.root, "noise", ["haze"])
+    bank = open_bank(random_bank.root)
+    weights = {"haze": 0.6, "noise": 0.4, "jpeg": 0.5}
+    first, after = pipeline.compose(bank, manual=weights).in_order()
+    assert dict(first.weights) == {"noise": 0.4} and dict(after.weights) == {"jpeg": 0.5}
+    restored, _ = pipeline.restore(photo, own_backbone, bank, manual=weights)
+    # by hand: noise's pass, the haze adapter at its weight on the result, then jpeg's pass (no haze LoRA)
+    denoised, _ = pipeline.restore(photo, own_backbone, plain, manual={"noise": 0.4})
+    with torch.no_grad():
+        corrected = apply_global(denoised, GlobalParams.blend([(0.6, adapter(thumbnail(denoised)))])).clamp(0, 1)
+    by_hand, _ = pipeline.restore(corrected, own_backbone, plain, manual={"jpeg": 0.5})
+    assert torch.allclose(restored, by_hand, atol=1e-5)
+    assert not torch.allclose(restored, pipeline.restore(photo, own_backbone, plain, manual=weights)[0], atol=1e-3)
+
+
+def test_the_order_changes_only_beside_the_global_stages_a_kind_is_restored_before(random_bank):
+    with_global_adapter(random_bank.root, "haze", random_adapter(10))
+    assert pipeline.compose(open_bank(random_bank.root), manual={"haze": 1.0, "noise": 1.0}).in_order() is None
+    restored_before(random_bank.root, "noise", ["haze"])
+    with_global_adapter(random_bank.root, "jpeg", random_adapter(11))
+    bank = open_bank(random_bank.root)
+    assert pipeline.compose(bank, manual={"noise": 1.0}).in_order() is None  # no global stage beside it
+    assert pipeline.compose(bank, manual={"jpeg": 1.0, "noise": 1.0}).in_order() is None  # not one it precedes
+    first, after = pipeline.compose(bank, manual={"haze": 1.0, "noise": 0.5, "jpeg": 0.3}).in_order()
+    assert dict(first.weights) == {"noise": 0.5} and after is None  # both global kinds' LoRAs left out
+    assert bank.manifest.lora("noise").restored_before == ["haze"] and not bank.manifest.lora("jpeg").restored_before
+    written = {entry["name"]: entry for entry in bank.manifest.to_json()["loras"]}
+    assert written["noise"]["restored_before"] == ["haze"] and "restored_before" not in written["jpeg"]
+
+
+@pytest.mark.parametrize("value", ["haze", [1], None])
+def test_a_restored_before_that_is_not_a_list_of_names_is_refused(random_bank, value):
+    manifest = json.loads((random_bank.root / "manifest.json").read_text())
+    manifest["loras"][0]["restored_before"] = value
+    (random_bank.root / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(BankError, match="restored_before must be a list of LoRA names"):
+        open_bank(random_bank.root)
+
+
 def test_the_global_stage_does_not_depend_on_the_tile(random_bank, own_backbone, photo):
     with_global_adapter(random_bank.root, "haze", random_adapter(8))
     bank = open_bank(random_bank.root)

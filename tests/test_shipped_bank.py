@@ -9,7 +9,7 @@ from uir_lora.bank.manifest import EXPOSURE_STOPS
 from uir_lora.bank.store import read_lora_file
 from uir_lora.images import load_image, save_image
 from uir_lora.lab.cli import main
-from uir_lora.pipeline import DEFAULT_BANK, load_bank
+from uir_lora.pipeline import DEFAULT_BANK, compose, load_bank
 
 
 def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -54,6 +54,16 @@ def test_the_shipped_router_is_its_trained_encoder_with_s_o_equal_to_d_dot_b(ban
         assert torch.allclose(torch.tensor(entry.embedding), rows[entry.name], atol=1e-6), entry.name
     assert {"lda.clean_mean", "lda.precision"} <= set(lda)  # what `bank add` places a new kind with
     assert not router.examples and not (bank.root / "router_examples.safetensors").exists()
+
+
+def test_the_shipped_bank_restores_noise_before_the_low_light_stage(bank):
+    # sensor noise reaches a photo after its exposure, so it is undone before the exposure anchor (docs/engine.md)
+    ordered = {entry.name: entry.restored_before for entry in bank.manifest.loras if entry.restored_before}
+    assert ordered == {"noise": ["low_light"], "poisson_noise": ["low_light"]}
+    assert bank.global_adapter("low_light") is not None
+    first, after = compose(bank, manual={"low_light": 1.0, "noise": 1.0}).in_order()
+    assert dict(first.weights) == {"noise": 1.0} and after is None
+    assert compose(bank, manual={"haze": 1.0, "noise": 1.0}).in_order() is None
 
 
 def test_cli_restores_gaussian_noise_sigma25_by_5db(tmp_path, photo_256):

@@ -203,6 +203,11 @@ class LoraEntry:
     global_stage: str = ""
     """The kind's global adapter (uir_lora/global_stage), a *.safetensors file in the bank folder; "" for a kind
     that is local only. Written only when set."""
+    restored_before: list[str] = field(default_factory=list)
+    """Kinds with a global stage (low light) whose damage a photo takes before this one (sensor noise after the
+    exposure): in a composition beside one of them, this LoRA restores the image before their global stage runs
+    (``Composition.in_order``), since brightening multiplies noise left in front of it. Names not in the bank or
+    without a global stage are ignored. Written only when set."""
 
 
 @dataclass
@@ -233,6 +238,8 @@ class Manifest:
                 del entry["route_margin"]
             if not entry["global_stage"]:
                 del entry["global_stage"]
+            if not entry["restored_before"]:
+                del entry["restored_before"]
         if data["router"]["similarity"] == "cosine":  # the default: manifests written before it keep their bytes
             del data["router"]["similarity"]
         for optional in ("examples", "alternatives", "follower_floor", "masking_kinds", "confidence_floor",
@@ -476,7 +483,15 @@ def _parse_lora(data: Any, index: int, dim: int, margin_limit: float) -> LoraEnt
         provenance=_object(data, "provenance", where), validation=_object(data, "validation", where),
         route_margin=_route_margin(data.get("route_margin", 0.0), margin_limit, where),
         global_stage=_bank_file_name(data.get("global_stage", ""), "global_stage", where),
+        restored_before=_names(data.get("restored_before", []), "restored_before", where),
     )
+
+
+def _names(value: Any, key: str, where: str) -> list[str]:
+    """An optional list of LoRA names."""
+    if not isinstance(value, list) or not all(isinstance(name, str) for name in value):
+        raise BankError(f"{where}: {key} must be a list of LoRA names, got {value!r}")
+    return list(value)
 
 
 def _bank_file_name(value: Any, key: str, where: str) -> str:

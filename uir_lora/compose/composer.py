@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 
@@ -56,6 +56,20 @@ class Composition:
         """(weight, global adapter) of the active kinds that have one (run by sampler.restore.global_stage)."""
         return [(weight, adapter) for name, weight in self.weights.items()
                 if (adapter := self.bank.global_adapter(name)) is not None]
+
+    def in_order(self) -> tuple[Composition, Composition | None] | None:
+        """The passes of a composition that holds a kind restored before another's global stage
+        (``LoraEntry.restored_before``: noise before low light): (those kinds, then the local kinds left or None), the
+        global stage running between them. The global kinds' LoRAs are left out: trained to follow their adapter,
+        they gained nothing in a pass after it (docs/engine.md). None: the global stage, then one pass."""
+        manifest = self.bank.manifest
+        staged = {name for name in self.weights if self.bank.global_adapter(name) is not None}
+        first = {name: weight for name, weight in self.weights.items()
+                 if staged.intersection(manifest.lora(name).restored_before)}
+        if not first:
+            return None
+        after = {name: weight for name, weight in self.weights.items() if name not in first and name not in staged}
+        return replace(self, weights=first), (replace(self, weights=after) if after else None)
 
     def dehaze_severity(self) -> float | None:
         """The severity read for the active kinds whose global adapter dehazes (their mean by weight), or None."""
