@@ -1,7 +1,7 @@
 """A bank's composition order against the global stage first, on mixtures of the choosing sets.
 
     python tools/composition_order.py [--bank DIR] [--photos validation-512|train-scenes|validation]
-                                      [--pairs low_light+noise,haze+noise] [--threads 2]
+                                      [--pairs haze+noise,low_light+noise] [--threads 2]
 
 Each pair at severity 0.5 by the three training syntheses (standard, ``degrade_alt`` and the wide profile), on the
 held-out interiors or the TRAIN scenes (tools/restore_heldout.py's photo sets; the check set stays out), restored by
@@ -44,7 +44,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--bank", type=Path, help="the bank folder (default: the shipped bank)")
     parser.add_argument("--photos", choices=("validation", "validation-512", "train-scenes"), default="validation-512")
-    parser.add_argument("--pairs", default="low_light+noise,haze+noise")
+    parser.add_argument("--pairs", default="haze+noise,low_light+noise")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
