@@ -61,8 +61,13 @@ def test_the_shipped_bank_restores_noise_before_the_low_light_stage(bank):
     ordered = {entry.name: entry.restored_before for entry in bank.manifest.loras if entry.restored_before}
     assert ordered == {"noise": ["low_light"], "poisson_noise": ["low_light"]}
     assert bank.global_adapter("low_light") is not None
-    first, after = compose(bank, manual={"low_light": 1.0, "noise": 1.0}).in_order()
+    composition = compose(bank, manual={"low_light": 1.0, "noise": 1.0})
+    first, after = composition.in_order()
     assert dict(first.weights) == {"noise": 1.0} and after is None
+    # the user is told, as the router's other decisions are
+    assert composition.notes == ("noise restored first, then the global stage of low_light (whose LoRA sits this "
+                                 "composition out)",)
+    assert not compose(bank, manual={"haze": 1.0, "noise": 1.0}).notes
     assert compose(bank, manual={"haze": 1.0, "noise": 1.0}).in_order() is None
 
 

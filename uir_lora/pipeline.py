@@ -194,8 +194,15 @@ def compose(
     source = "+".join(s for s, used in (("router", routing), ("manual", manual)) if used) or "none"
     confidence = routing.confidence if routing is not None and not manual else 1.0
     severities = dict(routing.severities) if routing is not None else {}
-    return Composition(bank=bank, weights=weights, fused=fused, source=source, notes=notes, confidence=confidence,
-                       severities=severities)
+    composition = Composition(bank=bank, weights=weights, fused=fused, source=source, notes=notes,
+                              confidence=confidence, severities=severities)
+    order = composition.in_order()
+    if order is None:
+        return composition
+    staged = [name for name in weights if name not in order[0].weights and bank.global_adapter(name) is not None]
+    note = (f"{', '.join(order[0].weights)} restored first, then the global stage of {', '.join(staged)} "
+            f"(whose LoRA sits this composition out)")
+    return replace(composition, notes=notes + (note,))
 
 
 def restore_notes(bank: LoraBank, routing: RoutingResult, composition: Composition | None = None) -> list[str]:
