@@ -199,8 +199,8 @@ def compose(
     order = composition.in_order()
     if order is None:
         return composition
-    staged = [name for name in weights if name not in order[0].weights and bank.global_adapter(name) is not None]
-    note = (f"{', '.join(order[0].weights)} restored first, then the global stage of {', '.join(staged)} "
+    note = (f"{', '.join(order[0].weights)} restored first, then the global stage of "
+            f"{', '.join(composition.staged_kinds())} "
             f"(whose LoRA sits this composition out)")
     return replace(composition, notes=notes + (note,))
 

@@ -57,13 +57,17 @@ class Composition:
         return [(weight, adapter) for name, weight in self.weights.items()
                 if (adapter := self.bank.global_adapter(name)) is not None]
 
+    def staged_kinds(self) -> list[str]:
+        """The active kinds that have a global adapter, which the global stage runs."""
+        return [name for name in self.weights if self.bank.global_adapter(name) is not None]
+
     def in_order(self) -> tuple[Composition, Composition | None] | None:
         """The passes of a composition that holds a kind restored before another's global stage
         (``LoraEntry.restored_before``: noise before low light): (those kinds, then the local kinds left or None), the
         global stage running between them. The global kinds' LoRAs are left out: trained to follow their adapter,
         they gained nothing in a pass after it (docs/engine.md). None: the global stage, then one pass."""
         manifest = self.bank.manifest
-        staged = {name for name in self.weights if self.bank.global_adapter(name) is not None}
+        staged = set(self.staged_kinds())
         first = {name: weight for name, weight in self.weights.items()
                  if staged.intersection(manifest.lora(name).restored_before)}
         if not first:
