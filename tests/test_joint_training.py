@@ -20,6 +20,7 @@ from uir_lora.lab.train.joint import (
     activate,
     all_pairs,
     blended_conditioning,
+    case_output,
     degrade_case,
     draw_case,
     photo_crops,
@@ -96,6 +97,56 @@ def test_training_composition_is_the_inference_composition(tmp_path) -> None:
     with torch.inference_mode():
         got = backbone.restore_step(image, blended_conditioning(backbone, conditioning, list(conditioning)))
     assert torch.allclose(got, expected, atol=1e-5)
+
+
+def test_a_case_in_the_banks_order_runs_as_the_sampler_runs_it(tmp_path) -> None:
+    """case_output of noise + low light with noise restored first equals the sampler's restore of that composition."""
+    import json
+
+    from uir_lora import pipeline
+    from uir_lora.lab.testing.banks import random_adapter, with_global_adapter
+
+    backbone = FAMILIES["embedded-ffdnet"](None)
+    root = make_random_bank(tmp_path / "b", backbone, ("noise", "low_light"), rank=2, seed=3,
+                            conditioning={"sigma": 0.05})
+    with_global_adapter(root, "low_light", random_adapter(5))
+    manifest = json.loads((root / "manifest.json").read_text())
+    next(e for e in manifest["loras"] if e["name"] == "noise")["restored_before"] = ["low_light"]
+    (root / "manifest.json").write_text(json.dumps(manifest))
+    bank = open_bank(root)
+    image = torch.rand((1, 3, 32, 32), generator=torch.Generator().manual_seed(2))
+    expected, _ = pipeline.restore(image, FAMILIES["embedded-ffdnet"](None), bank,
+                                   manual={"noise": 1.0, "low_light": 1.0})
+    adapters = bank.attach(backbone)
+    names = [adapters["noise"], adapters["low_light"]]
+    conditioning = {adapters[n]: bank.manifest.lora(n).conditioning for n in ("noise", "low_light")}
+    stage = {adapters["low_light"]: bank.global_adapter("low_light")}
+    with torch.inference_mode():
+        got = case_output(backbone, image, names, conditioning, 0, stage, {adapters["noise"]: [adapters["low_light"]]})
+        one_pass_first = case_output(backbone, image, names, conditioning, 0, stage)
+    assert torch.allclose(got.clamp(0, 1), expected, atol=1e-5)
+    assert not torch.allclose(one_pass_first.clamp(0, 1), expected, atol=1e-3)
+
+
+@pytest.mark.parametrize("ordered", [True, False])
+def test_a_case_in_the_banks_order_trains_the_first_kind_through_the_frozen_stage(ordered: bool) -> None:
+    from uir_lora.global_stage import GlobalAdapter
+
+    backbone = FAMILIES["embedded-ffdnet"](None)
+    photos = [np.asarray(torch.rand(80, 80, 3).mul(255).byte()) for _ in range(2)]
+    cfg = JointConfig(steps=2, batch=1, crop=32, rank=2, bf16=False, kinds=("low_light", "noise"),
+                      mixture_share=1.0, clean_share=0.0, seed=0)  # every batch is low light + noise
+    conditioning = {name: {"sigma": 0.0} for name in (*cfg.kinds, "clean")}
+    stage = GlobalAdapter()
+    torch.nn.init.normal_(stage.local_head.bias, std=0.2)
+    stage_before = {k: v.clone() for k, v in stage.state_dict().items()}
+    train_bank(backbone, photos, cfg, conditioning, log=lambda _: None, global_stage={"low_light": stage},
+               restored_before={"noise": ["low_light"]} if ordered else None)
+    moved = {name for name in (*cfg.kinds, "clean")
+             if any(float(t.abs().sum()) > 0 for k, t in backbone.adapter_state(name).items() if "lora_B" in k)}
+    # in order the low-light LoRA sits the case out, as in the sampler; the noise LoRA learns through the stage
+    assert moved == ({"noise"} if ordered else {"low_light", "noise"})
+    assert all(torch.equal(stage.state_dict()[k], v) for k, v in stage_before.items())
 
 
 def test_train_bank_moves_only_the_active_loras() -> None:

@@ -12,7 +12,7 @@ fused weights are restored from a snapshot (bit-exact, not by subtracting the de
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 
@@ -64,15 +64,12 @@ class Composition:
     def in_order(self) -> tuple[Composition, Composition | None] | None:
         """The passes of a composition that holds a kind restored before another's global stage
         (``LoraEntry.restored_before``: noise before low light): (those kinds, then the local kinds left or None), the
-        global stage running between them. The global kinds' LoRAs are left out: trained to follow their adapter,
-        they gained nothing in a pass after it (docs/engine.md). None: the global stage, then one pass."""
+        global stage running between them (``restore_order``). None: the global stage, then one pass."""
         manifest = self.bank.manifest
-        staged = set(self.staged_kinds())
-        first = {name: weight for name, weight in self.weights.items()
-                 if staged.intersection(manifest.lora(name).restored_before)}
-        if not first:
+        order = restore_order(self.weights, self.staged_kinds(), lambda name: manifest.lora(name).restored_before)
+        if order is None:
             return None
-        after = {name: weight for name, weight in self.weights.items() if name not in first and name not in staged}
+        first, after = ({name: self.weights[name] for name in names} for names in order)
         return replace(self, weights=first), (replace(self, weights=after) if after else None)
 
     def dehaze_severity(self) -> float | None:
@@ -82,6 +79,20 @@ class Composition:
                 and adapter.dehaze and weight > 0]
         total = sum(weight for weight, _ in read)
         return sum(weight * severity for weight, severity in read) / total if read else None
+
+
+def restore_order(names: Iterable[str], staged: Collection[str],
+                  restored_before: Callable[[str], Collection[str]]) -> tuple[list[str], list[str]] | None:
+    """The passes of a composition of ``names`` whose kinds ``staged`` have a global stage: the kinds restored before
+    one of those stages (``restored_before(name)``: the global kinds that name's LoRA precedes), then the local kinds
+    left, the global stage running between them; the staged kinds' LoRAs are left out (trained to follow their
+    adapter, they gained nothing in a pass after it: docs/engine.md). None: the global stage, then one pass with
+    every kind. The sampler and the joint trainer both order by it."""
+    names, staged = list(names), set(staged)
+    first = [name for name in names if staged.intersection(restored_before(name))]
+    if not first:
+        return None
+    return first, [name for name in names if name not in first and name not in staged]
 
 
 def blend_conditioning(backbone: Backbone, parts: Iterable[tuple[float, Mapping[str, float]]]) -> dict[str, float]:

@@ -23,7 +23,7 @@ import random
 import shutil
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,7 +34,7 @@ from peft import LoraConfig
 from PIL import Image
 
 from ...backbones.base import Backbone
-from ...compose.composer import blend_conditioning
+from ...compose.composer import blend_conditioning, restore_order
 from ...degrade import KINDS, canonical_kinds, compatible, degrade
 from ...global_stage import GlobalAdapter, run_adapters
 from ...sampler.multiscale import multiscale, pyramid_levels
@@ -188,13 +188,42 @@ def through_global_stage(images: torch.Tensor, case: Sequence[str],
         return run_adapters(images, [(1.0, adapters[k]) for k in case if adapters and k in adapters])
 
 
+def case_output(backbone: Backbone, images: torch.Tensor, names: Sequence[str],
+                conditioning: Mapping[str, Mapping[str, float]], coarsest: int,
+                global_stage: Mapping[str, GlobalAdapter] | None = None,
+                restored_before: Mapping[str, Sequence[str]] | None = None,
+                on_activate: Callable[[], None] | None = None) -> torch.Tensor:
+    """``names`` at weight 1 on ``images`` as the sampler runs them: the global stage, then one pass; or, for a case
+    holding a kind restored before another's global stage (``restore_order``), that kind's pass, the global stage
+    on its output (gradients flow through it to that LoRA; the adapters stay frozen), then the local kinds left.
+    ``on_activate``: called after each activation (the trainer re-enables its parameters' gradients)."""
+    def one_pass(kinds: Sequence[str], x: torch.Tensor) -> torch.Tensor:
+        activate(backbone, kinds)
+        if on_activate:
+            on_activate()
+        return restore(backbone, x, blended_conditioning(backbone, conditioning, kinds), coarsest)
+
+    staged = [name for name in names if global_stage and name in global_stage]
+    order = restore_order(names, staged, lambda name: (restored_before or {}).get(name, ()))
+    if order is None:
+        corrected = through_global_stage(images.cpu(), names, global_stage).to(images.device)
+        return one_pass(names, corrected.contiguous(memory_format=torch.channels_last))
+    first, after = order
+    restored = one_pass(first, images).float().clamp(0, 1)
+    corrected = run_adapters(restored.cpu(), [(1.0, global_stage[name]) for name in staged]).to(images.device)
+    return one_pass(after, corrected.contiguous(memory_format=torch.channels_last)) if after else corrected
+
+
 def train_bank(backbone: Backbone, photos: Sequence[np.ndarray], cfg: JointConfig,
                conditioning: Mapping[str, Mapping[str, float]], init: Mapping[str, dict] | None = None,
-               accelerator=None, log=print, global_stage: Mapping[str, GlobalAdapter] | None = None) -> dict:
+               accelerator=None, log=print, global_stage: Mapping[str, GlobalAdapter] | None = None,
+               restored_before: Mapping[str, Sequence[str]] | None = None) -> dict:
     """Train one LoRA per kind of ``cfg.kinds`` plus the clean LoRA, jointly, with composition in the loop.
 
     ``global_stage``: frozen global adapters by kind; a batch passes through those of its kinds first, as the
-    sampler runs them, so the LoRAs learn what is left after the global stage."""
+    sampler runs them, so the LoRAs learn what is left after the global stage. ``restored_before``: the bank's
+    order ({kind: the global kinds its LoRA precedes}); a case it orders runs as the sampler runs it
+    (``case_output``)."""
     from accelerate import Accelerator
 
     accelerator = accelerator or Accelerator(cpu=not torch.cuda.is_available())
@@ -227,14 +256,14 @@ def train_bank(backbone: Backbone, photos: Sequence[np.ndarray], cfg: JointConfi
         else:
             damaged = degrade_case(clean, case, gen, cfg.solo_synthesis, cfg.precipitation_share)
             target = damaged if case == (CLEAN,) else clean
-        damaged = through_global_stage(damaged, case, global_stage)
-        activate(backbone, case)
-        for p in params:  # set_adapter froze the inactive adapters; the optimiser keeps them all
-            p.requires_grad_(True)
-        cond = blended_conditioning(backbone, conditioning, case)
+        def trainable() -> None:  # set_adapter froze the inactive adapters; the optimiser keeps them all
+            for p in params:
+                p.requires_grad_(True)
+
         x = damaged.to(accelerator.device).contiguous(memory_format=torch.channels_last)
         with torch.autocast(accelerator.device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
-            out = restore(backbone, x, cond, cfg.multiscale_coarsest)
+            out = case_output(backbone, x, case, conditioning, cfg.multiscale_coarsest, global_stage,
+                              restored_before, trainable)
         loss = F.l1_loss(out.float(), target.to(accelerator.device))
         step = optimise(loss, optimizer, accelerator, losses, step, lr, start, cfg, log)
     for p in params:
@@ -244,9 +273,10 @@ def train_bank(backbone: Backbone, photos: Sequence[np.ndarray], cfg: JointConfi
 
 def evaluate(backbone: Backbone, images: torch.Tensor, conditioning: Mapping[str, Mapping[str, float]],
              cases: Sequence[tuple[str, ...]], coarsest: int, severity: float = 0.6,
-             global_stage: Mapping[str, GlobalAdapter] | None = None) -> dict[str, dict]:
+             global_stage: Mapping[str, GlobalAdapter] | None = None,
+             restored_before: Mapping[str, Sequence[str]] | None = None) -> dict[str, dict]:
     """PSNR per case (mean over images, as validation scores it): input, each present LoRA alone at weight 1,
-    and all present LoRAs composed at 1."""
+    and all present LoRAs composed at 1, in the bank's order (``case_output``)."""
     from .validate import scores
 
     def psnr(output: torch.Tensor, target: torch.Tensor) -> float | None:
@@ -259,11 +289,8 @@ def evaluate(backbone: Backbone, images: torch.Tensor, conditioning: Mapping[str
         row = {"input": psnr(damaged, images)}
         with torch.inference_mode():
             for names in [(n,) for n in case] + ([tuple(case)] if len(case) > 1 else []):
-                activate(backbone, names)
-                cond = blended_conditioning(backbone, conditioning, names)
-                inputs = through_global_stage(damaged, names, global_stage)
-                out = torch.cat([restore(backbone, x.to(backbone.device), cond, coarsest).cpu()
-                                 for x in inputs.split(1)])
+                out = torch.cat([case_output(backbone, x.to(backbone.device), names, conditioning, coarsest,
+                                             global_stage, restored_before).cpu() for x in damaged.split(1)])
                 row["+".join(names)] = psnr(out, images)
         results["+".join(case)] = row
     return results
@@ -395,12 +422,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     photos = _load_photos(args.photos, 1024) if args.photos else training_photos()
     if not photos:
         parser.error(f"no photos in {[str(p) for p in args.photos]}")
-    stats = train_bank(backbone, photos, cfg, conditioning, init, global_stage=global_stage)
+    # the init bank's order: a retrained bank keeps it, and its mixtures train as the sampler runs them
+    order = {e.name: list(e.restored_before) for e in init_manifest.loras if e.restored_before} if init_manifest else {}
+    stats = train_bank(backbone, photos, cfg, conditioning, init, global_stage=global_stage, restored_before=order)
     images = load_validation_images(args.data_dir or DEFAULT_DATA_DIR)[: args.eval_images]
     cases = [(k,) for k in KINDS] + [("noise", "jpeg"), ("low_light", "noise"), ("haze", "noise"),
                                       ("motion_blur", "jpeg"), ("rain", "haze")]
     backbone.to("cpu")
-    results = evaluate(backbone, images, conditioning, cases, args.multiscale, global_stage=global_stage)
+    results = evaluate(backbone, images, conditioning, cases, args.multiscale, global_stage=global_stage,
+                       restored_before=order)
     encoder = init_manifest.encoder if init_manifest else None
     if encoder is None:
         from ...bank.manifest import EncoderSpec
@@ -425,7 +455,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                           target_modules=list(backbone.default_lora_targets),
                           embedding=list(old.embedding) if old else placeholder_embedding(encoder, manifest.router),
                           description=old.description if old else name, conditioning=conditioning[name],
-                          provenance=provenance)
+                          provenance=provenance, restored_before=list(order.get(name, [])))
         if name in global_stage:
             entry.global_stage = f"{name}.global.safetensors"
             source = args.global_stage / f"{name}.safetensors"
