@@ -205,12 +205,15 @@ def case_output(backbone: Backbone, images: torch.Tensor, names: Sequence[str],
 
     staged = [name for name in names if global_stage and name in global_stage]
     order = restore_order(names, staged, lambda name: (restored_before or {}).get(name, ()))
+    # the frozen adapters run on the CPU in float32, as the sampler runs them, whatever autocast the passes use
     if order is None:
-        corrected = through_global_stage(images.cpu(), names, global_stage).to(images.device)
+        with torch.autocast("cpu", enabled=False):
+            corrected = through_global_stage(images.float().cpu(), names, global_stage).to(images.device)
         return one_pass(names, corrected.contiguous(memory_format=torch.channels_last))
     first, after = order
     restored = one_pass(first, images).float().clamp(0, 1)
-    corrected = run_adapters(restored.cpu(), [(1.0, global_stage[name]) for name in staged]).to(images.device)
+    with torch.autocast("cpu", enabled=False):
+        corrected = run_adapters(restored.cpu(), [(1.0, global_stage[name]) for name in staged]).to(images.device)
     return one_pass(after, corrected.contiguous(memory_format=torch.channels_last)) if after else corrected
 
 
@@ -244,6 +247,11 @@ def train_bank(backbone: Backbone, photos: Sequence[np.ndarray], cfg: JointConfi
     np_rng = np.random.default_rng(cfg.seed + accelerator.process_index)
     gen = torch.Generator().manual_seed(cfg.seed + accelerator.process_index)
     start, step, losses = time.perf_counter(), 0, []
+
+    def trainable() -> None:  # set_adapter froze the inactive adapters; the optimiser keeps them all
+        for p in params:
+            p.requires_grad_(True)
+
     while (lr := next_lr(step, start, cfg, accelerator, optimizer)) is not None:
         case = draw_case(rng, cfg)
         clean = photo_crops(photos, cfg.batch, cfg.crop, np_rng)
@@ -256,10 +264,6 @@ def train_bank(backbone: Backbone, photos: Sequence[np.ndarray], cfg: JointConfi
         else:
             damaged = degrade_case(clean, case, gen, cfg.solo_synthesis, cfg.precipitation_share)
             target = damaged if case == (CLEAN,) else clean
-        def trainable() -> None:  # set_adapter froze the inactive adapters; the optimiser keeps them all
-            for p in params:
-                p.requires_grad_(True)
-
         x = damaged.to(accelerator.device).contiguous(memory_format=torch.channels_last)
         with torch.autocast(accelerator.device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
             out = case_output(backbone, x, case, conditioning, cfg.multiscale_coarsest, global_stage,
