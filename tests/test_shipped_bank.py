@@ -56,10 +56,10 @@ def test_the_shipped_router_is_its_trained_encoder_with_s_o_equal_to_d_dot_b(ban
     assert not router.examples and not (bank.root / "router_examples.safetensors").exists()
 
 
-def test_the_shipped_bank_restores_noise_before_the_low_light_stage(bank):
-    # sensor noise reaches a photo after its exposure, so it is undone before the exposure anchor (docs/engine.md)
+def test_the_shipped_bank_restores_noise_before_the_low_light_and_colour_stages(bank):
+    # sensor noise reaches a photo after its exposure and white balance, so it is undone before them (docs/engine.md)
     ordered = {entry.name: entry.restored_before for entry in bank.manifest.loras if entry.restored_before}
-    assert ordered == {"noise": ["low_light"], "poisson_noise": ["low_light"]}
+    assert ordered == {"noise": ["low_light", "color_cast"], "poisson_noise": ["low_light", "color_cast"]}
     assert bank.global_adapter("low_light") is not None
     composition = compose(bank, manual={"low_light": 1.0, "noise": 1.0})
     first, after = composition.in_order()
