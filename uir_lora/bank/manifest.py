@@ -404,29 +404,24 @@ def _check_trained(encoder: EncoderSpec, router: RouterDefaults, where: str) -> 
     if floor is not None:
         _check_number(floor, isinstance(floor, (int, float)) and 0 < floor <= 1,
                       "router.follower_floor must be null or a number in (0, 1]", where)
-    if not isinstance(router.masking_kinds, list) or not all(isinstance(n, str) for n in router.masking_kinds):
-        raise BankError(f"{where}: router.masking_kinds must be a list of LoRA names, got {router.masking_kinds!r}")
+    _names(router.masking_kinds, "router.masking_kinds", where)
     doubt = router.doubt_temperature
     if doubt is not None:
         _check_number(doubt, isinstance(doubt, (int, float)) and 0 < doubt <= 1,
                       "router.doubt_temperature must be null or a number in (0, 1]", where)
-    if not isinstance(router.whole_view_kinds, list) or not all(isinstance(n, str) for n in router.whole_view_kinds):
-        raise BankError(f"{where}: router.whole_view_kinds must be a list of LoRA names, got "
-                        f"{router.whole_view_kinds!r}")
+    _names(router.whole_view_kinds, "router.whole_view_kinds", where)
     side = router.whole_view_side
     _check_number(side, isinstance(side, int) and not isinstance(side, bool)
                   and WHOLE_VIEW_RANGE[0] <= side <= WHOLE_VIEW_RANGE[1],
                   f"router.whole_view_side must be a whole number of px in [{WHOLE_VIEW_RANGE[0]}, "
                   f"{WHOLE_VIEW_RANGE[1]}]", where)
-    if not isinstance(router.exposure_kinds, list) or not all(isinstance(n, str) for n in router.exposure_kinds):
-        raise BankError(f"{where}: router.exposure_kinds must be a list of LoRA names, got {router.exposure_kinds!r}")
+    _names(router.exposure_kinds, "router.exposure_kinds", where)
     stops = router.exposure_stops
     low, high = EXPOSURE_RANGE
     if not _is_ramp(stops, low, high):
         raise BankError(f"{where}: router.exposure_stops must be two numbers of stops in [{low}, {high}], the first "
                         f"below the second (default {list(EXPOSURE_STOPS)}), got {stops!r}")
-    if not isinstance(router.night_sky_kinds, list) or not all(isinstance(n, str) for n in router.night_sky_kinds):
-        raise BankError(f"{where}: router.night_sky_kinds must be a list of LoRA names, got {router.night_sky_kinds!r}")
+    _names(router.night_sky_kinds, "router.night_sky_kinds", where)
     for ends, default in (("night_sky_void", NIGHT_SKY_VOID), ("night_sky_points", NIGHT_SKY_POINTS)):
         if not _is_ramp(getattr(router, ends), 0, 1):
             raise BankError(f"{where}: router.{ends} must be two numbers in [0, 1], the first below the second "
@@ -488,7 +483,7 @@ def _parse_lora(data: Any, index: int, dim: int, margin_limit: float) -> LoraEnt
 
 
 def _names(value: Any, key: str, where: str) -> list[str]:
-    """An optional list of LoRA names."""
+    """A list of LoRA names (the router's kind lists, a LoRA's ``restored_before``), or a BankError naming ``key``."""
     if not isinstance(value, list) or not all(isinstance(name, str) for name in value):
         raise BankError(f"{where}: {key} must be a list of LoRA names, got {value!r}")
     return list(value)
