@@ -230,6 +230,21 @@ def test_the_joint_trainer_trains_in_float32_unless_asked_for_bf16() -> None:
     assert (bf16(), bf16("--no-bf16"), bf16("--bf16")) == (False, False, True)
 
 
+def test_the_joint_trainer_minimises_the_loss_it_is_given(monkeypatch) -> None:
+    from uir_lora.lab.train import joint
+
+    assert joint.build_parser().parse_args(["--out", "x"]).loss == "l1"
+    assert joint.build_parser().parse_args(["--out", "x", "--loss", "mse"]).loss == "mse"
+    called = []
+    mse = joint.LOSSES["mse"]
+    monkeypatch.setitem(joint.LOSSES, "mse", lambda out, target: called.append(out.shape) or mse(out, target))
+    backbone = FAMILIES["embedded-ffdnet"](None)
+    photos = [np.asarray(torch.rand(80, 80, 3).mul(255).byte()) for _ in range(2)]
+    cfg = JointConfig(steps=2, batch=1, crop=32, rank=2, bf16=False, kinds=("noise", "jpeg"), loss="mse", seed=0)
+    train_bank(backbone, photos, cfg, {name: {"sigma": 0.0} for name in (*cfg.kinds, "clean")}, log=lambda _: None)
+    assert called == [torch.Size([1, 3, 32, 32])] * 2
+
+
 def test_the_third_synthesis_damages_its_share_of_precipitation_and_nothing_else() -> None:
     from uir_lora.lab.train.joint import with_precipitation
 

@@ -29,7 +29,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from peft import LoraConfig
 from PIL import Image
 
@@ -41,7 +40,7 @@ from ...sampler.multiscale import multiscale, pyramid_levels
 from ..degrade_alt import degrade as degrade_alt
 from ..precipitation import KINDS as PRECIPITATION_KINDS
 from ..precipitation import degrade_precipitation
-from .trainer import CLEAN, TrainConfig, next_lr, optimise
+from .trainer import CLEAN, LOSSES, TrainConfig, next_lr, optimise
 
 IMPLEMENTATIONS = ("wide", "alt")
 """The two independent syntheses that feed training: degrade's wide profile and degrade_alt."""
@@ -268,7 +267,7 @@ def train_bank(backbone: Backbone, photos: Sequence[np.ndarray], cfg: JointConfi
         with torch.autocast(accelerator.device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
             out = case_output(backbone, x, case, conditioning, cfg.multiscale_coarsest, global_stage,
                               restored_before, trainable)
-        loss = F.l1_loss(out.float(), target.to(accelerator.device))
+        loss = LOSSES[cfg.loss](out.float(), target.to(accelerator.device))
         step = optimise(loss, optimizer, accelerator, losses, step, lr, start, cfg, log)
     for p in params:
         p.requires_grad_(False)
@@ -376,6 +375,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=False,
                         help="bf16 autocast (faster where the CPU has bfloat16 instructions; float32 by default): an "
                         "FFDNet LoRA trained under it learns bf16's rounding, then hurts in float32")
+    parser.add_argument("--loss", choices=tuple(LOSSES), default=JointConfig.loss,
+                        help="l1 (default) or mse, whose conditional mean keeps partial corrections where the damage "
+                        "is hard to see (raindrops)")
     parser.add_argument("--eval-images", type=int, default=9)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--global-stage", type=Path, help="a folder of trained global adapters, KIND.safetensors "
@@ -419,7 +421,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     cfg = JointConfig(steps=args.steps, minutes=args.minutes, batch=args.batch, crop=args.crop, lr=args.lr,
                       multiscale_coarsest=args.multiscale, bf16=args.bf16, seed=args.seed,
                       train_kinds=tuple(args.train_kinds), mixture_share=args.mixture_share,
-                      solo_synthesis=args.solo_synthesis, precipitation_share=args.precipitation_share)
+                      solo_synthesis=args.solo_synthesis, precipitation_share=args.precipitation_share,
+                      loss=args.loss)
     if cfg.train_kinds and not init:
         parser.error("--train-kinds keeps the other LoRAs as they are: give the bank they come from with --init")
     global_stage = load_global_stage(args.global_stage) if args.global_stage else {}
