@@ -1,4 +1,4 @@
-"""The night-sky rule: a black sky with bright points of light is not snow, low light or a colour cast."""
+"""The night-sky rule: a dark sky with bright points of light is not snow, low light or a colour cast."""
 
 from __future__ import annotations
 
@@ -30,6 +30,21 @@ def test_a_black_sky_with_stars_is_a_night_sky(sky):
     assert factors(sky).item() == 1.0
 
 
+def test_a_sky_behind_a_faint_nebula_is_a_night_sky_too():
+    nebula = star_field(113)  # a coloured glow lifts much of the sky above the black level
+    black_only = (nebula.amax(dim=1) < 0.1).float().mean().item()
+    assert black_only < NIGHT_SKY_VOID[0], "the glow must lift the sky above black for this test to mean anything"
+    assert void_share(nebula).item() > NIGHT_SKY_VOID[1]
+
+
+def test_a_glow_counts_as_sky_only_where_it_is_smooth():
+    generator = torch.Generator().manual_seed(0)
+    glow = torch.full((1, 3, 128, 128), 0.2)
+    textured = glow + 0.2 * torch.rand(1, 1, 128, 128, generator=generator)  # as dim, with texture in every block
+    bright = torch.full((1, 3, 128, 128), 0.5)  # smooth, but no longer dim
+    assert void_share(torch.cat([glow, textured, bright])).tolist() == [1.0, 0.0, 0.0]
+
+
 def test_under_exposure_dims_the_points_so_a_dark_photo_is_no_sky(sky, photo_256):
     assert factors(sky * 0.3).item() == 0.0  # as black, but its brightest points dimmed with the rest
     dark = photo_256 * 0.05
@@ -56,7 +71,8 @@ def test_the_rule_lowers_only_its_kinds_and_says_so(bank_with, sky):
     assert torch.equal(checked[others], read[others])
     result = router.route(sky)[0]
     assert "low_light" not in result.weights
-    assert any(note.startswith("low_light doubted") and "black sky with bright points" in note for note in result.notes)
+    assert any(note.startswith("low_light doubted") and "night sky, dark and smooth with bright points" in note
+               for note in result.notes)
     assert not any("stops under" in note for note in result.notes), "the exposure check took nothing away here"
 
 
@@ -70,7 +86,7 @@ def test_a_kind_that_both_checks_take_away_gets_both_notes(bank_with, photo_256)
     assert read > 0, "the encoder must read the dark room as low light for this test to mean anything"
     notes = [note for note in router.route(dim)[0].notes if note.startswith("low_light doubted")]
     assert len(notes) == 2
-    assert any("stops under" in note for note in notes) and any("black sky" in note for note in notes)
+    assert any("stops under" in note for note in notes) and any("night sky" in note for note in notes)
 
 
 def test_the_shipped_bank_leaves_a_clear_night_sky_alone(sky):

@@ -51,8 +51,8 @@ EXPOSURE_STOPS = (0.15, 0.45)
 """``router.exposure_stops`` by default: the under-exposure (in stops, global_stage.underexposure_stops) from which
 an exposure kind's presence starts to count, and from which it counts whole."""
 NIGHT_SKY_VOID = (0.85, 0.95)
-"""``router.night_sky_void`` by default: the share of black sky (router.night_sky.void_share) from which a photo starts
-to count as a night sky, and from which it counts whole."""
+"""``router.night_sky_void`` by default: the share of dark sky (router.night_sky.void_share: black, or a smooth faint
+glow) from which a photo starts to count as a night sky, and from which it counts whole."""
 NIGHT_SKY_POINTS = (0.6, 0.8)
 """``router.night_sky_points`` by default: the level of the brightest points (router.night_sky.point_level) from which
 a black photo starts to count as a night sky rather than an under-exposed one, and from which it counts whole."""
@@ -164,11 +164,12 @@ class RouterDefaults:
     """[from, full]: the ramp's ends in stops."""
     night_sky_kinds: list[str] = field(default_factory=list)
     """Presence routers: kinds of damage that a night sky imitates (snow: the stars; low light: the black; colour cast:
-    a sky with no white to judge by): their presence is multiplied by 1 minus how far the photo is a night sky, a black
-    void with bright points of light (router.night_sky), the ramp of its black share between ``night_sky_void`` times
-    that of its points' level between ``night_sky_points``. Names not in the bank are ignored; empty: off."""
+    a sky with no white to judge by): their presence is multiplied by 1 minus how far the photo is a night sky, a dark
+    void (black, or a smooth faint glow) with bright points of light (router.night_sky), the ramp of its share of sky
+    between ``night_sky_void`` times that of its points' level between ``night_sky_points``. Names not in the bank
+    are ignored; empty: off."""
     night_sky_void: list[float] = field(default_factory=lambda: list(NIGHT_SKY_VOID))
-    """[from, full]: the ramp's ends in share of black sky."""
+    """[from, full]: the ramp's ends in share of dark sky."""
     night_sky_points: list[float] = field(default_factory=lambda: list(NIGHT_SKY_POINTS))
     """[from, full]: the ramp's ends in level (0..1) of the brightest points."""
     doubted_beside: dict[str, dict[str, Any]] = field(default_factory=dict)

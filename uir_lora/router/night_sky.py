@@ -1,7 +1,7 @@
-"""A photo of the night sky: a black void with points of light. The encoder reads such a photo as snow (the stars are
-bright specks), as low light (its highlights are too small for a thumbnail to show) or as a colour cast, and the
-restore then removes the stars or brightens the sky. This measures how far a photo is such a sky, so the router can
-doubt those kinds there (``RouterDefaults.night_sky_kinds``)."""
+"""A photo of the night sky: a dark void (black, or a faint smooth glow such as a nebula) with points of light. The
+encoder reads such a photo as snow (the stars are bright specks), as low light (its highlights are too small for a
+thumbnail to show) or as a colour cast, and the restore then removes the stars or brightens the sky. This measures how
+far a photo is such a sky, so the router can doubt those kinds there (``RouterDefaults.night_sky_kinds``)."""
 
 from __future__ import annotations
 
@@ -20,6 +20,11 @@ VOID_BLOCK = 8
 sky behind it."""
 BLACK_LEVEL = 0.1
 """A block whose median (largest channel) is below this is black sky."""
+GLOW_LEVEL = 0.35
+GLOW_SPREAD = 0.03
+"""A block whose median is below ``GLOW_LEVEL`` and at most ``GLOW_SPREAD`` above its 10th percentile is sky behind a
+faint glow (a nebula, the Milky Way, airglow): smooth at the scale of a block, where a scene has texture. Stars only
+brighten a block, so the spread is read below its median."""
 POINT_POOL = 2
 """Points of light are read at full resolution, averaged over 2 x 2 px so that one hot pixel of sensor noise does
 not count as a star."""
@@ -29,8 +34,8 @@ stars fill and under-exposure never brightens."""
 
 
 def void_share(images: torch.Tensor) -> torch.Tensor:
-    """[B]: the share of each image [B,3,H,W] that is black sky once its points of light are set aside (the share
-    of its blocks whose median is below ``BLACK_LEVEL``)."""
+    """[B]: the share of each image [B,3,H,W] that is sky once its points of light are set aside: its blocks whose
+    median is below ``BLACK_LEVEL``, or below ``GLOW_LEVEL`` and smooth below it (``GLOW_SPREAD``)."""
     scale = VOID_SIDE / max(images.shape[-2:])
     shrunk = F.interpolate(images.float(), scale_factor=scale, mode="area") if scale < 1 else images.float()
     brightest = shrunk.amax(dim=1, keepdim=True)
@@ -38,7 +43,10 @@ def void_share(images: torch.Tensor) -> torch.Tensor:
     if height == 0 or width == 0:
         return torch.zeros(images.shape[0])
     blocks = F.unfold(brightest[..., :height, :width], VOID_BLOCK, stride=VOID_BLOCK)
-    return (blocks.median(dim=1).values < BLACK_LEVEL).float().mean(dim=1)
+    median = blocks.median(dim=1).values
+    floor = torch.quantile(blocks, 0.1, dim=1)
+    glow = (median < GLOW_LEVEL) & (median - floor < GLOW_SPREAD)
+    return ((median < BLACK_LEVEL) | glow).float().mean(dim=1)
 
 
 def point_level(images: torch.Tensor) -> torch.Tensor:

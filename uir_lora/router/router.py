@@ -470,7 +470,8 @@ class Router:
         if self.night_sky_index:
             self._note_taken(results, unchecked, self.feature_scores(raw, whole, sky=sky).similarities,
                              self.night_sky_index,
-                             lambda image: "the photo is a black sky with bright points of light (stars, not damage)")
+                             lambda image: "the photo is a night sky, dark and smooth with bright points of light "
+                                           "(stars, not damage)")
         if self.doubts:
             self._note_doubts(results, self.feature_scores(raw, whole, exposure, doubt=False, sky=sky).similarities,
                               sims)
