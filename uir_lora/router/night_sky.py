@@ -22,10 +22,10 @@ BLACK_LEVEL = 0.1
 """A block whose median (largest channel) is below this is black sky."""
 GLOW_LEVEL = 0.35
 GLOW_SPREAD = 0.03
-GLOW_FLOOR_RANK = 7
-"""A block whose median is below ``GLOW_LEVEL`` and at most ``GLOW_SPREAD`` above its 7th smallest value of 64 (its
-10th percentile) is sky behind a faint glow (a nebula, the Milky Way, airglow): smooth at the scale of a block, where
-a scene has texture. Stars only brighten a block, so the spread is read below its median."""
+GLOW_FLOOR = 0.1
+"""A block whose median is below ``GLOW_LEVEL`` and at most ``GLOW_SPREAD`` above its ``GLOW_FLOOR`` quantile (the
+nearest rank: the 7th smallest of 64) is sky behind a faint glow (a nebula, the Milky Way, airglow): smooth at the
+scale of a block, where a scene has texture. Stars only brighten a block, so the spread is read below its median."""
 POINT_POOL = 2
 """Points of light are read at full resolution, averaged over 2 x 2 px so that one hot pixel of sensor noise does
 not count as a star."""
@@ -48,7 +48,8 @@ def void_share(images: torch.Tensor) -> torch.Tensor:
     sky = median < BLACK_LEVEL
     dim = (median < GLOW_LEVEL) & ~sky
     if dim.any():  # only dim blocks can be glow: most photos have few, so the percentile is read on those alone
-        floor = blocks.transpose(1, 2)[dim].kthvalue(GLOW_FLOOR_RANK, dim=1).values
+        rank = 1 + round(GLOW_FLOOR * (blocks.shape[1] - 1))
+        floor = blocks.transpose(1, 2)[dim].kthvalue(rank, dim=1).values
         sky[dim] = median[dim] - floor <= GLOW_SPREAD
     return sky.float().mean(dim=1)
 
