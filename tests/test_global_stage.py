@@ -282,11 +282,17 @@ def test_the_router_reads_severities_and_the_composition_carries_them_to_the_haz
     assert forced.dehaze_severity() == pytest.approx(routing.severities["haze"])
 
 
-def test_a_dehazing_adapter_file_is_read_as_one(tmp_path, photo):
+def _saved_dehazing_adapter(tmp_path) -> tuple:
+    """A dehazing adapter whose omega head is not at its zero start, and its file."""
     adapter = GlobalAdapter(dehaze=True)
     torch.nn.init.normal_(adapter.dehaze_head.weight, std=0.05)
     path = tmp_path / "haze.global.safetensors"
     save_file({k: v.contiguous() for k, v in adapter.state_dict().items()}, str(path))
+    return adapter, path
+
+
+def test_a_dehazing_adapter_file_is_read_as_one(tmp_path, photo):
+    adapter, path = _saved_dehazing_adapter(tmp_path)
     from uir_lora.bank.store import read_global_adapter
 
     read = read_global_adapter(path)
@@ -388,3 +394,29 @@ def test_the_exposure_anchor_lifts_a_dark_photos_highlights_and_leaves_a_bright_
     with torch.no_grad():
         assert torch.allclose(read(thumbnail(dark)).exposure, params.exposure)
     assert GlobalAdapter()(thumbnail(dark)).exposure is None, "an adapter without the anchor has no gain"
+
+
+def test_training_on_from_an_adapter_file_starts_from_its_weights(tmp_path, photo):
+    from uir_lora.lab.train.global_stage import GlobalConfig, initial_adapter
+
+    saved, path = _saved_dehazing_adapter(tmp_path)
+    start = initial_adapter(GlobalConfig(kind="haze", dehaze=True, init=str(path)))
+    assert start.training and all(parameter.requires_grad for parameter in start.parameters())
+    with torch.no_grad():
+        assert torch.allclose(start(thumbnail(photo)).omega, saved(thumbnail(photo)).omega)
+    fresh = initial_adapter(GlobalConfig(kind="haze", dehaze=True))
+    with torch.no_grad():
+        assert not torch.allclose(fresh(thumbnail(photo)).omega, saved(thumbnail(photo)).omega)
+
+
+def test_an_init_file_unlike_the_options_is_refused_with_the_fix(tmp_path, photo, capsys):
+    from uir_lora.lab.train.global_stage import main
+
+    _, path = _saved_dehazing_adapter(tmp_path)
+    out = tmp_path / "a.safetensors"
+    for options in (["--kind", "haze"], ["--kind", "haze", "--dehaze", "--omega-cap", "0.98"]):
+        with pytest.raises(SystemExit) as exited:
+            main([*options, "--init", str(path), "--photos", str(tmp_path), "--out", str(out)])
+        error = capsys.readouterr().err
+        assert exited.value.code == 2 and "dehaze=True" in error and "to train on from it" in error
+    assert not out.exists()

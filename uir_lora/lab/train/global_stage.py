@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 
 from ...degrade import KINDS, compatible
+from ...errors import InputError
 from ...global_stage import GlobalAdapter, GlobalParams, apply_global, thumbnail
 from ...global_stage.adapter import coefficients_at_omega, transmission_coefficients
 from .joint import _load_photos, degrade_case, photo_crops
@@ -59,6 +60,9 @@ class GlobalConfig:
     photo. Needs ``dehaze``."""
     omega_cap: float = 0.0
     """The adapter's cap on omega (0: MAX_OMEGA); stored in its file."""
+    init: str = ""
+    """An adapter file to train on from (a bank's ``KIND.global.safetensors``), instead of a fresh adapter; its file
+    says what it is (dehazing, anchor, cap), and ``dehaze``, ``anchor`` and ``omega_cap`` must agree with it."""
     seed: int = 0
     threads: int = 0
 
@@ -109,13 +113,29 @@ def best_omega(small: torch.Tensor, target: torch.Tensor, params: GlobalParams, 
     return grid[errors.argmin(dim=1)][:, None]
 
 
-def train_global(photos: Sequence[np.ndarray], cfg: GlobalConfig, log=print) -> tuple[GlobalAdapter, list[dict]]:
+def initial_adapter(cfg: GlobalConfig) -> GlobalAdapter:
+    """A fresh adapter of the config's kind, or the file ``cfg.init`` made trainable again."""
+    if not cfg.init:
+        return GlobalAdapter(dehaze=cfg.dehaze, anchor=cfg.anchor, omega_cap=cfg.omega_cap or None)
+    from ...bank.store import read_global_adapter
+
+    adapter = read_global_adapter(Path(cfg.init))
+    cap = float(adapter.omega_limit)
+    if (adapter.dehaze, adapter.anchor) != (cfg.dehaze, cfg.anchor) or (cfg.omega_cap and cfg.omega_cap != cap):
+        raise InputError(f"{cfg.init} is an adapter with dehaze={adapter.dehaze}, anchor={adapter.anchor}, omega cap "
+                         f"{cap:g}; give the same --dehaze / --anchor (and no other --omega-cap) to train on from it")
+    return adapter.train().requires_grad_(True)
+
+
+def train_global(photos: Sequence[np.ndarray], cfg: GlobalConfig, log=print,
+                 start: GlobalAdapter | None = None) -> tuple[GlobalAdapter, list[dict]]:
+    """Train ``start`` (default: ``initial_adapter(cfg)``) on ``photos``; the adapter and the loss per step."""
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     rng, np_rng = random.Random(cfg.seed), np.random.default_rng(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
-    adapter = GlobalAdapter(dehaze=cfg.dehaze, anchor=cfg.anchor, omega_cap=cfg.omega_cap or None)
+    adapter = start if start is not None else initial_adapter(cfg)
     cap = float(adapter.omega_limit)
     optimiser = torch.optim.AdamW(adapter.parameters(), lr=cfg.lr, weight_decay=1e-4)
     started, history, step = time.monotonic(), [], 0
@@ -164,8 +184,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     cfg = GlobalConfig(**{k: v for k, v in vars(args).items() if k in GlobalConfig.__dataclass_fields__})
     if (cfg.omega_target or cfg.omega_cap) and not cfg.dehaze:
         parser.error("--omega-target and --omega-cap apply to a dehazing adapter: add --dehaze")
-    photos = _load_photos(args.photos, 1024)
-    adapter, history = train_global(photos, cfg)
+    try:  # a fresh adapter is made after the seed is set, in train_global
+        start = initial_adapter(cfg) if cfg.init else None
+    except InputError as exc:  # a file that is not what the options say: a message, not a traceback
+        parser.error(str(exc))
+    adapter, history = train_global(_load_photos(args.photos, 1024), cfg, start=start)
     save_adapter(adapter, args.out, {"kind": cfg.kind, "config": json.dumps(asdict(cfg))})
     args.out.with_suffix(".log.json").write_text(json.dumps({"config": asdict(cfg), "history": history}))
     print(f"wrote {args.out} after {len(history)} steps")
