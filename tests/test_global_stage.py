@@ -409,7 +409,7 @@ def test_training_on_from_an_adapter_file_starts_from_its_weights(tmp_path, phot
         assert not torch.allclose(fresh(thumbnail(photo)).omega, saved(thumbnail(photo)).omega)
 
 
-def test_an_init_file_unlike_the_options_is_refused_with_the_fix(tmp_path, photo, capsys):
+def test_an_init_file_unlike_the_options_is_refused_with_the_fix(tmp_path, capsys):
     from uir_lora.lab.train.global_stage import main
 
     _, path = _saved_dehazing_adapter(tmp_path)
