@@ -7,6 +7,9 @@
 #       cores; runs in runs/global/). The haze adapter also undoes the scattering model (--dehaze); the
 #       low-light adapter first lifts the photo's highlights to a fixed level (--anchor).
 #
+# The shipped haze adapter was then trained on from its file with each photo's best omega taught (--init ...
+# --omega-target: the command is in docs/engine.md).
+#
 # Then measure on the independent check set before committing the bank:
 #   python benchmarks/wild.py --jobs 2 --doc docs/benchmarks.md
 set -euo pipefail
