@@ -419,4 +419,8 @@ def test_an_init_file_unlike_the_options_is_refused_with_the_fix(tmp_path, capsy
             main([*options, "--init", str(path), "--photos", str(tmp_path), "--out", str(out)])
         error = capsys.readouterr().err
         assert exited.value.code == 2 and "dehaze=True" in error and "to train on from it" in error
+    with pytest.raises(SystemExit) as exited:
+        main(["--kind", "haze", "--dehaze", "--init", str(tmp_path / "none.safetensors"), "--photos", str(tmp_path),
+              "--out", str(out)])
+    assert exited.value.code == 2 and "missing" in capsys.readouterr().err
     assert not out.exists()

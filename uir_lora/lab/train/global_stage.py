@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 
 from ...degrade import KINDS, compatible
-from ...errors import InputError
+from ...errors import InputError, UIRError
 from ...global_stage import GlobalAdapter, GlobalParams, apply_global, thumbnail
 from ...global_stage.adapter import coefficients_at_omega, transmission_coefficients
 from .joint import _load_photos, degrade_case, photo_crops
@@ -186,7 +186,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--omega-target and --omega-cap apply to a dehazing adapter: add --dehaze")
     try:  # a fresh adapter is made after the seed is set, in train_global
         start = initial_adapter(cfg) if cfg.init else None
-    except InputError as exc:  # a file that is not what the options say: a message, not a traceback
+    except UIRError as exc:  # a missing file, or one that is not what the options say: a message, not a traceback
         parser.error(str(exc))
     adapter, history = train_global(_load_photos(args.photos, 1024), cfg, start=start)
     save_adapter(adapter, args.out, {"kind": cfg.kind, "config": json.dumps(asdict(cfg))})
