@@ -404,6 +404,11 @@ def test_training_on_from_an_adapter_file_starts_from_its_weights(tmp_path, phot
     assert start.training and all(parameter.requires_grad for parameter in start.parameters())
     with torch.no_grad():
         assert torch.allclose(start(thumbnail(photo)).omega, saved(thumbnail(photo)).omega)
+    capped = GlobalAdapter(dehaze=True, omega_cap=0.98)  # saved as the trainer saves: in float16
+    save_file({k: v.half().contiguous() for k, v in capped.state_dict().items()}, str(tmp_path / "capped.safetensors"))
+    again = initial_adapter(GlobalConfig(kind="haze", dehaze=True, omega_cap=0.98,
+                                         init=str(tmp_path / "capped.safetensors")))
+    assert float(again.omega_limit) == pytest.approx(0.98, abs=1e-3), "the file's own cap, given again, is no mismatch"
     fresh = initial_adapter(GlobalConfig(kind="haze", dehaze=True))
     with torch.no_grad():
         assert not torch.allclose(fresh(thumbnail(photo)).omega, saved(thumbnail(photo)).omega)

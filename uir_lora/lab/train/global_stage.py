@@ -121,7 +121,9 @@ def initial_adapter(cfg: GlobalConfig) -> GlobalAdapter:
 
     adapter = read_global_adapter(Path(cfg.init))
     cap = float(adapter.omega_limit)
-    if (adapter.dehaze, adapter.anchor) != (cfg.dehaze, cfg.anchor) or (cfg.omega_cap and cfg.omega_cap != cap):
+    # the file keeps its cap in float16 (0.98 reads back as 0.97998), so the same cap given again must compare equal
+    other_cap = bool(cfg.omega_cap) and abs(cfg.omega_cap - cap) > 1e-3
+    if (adapter.dehaze, adapter.anchor) != (cfg.dehaze, cfg.anchor) or other_cap:
         raise InputError(f"{cfg.init} is an adapter with dehaze={adapter.dehaze}, anchor={adapter.anchor}, omega cap "
                          f"{cap:g}; give the same --dehaze / --anchor (and no other --omega-cap) to train on from it")
     return adapter.train().requires_grad_(True)
