@@ -429,3 +429,25 @@ def test_an_init_file_unlike_the_options_is_refused_with_the_fix(tmp_path, capsy
               "--out", str(out)])
     assert exited.value.code == 2 and "missing" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_a_continuation_records_how_its_starting_file_was_trained(tmp_path):
+    from PIL import Image
+
+    from uir_lora.lab.train.global_stage import main
+    from uir_lora.lab.train.joint import global_stage_provenance
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    generator = torch.Generator().manual_seed(0)
+    for index in range(2):
+        pixels = (torch.rand(96, 96, 3, generator=generator) * 255).to(torch.uint8).numpy()
+        Image.fromarray(pixels).save(photos / f"{index}.png")
+    first, second = tmp_path / "first.safetensors", tmp_path / "second.safetensors"
+    common = ["--kind", "haze", "--dehaze", "--photos", str(photos), "--steps", "1", "--batch", "2", "--crop", "64",
+              "--loss-side", "32"]
+    assert main([*common, "--out", str(first), "--seed", "3"]) == 0
+    assert main([*common, "--out", str(second), "--init", str(first)]) == 0
+    provenance = global_stage_provenance(second)
+    assert provenance["init"] == str(first)
+    assert provenance["init_from"] == global_stage_provenance(first) and provenance["init_from"]["seed"] == 3

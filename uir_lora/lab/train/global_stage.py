@@ -31,7 +31,7 @@ from ...degrade import KINDS, compatible
 from ...errors import InputError, UIRError
 from ...global_stage import GlobalAdapter, GlobalParams, apply_global, thumbnail
 from ...global_stage.adapter import coefficients_at_omega, transmission_coefficients
-from .joint import _load_photos, degrade_case, photo_crops
+from .joint import _load_photos, degrade_case, global_stage_provenance, photo_crops
 from .trainer import CLEAN
 
 
@@ -191,8 +191,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UIRError as exc:  # a missing file, or one that is not what the options say: a message, not a traceback
         parser.error(str(exc))
     adapter, history = train_global(_load_photos(args.photos, 1024), cfg, start=start)
-    save_adapter(adapter, args.out, {"kind": cfg.kind, "config": json.dumps(asdict(cfg))})
-    args.out.with_suffix(".log.json").write_text(json.dumps({"config": asdict(cfg), "history": history}))
+    config = asdict(cfg)
+    if cfg.init:  # a continuation carries how the file it started from was trained: the bank's provenance reads both
+        config["init_from"] = global_stage_provenance(Path(cfg.init))
+    save_adapter(adapter, args.out, {"kind": cfg.kind, "config": json.dumps(config)})
+    args.out.with_suffix(".log.json").write_text(json.dumps({"config": config, "history": history}))
     print(f"wrote {args.out} after {len(history)} steps")
     return 0
 
