@@ -23,8 +23,8 @@ BLACK_LEVEL = 0.1
 GLOW_LEVEL = 0.35
 GLOW_SPREAD = 0.03
 GLOW_FLOOR = 0.1
-"""A block whose median is below ``GLOW_LEVEL`` and at most ``GLOW_SPREAD`` above its ``GLOW_FLOOR`` quantile (the
-nearest rank: the 7th smallest of 64) is sky behind a faint glow (a nebula, the Milky Way, airglow): smooth at the
+"""A block whose median is below ``GLOW_LEVEL`` and at most ``GLOW_SPREAD`` above its ``GLOW_FLOOR`` quantile (by
+nearest rank among the block's pixels) is sky behind a faint glow (a nebula, the Milky Way, airglow): smooth at the
 scale of a block, where a scene has texture. Stars only brighten a block, so the spread is read below its median."""
 POINT_POOL = 2
 """Points of light are read at full resolution, averaged over 2 x 2 px so that one hot pixel of sensor noise does
