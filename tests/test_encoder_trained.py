@@ -141,8 +141,25 @@ def test_the_wide_share_draws_blur_and_not_noise_from_the_wide_profile():
         assert any(differ) == changes
 
 
+def test_the_precipitation_share_draws_raindrops_and_not_noise_from_the_third_synthesis():
+    from uir_lora.lab.router.train_encoder import DamageDataset, EncoderTrainConfig
+
+    groups = [[scene(s) for s in range(4)]]
+
+    def examples(kind: str, share: float) -> list:
+        config = EncoderTrainConfig(crop=64, clean_share=0.0, mixture_share=0.0, precipitation_share=share)
+        return [DamageDataset(groups, config, 8, (kind,))[index] for index in range(8)]
+
+    for kind, changes in (("noise", False), ("raindrop", True)):
+        plain, third = examples(kind, 0.0), examples(kind, 1.0)
+        assert all(torch.equal(a[1], b[1]) and a[1][0] == 1 for a, b in zip(plain, third))  # labels unchanged
+        differ = [not torch.equal(a[0], b[0]) for a, b in zip(plain, third)]
+        assert all(differ) == changes and any(differ) == changes  # every raindrop redrawn, no noise touched
+
+
 @pytest.mark.parametrize(("flag", "value"), [("--finish-share", "-0.1"), ("--finish-share", "1.5"),
-                                             ("--wide-share", "2")])
+                                             ("--wide-share", "2"),
+                                             ("--precipitation-share", "1.1")])
 def test_a_bad_share_is_refused_before_any_work(tmp_path, flag, value, capsys):
     from uir_lora.lab.cli import main
 

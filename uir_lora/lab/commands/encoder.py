@@ -44,6 +44,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                        help="share of blur, low light and haze drawn from the wide synthesis profile's models")
     train.add_argument("--finish-share", type=float, default=defaults.finish_share,
                        help="share of the examples given a camera's faint noise and mild JPEG after their damage")
+    train.add_argument("--precipitation-share", type=float, default=defaults.precipitation_share,
+                       help="share of rain, snow and raindrops drawn from the third synthesis of them "
+                            "(uir_lora.lab.precipitation)")
     train.set_defaults(run=run_train)
     average = actions.add_parser("average", help="average two encoders of one lineage parameter by parameter")
     average.add_argument("first", type=existing_path)
@@ -75,7 +78,8 @@ def run_train(args: argparse.Namespace) -> int:
     if not 0 <= args.mixture_share <= 1 - args.clean_share:
         raise InputError(f"--mixture-share must be in [0, 1 - --clean-share], got {args.mixture_share} beside "
                          f"--clean-share {args.clean_share}")
-    for flag, share in (("--wide-share", args.wide_share), ("--finish-share", args.finish_share)):
+    for flag, share in (("--wide-share", args.wide_share), ("--finish-share", args.finish_share),
+                        ("--precipitation-share", args.precipitation_share)):
         if not 0 <= share <= 1:
             raise InputError(f"{flag} must be in [0, 1], got {share}")
     if args.out.suffix != ".safetensors":
@@ -87,7 +91,8 @@ def run_train(args: argparse.Namespace) -> int:
                                 log_every=args.log_every, photo_dirs=[str(p) for p in args.photos],
                                 init=str(args.init or ""), clean_share=args.clean_share,
                                 mixture_share=args.mixture_share,
-                                wide_share=args.wide_share, finish_share=args.finish_share)
+                                wide_share=args.wide_share, finish_share=args.finish_share,
+                                precipitation_share=args.precipitation_share)
     train_encoder(config, args.out)
     return 0
 

@@ -36,6 +36,8 @@ from ...router.trained import (
     load_encoder,
     save_encoder,
 )
+from ..precipitation import KINDS as PRECIPITATION_KINDS
+from ..precipitation import degrade_precipitation
 from ..train.trainer import TrainConfig, next_lr, optimise
 from .presence import draw_kinds
 
@@ -68,6 +70,10 @@ class EncoderTrainConfig(TrainConfig):
     """Share of the examples, clean or damaged, that then pass the wide synthesis's camera finish (faint sensor
     noise, mild JPEG; itself applied to 70 % of them) with their labels unchanged: every real photo carries it,
     and an encoder that never saw it reads a blurred photo's faint noise as the noise kind."""
+    precipitation_share: float = 0.0
+    """Share of the rain, snow and raindrops drawn from the third synthesis of them (``lab.precipitation``:
+    scene-lit streaks in depth layers, refracting drops with dark rims) instead of the example's implementation:
+    the two others both draw bright streaks and white flakes."""
 
 
 def _rescaled(image: Image.Image, short_side: int) -> np.ndarray:
@@ -165,7 +171,11 @@ class DamageDataset(Dataset):
             if implementation == "degrade" and kind in WIDE_KINDS and self.config.wide_share \
                     and float(torch.rand((), generator=gen)) < self.config.wide_share:
                 options.update(profile="wide", finish=False)
-            x = degrade(x, kind, generator=gen, severity=level, **options).clamp(0, 1)
+            if kind in PRECIPITATION_KINDS and self.config.precipitation_share \
+                    and float(torch.rand((), generator=gen)) < self.config.precipitation_share:
+                x = degrade_precipitation(x, kind, gen, severities=[level])  # drawn only when asked, as above
+            else:
+                x = degrade(x, kind, generator=gen, severity=level, **options).clamp(0, 1)
             row = self.kinds.index(kind)
             presence[row], severity[row], mask[row] = 1.0, level, 1.0
         if self.config.finish_share and float(torch.rand((), generator=gen)) < self.config.finish_share:
