@@ -124,37 +124,27 @@ def test_the_camera_finish_adds_faint_noise_and_keeps_the_labels():
     assert 8 <= changed < 16  # the finish itself lands on 70 % of the examples it is drawn for
 
 
-def test_the_wide_share_draws_blur_and_not_noise_from_the_wide_profile():
+@pytest.mark.parametrize(("share", "redrawn", "every_one"), [
+    ("wide_share", "motion_blur", False),  # the wide profile is an option of the standard synthesis: half the draws
+    ("precipitation_share", "raindrop", True),  # the third synthesis replaces either implementation
+])
+def test_a_share_redraws_its_kinds_from_another_model_and_leaves_noise_alone(share, redrawn, every_one):
     from uir_lora.lab.router.train_encoder import DamageDataset, EncoderTrainConfig
 
     groups = [[scene(s) for s in range(4)]]
 
-    def examples(kind: str, share: float) -> list:
-        config = EncoderTrainConfig(crop=64, clean_share=0.0, mixture_share=0.0, wide_share=share)
+    def examples(kind: str, value: float) -> list:
+        config = EncoderTrainConfig(crop=64, clean_share=0.0, mixture_share=0.0, **{share: value})
         return [DamageDataset(groups, config, 8, (kind,))[index] for index in range(8)]
 
-    for kind, changes in (("noise", False), ("motion_blur", True)):
-        plain, wide = examples(kind, 0.0), examples(kind, 1.0)
-        assert all(torch.equal(a[1], b[1]) and a[1][0] == 1 for a, b in zip(plain, wide))  # labels unchanged
-        differ = [not torch.equal(a[0], b[0]) for a, b in zip(plain, wide)]
-        # noise keeps its standard model (the wide one's faint end is the camera finish's); blur draws a wide one
-        assert any(differ) == changes
-
-
-def test_the_precipitation_share_draws_raindrops_and_not_noise_from_the_third_synthesis():
-    from uir_lora.lab.router.train_encoder import DamageDataset, EncoderTrainConfig
-
-    groups = [[scene(s) for s in range(4)]]
-
-    def examples(kind: str, share: float) -> list:
-        config = EncoderTrainConfig(crop=64, clean_share=0.0, mixture_share=0.0, precipitation_share=share)
-        return [DamageDataset(groups, config, 8, (kind,))[index] for index in range(8)]
-
-    for kind, changes in (("noise", False), ("raindrop", True)):
-        plain, third = examples(kind, 0.0), examples(kind, 1.0)
-        assert all(torch.equal(a[1], b[1]) and a[1][0] == 1 for a, b in zip(plain, third))  # labels unchanged
-        differ = [not torch.equal(a[0], b[0]) for a, b in zip(plain, third)]
-        assert all(differ) == changes and any(differ) == changes  # every raindrop redrawn, no noise touched
+    for kind in ("noise", redrawn):
+        plain, other = examples(kind, 0.0), examples(kind, 1.0)
+        assert all(torch.equal(a[1], b[1]) and a[1][0] == 1 for a, b in zip(plain, other))  # labels unchanged
+        differ = [not torch.equal(a[0], b[0]) for a, b in zip(plain, other)]
+        # noise keeps its models (the wide one's faint end is the camera finish's; the third draws no noise)
+        assert any(differ) == (kind == redrawn)
+        if kind == redrawn and every_one:
+            assert all(differ)
 
 
 @pytest.mark.parametrize(("flag", "value"), [("--finish-share", "-0.1"), ("--finish-share", "1.5"),
