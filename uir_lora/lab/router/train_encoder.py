@@ -3,9 +3,10 @@
 Every example is a native-resolution crop of a photo or render at a random scale (photos of many
 sizes), left clean or degraded by one kind or a mixture of 2-3 compatible kinds, each with its own
 severity, by ``uir_lora.degrade`` or ``uir_lora.lab.degrade_alt`` (two implementations, so the encoder
-learns the damage rather than one synthesis). Targets: presence per kind plus "clean" (sigmoid,
-binary cross-entropy) and severity per present kind (regression). Runs through ``accelerate``:
-``python -m uir_lora.lab encoder train`` on a CPU, the same under ``accelerate launch`` on GPUs.
+learns the damage rather than one synthesis; rain, snow and raindrops also by ``uir_lora.lab.precipitation``
+when asked). Targets: presence per kind plus "clean" (sigmoid, binary cross-entropy) and severity per present
+kind (regression). Runs through ``accelerate``: ``python -m uir_lora.lab encoder train`` on a CPU, the same
+under ``accelerate launch`` on GPUs.
 """
 
 from __future__ import annotations
@@ -115,6 +116,11 @@ def photo_views(photo_dirs: Sequence[str | Path], crop: int, seed: int, renders:
     info = {"renders": len(rendered), "photos": len(paths), "photo_views": len(photos),
             "photo_dirs": [str(d) for d in photo_dirs]}
     return groups, info
+
+
+def used_implementations(config: EncoderTrainConfig) -> list[str]:
+    """The syntheses that drew the examples, as the encoder file records them."""
+    return [*IMPLEMENTATIONS, *(["precipitation"] if config.precipitation_share else [])]
 
 
 def _degrader(implementation: str) -> Callable[..., torch.Tensor]:
@@ -270,7 +276,7 @@ def train_encoder(config: EncoderTrainConfig, out: Path, log: Callable[[str], No
     net = accelerator.unwrap_model(model).float().to(memory_format=torch.contiguous_format)
     record = {"steps": step, "seconds": seconds, "images": step * config.batch * accelerator.num_processes,
               "final_loss": round(sum(losses[-50:]) / max(1, len(losses[-50:])), 4), "base": BASE,
-              "data": data_info, "implementations": list(IMPLEMENTATIONS),
+              "data": data_info, "implementations": used_implementations(config),
               "config": {k: v for k, v in asdict(config).items() if k not in ("loss", "extra")},  # LoRA-only fields
               "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
     if config.init:
