@@ -123,6 +123,12 @@ def used_implementations(config: EncoderTrainConfig) -> list[str]:
     return [*IMPLEMENTATIONS, *(["precipitation"] if config.precipitation_share else [])]
 
 
+def asked(share: float, gen: torch.Generator) -> bool:
+    """True with probability ``share``; the generator is drawn only for a share above 0, so a run without an
+    option draws the same examples as a run from before the option existed."""
+    return bool(share) and float(torch.rand((), generator=gen)) < share
+
+
 def _degrader(implementation: str) -> Callable[..., torch.Tensor]:
     if implementation == "degrade_alt":
         from ..degrade_alt import degrade
@@ -174,18 +180,16 @@ class DamageDataset(Dataset):
         for kind in canonical_kinds(kinds) if kinds else []:
             level = float(torch.rand((), generator=gen))
             options = {"frame_side": max(frame_side, self.config.crop)} if implementation == "degrade" else {}
-            if implementation == "degrade" and kind in WIDE_KINDS and self.config.wide_share \
-                    and float(torch.rand((), generator=gen)) < self.config.wide_share:
+            if implementation == "degrade" and kind in WIDE_KINDS and asked(self.config.wide_share, gen):
                 options.update(profile="wide", finish=False)
-            if kind in PRECIPITATION_KINDS and self.config.precipitation_share \
-                    and float(torch.rand((), generator=gen)) < self.config.precipitation_share:
-                x = degrade_precipitation(x, kind, gen, severities=[level])  # drawn only when asked, as above
+            if kind in PRECIPITATION_KINDS and asked(self.config.precipitation_share, gen):
+                x = degrade_precipitation(x, kind, gen, severities=[level])
             else:
                 x = degrade(x, kind, generator=gen, severity=level, **options).clamp(0, 1)
             row = self.kinds.index(kind)
             presence[row], severity[row], mask[row] = 1.0, level, 1.0
-        if self.config.finish_share and float(torch.rand((), generator=gen)) < self.config.finish_share:
-            x = camera_finish(x, gen).clamp(0, 1)  # drawn only when asked: a run without it keeps its examples
+        if asked(self.config.finish_share, gen):
+            x = camera_finish(x, gen).clamp(0, 1)
         if not kinds:
             presence[-1] = 1.0  # "clean": no damage at all
         return x[0].float(), presence, severity, mask
