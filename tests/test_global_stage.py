@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 import torch
@@ -238,7 +239,9 @@ def test_a_sure_dehazing_lifts_dense_haze_and_an_unsure_one_stretches_at_most_to
                 / high_floor + 1e-4).all()
 
 
-def test_a_mild_haze_read_keeps_the_high_floor_and_a_dense_one_lets_it_down():
+def test_a_mild_haze_read_keeps_the_high_floor_and_a_dense_one_lets_it_down(monkeypatch):
+    # the floor alone: the reading's omega (next test) set aside
+    monkeypatch.setattr(adapter_module, "dehazing_omega", lambda params: params.omega)
     floor = adapter_module.transmission_floor
     sure, mild, dense = torch.tensor([[1.0]]), torch.tensor([[0.1]]), torch.tensor([[0.9]])
     assert floor(sure, mild).item() == pytest.approx(adapter_module.MIN_TRANSMISSION)
@@ -255,6 +258,26 @@ def test_a_mild_haze_read_keeps_the_high_floor_and_a_dense_one_lets_it_down():
         plain = [adapter_module.run_adapters(hazy, [(1.0, random_adapter(3))], read) for read in (0.1, 0.9)]
     assert not torch.allclose(outputs[0], outputs[1]) and torch.equal(outputs[1], outputs[2])
     assert torch.equal(plain[0], plain[1])
+
+
+def test_a_haze_read_sets_omega_and_manual_weights_keep_the_heads():
+    low, high = adapter_module.SEVERITY_OMEGA
+    assert 0.0 < low < high <= adapter_module.MAX_OMEGA
+    clear, _, airlight = hazy_scene()
+    params = dehazing_params(0.6, airlight)
+    assert adapter_module.dehazing_omega(params).item() == pytest.approx(0.6)  # no reading: the head's own
+    for read, omega in ((0.0, low), (1.0, high), (0.5, (low + high) / 2), (1.7, high)):
+        severity = torch.tensor([[read]])
+        assert adapter_module.dehazing_omega(replace(params, severity=severity)).item() == pytest.approx(omega)
+    # through run_adapters: a dense read dehazes further than a mild one, and no read leaves the head's omega
+    transmission = torch.linspace(0.8, 0.3, clear.shape[-1]).view(1, 1, 1, -1)
+    hazy = clear * transmission + airlight[..., None, None] * (1 - transmission)
+    adapter = GlobalAdapter(dehaze=True)
+    with torch.no_grad():
+        adapter.dehaze_head.bias[0] = -20.0  # the head's omega near 0: no dehazing of its own
+        mild, dense, unread = (adapter_module.run_adapters(hazy, [(1.0, adapter)], read) for read in (0.0, 1.0, None))
+    error = [(out - clear).abs().mean() for out in (hazy, unread, mild, dense)]
+    assert error[1] == pytest.approx(error[0], rel=0.02) and error[3] < error[2] < error[0]
 
 
 def test_the_router_reads_severities_and_the_composition_carries_them_to_the_haze_floor(photo):

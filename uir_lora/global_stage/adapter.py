@@ -59,6 +59,11 @@ DENSE_SEVERITY = (0.5, 0.7)
 """Haze severities read by the router's encoder over which a sure read's floor comes down: mild haze keeps the
 high floor (the adapter's omega is near 0.9 whatever the haze, and on mild haze the floor is what keeps bright
 walls and windows from being stretched)."""
+SEVERITY_OMEGA = (0.75, 0.95)
+"""The omega of a dehazing whose haze severity the router's encoder read, linear from severity 0 to 1, in place of
+the adapter head's own: the head's omega hardly follows a photo's best one (it does worse than a fixed 0.85 on the
+choosing sets), and the severity read follows it a little (docs/engine.md, *Omega from the haze severity read*).
+Manual weights carry no reading and keep the head's omega."""
 MAX_OMEGA = 0.95
 """The dark channel prior's usual cap: some haze is kept, so distant objects still look distant. An adapter file
 may carry its own (``omega_cap``): one taught the best omega per photo needs more room for dense haze."""
@@ -291,6 +296,15 @@ def _odd(value: float) -> int:
     return max(3, int(round(value)) // 2 * 2 + 1)
 
 
+def dehazing_omega(params: GlobalParams) -> torch.Tensor:
+    """[B,1] the omega a dehazing uses: from the haze severity the router read (``SEVERITY_OMEGA``), else the
+    adapter's own."""
+    if params.severity is None:
+        return params.omega
+    low, high = SEVERITY_OMEGA
+    return (low + (high - low) * params.severity.float().clamp(0.0, 1.0)).to(params.omega.dtype)
+
+
 def transmission_coefficients(image: torch.Tensor, params: GlobalParams) -> torch.Tensor:
     """[B,2,h,w]: the linear coefficients (a, b) of a guided filter, so that t = a * grey(image) + b at any
     pixel, estimated on the image shrunk to ``DEHAZE_SIDE``. He's fast guided filter, written by hand
@@ -300,7 +314,7 @@ def transmission_coefficients(image: torch.Tensor, params: GlobalParams) -> torc
     small = F.interpolate(image.float(), scale_factor=scale, mode="area") if scale < 1 else image.float()
     side = max(small.shape[-2:])
     hazy = small / params.airlight[..., None, None].clamp_min(0.05)
-    raw = 1.0 - params.omega[..., None, None] * dark_channel(hazy, _odd(side / 40))
+    raw = 1.0 - dehazing_omega(params)[..., None, None] * dark_channel(hazy, _odd(side / 40))
     grey = small.mean(dim=1, keepdim=True)
     window = _odd(side / 8)
     mean_grey, mean_raw = box_blur(grey, window), box_blur(raw, window)
