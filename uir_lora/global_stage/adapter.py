@@ -302,7 +302,7 @@ def dehazing_omega(params: GlobalParams) -> torch.Tensor:
     if params.severity is None:
         return params.omega
     low, high = SEVERITY_OMEGA
-    return (low + (high - low) * params.severity.float().clamp(0.0, 1.0)).to(params.omega.dtype)
+    return (low + (high - low) * ramp(params.severity, (0.0, 1.0))).to(params.omega.dtype)
 
 
 def transmission_coefficients(image: torch.Tensor, params: GlobalParams) -> torch.Tensor:
