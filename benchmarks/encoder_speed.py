@@ -23,10 +23,9 @@ sys.path[:0] = [str(Path(__file__).resolve().parent), str(Path(__file__).resolve
 from speed import interleaved, photo  # noqa: E402  (benchmarks/ is a folder of scripts, not a package)
 
 from uir_lora import pipeline  # noqa: E402
-from uir_lora.bank.manifest import EncoderSpec  # noqa: E402
 from uir_lora.lab.evaluate.harness import bare_restore  # noqa: E402
 from uir_lora.router.encoder import DegradationEncoder  # noqa: E402
-from uir_lora.router.trained import BASE, FEATURE_DIM, TRAINED_NAME, TrainedEncoder, file_sha256  # noqa: E402
+from uir_lora.router.trained import TrainedEncoder, trained_spec  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -42,9 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as folder:
         target = Path(folder) / "encoder.safetensors"
         target.write_bytes(args.encoder.read_bytes())
-        spec = EncoderSpec(name=TRAINED_NAME, dim=FEATURE_DIM + 1, file=target.name, sha256=file_sha256(target),
-                           base=BASE, highpass_sigma=0.0, statistics=False)
-        trained = TrainedEncoder(spec, Path(folder))
+        trained = TrainedEncoder(trained_spec(target), Path(folder))
     frozen = DegradationEncoder()
     functions = {
         "backbone": lambda: bare_restore(backbone, image, {"sigma": 25 / 255}),

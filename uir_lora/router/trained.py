@@ -147,6 +147,12 @@ def save_encoder(net: DegradationNet, path: Path, extra: dict[str, torch.Tensor]
     return file_sha256(path)
 
 
+def trained_spec(path: Path) -> EncoderSpec:
+    """The manifest's record of the encoder file ``path`` (read from its folder as ``path.name``)."""
+    return EncoderSpec(name=TRAINED_NAME, dim=FEATURE_DIM + 1, file=Path(path).name, sha256=file_sha256(path),
+                       base=BASE, highpass_sigma=0.0, statistics=False)
+
+
 def load_encoder(path: Path, sha256: str | None = None) -> tuple[DegradationNet, dict[str, torch.Tensor]]:
     """The trained net (eval, float32) and the extra tensors (LDA statistics); safetensors only.
 
@@ -252,8 +258,7 @@ def install_encoder(bank_dir: Path, encoder_file: Path, confidence_full: float =
             unset.append(entry.name)
     with safe_open(str(target), framework="pt") as handle:
         record = json.loads((handle.metadata() or {}).get("record", "{}"))
-    manifest.encoder = EncoderSpec(name=TRAINED_NAME, dim=FEATURE_DIM + 1, file=ENCODER_FILE,
-                                   sha256=file_sha256(target), base=BASE, highpass_sigma=0.0, statistics=False)
+    manifest.encoder = trained_spec(target)
     before = manifest.router
     # The bank's presence policies (which LoRAs are alternatives, when a weak second kind counts, where an
     # unsure restore fades out, which kinds a whole view confirms, ...) are about the kinds, not the encoder, so
