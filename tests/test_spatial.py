@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import numpy as np
 import pytest
@@ -54,6 +55,49 @@ def test_maps_follow_the_regions_and_are_smooth(brightness_router):
     assert maps[0, :, :200].min() > 0.99 and maps[1, :, 312:].min() > 0.99  # noise left, haze right
     assert maps[2].abs().max() == 0
     assert maps.diff(dim=-1).abs().max() < 0.1  # a ramp, not a step at the split
+
+
+@pytest.mark.parametrize("shift", [0.6, 0.3])
+def test_where_the_photo_doubts_a_whole_photo_kind_no_window_reads_more_of_it(brightness_router, monkeypatch, shift):
+    """Haze's s_o is brightness - shift: the split image as a whole reads -0.1 (a doubt) with shift 0.6, +0.2 with
+    0.3; its bright windows read 0.2 / 0.5 either way."""
+    scores = brightness_router.scores
+
+    def shifted(crops: torch.Tensor) -> Scores:
+        read = scores(crops)
+        return read._replace(similarities=read.similarities - torch.tensor([0.0, shift, 0.0]))
+
+    monkeypatch.setattr(brightness_router, "scores", shifted)
+    monkeypatch.setattr(brightness_router, "scores_and_severities", lambda crops: (shifted(crops), None))
+    image = split_image()
+    free = estimate_regions(brightness_router, image, window=64, top_k=2, temperature=1.0)
+    brightness_router.whole_photo_index = [1]
+    ruled = estimate_regions(brightness_router, image, window=64, top_k=2, temperature=1.0)
+    photo = float(shifted(image).similarities[0, 1])
+    assert free.similarities[1].max() > photo + 0.2  # the bright windows read more haze than the whole photo
+    torch.testing.assert_close(ruled.similarities[[0, 2]], free.similarities[[0, 2]])  # other kinds untouched
+    if photo < 0:
+        torch.testing.assert_close(ruled.similarities[1], free.similarities[1].clamp(max=photo))
+        assert ruled.weights[1].sum() < free.weights[1].sum()
+    else:  # the photo reads it: each window keeps its own reading (a cast on one part of a photo)
+        torch.testing.assert_close(ruled.similarities, free.similarities)
+
+
+def test_whole_photo_kinds_are_a_list_of_names_and_left_out_of_the_file_when_empty(random_bank):
+    from uir_lora.bank.manifest import read_manifest, write_manifest
+    from uir_lora.errors import BankError
+
+    manifest = read_manifest(random_bank.root)
+    assert "whole_photo_kinds" not in manifest.to_json()["router"]
+    manifest.router.whole_photo_kinds = ["haze"]
+    write_manifest(manifest, random_bank.root)
+    assert read_manifest(random_bank.root).router.whole_photo_kinds == ["haze"]
+    assert router_for(open_bank(random_bank.root)).whole_photo_index == [1]
+    data = read_manifest(random_bank.root).to_json()
+    data["router"]["whole_photo_kinds"] = "haze"
+    (random_bank.root / "manifest.json").write_text(json.dumps(data))
+    with pytest.raises(BankError, match="whole_photo_kinds must be a list of LoRA names"):
+        read_manifest(random_bank.root)
 
 
 @settings(max_examples=40, deadline=None)

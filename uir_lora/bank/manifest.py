@@ -172,6 +172,10 @@ class RouterDefaults:
     """[from, full]: the ramp's ends in share of dark sky."""
     night_sky_points: list[float] = field(default_factory=lambda: list(NIGHT_SKY_POINTS))
     """[from, full]: the ramp's ends in level (0..1) of the brightest points."""
+    whole_photo_kinds: list[str] = field(default_factory=list)
+    """Per-region routing: kinds of damage that belong to the whole photo (a colour cast: the light's white point), so
+    a window's s_o for them is at most the whole photo's: a region's own colours (blue water, a green meadow) read
+    as a cast at window scale that the photo does not show. Names not in the bank are ignored; empty: off."""
     doubted_beside: dict[str, dict[str, Any]] = field(default_factory=dict)
     """Presence routers: ``{kind: {"kinds": [...], "presence": [from, full]}}``, a kind whose reading other kinds'
     readings put in doubt: its presence is multiplied by 1 minus a ramp of the strongest of those kinds' presence,
@@ -245,7 +249,7 @@ class Manifest:
             del data["router"]["similarity"]
         for optional in ("examples", "alternatives", "follower_floor", "masking_kinds", "confidence_floor",
                          "whole_view_kinds", "doubt_temperature", "exposure_kinds", "doubted_beside",
-                         "night_sky_kinds"):
+                         "night_sky_kinds", "whole_photo_kinds"):
             if not data["router"][optional]:  # empty: manifests written before them keep their bytes
                 del data["router"][optional]
         if data["router"]["whole_view_side"] == WHOLE_VIEW_SIDE:
@@ -423,6 +427,7 @@ def _check_trained(encoder: EncoderSpec, router: RouterDefaults, where: str) -> 
         raise BankError(f"{where}: router.exposure_stops must be two numbers of stops in [{low}, {high}], the first "
                         f"below the second (default {list(EXPOSURE_STOPS)}), got {stops!r}")
     _names(router.night_sky_kinds, "router.night_sky_kinds", where)
+    _names(router.whole_photo_kinds, "router.whole_photo_kinds", where)
     for ends, default in (("night_sky_void", NIGHT_SKY_VOID), ("night_sky_points", NIGHT_SKY_POINTS)):
         if not _is_ramp(getattr(router, ends), 0, 1):
             raise BankError(f"{where}: router.{ends} must be two numbers in [0, 1], the first below the second "

@@ -208,6 +208,10 @@ def estimate_regions(
             for i in range(0, crops.shape[0], ENCODER_BATCH)]
     scored = [scores for scores, _ in read]
     sims = torch.cat([s.similarities for s in scored])
+    if router.whole_photo_index:  # where the whole photo doubts such a kind, no window reads more of it
+        index = router.whole_photo_index
+        photo = router.scores(image).similarities[:, index]
+        sims[:, index] = torch.minimum(sims[:, index], photo.where(photo < 0, torch.inf))
     unknown = None if router.unknown_embedding is None else torch.cat([s.unknown for s in scored])
     residual = None if router.subspace is None else torch.cat([s.residual for s in scored])
     severities = None if read[0][1] is None else torch.cat([reading for _, reading in read])
