@@ -15,7 +15,7 @@ from uir_lora.bank.store import open_bank
 from uir_lora.compose.composer import Composition
 from uir_lora.global_stage import GlobalAdapter, apply_global, thumbnail
 from uir_lora.lab.testing.banks import random_adapter, with_global_adapter
-from uir_lora.pipeline import compose, estimate_spatial, restore, router_for
+from uir_lora.pipeline import DEFAULT_BANK, compose, estimate_spatial, load_bank, restore, router_for
 from uir_lora.router.router import Scores
 from uir_lora.router.spatial import estimate_regions, region_map_picture, spread, window_starts
 from uir_lora.sampler.restore import SamplerOptions, restore_batch
@@ -92,7 +92,9 @@ def test_whole_photo_kinds_are_a_list_of_names_and_left_out_of_the_file_when_emp
     manifest.router.whole_photo_kinds = ["haze"]
     write_manifest(manifest, random_bank.root)
     assert read_manifest(random_bank.root).router.whole_photo_kinds == ["haze"]
-    assert router_for(open_bank(random_bank.root)).whole_photo_index == [1]
+    assert router_for(open_bank(random_bank.root)).whole_photo_index == []  # a cosine router's s_o has no ½
+    shipped = router_for(load_bank(DEFAULT_BANK))
+    assert [shipped.names[i] for i in shipped.whole_photo_index] == ["color_cast"]
     data = read_manifest(random_bank.root).to_json()
     data["router"]["whole_photo_kinds"] = "haze"
     (random_bank.root / "manifest.json").write_text(json.dumps(data))

@@ -173,9 +173,10 @@ class RouterDefaults:
     night_sky_points: list[float] = field(default_factory=lambda: list(NIGHT_SKY_POINTS))
     """[from, full]: the ramp's ends in level (0..1) of the brightest points."""
     whole_photo_kinds: list[str] = field(default_factory=list)
-    """Per-region routing: kinds of damage that belong to the whole photo (a colour cast: the light's white point), so
-    a window's s_o for them is at most the whole photo's: a region's own colours (blue water, a green meadow) read
-    as a cast at window scale that the photo does not show. Names not in the bank are ignored; empty: off."""
+    """Presence routers, per-region routing: kinds of damage that belong to the whole photo (a colour cast: the light's
+    white point). Where the whole photo reads such a kind below ½, no window's s_o for it is above the photo's: a
+    region's own colours (blue water, a green meadow) read as a cast at window scale that the photo does not show.
+    Where the photo reads it, each window keeps its own reading. Names not in the bank are ignored; empty: off."""
     doubted_beside: dict[str, dict[str, Any]] = field(default_factory=dict)
     """Presence routers: ``{kind: {"kinds": [...], "presence": [from, full]}}``, a kind whose reading other kinds'
     readings put in doubt: its presence is multiplied by 1 minus a ramp of the strongest of those kinds' presence,

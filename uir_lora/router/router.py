@@ -282,8 +282,9 @@ class Router:
         self.night_sky_index = [self.names.index(n) for n in manifest.router.night_sky_kinds
                                 if n in self.names] if self.logit else []
         """The LoRAs that a night sky imitates (``RouterDefaults.night_sky_kinds``)."""
-        self.whole_photo_index = [self.names.index(n) for n in manifest.router.whole_photo_kinds if n in self.names]
-        """The LoRAs that a region takes only as far as the whole photo shows them
+        self.whole_photo_index = [self.names.index(n) for n in manifest.router.whole_photo_kinds
+                                  if n in self.names] if self.logit else []
+        """The LoRAs that a region reads no more of than the whole photo where the photo doubts them
         (``RouterDefaults.whole_photo_kinds``, router/spatial.py)."""
         rules = ((name, [self.names.index(n) for n in rule["kinds"] if n in self.names], rule["presence"])
                  for name, rule in manifest.router.doubted_beside.items())
