@@ -76,11 +76,17 @@ def test_where_the_photo_doubts_a_whole_photo_kind_no_window_reads_more_of_it(br
     photo = float(shifted(image).similarities[0, 1])
     assert free.similarities[1].max() > photo + 0.2  # the bright windows read more haze than the whole photo
     torch.testing.assert_close(ruled.similarities[[0, 2]], free.similarities[[0, 2]])  # other kinds untouched
+    assert free.notes == ()
     if photo < 0:
         torch.testing.assert_close(ruled.similarities[1], free.similarities[1].clamp(max=photo))
         assert ruled.weights[1].sum() < free.weights[1].sum()
+        bright = int((free.similarities[1] >= 0).sum())
+        assert ruled.notes == (f"haze left out of {bright} of 15 windows that read it: the whole photo reads it at "
+                               f"{float(torch.sigmoid(torch.tensor(photo))):.2f} (the bank's rule: a kind of the whole "
+                               f"photo)",)
     else:  # the photo reads it: each window keeps its own reading (a cast on one part of a photo)
         torch.testing.assert_close(ruled.similarities, free.similarities)
+        assert ruled.notes == ()
 
 
 def test_whole_photo_kinds_are_a_list_of_names_and_left_out_of_the_file_when_empty(random_bank):

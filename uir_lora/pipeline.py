@@ -252,7 +252,8 @@ class RestorePlan:
             summaries.append(replace(
                 compose(self.bank, None, region.mean_weights(), "manual", self.fused),
                 source="router per region" + ("+manual" if self.manual else ""), confidence=confidence,
-                notes=(f"per-region routing: {self.window} px windows, {region.weights[0].numel()} of them", *notes)))
+                notes=(f"per-region routing: {self.window} px windows, {region.weights[0].numel()} of them",
+                       *region.notes, *notes)))
         def compose_region(result: RoutingResult) -> Composition:
             return compose(self.bank, result, self.manual, self.mode, self.fused)
 

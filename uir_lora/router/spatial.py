@@ -59,6 +59,8 @@ class RegionWeights:
     severities: dict[str, torch.Tensor] = field(default_factory=dict)
     """Each kind's severity reading (0 mild .. 1 strong) per window [rows, cols], for the kinds the trained encoder
     reads; empty otherwise."""
+    notes: tuple[str, ...] = ()
+    """What the bank's rules took from the windows (``RouterDefaults.whole_photo_kinds``), for the restore's summary."""
     _sim_maps: torch.Tensor | None = field(default=None, init=False, repr=False)
 
     def full_maps(self) -> torch.Tensor:
@@ -208,10 +210,7 @@ def estimate_regions(
             for i in range(0, crops.shape[0], ENCODER_BATCH)]
     scored = [scores for scores, _ in read]
     sims = torch.cat([s.similarities for s in scored])
-    if router.whole_photo_index:  # where the whole photo doubts such a kind, no window reads more of it
-        index = router.whole_photo_index
-        photo = router.scores(image).similarities[:, index]
-        sims[:, index] = torch.minimum(sims[:, index], photo.where(photo < 0, torch.inf))
+    notes = whole_photo_limit(router, image, sims)
     unknown = None if router.unknown_embedding is None else torch.cat([s.unknown for s in scored])
     residual = None if router.subspace is None else torch.cat([s.residual for s in scored])
     severities = None if read[0][1] is None else torch.cat([reading for _, reading in read])
@@ -230,7 +229,28 @@ def estimate_regions(
         residuals=None if residual is None else residual.reshape(grid),
         residual_threshold=defaults.unknown_residual,
         severities={} if severities is None else dict(zip(router.encoder.kinds, severities.T.reshape(-1, *grid))),
+        notes=notes,
     )
+
+
+def whole_photo_limit(router: Router, image: torch.Tensor, sims: torch.Tensor) -> tuple[str, ...]:
+    """Cap in place the windows' s_o [windows, N] of the bank's whole-photo kinds where the whole ``image`` reads
+    them below ½ (``RouterDefaults.whole_photo_kinds``); a note for each kind so taken from a window that read it."""
+    if not router.whole_photo_index:
+        return ()
+    index = router.whole_photo_index
+    photo = router.scores(image).similarities[0, index]
+    limit = photo.where(photo < 0, torch.inf)
+    read = sims[:, index] >= 0
+    sims[:, index] = torch.minimum(sims[:, index], limit)
+    notes = []
+    for column, kind in enumerate(index):
+        taken = read[:, column] & (sims[:, kind] < 0)
+        if taken.any():
+            notes.append(f"{router.names[kind]} left out of {int(taken.sum())} of {len(sims)} windows that read it: "
+                         f"the whole photo reads it at {float(torch.sigmoid(photo[column])):.2f} (the bank's rule: "
+                         f"a kind of the whole photo)")
+    return tuple(notes)
 
 
 PALETTE = ((230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48), (145, 30, 180),
