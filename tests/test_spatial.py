@@ -190,6 +190,25 @@ def test_cli_spatial_and_map(random_bank, photo, tmp_path, capsys):
     assert out.is_file() and "router per region" in capsys.readouterr().out
 
 
+def test_cli_estimate_map_prints_what_the_rules_took_from_the_windows(random_bank, photo, tmp_path, capsys,
+                                                                       monkeypatch):
+    from uir_lora.commands import restore as command
+    from uir_lora.images import save_image
+    from uir_lora.lab.cli import main
+
+    real = command.estimate_spatial
+
+    def noted(*args, **kwargs):
+        return [dataclasses.replace(regions, notes=("haze left out of 3 of 9 windows that read it",))
+                for regions in real(*args, **kwargs)]
+
+    monkeypatch.setattr(command, "estimate_spatial", noted)
+    source = save_image(photo, tmp_path / "in.png")
+    bank = ["--bank", random_bank.manifest.name, "--bank-dir", str(random_bank.root.parent)]
+    assert main(["estimate", str(source), "--map", str(tmp_path / "map.png"), "--window", "64", *bank]) == 0
+    assert "per-region: haze left out of 3 of 9 windows that read it" in capsys.readouterr().out
+
+
 def test_cli_strength_zero_returns_the_input(random_bank, photo, tmp_path):
     from uir_lora.images import load_image, save_image
     from uir_lora.lab.cli import main

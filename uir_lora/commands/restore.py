@@ -254,4 +254,6 @@ def run_estimate(args: argparse.Namespace) -> int:
             save_image(region_map_picture(loaded.image, regions), target)
             weights = ", ".join(f"{k}={v:.2f}" for k, v in regions.mean_weights().items())
             print(f"per-region map ({regions.weights[0].numel()} windows; average {weights}) -> {target}")
+            for note in regions.notes:
+                print(f"per-region: {note}")
     return _finish(failures, len(inputs))
