@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import logging
+
 from comfy_api.latest import io
 
 from ..uir_lora import pipeline
 from ..uir_lora.errors import InputError
 from .common import CATEGORY, Backbone, Composition, hooks, to_comfy, to_engine
 
+log = logging.getLogger(__name__)
 
 class UIR_Restore(io.ComfyNode):
     @classmethod
@@ -58,7 +61,10 @@ def restore_spatial(images, backbone, compositions: list, strength, options, pro
         raise InputError(f"spatial routing needs a Composer in mode 'auto' (or 'manual'), not one whose weights "
                          f"come from {first.source!r}; change the Composer's mode or set spatial to false")
     manual = dict(first.weights) if first.source == "manual" else None
-    restored, _ = pipeline.restore(images, backbone, first.bank, manual=manual, mode="manual" if manual else "override",
-                                   fused=first.fused, strength=strength, options=options, progress=progress,
-                                   check_interrupt=check_interrupt, spatial=True)
+    restored, summaries = pipeline.restore(images, backbone, first.bank, manual=manual,
+                                           mode="manual" if manual else "override", fused=first.fused,
+                                           strength=strength, options=options, progress=progress,
+                                           check_interrupt=check_interrupt, spatial=True)
+    for index, summary in enumerate(summaries):  # the windows' own routing has no table on the Estimator's node
+        log.info("UIR per-region restore, image %d: %s", index, "; ".join(summary.notes))
     return restored

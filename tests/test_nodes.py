@@ -254,14 +254,17 @@ def test_restore_blends_an_unsure_composition_towards_the_input(nodes, loaded, i
     assert torch.allclose(out[1], (images[1] + 0.5 * (full[1] - images[1])).clamp(0, 1), atol=1e-5)
 
 
-def test_restore_spatial_is_explicit(nodes, loaded, images, pack, comfy_fakes):
+def test_restore_spatial_is_explicit(nodes, loaded, images, pack, comfy_fakes, caplog):
     backbone, bank = loaded
     routing = nodes["UIR_DegradationEstimator"].execute(images, bank, 0, 0.0, "bank default")[0]
     auto = nodes["UIR_LoraComposer"].execute(bank, "auto", "", True, routing)[0]
     biased = nodes["UIR_LoraComposer"].execute(bank, "bias", "noise=0.5", True, routing)[0]
     restore = nodes["UIR_Restore"]
-    (out,) = restore.execute(images, backbone, auto, 1.0, 64, 0, True).args
+    with caplog.at_level("INFO"):
+        (out,) = restore.execute(images, backbone, auto, 1.0, 64, 0, True).args
     assert out.shape == images.shape and 0 <= out.min() <= out.max() <= 1
+    logged = [r.getMessage() for r in caplog.records if "UIR per-region restore" in r.getMessage()]
+    assert len(logged) == len(images) and all("per-region routing: 192 px windows" in m for m in logged)
     assert comfy_fakes.ProgressBar.updates[-1][0] == comfy_fakes.ProgressBar.updates[-1][1]
     with pytest.raises(ValueError, match="mode 'auto'"):
         restore.execute(images, backbone, biased, 1.0, 64, 0, True)
