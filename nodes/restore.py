@@ -12,6 +12,7 @@ from .common import CATEGORY, Backbone, Composition, hooks, to_comfy, to_engine
 
 log = logging.getLogger(__name__)
 
+
 class UIR_Restore(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:

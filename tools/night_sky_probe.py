@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
-from restore_heldout import lora_digests, photos_named  # tools/ is the script's own folder
+from restore_heldout import lora_digests, photos_named, restore_key  # tools/ is the script's own folder
 
 from uir_lora import pipeline
 from uir_lora.bank.manifest import NIGHT_SKY_POINTS, NIGHT_SKY_VOID
@@ -72,8 +72,7 @@ def restore_damaged_fields(specs: list[str], count: int) -> None:
             restored: dict[tuple, float] = {}  # banks that compose alike share one restore
             for name, bank in banks.items():
                 composition = pipeline.compose(bank, pipeline.estimate(bank, image)[0])
-                key = (tuple(sorted((kind, weight, digests[name][kind])
-                                    for kind, weight in composition.weights.items())), composition.confidence)
+                key = restore_key(composition, digests[name])
                 if key not in restored:
                     restored[key] = float(psnr(pipeline.restore_composed(image, backbone, [composition]), sky))
                 gains[name].setdefault(case[0][0], []).append(restored[key] - before)

@@ -67,6 +67,13 @@ def lora_digests(bank: LoraBank) -> dict[str, tuple[str, ...]]:
             for entry in bank.manifest.loras}
 
 
+def restore_key(composition, digests: dict[str, tuple[str, ...]]) -> tuple:
+    """What a restore depends on beyond the image: each kind's weight and files, and the strength. Banks whose
+    compositions share it share one restore."""
+    return (tuple(sorted((kind, weight, digests[kind]) for kind, weight in composition.weights.items())),
+            composition.confidence)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("banks", nargs="+", help="NAME=BANK_DIR, one or more")
@@ -92,8 +99,7 @@ def main() -> int:
             restored: dict[tuple, float] = {}
             for name, bank in banks.items():
                 composition = pipeline.compose(bank, pipeline.estimate(bank, image)[0])
-                used = sorted((kind, weight, digests[name][kind]) for kind, weight in composition.weights.items())
-                key = (tuple(used), composition.confidence)
+                key = restore_key(composition, digests[name])
                 if key not in restored:
                     output = pipeline.restore_composed(image, backbone, [composition])
                     restored[key] = float(psnr(output, clean))  # the clean photo's own: PSNR(output, input)
