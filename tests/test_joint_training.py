@@ -11,6 +11,7 @@ import torch
 from peft import LoraConfig
 
 from uir_lora.backbones.registry import FAMILIES
+from uir_lora.bank.manifest import read_manifest, write_manifest
 from uir_lora.bank.store import open_bank
 from uir_lora.compose.composer import Composition, composed
 from uir_lora.degrade import KINDS, compatible
@@ -97,6 +98,28 @@ def test_training_composition_is_the_inference_composition(tmp_path) -> None:
     with torch.inference_mode():
         got = backbone.restore_step(image, blended_conditioning(backbone, conditioning, list(conditioning)))
     assert torch.allclose(got, expected, atol=1e-5)
+
+
+def test_a_measured_lora_is_trained_at_the_level_the_sampler_measures(tmp_path) -> None:
+    """A LoRA with ``measured`` sigma: blended_conditioning reads each image's own level, as Composition does."""
+    backbone = FAMILIES["embedded-ffdnet"](None)
+    folder = make_random_bank(tmp_path / "b", backbone, ("noise", "jpeg"), rank=2, seed=3,
+                              conditioning={"sigma": 0.3})
+    manifest = read_manifest(folder)
+    manifest.lora("noise").measured = ["sigma"]
+    write_manifest(manifest, folder)
+    bank = open_bank(folder)
+    images = torch.stack([torch.full((3, 32, 32), 0.5) + level * torch.randn(3, 32, 32)
+                          for level in (0.02, 0.08)])
+    conditioning = {name: bank.manifest.lora(name).conditioning for name in ("noise", "jpeg")}
+    told = blended_conditioning(backbone, conditioning, ["noise", "jpeg"], images, {"noise": ["sigma"]})["sigma"]
+    for image, sigma in zip(images, told):
+        measured = Composition(bank=bank, weights={"noise": 1.0}).measure(backbone, image[None])
+        composition = Composition(bank=bank, weights={"noise": 1.0, "jpeg": 1.0})
+        assert float(sigma) == pytest.approx(composition.conditioning(backbone, measured)["sigma"], rel=1e-5)
+    assert float(told[0]) < float(told[1]) < 0.3 * 2**0.5  # each image its own level, under the ceilings' blend
+    fixed = blended_conditioning(backbone, conditioning, ["noise", "jpeg"], images)["sigma"]
+    assert fixed == pytest.approx(0.3 * 2**0.5)  # without ``measured``: the recorded values
 
 
 def test_a_case_in_the_banks_order_runs_as_the_sampler_runs_it(tmp_path) -> None:

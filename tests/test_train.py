@@ -195,3 +195,68 @@ def test_the_default_crop_cache_is_the_repositorys_ignored_data_folder():
     root = Path(__file__).resolve().parent.parent
     assert data.DEFAULT_DATA_DIR == root / "data"
     assert "/data/" in (root / ".gitignore").read_text().split()
+
+
+def test_measured_sigma_trains_and_records_it(tmp_path, data_dir, capsys, monkeypatch):
+    """--measured-sigma: each training image's own noise level is FFDNet's sigma (never above the ceiling), the
+    entry says so, and a resume must keep it."""
+    told: list[torch.Tensor] = []
+    original = trainer.RestoreModule.forward
+
+    def spy(self, image):
+        told.append(trainer.conditioning_of(self._backbone[0], image, self.conditioning, self.measured)["sigma"])
+        return original(self, image)
+
+    monkeypatch.setattr(trainer.RestoreModule, "forward", spy)
+    bank_dir = tmp_path / "bank"
+    args = ["train-lora", "--degradation", "noise", "--bank", str(bank_dir), "--batch", "2", "--crop", "32",
+            "--rank", "2", "--data-dir", str(data_dir)]
+    assert main([*args, "--steps", "2", "--measured-sigma"]) == 0
+    entry = read_manifest(bank_dir).lora("noise")
+    ceiling = trainer.MEASURED_SIGMA_CEILING
+    assert entry.measured == ["sigma"] and entry.conditioning == {"sigma": pytest.approx(ceiling)}
+    assert len(told) == 2 and all(t.shape == (2,) and bool((t <= ceiling).all()) for t in told)
+    assert len({float(v) for t in told for v in t}) == 4  # one level per image, read from it
+    assert main([*args, "--steps", "1", "--resume"]) == 2
+    assert "trained with measured ['sigma']; pass --measured-sigma to continue it" in capsys.readouterr().err
+    assert main([*args, "--steps", "1", "--resume", "--measured-sigma"]) == 0
+    assert read_manifest(bank_dir).lora("noise").measured == ["sigma"]
+
+
+def test_replace_keeps_the_kinds_routing_and_order(tmp_path, data_dir):
+    bank_dir = tmp_path / "bank"
+    args = ["train-lora", "--degradation", "noise", "--bank", str(bank_dir), "--batch", "2", "--crop", "32",
+            "--rank", "2", "--data-dir", str(data_dir), "--steps", "1"]
+    assert main(args) == 0
+    manifest = read_manifest(bank_dir)
+    entry = manifest.lora("noise")
+    entry.embedding = [0.5] * len(entry.embedding)
+    entry.route_margin, entry.restored_before = 0.25, ["low_light"]
+    write_manifest(manifest, bank_dir)
+    assert main([*args, "--replace", "--seed", "3"]) == 0
+    again = read_manifest(bank_dir).lora("noise")
+    assert again.embedding == entry.embedding and again.route_margin == 0.25 and again.restored_before == ["low_light"]
+    assert again.provenance["seed"] == 3
+
+
+def test_followed_by_adds_the_later_kind_to_a_share(crops):
+    plain = trainer.PairDataset(crops, "noise", 32, 200, seed=5)
+    mixed = trainer.PairDataset(crops, "noise", 32, 200, seed=5, followed_by="jpeg", followed_share=0.35)
+    followed = [not torch.equal(mixed[i][0], plain[i][0]) for i in range(200)]
+    assert 0.2 < sum(followed) / 200 < 0.5
+    index = followed.index(True)
+    assert torch.equal(mixed[index][1], plain[index][1])  # the target stays the clean crop
+    for bad in ({"followed_by": "noise"}, {"followed_by": "jpeg", "followed_share": 0.0},
+                {"followed_by": "nonsense"}):
+        with pytest.raises(ValueError, match="followed_by needs"):
+            trainer.PairDataset(crops, "noise", 32, 4, seed=0, **{"followed_share": 0.3, **bad})
+
+
+def test_followed_by_command_checks(tmp_path, data_dir, capsys):
+    args = ["train-lora", "--degradation", "noise", "--bank", str(tmp_path / "b"), "--batch", "2", "--crop", "32",
+            "--rank", "2", "--data-dir", str(data_dir), "--steps", "1"]
+    assert main([*args, "--followed-by", "noise"]) == 2
+    assert "--followed-by 'noise' needs another built-in kind" in capsys.readouterr().err
+    assert main([*args, "--followed-by", "jpeg", "--followed-share", "0.5"]) == 0
+    provenance = read_manifest(tmp_path / "b").lora("noise").provenance
+    assert provenance["followed_by"] == "jpeg" and provenance["followed_share"] == 0.5

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 
 import torch
 from peft import LoraConfig, get_peft_model_state_dict, inject_adapter_in_model, set_peft_model_state_dict
@@ -51,7 +51,13 @@ class Backbone(ABC):
         steps: int = 1,
         generator: torch.Generator | None = None,
     ) -> torch.Tensor:
-        """Restore ``image`` ([B,3,H,W] in 0..1, H and W multiples of ``size_multiple``)."""
+        """Restore ``image`` ([B,3,H,W] in 0..1, H and W multiples of ``size_multiple``); a conditioning value is
+        a float, or a [B] tensor of one value per image where it was measured (``measure_conditioning``)."""
+
+    def measure_conditioning(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Conditioning values read from the photos themselves ([B,3,H,W] -> {name: [B]}), for LoRAs whose
+        ``measured`` names them; none by default."""
+        return {}
 
     def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> Backbone:
         """Move weights (and adapters) to ``device`` / ``dtype``; returns self."""
@@ -110,6 +116,19 @@ class Backbone(ABC):
         for layer in self.lora_layers():
             names.update(layer.lora_A.keys())
         return sorted(names)
+
+
+def with_measured(conditioning: Mapping[str, float], measured: Collection[str],
+                  measurement: Mapping[str, float | torch.Tensor]) -> dict[str, float | torch.Tensor]:
+    """A LoRA's conditioning with each of its ``measured`` values taken from ``measurement`` (a float, or a
+    tensor of one value per image), the recorded value its ceiling. Values not measured stay as recorded."""
+    values: dict[str, float | torch.Tensor] = dict(conditioning)
+    for key in measured:
+        if key in measurement:
+            value = measurement[key]
+            values[key] = (value.clamp(max=conditioning[key]) if isinstance(value, torch.Tensor)
+                           else min(float(value), conditioning[key]))
+    return values
 
 
 def weights_fingerprint(state: Mapping[str, torch.Tensor]) -> str:

@@ -18,6 +18,7 @@ from torch import nn
 
 from ..errors import BackboneError
 from .base import Backbone
+from .noise_level import noise_level
 
 FFDNET_FILE = "ffdnet_color.safetensors"
 
@@ -88,6 +89,11 @@ class EmbeddedFFDNetBackbone(Backbone):
         steps: int = 1,
         generator: torch.Generator | None = None,
     ) -> torch.Tensor:
-        sigma = float(conditioning.get("sigma", 0.0))
-        sigma_map = torch.full((image.shape[0], 1, 1, 1), sigma, device=image.device, dtype=image.dtype)
-        return self.net(image.to(self.dtype), sigma_map.to(self.dtype)).to(image.dtype)
+        # one noise level for the batch, or one per image (a measured sigma: ``measure_conditioning``)
+        sigma = torch.as_tensor(conditioning.get("sigma", 0.0), dtype=self.dtype, device=image.device)
+        sigma_map = sigma.reshape(-1, 1, 1, 1).expand(image.shape[0], 1, 1, 1)
+        return self.net(image.to(self.dtype), sigma_map).to(image.dtype)
+
+    def measure_conditioning(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        """FFDNet's sigma: each photo's own noise level (backbones/noise_level.py)."""
+        return {"sigma": noise_level(images)}

@@ -214,6 +214,10 @@ class LoraEntry:
     exposure): in a composition beside one of them, this LoRA restores the image before their global stage runs
     (``Composition.in_order``), since brightening multiplies noise left in front of it. Names not in the bank or
     without a global stage are ignored. Written only when set."""
+    measured: list[str] = field(default_factory=list)
+    """Conditioning values taken from each photo (``Backbone.measure_conditioning``: FFDNet's sigma, the photo's
+    own noise level) instead of fixed; the recorded ``conditioning`` value is their ceiling. The LoRA was trained
+    on the same measurement (``train-lora --measured``). Written only when set."""
 
 
 @dataclass
@@ -246,6 +250,8 @@ class Manifest:
                 del entry["global_stage"]
             if not entry["restored_before"]:
                 del entry["restored_before"]
+            if not entry["measured"]:
+                del entry["measured"]
         if data["router"]["similarity"] == "cosine":  # the default: manifests written before it keep their bytes
             del data["router"]["similarity"]
         for optional in ("examples", "alternatives", "follower_floor", "masking_kinds", "confidence_floor",
@@ -486,7 +492,19 @@ def _parse_lora(data: Any, index: int, dim: int, margin_limit: float) -> LoraEnt
         route_margin=_route_margin(data.get("route_margin", 0.0), margin_limit, where),
         global_stage=_bank_file_name(data.get("global_stage", ""), "global_stage", where),
         restored_before=_names(data.get("restored_before", []), "restored_before", where),
+        measured=_measured(data.get("measured", []), conditioning, where),
     )
+
+
+def _measured(value: Any, conditioning: dict, where: str) -> list[str]:
+    """A LoRA's measured conditioning keys: each one must be recorded too (its ceiling)."""
+    if not isinstance(value, list) or not all(isinstance(key, str) for key in value):
+        raise BankError(f"{where}: measured must be a list of conditioning names, got {value!r}")
+    unrecorded = [key for key in value if key not in conditioning]
+    if unrecorded:
+        raise BankError(f"{where}: measured names {unrecorded} that conditioning does not record; record each "
+                        f"one's ceiling in conditioning (e.g. \"sigma\": 0.294)")
+    return list(value)
 
 
 def _names(value: Any, key: str, where: str) -> list[str]:

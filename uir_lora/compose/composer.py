@@ -18,7 +18,8 @@ from dataclasses import dataclass, field, replace
 
 import torch
 
-from ..backbones.base import Backbone
+from ..backbones.base import Backbone, with_measured
+from ..bank.manifest import LoraEntry
 from ..bank.store import LoraBank, backbone_lock
 from ..errors import InputError
 from ..global_stage import GlobalAdapter
@@ -47,10 +48,18 @@ class Composition:
         # the one check of a composition's weights: everything downstream (merge, conditioning) trusts them
         object.__setattr__(self, "weights", check_weights(self.weights, self.bank))
 
-    def conditioning(self, backbone: Backbone) -> dict[str, float]:
-        """The LoRAs' recorded conditioning (e.g. FFDNet's sigma) blended by weight: ``blend_conditioning``."""
-        return blend_conditioning(backbone, [(weight, self.bank.manifest.lora(name).conditioning)
-                                             for name, weight in self.weights.items()])
+    def conditioning(self, backbone: Backbone, measurement: Mapping[str, float] | None = None) -> dict[str, float]:
+        """The LoRAs' conditioning (e.g. FFDNet's sigma) blended by weight: ``blend_conditioning``. A LoRA's
+        ``measured`` values come from ``measurement`` (``measure``), its recorded ones their ceiling; without a
+        measurement it runs at the ceiling."""
+        manifest = self.bank.manifest
+        return blend_conditioning(backbone, [
+            (weight, with_measured(manifest.lora(name).conditioning, manifest.lora(name).measured, measurement or {}))
+            for name, weight in self.weights.items()])
+
+    def measure(self, backbone: Backbone, image: torch.Tensor) -> dict[str, float]:
+        """The conditioning values the active LoRAs take from ``image``: ``measure``."""
+        return measure(backbone, image, [self.bank.manifest.lora(name) for name in self.weights])
 
     def global_adapters(self) -> list[tuple[float, GlobalAdapter]]:
         """(weight, global adapter) of the active kinds that have one (run by sampler.restore.global_stage)."""
@@ -81,6 +90,17 @@ class Composition:
         return sum(weight * severity for weight, severity in read) / total if read else None
 
 
+def measure(backbone: Backbone, image: torch.Tensor, entries: Iterable[LoraEntry]) -> dict[str, float]:
+    """The conditioning values that ``entries`` take from ``image`` ([1,3,H,W]: the whole photo, before any tiling,
+    so the result does not depend on the tile size); empty, and nothing measured, when none of them measures any."""
+    keys = {key for entry in entries for key in entry.measured}
+    if not keys:
+        return {}
+    with torch.inference_mode():
+        measured = backbone.measure_conditioning(image)
+    return {key: float(measured[key][0]) for key in keys if key in measured}
+
+
 def restore_order(names: Iterable[str], staged: Collection[str],
                   restored_before: Callable[[str], Collection[str]]) -> tuple[list[str], list[str]] | None:
     """The passes of a composition of ``names`` whose kinds ``staged`` have a global stage: the kinds restored before
@@ -95,7 +115,8 @@ def restore_order(names: Iterable[str], staged: Collection[str],
     return first, [name for name in names if name not in first and name not in staged]
 
 
-def blend_conditioning(backbone: Backbone, parts: Iterable[tuple[float, Mapping[str, float]]]) -> dict[str, float]:
+def blend_conditioning(backbone: Backbone, parts: Iterable[tuple[float, Mapping[str, float | torch.Tensor]]]
+                       ) -> dict[str, float | torch.Tensor]:
     """Each conditioning value of the composed network from the LoRAs' own, as ``(weight, conditioning)``.
 
     A conditioning value is a level of damage the network is told to remove (FFDNet's sigma: a noise
@@ -111,9 +132,10 @@ def blend_conditioning(backbone: Backbone, parts: Iterable[tuple[float, Mapping[
         return blended
     for key in {k for _, values in parts for k in values} | set(blended):
         fallback = backbone.default_conditioning.get(key, 0.0)
-        value = math.sqrt(sum(weight * values.get(key, fallback) ** 2 for weight, values in parts))
+        # a value is a float, or a tensor of one per image (a measured value in training): the same arithmetic
+        value = sum(weight * values.get(key, fallback) ** 2 for weight, values in parts) ** 0.5
         low, high = backbone.conditioning_ranges.get(key, (-math.inf, math.inf))
-        blended[key] = min(max(value, low), high)
+        blended[key] = value.clamp(low, high) if isinstance(value, torch.Tensor) else min(max(value, low), high)
     return blended
 
 

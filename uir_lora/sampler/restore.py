@@ -150,7 +150,7 @@ def backbone_pass(
     check_interrupt: InterruptFn | None = None,
 ) -> torch.Tensor:
     """One image through the backbone with the composition's LoRAs, tile by tile (no global stage)."""
-    conditioning = composition.conditioning(backbone)
+    conditioning = composition.conditioning(backbone, composition.measure(backbone, image))
     dtype = options.dtype or backbone.dtype
     tile, batch = options.tile, options.tile_batch
 

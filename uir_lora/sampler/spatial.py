@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 import torch
 
 from ..backbones.base import Backbone
-from ..compose.composer import Composition, composed
+from ..compose.composer import Composition, composed, measure
 from ..global_stage import GlobalAdapter, apply_global, thumbnail
 from ..router.router import RoutingResult
 from ..router.spatial import RegionWeights, window_starts
@@ -118,8 +118,9 @@ def restore_regions(
             continue
         generator = torch.Generator(device="cpu").manual_seed(options.seed + index)
         # no out-of-memory halving as in restore_one: a 192 px tile is near its 128 px floor already
-        outputs.append(run_tiled(images[index : index + 1], _tile_step(backbone, region, compose_fn, options, generator,
-                                                                      check_interrupt),
+        image = images[index : index + 1]
+        outputs.append(run_tiled(image, _tile_step(backbone, image, region, compose_fn, options, generator,
+                                                   check_interrupt),
                                  tile=tile, overlap=backbone.tile_overlap, multiple=backbone.size_multiple,
                                  on_tile=on_tile))
     return torch.cat(outputs)
@@ -127,23 +128,30 @@ def restore_regions(
 
 def _tile_step(
     backbone: Backbone,
+    image: torch.Tensor,
     region: RegionWeights,
     compose_fn: ComposeFn,
     options: SamplerOptions,
     generator: torch.Generator,
     check_interrupt: InterruptFn | None,
 ) -> Callable[[torch.Tensor, tuple[int, int, int, int]], torch.Tensor]:
-    """run_tiled's step: compose the tile's own weights into the backbone, run it, restore the base."""
+    """run_tiled's step: compose the tile's own weights into the backbone, run it, restore the base. A measured
+    conditioning value is read once from the whole ``image``, as the whole-photo restore reads it."""
     height, width = region.size
     dtype = options.dtype or backbone.dtype
+    measurements: dict[str, dict[str, float]] = {}
 
     def step(tile_image: torch.Tensor, box: tuple[int, int, int, int]) -> torch.Tensor:
         if check_interrupt:
             check_interrupt()
         y0, y1, x0, x1 = box  # padded coordinates: clip to the image the maps describe
         composition = compose_fn(prune(region.region((y0, min(y1, height), x0, min(x1, width)))))
+        if "photo" not in measurements and any(composition.bank.manifest.lora(name).measured
+                                               for name in composition.weights):
+            measurements["photo"] = measure(backbone, image, composition.bank.manifest.loras)
+        conditioning = composition.conditioning(backbone, measurements.get("photo"))
         with composed(backbone, composition), torch.inference_mode():
-            y = backbone.restore_step(tile_image.to(backbone.device, dtype), composition.conditioning(backbone),
+            y = backbone.restore_step(tile_image.to(backbone.device, dtype), conditioning,
                                       steps=options.steps, generator=generator)
         return y.float().clamp(0, 1).cpu()
 

@@ -93,6 +93,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    "validation photos only (default 0: all); for a slow backbone on a CPU (embedded-realesrgan)")
     p.add_argument("--validation-side", type=int, default=0, help="score on a centre crop of this side of each "
                    "validation photo (default 0: the whole 256 px photo); for a slow backbone on a CPU")
+    p.add_argument("--followed-by", metavar="KIND", help="a share of the examples (--followed-share) also take this "
+                   "built-in kind after the trained one, as a photo takes JPEG after its sensor noise; the LoRA "
+                   "learns its damage under the later one (the target stays clean)")
+    p.add_argument("--followed-share", type=float, default=0.35, help="--followed-by: the share (default 0.35)")
+    p.add_argument("--measured-sigma", action="store_true", help="FFDNet-style families: tell the backbone each "
+                   "photo's own noise level instead of one fixed sigma, in training and in every restore (a noise "
+                   "kind; docs/engine.md)")
     p.add_argument("--identity-fraction", type=float, default=0.0, help="fraction of each batch that are identity "
                    "examples (clean crops, or crops of another kind, half and half; target = input) so the LoRA "
                    "leaves other images alone (default 0; see docs/training.md)")
@@ -147,6 +154,11 @@ def _check_args(args: argparse.Namespace, kinds: tuple[str, ...]) -> None:
     if args.identity_fraction and (not 0 < args.identity_fraction < 1 or args.degradation not in kinds[:-1]):
         raise InputError(f"--identity-fraction {args.identity_fraction} needs 0 < F < 1 (0: off) and one "
                          f"degradation kind (not {args.degradation!r}); e.g. --identity-fraction 0.25")
+    if args.followed_by and (args.followed_by not in kinds[:-1] or args.degradation not in kinds[:-1]
+                             or args.followed_by == args.degradation or not 0 < args.followed_share <= 1):
+        raise InputError(f"--followed-by {args.followed_by!r} needs another built-in kind than --degradation "
+                         f"({args.degradation!r}) and 0 < --followed-share <= 1; e.g. --followed-by jpeg "
+                         f"--followed-share 0.35")
     if args.validation_photos < 0 or args.validation_side < 0 or 0 < args.validation_side < 32:
         raise InputError(f"need --validation-photos >= 0 and --validation-side 0 or >= 32; got "
                          f"{args.validation_photos}, {args.validation_side}")
@@ -273,7 +285,8 @@ def run_train(args: argparse.Namespace) -> int:
                                                 args.validation_side)
         kind = list(trainer.KINDS) if args.degradation == ALL else args.degradation
         probe = trainer.PairDataset(crops, kind, crops.shape[-1], 32, args.seed + 7777, frame_side)  # to pick sigma
-        dataset = trainer.PairDataset(crops, kind, args.crop, length, args.seed, frame_side, args.identity_fraction)
+        dataset = trainer.PairDataset(crops, kind, args.crop, length, args.seed, frame_side, args.identity_fraction,
+                                      args.followed_by, args.followed_share)
     else:
         kind, data_info = name, own.record
         probe = PairCropDataset(own.train, args.crop, 32, args.seed + 7777)
@@ -281,9 +294,18 @@ def run_train(args: argparse.Namespace) -> int:
     resumed, init_state = _resume_from(args, name) if args.resume else (None, None)
     degraded, clean = (torch.stack(t) for t in zip(*(probe[i] for i in range(len(probe)))))
     conditioning, sigma_scores = dict(backbone.default_conditioning), {}
+    measured = ["sigma"] if args.measured_sigma else []
+    if args.measured_sigma and "sigma" not in conditioning:
+        raise InputError(f"--measured-sigma: the {args.backbone} family takes no noise level; drop it")
     if resumed is not None:  # the LoRA was trained for its stored sigma: keep it
         conditioning = dict(resumed.conditioning)
         sigma_scores = resumed.provenance.get("sigma_scores", {})
+        if measured != resumed.measured:
+            raise InputError(f"--resume: {name!r} was trained with measured {resumed.measured or 'none'}; "
+                             f"{'drop' if args.measured_sigma else 'pass'} --measured-sigma to continue it")
+    elif measured:  # each photo's own noise level, this the most it is told
+        conditioning = {"sigma": trainer.MEASURED_SIGMA_CEILING}
+        say(f"{name}: sigma measured on each photo, at most {trainer.MEASURED_SIGMA_CEILING * 255:.0f}/255")
     elif "sigma" in conditioning:  # FFDNet-style families: pick the fixed noise level first
         sigma, sigma_scores = trainer.pick_sigma(backbone, degraded, clean)
         conditioning = {"sigma": sigma}
@@ -294,20 +316,22 @@ def run_train(args: argparse.Namespace) -> int:
     alpha, targets = (resumed.alpha, list(resumed.target_modules)) if resumed else (
         float(args.rank), list(backbone.default_lora_targets))
     if args.full_finetune:
-        before = validate.validate(backbone, kind, val_images, conditioning, None)
-        stats = trainer.train_full(backbone, dataset, conditioning, cfg, accelerator=accelerator, log=say)
+        before = validate.validate(backbone, kind, val_images, conditioning, None, measured=measured)
+        stats = trainer.train_full(backbone, dataset, conditioning, cfg, accelerator=accelerator, log=say,
+                                   measured=measured)
     else:
         config = LoraConfig(r=args.rank, lora_alpha=alpha, target_modules=targets)
         stats = trainer.train_lora(backbone, name, config, dataset, conditioning, cfg, init_state,
-                                   accelerator=accelerator, log=say)
+                                   accelerator=accelerator, log=say, measured=measured)
     accelerator.wait_for_everyone()
     if not accelerator.is_main_process:
         return 0
     if own is None:
-        result = validate.validate(backbone, kind, val_images, conditioning, None if args.full_finetune else name)
+        result = validate.validate(backbone, kind, val_images, conditioning, None if args.full_finetune else name,
+                                   measured=measured)
     else:  # no held-out pairs (--val-fraction 0): nothing to score
         result = validate.validate_pairs(backbone, [(p.damaged, p.clean) for p in own.held_out], conditioning,
-                                         name) if own.held_out else {}
+                                         name, measured) if own.held_out else {}
     if args.full_finetune:
         result = {**before, "psnr_out": result["base_psnr"], "ssim_out": result["base_ssim"]}
     losses = stats.pop("losses")
@@ -329,7 +353,9 @@ def run_train(args: argparse.Namespace) -> int:
         photos = data.VALIDATION_PHOTOS[:args.validation_photos or None]
         provenance.update(validation_photos=list(photos), validation_side=int(val_images.shape[-1]),
                           frame_side=frame_side,
-                          identity_fraction=args.identity_fraction)
+                          identity_fraction=args.identity_fraction,
+                          **({"followed_by": args.followed_by, "followed_share": args.followed_share}
+                             if args.followed_by else {}))
     else:  # the held-out pairs' scores, next to the split they come from
         provenance["held_out_validation"] = result
     if resumed is not None:
@@ -344,7 +370,7 @@ def run_train(args: argparse.Namespace) -> int:
     entry = LoraEntry(name=name, file=f"{name}.safetensors", rank=args.rank, alpha=alpha, target_modules=targets,
                       embedding=[],  # set under the lock below; a placeholder that `uir-lora train-router` fills
                       description=args.description or _description(name, own, DEGRADATION_INFO),
-                      conditioning=conditioning, provenance=provenance, validation=result)
+                      conditioning=conditioning, provenance=provenance, validation=result, measured=measured)
     with bank_lock(bank_dir):
         if not (bank_dir / MANIFEST_NAME).is_file():
             from ...router.encoder import DegradationEncoder
@@ -356,8 +382,10 @@ def run_train(args: argparse.Namespace) -> int:
         # read inside the lock: a run finishing at the same moment may just have created the bank
         manifest = read_manifest(bank_dir)
         entry.embedding = placeholder_embedding(manifest.encoder, manifest.router)
-        if name in manifest.names:  # re-training: the embedding describes the degradation, not the weights
-            entry.embedding = manifest.lora(name).embedding
+        if name in manifest.names:  # re-training: the routing and the order describe the kind, not the weights
+            old = manifest.lora(name)  # (its global stage is not kept: this trainer does not train through it)
+            entry.embedding, entry.route_margin, entry.restored_before = (old.embedding, old.route_margin,
+                                                                          old.restored_before)
         add_lora(bank_dir, entry, backbone.adapter_state(name), replace=args.replace or args.resume)
     log.info("added %s to %s", name, bank_dir)
     say(f"wrote {bank_dir / entry.file} and its manifest entry")

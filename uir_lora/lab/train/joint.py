@@ -40,7 +40,7 @@ from ...sampler.multiscale import multiscale, pyramid_levels
 from ..degrade_alt import degrade as degrade_alt
 from ..precipitation import KINDS as PRECIPITATION_KINDS
 from ..precipitation import degrade_precipitation
-from .trainer import CLEAN, LOSSES, TrainConfig, next_lr, optimise
+from .trainer import CLEAN, LOSSES, TrainConfig, conditioning_of, next_lr, optimise
 
 IMPLEMENTATIONS = ("wide", "alt")
 """The two independent syntheses that feed training: degrade's wide profile and degrade_alt."""
@@ -170,9 +170,13 @@ def activate(backbone: Backbone, names: Sequence[str]) -> None:
 
 
 def blended_conditioning(backbone: Backbone, conditioning: Mapping[str, Mapping[str, float]],
-                         names: Sequence[str]) -> dict[str, float]:
-    """The composition's rule (``blend_conditioning``) for the active LoRAs at weight 1."""
-    return blend_conditioning(backbone, [(1.0, conditioning[name]) for name in names])
+                         names: Sequence[str], images: torch.Tensor | None = None,
+                         measured: Mapping[str, Sequence[str]] | None = None) -> dict[str, float | torch.Tensor]:
+    """The composition's rule (``blend_conditioning``) for the active LoRAs at weight 1; a LoRA's ``measured``
+    values read from each of ``images`` as the sampler reads them (one value per image)."""
+    return blend_conditioning(backbone, [
+        (1.0, conditioning_of(backbone, images, conditioning[name], (measured or {}).get(name, ())))
+        for name in names])
 
 
 def restore(backbone: Backbone, image: torch.Tensor, cond: Mapping[str, float], coarsest: int) -> torch.Tensor:
@@ -191,16 +195,18 @@ def case_output(backbone: Backbone, images: torch.Tensor, names: Sequence[str],
                 conditioning: Mapping[str, Mapping[str, float]], coarsest: int,
                 global_stage: Mapping[str, GlobalAdapter] | None = None,
                 restored_before: Mapping[str, Sequence[str]] | None = None,
-                on_activate: Callable[[], None] | None = None) -> torch.Tensor:
+                on_activate: Callable[[], None] | None = None,
+                measured: Mapping[str, Sequence[str]] | None = None) -> torch.Tensor:
     """``names`` at weight 1 on ``images`` as the sampler runs them: the global stage, then one pass; or, for a case
     holding a kind restored before another's global stage (``restore_order``), that kind's pass, the global stage
     on its output (gradients flow through it to that LoRA; the adapters stay frozen), then the local kinds left.
-    ``on_activate``: called after each activation (the trainer re-enables its parameters' gradients)."""
+    ``on_activate``: called after each activation (the trainer re-enables its parameters' gradients); ``measured``:
+    each LoRA's conditioning values read from the pass's input (``LoraEntry.measured``)."""
     def one_pass(kinds: Sequence[str], x: torch.Tensor) -> torch.Tensor:
         activate(backbone, kinds)
         if on_activate:
             on_activate()
-        return restore(backbone, x, blended_conditioning(backbone, conditioning, kinds), coarsest)
+        return restore(backbone, x, blended_conditioning(backbone, conditioning, kinds, x, measured), coarsest)
 
     staged = [name for name in names if global_stage and name in global_stage]
     order = restore_order(names, staged, lambda name: (restored_before or {}).get(name, ()))
@@ -219,7 +225,8 @@ def case_output(backbone: Backbone, images: torch.Tensor, names: Sequence[str],
 def train_bank(backbone: Backbone, photos: Sequence[np.ndarray], cfg: JointConfig,
                conditioning: Mapping[str, Mapping[str, float]], init: Mapping[str, dict] | None = None,
                accelerator=None, log=print, global_stage: Mapping[str, GlobalAdapter] | None = None,
-               restored_before: Mapping[str, Sequence[str]] | None = None) -> dict:
+               restored_before: Mapping[str, Sequence[str]] | None = None,
+               measured: Mapping[str, Sequence[str]] | None = None) -> dict:
     """Train one LoRA per kind of ``cfg.kinds`` plus the clean LoRA, jointly, with composition in the loop.
 
     ``global_stage``: frozen global adapters by kind; a batch passes through those of its kinds first, as the
@@ -266,7 +273,7 @@ def train_bank(backbone: Backbone, photos: Sequence[np.ndarray], cfg: JointConfi
         x = damaged.to(accelerator.device).contiguous(memory_format=torch.channels_last)
         with torch.autocast(accelerator.device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
             out = case_output(backbone, x, case, conditioning, cfg.multiscale_coarsest, global_stage,
-                              restored_before, trainable)
+                              restored_before, trainable, measured)
         loss = LOSSES[cfg.loss](out.float(), target.to(accelerator.device))
         step = optimise(loss, optimizer, accelerator, losses, step, lr, start, cfg, log)
     for p in params:
@@ -277,7 +284,8 @@ def train_bank(backbone: Backbone, photos: Sequence[np.ndarray], cfg: JointConfi
 def evaluate(backbone: Backbone, images: torch.Tensor, conditioning: Mapping[str, Mapping[str, float]],
              cases: Sequence[tuple[str, ...]], coarsest: int, severity: float = 0.6,
              global_stage: Mapping[str, GlobalAdapter] | None = None,
-             restored_before: Mapping[str, Sequence[str]] | None = None) -> dict[str, dict]:
+             restored_before: Mapping[str, Sequence[str]] | None = None,
+             measured: Mapping[str, Sequence[str]] | None = None) -> dict[str, dict]:
     """PSNR per case (mean over images, as validation scores it): input, each present LoRA alone at weight 1,
     and all present LoRAs composed at 1, in the bank's order (``case_output``)."""
     from .validate import scores
@@ -293,7 +301,8 @@ def evaluate(backbone: Backbone, images: torch.Tensor, conditioning: Mapping[str
         with torch.inference_mode():
             for names in [(n,) for n in case] + ([tuple(case)] if len(case) > 1 else []):
                 out = torch.cat([case_output(backbone, x.to(backbone.device), names, conditioning, coarsest,
-                                             global_stage, restored_before).cpu() for x in damaged.split(1)])
+                                             global_stage, restored_before, measured=measured).cpu()
+                                 for x in damaged.split(1)])
                 row["+".join(names)] = psnr(out, images)
         results["+".join(case)] = row
     return results
@@ -431,13 +440,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"no photos in {[str(p) for p in args.photos]}")
     # the init bank's order: a retrained bank keeps it, and its mixtures train as the sampler runs them
     order = {e.name: list(e.restored_before) for e in init_manifest.loras if e.restored_before} if init_manifest else {}
-    stats = train_bank(backbone, photos, cfg, conditioning, init, global_stage=global_stage, restored_before=order)
+    # a LoRA told each photo's own level keeps it: trained and scored as the sampler runs it
+    measured = {e.name: list(e.measured) for e in init_manifest.loras if e.measured} if init_manifest else {}
+    stats = train_bank(backbone, photos, cfg, conditioning, init, global_stage=global_stage, restored_before=order,
+                       measured=measured)
     images = load_validation_images(args.data_dir or DEFAULT_DATA_DIR)[: args.eval_images]
     cases = [(k,) for k in KINDS] + [("noise", "jpeg"), ("low_light", "noise"), ("haze", "noise"),
                                       ("motion_blur", "jpeg"), ("rain", "haze")]
     backbone.to("cpu")
     results = evaluate(backbone, images, conditioning, cases, args.multiscale, global_stage=global_stage,
-                       restored_before=order)
+                       restored_before=order, measured=measured)
     encoder = init_manifest.encoder if init_manifest else None
     if encoder is None:
         from ...bank.manifest import EncoderSpec
@@ -462,7 +474,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                           target_modules=list(backbone.default_lora_targets),
                           embedding=list(old.embedding) if old else placeholder_embedding(encoder, manifest.router),
                           description=old.description if old else name, conditioning=conditioning[name],
-                          provenance=provenance, restored_before=list(order.get(name, [])))
+                          provenance=provenance, restored_before=list(order.get(name, [])),
+                          measured=list(measured.get(name, [])))
         if name in global_stage:
             entry.global_stage = f"{name}.global.safetensors"
             source = args.global_stage / f"{name}.safetensors"

@@ -17,11 +17,14 @@ from peft import LoraConfig
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from ...backbones.base import Backbone
+from ...backbones.base import Backbone, with_measured
 from ...degrade import KINDS, degrade
 
 CLEAN = "clean"  # the identity LoRA: target = input, so clean photos have a safe route
 SIGMA_GRID = (0, 5, 10, 15, 25, 35, 50)  # candidate fixed FFDNet noise levels, in /255 units
+MEASURED_SIGMA_CEILING = 75 / 255
+"""The highest noise level a measured-sigma LoRA is told (``train-lora --measured-sigma``): above the strongest
+noise of the training synthesis (50/255), where a measurement of a textured photo may read more."""
 LOSSES = {"l1": F.l1_loss, "mse": F.mse_loss}
 
 
@@ -51,14 +54,22 @@ class PairDataset(Dataset):
     ``identity_fraction``: that fraction of the items (exactly, in any run of consecutive indices, so in
     every batch) are identity examples: a clean crop or one degraded by another kind (half and half),
     target = input, so the LoRA learns to leave images without its degradation alone.
+    ``followed_by``: a share ``followed_share`` of the other items also take that kind after this one (in the
+    synthesis's order), as a photo takes JPEG after its sensor noise; the target stays the clean crop.
     """
 
     def __init__(self, crops: torch.Tensor, kind: str | Sequence[str], crop: int, length: int, seed: int,
-                 frame_side: int | None = None, identity_fraction: float = 0.0) -> None:
+                 frame_side: int | None = None, identity_fraction: float = 0.0, followed_by: str | None = None,
+                 followed_share: float = 0.0) -> None:
         if not 0.0 <= identity_fraction < 1.0:
             raise ValueError(f"identity_fraction {identity_fraction} is outside [0, 1); use e.g. 0.25")
         if identity_fraction and (not isinstance(kind, str) or kind == CLEAN):
             raise ValueError(f"identity_fraction needs one degradation kind, not {kind!r}; use 0 for it")
+        if followed_by is not None and (not isinstance(kind, str) or kind in (CLEAN, followed_by)
+                                        or followed_by not in KINDS or not 0.0 < followed_share <= 1.0):
+            raise ValueError(f"followed_by needs one degradation kind, another built-in kind after it and a share "
+                             f"in (0, 1]; got {kind!r}, {followed_by!r}, {followed_share}")
+        self.followed_by, self.followed_share = followed_by, followed_share
         self.others = [k for k in KINDS if k != kind]
         self.identity_fraction = identity_fraction
         if crop > crops.shape[-1]:
@@ -77,6 +88,12 @@ class PairDataset(Dataset):
         f = self.identity_fraction
         return math.floor((index + 1) * f) > math.floor(index * f)
 
+    def is_followed(self, index: int) -> bool:
+        """Whether item ``index`` takes ``followed_by`` too: its own draw, so the other items are the ones a
+        dataset without it gives."""
+        draw = torch.Generator().manual_seed(self.seed * 1_000_003 + index + 7_777_777)
+        return float(torch.rand((1,), generator=draw)) < self.followed_share
+
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         gen = torch.Generator().manual_seed(self.seed * 1_000_003 + index)
         src = self.crops[int(torch.randint(0, len(self.crops), (1,), generator=gen))]
@@ -90,21 +107,39 @@ class PairDataset(Dataset):
         if identity:
             other = self.others[int(torch.randint(0, len(self.others), (1,), generator=gen))]
             kind = CLEAN if torch.rand((1,), generator=gen) < 0.5 else other
+        if not identity and self.followed_by and self.is_followed(index):
+            kind = [kind, self.followed_by]  # one image with both, not one of them (degrade_batch's list)
+            degraded = degrade(clean.unsqueeze(0).contiguous(), kind, generator=gen, frame_side=self.frame_side)[0]
+            return degraded, clean
         degraded = degrade_batch(clean.unsqueeze(0).contiguous(), kind, gen, frame_side=self.frame_side)[0]
         return degraded, degraded.clone() if identity else clean
 
 
 class RestoreModule(nn.Module):
-    """nn.Module view of ``backbone.restore_step`` so accelerate (DDP) can wrap and call it."""
+    """nn.Module view of ``backbone.restore_step`` so accelerate (DDP) can wrap and call it. ``measured``: the
+    conditioning values read from each image (``LoraEntry.measured``), the recorded ones their ceiling."""
 
-    def __init__(self, backbone: Backbone, conditioning: Mapping[str, float]) -> None:
+    def __init__(self, backbone: Backbone, conditioning: Mapping[str, float], measured: Sequence[str] = ()) -> None:
         super().__init__()
         self.root = backbone.adapter_root
         self._backbone = [backbone]  # a list: Backbone is not an nn.Module, keep it out of the module tree
         self.conditioning = dict(conditioning)
+        self.measured = tuple(measured)
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
-        return self._backbone[0].restore_step(image, self.conditioning)
+        return self._backbone[0].restore_step(image, conditioning_of(self._backbone[0], image, self.conditioning,
+                                                                     self.measured))
+
+
+def conditioning_of(backbone: Backbone, images: torch.Tensor, conditioning: Mapping[str, float],
+                    measured: Sequence[str]) -> Mapping[str, float | torch.Tensor]:
+    """The conditioning a LoRA is trained and validated with: the recorded values, with its ``measured`` ones
+    read from each image as the sampler reads them (one value per image)."""
+    if not measured:
+        return conditioning
+    with torch.no_grad():
+        measurement = backbone.measure_conditioning(images)
+    return with_measured(conditioning, measured, {key: value.to(images.device) for key, value in measurement.items()})
 
 
 @dataclass
@@ -179,10 +214,11 @@ def optimise(loss: torch.Tensor, optimizer: torch.optim.Optimizer, accelerator: 
 
 def train(backbone: Backbone, dataset: Dataset, conditioning: Mapping[str, float], cfg: TrainConfig,
           params: Sequence[nn.Parameter], accelerator: Accelerator | None = None,
-          log: Callable[[str], None] = print) -> dict:
-    """Optimise ``params`` (adapter or all weights) with L1 on ``dataset``; returns stats."""
+          log: Callable[[str], None] = print, measured: Sequence[str] = ()) -> dict:
+    """Optimise ``params`` (adapter or all weights) with L1 on ``dataset``; returns stats. ``measured``: the
+    conditioning values read from each training image (``RestoreModule``)."""
     accelerator = accelerator or Accelerator(cpu=not torch.cuda.is_available())
-    model = RestoreModule(backbone, conditioning)
+    model = RestoreModule(backbone, conditioning, measured)
     if accelerator.device.type == "cpu":
         model = model.to(memory_format=torch.channels_last)  # much faster bf16 convolutions on CPU
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)

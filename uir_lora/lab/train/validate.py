@@ -10,7 +10,7 @@ from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMe
 
 from ...backbones.base import Backbone
 from ...global_stage import GlobalAdapter, run_adapters
-from .trainer import CLEAN, degrade_batch
+from .trainer import CLEAN, conditioning_of, degrade_batch
 
 VALIDATION_SEED = 10_000
 VERSIONS_PER_IMAGE = 2  # two seeded degradations per photo: 18 pairs per kind
@@ -38,10 +38,12 @@ def scores(output: torch.Tensor, target: torch.Tensor) -> tuple[float | None, fl
     return (round(psnr_value, 3) if torch.isfinite(psnr).all() else None), round(float(ssim), 4)
 
 
-def _restore(backbone: Backbone, images: torch.Tensor, conditioning: Mapping[str, float]) -> torch.Tensor:
+def _restore(backbone: Backbone, images: torch.Tensor, conditioning: Mapping[str, float],
+             measured: Sequence[str] = ()) -> torch.Tensor:
     with torch.inference_mode():
-        return torch.cat([backbone.restore_step(x.to(backbone.device), conditioning).float().clamp(0, 1).cpu()
-                          for x in images.split(6)])
+        return torch.cat([backbone.restore_step(x.to(backbone.device), conditioning_of(backbone, x.to(backbone.device),
+                                                                                       conditioning, measured))
+                          .float().clamp(0, 1).cpu() for x in images.split(6)])
 
 
 def set_adapter_enabled(backbone: Backbone, name: str | None) -> None:
@@ -54,20 +56,20 @@ def set_adapter_enabled(backbone: Backbone, name: str | None) -> None:
 
 def validate(backbone: Backbone, kind: str | list[str], images: torch.Tensor, conditioning: Mapping[str, float],
              adapter: str | None, severity: float | None = None,
-             global_stage: GlobalAdapter | None = None) -> dict:
+             global_stage: GlobalAdapter | None = None, measured: Sequence[str] = ()) -> dict:
     """Input, backbone-alone (same conditioning) and restored scores for ``kind``; ``global_stage``: the kind's
     global adapter, run on each degraded image before the LoRA as the sampler runs it (not before the
-    backbone alone, which is the bare network)."""
+    backbone alone, which is the bare network); ``measured``: conditioning values read from each image."""
     degraded, clean = validation_pairs(images, kind, severity)
     psnr_in, ssim_in = scores(degraded, clean)
     set_adapter_enabled(backbone, None)
-    base_psnr, base_ssim = scores(_restore(backbone, degraded, conditioning), clean)
+    base_psnr, base_ssim = scores(_restore(backbone, degraded, conditioning, measured), clean)
     result = {"psnr_in": psnr_in, "ssim_in": ssim_in, "base_psnr": base_psnr, "base_ssim": base_ssim}
     if adapter is not None:
         set_adapter_enabled(backbone, adapter)
         with torch.inference_mode():
             inputs = run_adapters(degraded, [(1.0, global_stage)] if global_stage is not None else [])
-        result["psnr_out"], result["ssim_out"] = scores(_restore(backbone, inputs, conditioning), clean)
+        result["psnr_out"], result["ssim_out"] = scores(_restore(backbone, inputs, conditioning, measured), clean)
     policy = SEVERITY_POLICY if severity is None else f"severity fixed at {severity}, same seeds"
     result.update(images=int(degraded.shape[0]), photos=int(images.shape[0]), severity_policy=policy,
                   note="clean LoRA: psnr_in is infinite (recorded null); psnr_out is the distortion it adds"
@@ -89,13 +91,13 @@ def _centre(image: torch.Tensor, side: int = PAIR_SIDE) -> torch.Tensor:
 
 
 def validate_pairs(backbone: Backbone, pairs: Sequence[tuple[torch.Tensor, torch.Tensor]],
-                   conditioning: Mapping[str, float], adapter: str | None) -> dict:
+                   conditioning: Mapping[str, float], adapter: str | None, measured: Sequence[str] = ()) -> dict:
     """Input, backbone-alone and restored scores on (damaged, clean) pairs [1,3,H,W] of any sizes, averaged
     over the pairs (each pair's centre crop of at most PAIR_SIDE px)."""
     crops = [(_centre(damaged), _centre(clean)) for damaged, clean in pairs]
 
     def averaged(restore: bool) -> tuple[float | None, float]:
-        rows = [scores(_restore(backbone, damaged, conditioning) if restore else damaged, clean)
+        rows = [scores(_restore(backbone, damaged, conditioning, measured) if restore else damaged, clean)
                 for damaged, clean in crops]
         psnrs, ssims = zip(*rows)
         return (None if None in psnrs else round(sum(psnrs) / len(rows), 3)), round(sum(ssims) / len(rows), 4)
