@@ -4,6 +4,7 @@ classes whose names read well in ComfyUI's dialog."""
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
 import pickle
@@ -11,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from uir_lora.bank.manifest import read_manifest
 from uir_lora.bank.store import open_bank
 from uir_lora.errors import BankError, InputError, UIRError, UnsafePathError
 from uir_lora.lab import cli
@@ -166,3 +168,18 @@ def test_error_dialog_title_hides_the_install_path():
 def test_errors_survive_pickling(error):
     copy_of = pickle.loads(pickle.dumps(error))
     assert type(copy_of) is type(error) and str(copy_of) == str(error) and isinstance(copy_of, UIRError)
+
+
+def test_replacing_a_lora_keeps_its_place(random_bank):
+    """add_lora(replace=True) updates the entry where it stands: the entries' order is the router's order of kinds."""
+    from uir_lora.bank.store import read_lora_file
+    from uir_lora.bank.writer import add_lora
+
+    before = read_manifest(random_bank.root)
+    middle = before.loras[1]
+    state = read_lora_file(random_bank.root / middle.file)
+    updated = dataclasses.replace(middle, description="retrained")
+    add_lora(random_bank.root, updated, state, replace=True)
+    after = read_manifest(random_bank.root)
+    assert after.names == before.names and after.loras[1].description == "retrained"
+    assert [e for i, e in enumerate(after.loras) if i != 1] == [e for i, e in enumerate(before.loras) if i != 1]

@@ -56,6 +56,10 @@ def add_lora(bank_dir: Path, entry: LoraEntry, state: dict[str, torch.Tensor], *
                 "backbone_fingerprint": manifest.backbone_fingerprint,
                 "target_modules": json.dumps(entry.target_modules)}
     save_lora_file(state, bank_dir / entry.file, metadata)
-    manifest.loras = [e for e in manifest.loras if e.name != entry.name] + [entry]
+    names = manifest.names
+    if entry.name in names:  # in its place: the entries' order is the router's order of kinds
+        manifest.loras[names.index(entry.name)] = entry
+    else:
+        manifest.loras.append(entry)
     write_manifest(manifest, bank_dir)
     return manifest
