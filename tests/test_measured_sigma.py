@@ -85,13 +85,13 @@ def test_conditioning_follows_the_measurement_under_the_ceiling(embedded_backbon
 
 def test_measured_only_where_a_lora_asks(embedded_backbone, measured_bank, photo, monkeypatch):
     calls = []
-    original = type(embedded_backbone).measure_conditioning
+    original = embedded_backbone.measure_conditioning
 
-    def counted(self, images):
+    def counted(images):
         calls.append(images.shape)
-        return original(self, images)
+        return original(images)
 
-    monkeypatch.setattr(type(embedded_backbone), "measure_conditioning", counted)
+    monkeypatch.setattr(embedded_backbone, "measure_conditioning", counted)
     assert Composition(bank=measured_bank, weights={"jpeg": 1.0}).measure(embedded_backbone, photo) == {}
     assert not calls
     measured = Composition(bank=measured_bank, weights={"noise": 1.0}).measure(embedded_backbone, photo)
@@ -101,13 +101,13 @@ def test_measured_only_where_a_lora_asks(embedded_backbone, measured_bank, photo
 def told_sigmas(backbone, monkeypatch) -> list[float]:
     """Record the sigma each restore_step of ``backbone`` is told."""
     told: list[float] = []
-    original = type(backbone).restore_step
+    original = backbone.restore_step  # the instance's (another test's monkeypatch may have left one there)
 
-    def spy(self, image, conditioning, **kwargs):
+    def spy(image, conditioning, **kwargs):
         told.append(float(torch.as_tensor(conditioning["sigma"]).flatten()[0]))
-        return original(self, image, conditioning, **kwargs)
+        return original(image, conditioning, **kwargs)
 
-    monkeypatch.setattr(type(backbone), "restore_step", spy)
+    monkeypatch.setattr(backbone, "restore_step", spy)
     return told
 
 
