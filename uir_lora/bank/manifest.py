@@ -217,7 +217,7 @@ class LoraEntry:
     measured: list[str] = field(default_factory=list)
     """Conditioning values taken from each photo (``Backbone.measure_conditioning``: FFDNet's sigma, the photo's
     own noise level) instead of fixed; the recorded ``conditioning`` value is their ceiling. The LoRA was trained
-    on the same measurement (``train-lora --measured``). Written only when set."""
+    on the same measurement (``train-lora --measured-sigma``). Written only when set."""
 
 
 @dataclass
