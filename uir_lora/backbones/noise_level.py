@@ -14,6 +14,8 @@ maintained torch library estimates a blind noise level.
 
 from __future__ import annotations
 
+import functools
+
 import kornia
 import torch
 import torch.nn.functional as F
@@ -40,6 +42,7 @@ def _residual(planes: torch.Tensor) -> torch.Tensor:
     return planes - kornia.filters.gaussian_blur2d(planes, _kernel_size(), (BLUR, BLUR), border_type="reflect")
 
 
+@functools.cache  # computed on first use, not at import
 def _white_noise_gain() -> float:
     """The residual's variance per unit of white-noise variance: the sum of the squared high-pass kernel."""
     impulse = torch.zeros(1, 1, 4 * _kernel_size()[0], 4 * _kernel_size()[0])
@@ -47,18 +50,15 @@ def _white_noise_gain() -> float:
     return float(_residual(impulse).square().sum())
 
 
-_GAIN = _white_noise_gain()
-
-
 def noise_level(images: torch.Tensor) -> torch.Tensor:
-    """[B,3,H,W] in 0..1 -> [B]: each image's noise deviation in 0..1 pixel units (0 on an image too small to
-    hold a block)."""
+    """[B,3,H,W] in 0..1 -> [B] on the images' device: each image's noise deviation in 0..1 pixel units (0 on an
+    image too small to hold a block)."""
     height, width = images.shape[-2:]
     top, left = max(0, (height - MAX_SIDE) // 2), max(0, (width - MAX_SIDE) // 2)
     x = images[..., top : top + MAX_SIDE, left : left + MAX_SIDE].detach().float().clamp(0, 1)
     batch = x.shape[0]
     if min(x.shape[-2:]) < BLOCK:
-        return torch.zeros(batch)
+        return torch.zeros(batch, device=images.device)
     planes = x.reshape(-1, 1, *x.shape[-2:])  # every channel is a sample of the same noise
     variance = F.avg_pool2d(_residual(planes).square(), BLOCK).reshape(batch, -1)
     brightness = F.avg_pool2d(planes, BLOCK).reshape(batch, -1)
@@ -67,5 +67,5 @@ def noise_level(images: torch.Tensor) -> torch.Tensor:
     for block_variance, block_brightness in zip(variance, brightness):
         mid = (block_brightness > low) & (block_brightness < high)
         chosen = block_variance[mid] if int(mid.sum()) >= MIN_BLOCKS else block_variance
-        levels.append((torch.quantile(chosen, QUANTILE).clamp_min(0) / _GAIN).sqrt())
-    return torch.stack(levels).cpu()
+        levels.append((torch.quantile(chosen, QUANTILE).clamp_min(0) / _white_noise_gain()).sqrt())
+    return torch.stack(levels)

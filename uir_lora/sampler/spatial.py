@@ -139,17 +139,17 @@ def _tile_step(
     conditioning value is read once from the whole ``image``, as the whole-photo restore reads it."""
     height, width = region.size
     dtype = options.dtype or backbone.dtype
-    measurements: dict[str, dict[str, float]] = {}
+    photo_measurement: dict[str, float] | None = None
 
     def step(tile_image: torch.Tensor, box: tuple[int, int, int, int]) -> torch.Tensor:
+        nonlocal photo_measurement
         if check_interrupt:
             check_interrupt()
         y0, y1, x0, x1 = box  # padded coordinates: clip to the image the maps describe
         composition = compose_fn(prune(region.region((y0, min(y1, height), x0, min(x1, width)))))
-        if "photo" not in measurements and any(composition.bank.manifest.lora(name).measured
-                                               for name in composition.weights):
-            measurements["photo"] = measure(backbone, image, composition.bank.manifest.loras)
-        conditioning = composition.conditioning(backbone, measurements.get("photo"))
+        if photo_measurement is None:  # once per photo; nothing is measured when no LoRA of the bank asks
+            photo_measurement = measure(backbone, image, composition.bank.manifest.loras)
+        conditioning = composition.conditioning(backbone, photo_measurement)
         with composed(backbone, composition), torch.inference_mode():
             y = backbone.restore_step(tile_image.to(backbone.device, dtype), conditioning,
                                       steps=options.steps, generator=generator)

@@ -139,7 +139,7 @@ def conditioning_of(backbone: Backbone, images: torch.Tensor, conditioning: Mapp
         return conditioning
     with torch.no_grad():
         measurement = backbone.measure_conditioning(images)
-    return with_measured(conditioning, measured, {key: value.to(images.device) for key, value in measurement.items()})
+    return with_measured(conditioning, measured, measurement)
 
 
 @dataclass

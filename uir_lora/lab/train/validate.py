@@ -41,9 +41,9 @@ def scores(output: torch.Tensor, target: torch.Tensor) -> tuple[float | None, fl
 def _restore(backbone: Backbone, images: torch.Tensor, conditioning: Mapping[str, float],
              measured: Sequence[str] = ()) -> torch.Tensor:
     with torch.inference_mode():
-        return torch.cat([backbone.restore_step(x.to(backbone.device), conditioning_of(backbone, x.to(backbone.device),
-                                                                                       conditioning, measured))
-                          .float().clamp(0, 1).cpu() for x in images.split(6)])
+        batches = [x.to(backbone.device) for x in images.split(6)]
+        return torch.cat([backbone.restore_step(x, conditioning_of(backbone, x, conditioning, measured))
+                          .float().clamp(0, 1).cpu() for x in batches])
 
 
 def set_adapter_enabled(backbone: Backbone, name: str | None) -> None:
