@@ -56,19 +56,25 @@ def test_the_shipped_router_is_its_trained_encoder_with_s_o_equal_to_d_dot_b(ban
     assert not router.examples and not (bank.root / "router_examples.safetensors").exists()
 
 
-def test_the_shipped_bank_restores_noise_before_the_low_light_and_colour_stages(bank):
-    # sensor noise reaches a photo after its exposure and white balance, so it is undone before them (docs/engine.md)
+def test_the_shipped_bank_restores_noise_before_the_low_light_colour_and_haze_stages(bank):
+    # sensor noise reaches a photo after its exposure, white balance and the scene's haze, so it is undone before
+    # them (docs/engine.md)
     ordered = {entry.name: entry.restored_before for entry in bank.manifest.loras if entry.restored_before}
-    assert ordered == {"noise": ["low_light", "color_cast"], "poisson_noise": ["low_light", "color_cast"]}
-    assert bank.global_adapter("low_light") is not None
+    staged = ["low_light", "color_cast", "haze"]
+    assert ordered == {"noise": staged, "poisson_noise": staged}
+    assert all(bank.global_adapter(kind) is not None for kind in staged)
     composition = compose(bank, manual={"low_light": 1.0, "noise": 1.0})
     first, after = composition.in_order()
     assert dict(first.weights) == {"noise": 1.0} and after is None
     # the user is told, as the router's other decisions are
     assert composition.notes == ("noise restored first, then the global stage of low_light (whose LoRA sits this "
                                  "composition out)",)
-    assert not compose(bank, manual={"haze": 1.0, "noise": 1.0}).notes
-    assert compose(bank, manual={"haze": 1.0, "noise": 1.0}).in_order() is None
+    first, after = compose(bank, manual={"haze": 1.0, "poisson_noise": 1.0}).in_order()
+    assert dict(first.weights) == {"poisson_noise": 1.0} and after is None
+    # a local kind beside them has no global stage to wait for: its pass follows the stage
+    first, after = compose(bank, manual={"haze": 1.0, "noise": 1.0, "jpeg": 1.0}).in_order()
+    assert dict(first.weights) == {"noise": 1.0} and dict(after.weights) == {"jpeg": 1.0}
+    assert compose(bank, manual={"haze": 1.0, "rain": 1.0}).in_order() is None
 
 
 def test_cli_restores_gaussian_noise_sigma25_by_5db(tmp_path, photo_256):
