@@ -77,6 +77,21 @@ def test_the_shipped_bank_restores_noise_before_the_low_light_colour_and_haze_st
     assert compose(bank, manual={"haze": 1.0, "rain": 1.0}).in_order() is None
 
 
+def test_the_shipped_noise_loras_are_told_each_photos_own_noise_level(bank, embedded_backbone, photo_256):
+    # FFDNet is a non-blind denoiser: faint noise is denoised gently, strong noise hard (docs/engine.md)
+    assert {entry.name for entry in bank.manifest.loras if entry.measured} == {"noise", "poisson_noise"}
+    generator = torch.Generator().manual_seed(1)
+    for name in ("noise", "poisson_noise"):
+        assert bank.manifest.lora(name).conditioning == {"sigma": pytest.approx(75 / 255)}  # the ceiling
+        composition = compose(bank, manual={name: 1.0})
+        sigmas = []
+        for level in (5 / 255, 40 / 255):
+            noisy = (photo_256 + torch.randn(photo_256.shape, generator=generator) * level).clamp(0, 1)
+            sigmas.append(composition.conditioning(embedded_backbone, composition.measure(embedded_backbone, noisy))
+                          ["sigma"])
+        assert sigmas[0] < 15 / 255 < sigmas[1] <= 75 / 255
+
+
 def test_cli_restores_gaussian_noise_sigma25_by_5db(tmp_path, photo_256):
     clean = photo_256
     noisy = (clean + torch.randn(clean.shape, generator=torch.Generator().manual_seed(0)) * 25 / 255).clamp(0, 1)
