@@ -11,10 +11,12 @@ from safetensors.torch import save_file
 
 from uir_lora import pipeline
 from uir_lora.bank.store import open_bank
+from uir_lora.compose.composer import Composition, raise_global_weights
 from uir_lora.errors import BankError
 from uir_lora.global_stage import GlobalAdapter, GlobalParams, apply_global, thumbnail
 from uir_lora.global_stage import adapter as adapter_module
 from uir_lora.lab.testing.banks import random_adapter, with_global_adapter
+from uir_lora.router.router import Router, RoutingResult
 from uir_lora.sampler.restore import SamplerOptions
 
 
@@ -139,6 +141,80 @@ def test_the_order_changes_only_beside_the_global_stages_a_kind_is_restored_befo
     assert bank.manifest.lora("noise").restored_before == ["haze"] and not bank.manifest.lora("jpeg").restored_before
     written = {entry["name"]: entry for entry in bank.manifest.to_json()["loras"]}
     assert written["noise"]["restored_before"] == ["haze"] and "restored_before" not in written["jpeg"]
+
+
+def reread_bank(root, floor: float | None):
+    """The random bank with noise restored before two global stages (haze, jpeg), and ``router.reread_floor``."""
+    with_global_adapter(root, "haze", random_adapter(12))
+    with_global_adapter(root, "jpeg", random_adapter(13))
+    restored_before(root, "noise", ["haze", "jpeg"])
+    manifest = json.loads((root / "manifest.json").read_text())
+    manifest["router"]["reread_floor"] = floor
+    (root / "manifest.json").write_text(json.dumps(manifest))
+    return open_bank(root)
+
+
+def presence_reading(weights: dict[str, float], severities: dict[str, float] | None = None) -> RoutingResult:
+    return RoutingResult(similarities={name: 0.0 for name in ("noise", "haze", "jpeg")}, weights=weights, top_k=2,
+                         temperature=1.0, normalisation="sigmoid", severities=severities or {})
+
+
+def test_a_second_reading_only_raises_a_global_kind_already_kept_at_the_floor(random_bank):
+    bank = reread_bank(random_bank.root, None)
+    first = Composition(bank, {"noise": 0.9, "haze": 0.6, "jpeg": 0.3}, severities={"haze": 0.2, "jpeg": 0.1})
+    again = Composition(bank, {"noise": 1.0, "haze": 0.95, "jpeg": 0.9}, severities={"haze": 0.7, "jpeg": 0.8})
+    raised = raise_global_weights(first, again, 0.5)
+    # haze kept at 0.6 takes the second reading's 0.95 and its severity; jpeg, doubted at 0.3, and noise, which has
+    # no global stage, stay as they were
+    assert dict(raised.weights) == {"noise": 0.9, "haze": 0.95, "jpeg": 0.3}
+    assert dict(raised.severities) == {"haze": 0.7, "jpeg": 0.1}
+    lower = Composition(bank, {"haze": 0.4}, severities={"haze": 0.9})
+    assert raise_global_weights(first, lower, 0.5) == first  # never lowered
+
+
+def test_a_routed_composition_reads_the_image_again_after_the_first_pass(random_bank, photo, monkeypatch):
+    bank = reread_bank(random_bank.root, 0.5)
+    composition = pipeline.compose(bank, presence_reading({"noise": 0.9, "haze": 0.6}))
+    assert composition.reread is not None and "read again after that pass, and haze takes" in composition.notes[-1]
+    seen = []
+
+    def second_reading(router, images, top_k, temperature, normalisation):
+        seen.append((images, top_k, temperature, normalisation))
+        return [presence_reading({"haze": 0.95, "noise": 0.2}, {"haze": 0.7})]
+
+    monkeypatch.setattr(Router, "route", second_reading)
+    staged = composition.reread(photo)
+    assert seen[0][0] is photo and seen[0][1:] == (2, 1.0, "sigmoid")  # routed as the first reading was
+    assert dict(staged.weights) == {"noise": 0.9, "haze": 0.95} and staged.severities == {"haze": 0.7}
+    # nothing to raise, or the router's answer not alone: no second reading
+    for routing, manual in ((presence_reading({"noise": 0.9, "haze": 0.3}), None),
+                            (presence_reading({"noise": 0.9, "haze": 0.6}), {"jpeg": 0.2}),
+                            (replace(presence_reading({"noise": 0.9, "haze": 0.6}), normalisation="softmax"), None),
+                            (presence_reading({"noise": 0.9}), None)):
+        assert pipeline.compose(bank, routing, manual).reread is None
+    unset = reread_bank(random_bank.root, None)
+    assert pipeline.compose(unset, presence_reading({"noise": 0.9, "haze": 0.6})).reread is None
+
+
+def test_the_sampler_runs_the_global_stage_with_the_second_readings_weights(random_bank, own_backbone, photo):
+    bank = reread_bank(random_bank.root, None)
+    adapter = bank.global_adapter("haze")
+    seen = []
+
+    def reread(image: torch.Tensor) -> Composition:
+        seen.append(image)
+        return replace(composition, weights={"noise": 0.4, "haze": 1.0})
+
+    composition = replace(pipeline.compose(bank, manual={"noise": 0.4, "haze": 0.3}), reread=reread)
+    restored = pipeline.restore_composed(photo, own_backbone, [composition])
+    # by hand: noise's pass, then the haze adapter at the second reading's weight on its output
+    denoised = pipeline.restore_composed(photo, own_backbone, [pipeline.compose(bank, manual={"noise": 0.4})])
+    assert len(seen) == 1 and torch.allclose(seen[0], denoised, atol=1e-6)
+    with torch.no_grad():
+        corrected = apply_global(denoised, GlobalParams.blend([(1.0, adapter(thumbnail(denoised)))])).clamp(0, 1)
+    assert torch.allclose(restored, corrected, atol=1e-5)
+    plain = pipeline.restore_composed(photo, own_backbone, [replace(composition, reread=None)])
+    assert not torch.allclose(restored, plain, atol=1e-3)
 
 
 def test_the_global_stage_does_not_depend_on_the_tile(random_bank, own_backbone, photo):

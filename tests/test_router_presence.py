@@ -173,11 +173,15 @@ def test_a_weak_second_kind_is_left_out_unless_the_first_hides_it(tmp_path, embe
     assert not any("left out" in note for note in composition.notes)
 
 
-def test_the_follower_floor_is_checked_and_written_only_when_set(tmp_path, embedded_backbone, encoder_dim):
+def test_the_follower_and_reread_floors_are_checked_and_written_only_when_set(tmp_path, embedded_backbone,
+                                                                              encoder_dim):
     bank = make_random_bank(tmp_path, embedded_backbone, dim=encoder_dim)
-    assert not {"follower_floor", "confidence_floor"} & set(json.loads((bank / "manifest.json").read_text())["router"])
+    assert not {"follower_floor", "confidence_floor", "reread_floor"} & set(
+        json.loads((bank / "manifest.json").read_text())["router"])
     for field_name, value, message in (("follower_floor", 1.5, "follower_floor must be null or a number in"),
                                        ("follower_floor", True, "follower_floor must be null or a number in"),
+                                       ("reread_floor", 0, "reread_floor must be null or a number in"),
+                                       ("reread_floor", "½", "reread_floor must be null or a number in"),
                                        ("masking_kinds", "noise", "masking_kinds must be a list of LoRA names"),
                                        ("confidence_floor", 0.5, "confidence_floor must be null or a number from"),
                                        ("confidence_floor", -0.1, "confidence_floor must be null or a number from")):
@@ -189,9 +193,10 @@ def test_the_follower_floor_is_checked_and_written_only_when_set(tmp_path, embed
         del data["router"][field_name]
         (bank / "manifest.json").write_text(json.dumps(data))
     manifest = read_manifest(bank)
-    manifest.router.follower_floor, manifest.router.masking_kinds = 0.5, ["noise"]
+    manifest.router.follower_floor, manifest.router.masking_kinds, manifest.router.reread_floor = 0.5, ["noise"], 0.5
     write_manifest(manifest, bank)
     assert read_manifest(bank).router.follower_floor == 0.5 and read_manifest(bank).router.masking_kinds == ["noise"]
+    assert read_manifest(bank).router.reread_floor == 0.5
 
 
 def test_a_logit_manifest_needs_the_bias_in_each_embedding(tmp_path, embedded_backbone, encoder_dim):

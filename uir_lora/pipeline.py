@@ -10,6 +10,7 @@ import json
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -20,7 +21,7 @@ from .backbones.registry import FAMILIES as BACKBONE_FAMILIES
 from .backbones.registry import load_backbone, parse_backbone_spec
 from .bank.manifest import NORMALISATIONS, RouterDefaults
 from .bank.store import LoraBank, open_bank
-from .compose.composer import Composition, check_weights
+from .compose.composer import Composition, check_weights, raise_global_weights
 from .degrade import KINDS, degrade
 from .errors import TEMPERATURE_RANGE, InputError, check_int, check_range, parse_number
 from .images import IMAGE_SUFFIXES, PIXEL_BUDGET_ENV, LoadedImage, load_image, pixel_budget, read_image, save_image
@@ -202,7 +203,21 @@ def compose(
     note = (f"{', '.join(order[0].weights)} restored first, then the global stage of "
             f"{', '.join(composition.staged_kinds())} "
             f"(whose LoRA sits this composition out)")
-    return replace(composition, notes=notes + (note,))
+    floor = bank.manifest.router.reread_floor
+    raised = [name for name in composition.staged_kinds() if floor is not None and composition.weights[name] >= floor]
+    if source != "router" or routing.normalisation != "sigmoid" or not raised:
+        return replace(composition, notes=notes + (note,))
+    composition = replace(composition, notes=notes + (
+        f"{note}; the image is read again after that pass, and {', '.join(raised)} takes the larger of the two "
+        f"weights",))
+    return replace(composition, reread=partial(_read_again, composition, routing, floor))
+
+
+def _read_again(composition: Composition, routing: RoutingResult, floor: float, image: torch.Tensor) -> Composition:
+    """``Composition.reread`` of a routed composition: the image after its first pass routed as the first was, and
+    each global kind kept at ``floor`` or more raised to the second reading's weight where that is larger."""
+    again = router_for(composition.bank).route(image, routing.top_k, routing.temperature, routing.normalisation)[0]
+    return raise_global_weights(composition, compose(composition.bank, again), floor)
 
 
 def restore_notes(bank: LoraBank, routing: RoutingResult, composition: Composition | None = None) -> list[str]:

@@ -136,6 +136,12 @@ class RouterDefaults:
     """Presence routers: a kept kind that the router doubts (presence below ½, s_o < 0) weighs σ(s_o / (T ×
     doubt_temperature)) instead of σ(s_o / T), so below ½ a weight falls faster than the presence: such a kind is
     more often a false alarm than damage (router.normalise_top_k). None: off."""
+    reread_floor: float | None = None
+    """Presence routers: with a kind restored before another's global stage (``LoraEntry.restored_before``), the image
+    that kind's pass gives is routed again, and each global kind the composition keeps at this weight or more takes
+    the larger of its two weights, with the severity of the reading that gave it: the haze or dark that noise hid
+    from the encoder shows once the noise is gone. A global kind kept below it stays as it was, since a second
+    reading of a denoised photo also makes sure of a weak false haze (docs/engine.md). None: off."""
     masking_kinds: list[str] = field(default_factory=list)
     """Presence routers: beside one of these as the strongest kind, a weak second kind is kept all the same: damage
     that hides other damage from the encoder (noise lowers the presence of haze and low light under it)."""
@@ -256,7 +262,7 @@ class Manifest:
             del data["router"]["similarity"]
         for optional in ("examples", "alternatives", "follower_floor", "masking_kinds", "confidence_floor",
                          "whole_view_kinds", "doubt_temperature", "exposure_kinds", "doubted_beside",
-                         "night_sky_kinds", "whole_photo_kinds"):
+                         "night_sky_kinds", "whole_photo_kinds", "reread_floor"):
             if not data["router"][optional]:  # empty: manifests written before them keep their bytes
                 del data["router"][optional]
         if data["router"]["whole_view_side"] == WHOLE_VIEW_SIDE:
@@ -416,6 +422,10 @@ def _check_trained(encoder: EncoderSpec, router: RouterDefaults, where: str) -> 
     if floor is not None:
         _check_number(floor, isinstance(floor, (int, float)) and 0 < floor <= 1,
                       "router.follower_floor must be null or a number in (0, 1]", where)
+    reread = router.reread_floor
+    if reread is not None:
+        _check_number(reread, isinstance(reread, (int, float)) and 0 < reread <= 1,
+                      "router.reread_floor must be null or a number in (0, 1]", where)
     _names(router.masking_kinds, "router.masking_kinds", where)
     doubt = router.doubt_temperature
     if doubt is not None:

@@ -43,6 +43,9 @@ class Composition:
     severities: Mapping[str, float] = field(default_factory=dict)
     """The router's severity reading per kind (0 mild .. 1 strong; the trained encoder's), which the global stage
     uses for the haze's transmission floor; empty for manual weights and encoders without a severity head."""
+    reread: Callable[[torch.Tensor], Composition] | None = field(default=None, compare=False, repr=False)
+    """For a composition split by ``in_order``: given the image after the first pass, the composition whose global
+    stage runs on it (``pipeline.compose`` sets it from the bank's ``router.reread_floor``); None: this one."""
 
     def __post_init__(self) -> None:
         # the one check of a composition's weights: everything downstream (merge, conditioning) trusts them
@@ -88,6 +91,19 @@ class Composition:
                 and adapter.dehaze and weight > 0]
         total = sum(weight for weight, _ in read)
         return sum(weight * severity for weight, severity in read) / total if read else None
+
+
+def raise_global_weights(composition: Composition, again: Composition, floor: float) -> Composition:
+    """``composition`` with each global kind it keeps at ``floor`` or more at the larger of its weight and the one
+    ``again`` (a second reading, of the image after the first pass) gives, with the severity of the reading that gave
+    it; every other weight as it was."""
+    weights, severities = dict(composition.weights), dict(composition.severities)
+    for name in composition.staged_kinds():
+        if floor <= weights[name] < again.weights.get(name, 0.0):
+            weights[name] = again.weights[name]
+            if name in again.severities:
+                severities[name] = again.severities[name]
+    return replace(composition, weights=weights, severities=severities)
 
 
 def measure(backbone: Backbone, image: torch.Tensor, entries: Iterable[LoraEntry]) -> dict[str, float]:

@@ -126,15 +126,17 @@ def restore_one(
     check_interrupt: InterruptFn | None = None,
 ) -> torch.Tensor:
     """One image through the global stage and the composed backbone, or, for a composition with a kind restored
-    before another's global stage (``Composition.in_order``), through that kind's pass, the global stage, and a pass
-    for the local kinds left; on out-of-memory, halve the tile batch, then the tile down to 128."""
+    before another's global stage (``Composition.in_order``), through that kind's pass, the global stage (with the
+    weights ``Composition.reread`` gives for the image after that pass, if set), and a pass for the local kinds left;
+    on out-of-memory, halve the tile batch, then the tile down to 128."""
     passes = composition.in_order()
     if passes is None:
         return backbone_pass(backbone, global_stage(image, composition), composition, options, generator, on_tile,
                              check_interrupt)
     first, after = passes
-    image = global_stage(backbone_pass(backbone, image, first, options, generator, on_tile, check_interrupt),
-                         composition).clamp(0, 1)
+    image = backbone_pass(backbone, image, first, options, generator, on_tile, check_interrupt)
+    staged = composition.reread(image) if composition.reread is not None else composition
+    image = global_stage(image, staged).clamp(0, 1)
     # the progress counts one pass per image: a second pass is not counted
     return image if after is None else backbone_pass(backbone, image, after, options, generator, None,
                                                      check_interrupt)

@@ -332,7 +332,8 @@ def fit_bank_presence(bank_dir: Path, config: PresenceData, seeds: Sequence[int]
         top_k=min(top_k, len(manifest.loras)), temperature=1.0, normalisation="sigmoid", similarity="logit",
         unknown_strength=manifest.router.unknown_strength, confidence_full=confidence_full, calibration=record,
         confidence_floor=manifest.router.confidence_floor,
-        follower_floor=manifest.router.follower_floor, masking_kinds=list(manifest.router.masking_kinds),
+        follower_floor=manifest.router.follower_floor, reread_floor=manifest.router.reread_floor,
+        masking_kinds=list(manifest.router.masking_kinds),
         examples=examples, alternatives=[list(group) for group in SAME_DAMAGE if set(group) <= set(classes)])
     for entry in manifest.loras:
         entry.embedding = (by_class[entry.name].tolist() if entry.name in by_class
