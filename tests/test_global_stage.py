@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import replace
 
 import pytest
@@ -196,7 +197,8 @@ def test_a_routed_composition_reads_the_image_again_after_the_first_pass(random_
     assert pipeline.compose(unset, presence_reading({"noise": 0.9, "haze": 0.6})).reread is None
 
 
-def test_the_sampler_runs_the_global_stage_with_the_second_readings_weights(random_bank, own_backbone, photo):
+def test_the_sampler_runs_the_global_stage_with_the_second_readings_weights(random_bank, own_backbone, photo, caplog):
+    caplog.set_level(logging.INFO, logger="uir_lora.sampler.restore")
     bank = reread_bank(random_bank.root, None)
     adapter = bank.global_adapter("haze")
     seen = []
@@ -213,6 +215,7 @@ def test_the_sampler_runs_the_global_stage_with_the_second_readings_weights(rand
     with torch.no_grad():
         corrected = apply_global(denoised, GlobalParams.blend([(1.0, adapter(thumbnail(denoised)))])).clamp(0, 1)
     assert torch.allclose(restored, corrected, atol=1e-5)
+    assert "read again after the first pass: haze 0.30 -> 1.00" in caplog.text  # the weights shown are the first's
     plain = pipeline.restore_composed(photo, own_backbone, [replace(composition, reread=None)])
     assert not torch.allclose(restored, plain, atol=1e-3)
 

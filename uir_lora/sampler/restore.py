@@ -136,6 +136,10 @@ def restore_one(
     first, after = passes
     image = backbone_pass(backbone, image, first, options, generator, on_tile, check_interrupt)
     staged = composition.reread(image) if composition.reread is not None else composition
+    raised = {name: weight for name, weight in staged.weights.items() if weight != composition.weights[name]}
+    if raised:  # the returned compositions keep the first reading's weights: say what the stage ran with
+        log.info("read again after the first pass: %s", ", ".join(
+            f"{name} {composition.weights[name]:.2f} -> {weight:.2f}" for name, weight in raised.items()))
     image = global_stage(image, staged).clamp(0, 1)
     # the progress counts one pass per image: a second pass is not counted
     return image if after is None else backbone_pass(backbone, image, after, options, generator, None,
