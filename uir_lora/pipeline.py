@@ -30,7 +30,7 @@ from .router.chart import weight_chart
 from .router.router import Router, RoutingResult, drop_weak_followers, presence_confidence, unsure_note
 from .router.spatial import DEFAULT_WINDOW, WINDOW_RANGE, RegionWeights, estimate_regions, region_map_picture
 from .sampler.restore import InterruptFn, ProgressFn, SamplerOptions, as_image_batch, restore_batch
-from .sampler.spatial import regional_global_stage, restore_regions
+from .sampler.spatial import restore_regions_in_order
 
 __all__ = [  # what the nodes and the command line use, besides what is defined here
     "BACKBONE_FAMILIES", "DEFAULT_WINDOW", "DEVICE_FORMS", "DTYPES", "IMAGE_SUFFIXES", "KINDS", "MAX_NAME_BYTES",
@@ -272,12 +272,11 @@ class RestorePlan:
         def compose_region(result: RoutingResult) -> Composition:
             return compose(self.bank, result, self.manual, self.mode, self.fused)
 
-        # each global adapter on the part of the image its windows keep it for; the LoRAs follow the regions
-        corrected = torch.cat([regional_global_stage(image[None], region, compose_region) if summary.confidence
-                               else image[None] for image, region, summary in zip(images, regions, summaries)])
-        restored = restore_regions(self.backbone, corrected, regions, compose_region, self.options,
-                                   progress=progress, check_interrupt=check_interrupt,
-                                   skip=[summary.confidence == 0 for summary in summaries])
+        # each global adapter on the part of the image its windows keep it for; the LoRAs follow the regions, in the
+        # whole-image order (noise before the global stage it precedes)
+        restored = restore_regions_in_order(self.backbone, images, regions, compose_region, self.options,
+                                            progress=progress, check_interrupt=check_interrupt,
+                                            skip=[summary.confidence == 0 for summary in summaries])
         return torch.cat([_blend(image[None], out[None], self.strength * self._region_strength(region, summary))
                           for image, out, region, summary in zip(images, restored, regions, summaries)]), summaries
 

@@ -32,7 +32,8 @@ MIN_WEIGHT = 0.02
 """Tile weights under this are dropped (and the rest rescaled to the same sum): a LoRA that barely
 touches a tile is not worth a merge, and this keeps compositions short."""
 
-ComposeFn = Callable[[RoutingResult], Composition]
+ComposeFn = Callable[[RoutingResult], Composition | None]
+"""A region's composition; None: the tile is left as it is in that pass."""
 
 
 def prune(result: RoutingResult, floor: float = MIN_WEIGHT) -> RoutingResult:
@@ -56,7 +57,7 @@ def global_stage_maps(region: RegionWeights, compose_fn: ComposeFn) -> dict[str,
     for i, y in enumerate(ys):
         for j, x in enumerate(xs):
             composition = compose_fn(prune(region.region((y, y + win_h, x, x + win_w))))
-            for name, weight in composition.weights.items():
+            for name, weight in (composition.weights if composition is not None else {}).items():
                 if name not in adapters:
                     adapters[name] = composition.bank.global_adapter(name)
                 if adapters[name] is not None:
@@ -93,6 +94,60 @@ def _box(mask: torch.Tensor) -> tuple[slice, slice]:
     """The bounding box of the true pixels of a [H, W] mask, as (rows, columns)."""
     rows, cols = mask.any(dim=1).nonzero(), mask.any(dim=0).nonzero()
     return slice(int(rows[0]), int(rows[-1]) + 1), slice(int(cols[0]), int(cols[-1]) + 1)
+
+
+def restore_regions_in_order(
+    backbone: Backbone,
+    images: torch.Tensor,
+    regions: list[RegionWeights],
+    compose_fn: ComposeFn,
+    options: SamplerOptions | None = None,
+    *,
+    progress: ProgressFn | None = None,
+    check_interrupt: InterruptFn | None = None,
+    skip: Sequence[bool] = (),
+) -> torch.Tensor:
+    """The per-region restore, ordered as the whole-image sampler orders a composition (``Composition.in_order``),
+    tile by tile: the pass of the kinds a tile restores before a global stage (noise before low light; a tile with
+    none is left as it is), the regional global stage on its output, then each tile's pass after the stage (its
+    whole composition where nothing went first). An image where no tile has a kind to restore first takes no first
+    pass. Only the last pass counts towards the progress. Trusts its inputs."""
+    outputs = []
+    for index, region in enumerate(regions):
+        image = images[index : index + 1]
+        # one image at a time (its first pass depends on its own tiles), the progress counted over the batch
+        shown = None if progress is None else (
+            lambda done, total, index=index: progress(index * total + done, total * len(regions)))
+        if index < len(skip) and skip[index]:
+            outputs.append(restore_regions(backbone, image, [region], compose_fn, options, progress=shown,
+                                           check_interrupt=check_interrupt, skip=[True]))
+            continue
+        outputs.append(_restore_in_order(backbone, image, region, compose_fn, options, shown, check_interrupt))
+    return torch.cat(outputs)
+
+
+def _restore_in_order(backbone: Backbone, image: torch.Tensor, region: RegionWeights, compose_fn: ComposeFn,
+                      options: SamplerOptions | None, progress: ProgressFn | None,
+                      check_interrupt: InterruptFn | None) -> torch.Tensor:
+    """``restore_regions_in_order`` for one image [1,3,H,W]."""
+    split = []
+
+    def before_stage(result: RoutingResult) -> Composition | None:
+        order = compose_fn(result).in_order()
+        split.append(order is not None)
+        return None if order is None else order[0]
+
+    def after_stage(result: RoutingResult) -> Composition | None:
+        composition = compose_fn(result)
+        order = composition.in_order()
+        return composition if order is None else order[1]
+
+    first = restore_regions(backbone, image, [region], before_stage, options, check_interrupt=check_interrupt)
+    # no tile split: the first pass left every tile as it was (up to the overlap blend's rounding); keep the input
+    start = first if any(split) else image
+    corrected = regional_global_stage(start, region, compose_fn)
+    return restore_regions(backbone, corrected, [region], after_stage if any(split) else compose_fn, options,
+                           progress=progress, check_interrupt=check_interrupt)
 
 
 def restore_regions(
@@ -147,6 +202,8 @@ def _tile_step(
             check_interrupt()
         y0, y1, x0, x1 = box  # padded coordinates: clip to the image the maps describe
         composition = compose_fn(prune(region.region((y0, min(y1, height), x0, min(x1, width)))))
+        if composition is None:  # nothing for this tile in this pass
+            return tile_image.float().cpu()
         if photo_measurement is None:  # once per photo; nothing is measured when no LoRA of the bank asks
             photo_measurement = measure(backbone, image, composition.bank.manifest.loras)
         conditioning = composition.conditioning(backbone, photo_measurement)
