@@ -19,7 +19,7 @@ from uir_lora.pipeline import DEFAULT_BANK, compose, estimate_spatial, load_bank
 from uir_lora.router.router import Scores
 from uir_lora.router.spatial import estimate_regions, region_map_picture, spread, window_starts
 from uir_lora.sampler.restore import SamplerOptions, restore_batch
-from uir_lora.sampler.spatial import regional_global_stage, restore_regions, restore_regions_in_order
+from uir_lora.sampler.spatial import regional_global_stage, restore_regions
 
 
 def split_image(height: int = 64, width: int = 512) -> torch.Tensor:
@@ -266,17 +266,17 @@ def test_the_per_region_restore_orders_each_tile_as_the_whole_image_restore_does
     regions.maps[regions.names.index("haze")], regions.maps[regions.names.index("noise")] = 0.6, 0.4
     options = SamplerOptions(tile=64)
     # nothing restored first: the global stage per region, then the tiles' passes, as before the order
-    per_tile = restore_regions_in_order(embedded_backbone, photo, [regions], lambda r: compose(unordered, r), options)
+    per_tile = restore_regions(embedded_backbone, photo, [regions], lambda r: compose(unordered, r), options)
     corrected = regional_global_stage(photo, regions, lambda r: compose(unordered, r))
     assert torch.equal(per_tile, restore_regions(embedded_backbone, corrected, [regions],
-                                                 lambda r: compose(unordered, r), options))
+                                                 lambda r: compose(unordered, r), options, passes_only=True))
     manifest = json.loads((random_bank.root / "manifest.json").read_text())
     next(entry for entry in manifest["loras"] if entry["name"] == "noise")["restored_before"] = ["haze"]
     (random_bank.root / "manifest.json").write_text(json.dumps(manifest))
     bank = open_bank(random_bank.root)
     # noise before the haze stage, tile by tile: noise's pass, the regional stage on its output, and no pass after
     # it (the haze LoRA sits the composition out), as the whole-image restore orders the same weights
-    ordered = restore_regions_in_order(embedded_backbone, photo, [regions], lambda r: compose(bank, r), options)
+    ordered = restore_regions(embedded_backbone, photo, [regions], lambda r: compose(bank, r), options)
     denoised = restore_batch(embedded_backbone, photo, [compose(bank, None, {"noise": 0.4})], options)
     by_hand = regional_global_stage(denoised, regions, lambda r: compose(bank, r))
     torch.testing.assert_close(ordered, by_hand, atol=1e-5, rtol=0)

@@ -30,7 +30,7 @@ from .router.chart import weight_chart
 from .router.router import Router, RoutingResult, drop_weak_followers, presence_confidence, unsure_note
 from .router.spatial import DEFAULT_WINDOW, WINDOW_RANGE, RegionWeights, estimate_regions, region_map_picture
 from .sampler.restore import InterruptFn, ProgressFn, SamplerOptions, as_image_batch, restore_batch
-from .sampler.spatial import restore_regions_in_order
+from .sampler.spatial import restore_regions
 
 __all__ = [  # what the nodes and the command line use, besides what is defined here
     "BACKBONE_FAMILIES", "DEFAULT_WINDOW", "DEVICE_FORMS", "DTYPES", "IMAGE_SUFFIXES", "KINDS", "MAX_NAME_BYTES",
@@ -274,9 +274,9 @@ class RestorePlan:
 
         # each global adapter on the part of the image its windows keep it for; the LoRAs follow the regions, in the
         # whole-image order (noise before the global stage it precedes)
-        restored = restore_regions_in_order(self.backbone, images, regions, compose_region, self.options,
-                                            progress=progress, check_interrupt=check_interrupt,
-                                            skip=[summary.confidence == 0 for summary in summaries])
+        restored = restore_regions(self.backbone, images, regions, compose_region, self.options, progress=progress,
+                                   check_interrupt=check_interrupt,
+                                   skip=[summary.confidence == 0 for summary in summaries])
         return torch.cat([_blend(image[None], out[None], self.strength * self._region_strength(region, summary))
                           for image, out, region, summary in zip(images, restored, regions, summaries)]), summaries
 

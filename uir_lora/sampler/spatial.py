@@ -96,60 +96,6 @@ def _box(mask: torch.Tensor) -> tuple[slice, slice]:
     return slice(int(rows[0]), int(rows[-1]) + 1), slice(int(cols[0]), int(cols[-1]) + 1)
 
 
-def restore_regions_in_order(
-    backbone: Backbone,
-    images: torch.Tensor,
-    regions: list[RegionWeights],
-    compose_fn: ComposeFn,
-    options: SamplerOptions | None = None,
-    *,
-    progress: ProgressFn | None = None,
-    check_interrupt: InterruptFn | None = None,
-    skip: Sequence[bool] = (),
-) -> torch.Tensor:
-    """The per-region restore, ordered as the whole-image sampler orders a composition (``Composition.in_order``),
-    tile by tile: the pass of the kinds a tile restores before a global stage (noise before low light; a tile with
-    none is left as it is), the regional global stage on its output, then each tile's pass after the stage (its
-    whole composition where nothing went first). An image where no tile has a kind to restore first takes no first
-    pass. Only the last pass counts towards the progress. Trusts its inputs."""
-    outputs = []
-    for index, region in enumerate(regions):
-        image = images[index : index + 1]
-        # one image at a time (its first pass depends on its own tiles), the progress counted over the batch
-        shown = None if progress is None else (
-            lambda done, total, index=index: progress(index * total + done, total * len(regions)))
-        if index < len(skip) and skip[index]:
-            outputs.append(restore_regions(backbone, image, [region], compose_fn, options, progress=shown,
-                                           check_interrupt=check_interrupt, skip=[True]))
-            continue
-        outputs.append(_restore_in_order(backbone, image, region, compose_fn, options, shown, check_interrupt))
-    return torch.cat(outputs)
-
-
-def _restore_in_order(backbone: Backbone, image: torch.Tensor, region: RegionWeights, compose_fn: ComposeFn,
-                      options: SamplerOptions | None, progress: ProgressFn | None,
-                      check_interrupt: InterruptFn | None) -> torch.Tensor:
-    """``restore_regions_in_order`` for one image [1,3,H,W]."""
-    split = []
-
-    def before_stage(result: RoutingResult) -> Composition | None:
-        order = compose_fn(result).in_order()
-        split.append(order is not None)
-        return None if order is None else order[0]
-
-    def after_stage(result: RoutingResult) -> Composition | None:
-        composition = compose_fn(result)
-        order = composition.in_order()
-        return composition if order is None else order[1]
-
-    first = restore_regions(backbone, image, [region], before_stage, options, check_interrupt=check_interrupt)
-    # no tile split: the first pass left every tile as it was (up to the overlap blend's rounding); keep the input
-    start = first if any(split) else image
-    corrected = regional_global_stage(start, region, compose_fn)
-    return restore_regions(backbone, corrected, [region], after_stage if any(split) else compose_fn, options,
-                           progress=progress, check_interrupt=check_interrupt)
-
-
 def restore_regions(
     backbone: Backbone,
     images: torch.Tensor,
@@ -160,10 +106,29 @@ def restore_regions(
     progress: ProgressFn | None = None,
     check_interrupt: InterruptFn | None = None,
     skip: Sequence[bool] = (),
+    passes_only: bool = False,
 ) -> torch.Tensor:
-    """Restore each image of [B,3,H,W] tile by tile, each tile with ``compose_fn(its region)``; an image whose
-    ``skip`` is true is returned as it is, without a pass. Trusts its inputs."""
+    """The per-region restore of each image of [B,3,H,W], ordered as the whole-image sampler orders a composition
+    (``Composition.in_order``), tile by tile: the pass of the kinds a tile restores before a global stage (noise
+    before low light; a tile with none is left as it is), the regional global stage on its output, then each tile's
+    pass after the stage (its whole composition where nothing went first); an image where no tile has a kind to
+    restore first takes no first pass, and only the last pass counts towards the progress. ``passes_only``: one
+    tiled pass, each tile with ``compose_fn(its region)``, no global stage. An image whose ``skip`` is true is
+    returned as it is, without a pass. Trusts its inputs."""
     options = options or SamplerOptions()
+    if not passes_only:
+        outputs = []
+        for index, region in enumerate(regions):
+            # one image at a time (its first pass depends on its own tiles), the progress counted over the batch
+            shown = None if progress is None else (
+                lambda done, total, index=index: progress(index * total + done, total * len(regions)))
+            image, own = images[index : index + 1], dataclasses.replace(options, seed=options.seed + index)
+            if index < len(skip) and skip[index]:
+                outputs.append(restore_regions(backbone, image, [region], compose_fn, own, progress=shown,
+                                               skip=[True], passes_only=True))
+                continue
+            outputs.append(_restore_in_order(backbone, image, region, compose_fn, own, shown, check_interrupt))
+        return torch.cat(outputs)
     tile = min(options.tile, SPATIAL_TILE)
     on_tile = tile_counter(images, tile, backbone, progress)
     outputs = []
@@ -179,6 +144,31 @@ def restore_regions(
                                  tile=tile, overlap=backbone.tile_overlap, multiple=backbone.size_multiple,
                                  on_tile=on_tile))
     return torch.cat(outputs)
+
+
+def _restore_in_order(backbone: Backbone, image: torch.Tensor, region: RegionWeights, compose_fn: ComposeFn,
+                      options: SamplerOptions, progress: ProgressFn | None,
+                      check_interrupt: InterruptFn | None) -> torch.Tensor:
+    """``restore_regions`` for one image [1,3,H,W]."""
+    split = []
+
+    def before_stage(result: RoutingResult) -> Composition | None:
+        order = compose_fn(result).in_order()
+        split.append(order is not None)
+        return None if order is None else order[0]
+
+    def after_stage(result: RoutingResult) -> Composition | None:
+        composition = compose_fn(result)
+        order = composition.in_order()
+        return composition if order is None else order[1]
+
+    first = restore_regions(backbone, image, [region], before_stage, options, check_interrupt=check_interrupt,
+                            passes_only=True)
+    # no tile split: the first pass left every tile as it was (up to the overlap blend's rounding); keep the input
+    start = first if any(split) else image
+    corrected = regional_global_stage(start, region, compose_fn)
+    return restore_regions(backbone, corrected, [region], after_stage if any(split) else compose_fn, options,
+                           progress=progress, check_interrupt=check_interrupt, passes_only=True)
 
 
 def _tile_step(
