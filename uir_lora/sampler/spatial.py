@@ -23,7 +23,7 @@ from ..global_stage import GlobalAdapter, apply_global, thumbnail
 from ..router.router import RoutingResult
 from ..router.spatial import RegionWeights, window_starts
 from .restore import InterruptFn, ProgressFn, SamplerOptions, tile_counter, unchanged
-from .tiling import run_tiled
+from .tiling import run_tiled, tile_boxes
 
 SPATIAL_TILE = 192
 """Small enough to follow a half-image split within ~1/3 tile; big enough that the 32 px overlap
@@ -32,8 +32,9 @@ MIN_WEIGHT = 0.02
 """Tile weights under this are dropped (and the rest rescaled to the same sum): a LoRA that barely
 touches a tile is not worth a merge, and this keeps compositions short."""
 
-ComposeFn = Callable[[RoutingResult], Composition | None]
-"""A region's composition; None: the tile is left as it is in that pass."""
+ComposeFn = Callable[[RoutingResult], Composition]
+PassFn = Callable[[RoutingResult], Composition | None]
+"""A tile's composition in one pass of the per-region restore; None: the tile is left as it is in that pass."""
 
 
 def prune(result: RoutingResult, floor: float = MIN_WEIGHT) -> RoutingResult:
@@ -57,7 +58,7 @@ def global_stage_maps(region: RegionWeights, compose_fn: ComposeFn) -> dict[str,
     for i, y in enumerate(ys):
         for j, x in enumerate(xs):
             composition = compose_fn(prune(region.region((y, y + win_h, x, x + win_w))))
-            for name, weight in (composition.weights if composition is not None else {}).items():
+            for name, weight in composition.weights.items():
                 if name not in adapters:
                     adapters[name] = composition.bank.global_adapter(name)
                 if adapters[name] is not None:
@@ -100,7 +101,7 @@ def restore_regions(
     backbone: Backbone,
     images: torch.Tensor,
     regions: list[RegionWeights],
-    compose_fn: ComposeFn,
+    compose_fn: PassFn,
     options: SamplerOptions | None = None,
     *,
     progress: ProgressFn | None = None,
@@ -129,7 +130,7 @@ def restore_regions(
                 continue
             outputs.append(_restore_in_order(backbone, image, region, compose_fn, own, shown, check_interrupt))
         return torch.cat(outputs)
-    tile = min(options.tile, SPATIAL_TILE)
+    tile = _spatial_tile(options)
     on_tile = tile_counter(images, tile, backbone, progress)
     outputs = []
     for index, region in enumerate(regions):
@@ -146,15 +147,17 @@ def restore_regions(
     return torch.cat(outputs)
 
 
+def _spatial_tile(options: SamplerOptions) -> int:
+    """The per-region restore's tile side: the sampler's, at most ``SPATIAL_TILE``."""
+    return min(options.tile, SPATIAL_TILE)
+
+
 def _restore_in_order(backbone: Backbone, image: torch.Tensor, region: RegionWeights, compose_fn: ComposeFn,
                       options: SamplerOptions, progress: ProgressFn | None,
                       check_interrupt: InterruptFn | None) -> torch.Tensor:
     """``restore_regions`` for one image [1,3,H,W]."""
-    split = []
-
     def before_stage(result: RoutingResult) -> Composition | None:
         order = compose_fn(result).in_order()
-        split.append(order is not None)
         return None if order is None else order[0]
 
     def after_stage(result: RoutingResult) -> Composition | None:
@@ -162,27 +165,35 @@ def _restore_in_order(backbone: Backbone, image: torch.Tensor, region: RegionWei
         order = composition.in_order()
         return composition if order is None else order[1]
 
+    boxes = tile_boxes(*image.shape[-2:], _spatial_tile(options), backbone.tile_overlap, backbone.size_multiple)
+    if all(before_stage(_tile_region(region, box)) is None for box in boxes):  # no tile split: no first pass
+        return restore_regions(backbone, regional_global_stage(image, region, compose_fn), [region], compose_fn,
+                               options, progress=progress, check_interrupt=check_interrupt, passes_only=True)
     first = restore_regions(backbone, image, [region], before_stage, options, check_interrupt=check_interrupt,
                             passes_only=True)
-    # no tile split: the first pass left every tile as it was (up to the overlap blend's rounding); keep the input
-    start = first if any(split) else image
-    corrected = regional_global_stage(start, region, compose_fn)
-    return restore_regions(backbone, corrected, [region], after_stage if any(split) else compose_fn, options,
-                           progress=progress, check_interrupt=check_interrupt, passes_only=True)
+    return restore_regions(backbone, regional_global_stage(first, region, compose_fn), [region], after_stage,
+                           options, progress=progress, check_interrupt=check_interrupt, passes_only=True)
+
+
+def _tile_region(region: RegionWeights, box: tuple[int, int, int, int]) -> RoutingResult:
+    """The routing of the tile ``box`` (padded coordinates, clipped to the image the maps describe), weights under
+    ``MIN_WEIGHT`` dropped."""
+    height, width = region.size
+    y0, y1, x0, x1 = box
+    return prune(region.region((y0, min(y1, height), x0, min(x1, width))))
 
 
 def _tile_step(
     backbone: Backbone,
     image: torch.Tensor,
     region: RegionWeights,
-    compose_fn: ComposeFn,
+    compose_fn: PassFn,
     options: SamplerOptions,
     generator: torch.Generator,
     check_interrupt: InterruptFn | None,
 ) -> Callable[[torch.Tensor, tuple[int, int, int, int]], torch.Tensor]:
     """run_tiled's step: compose the tile's own weights into the backbone, run it, restore the base. A measured
     conditioning value is read once from the whole ``image``, as the whole-photo restore reads it."""
-    height, width = region.size
     dtype = options.dtype or backbone.dtype
     photo_measurement: dict[str, float] | None = None
 
@@ -190,8 +201,7 @@ def _tile_step(
         nonlocal photo_measurement
         if check_interrupt:
             check_interrupt()
-        y0, y1, x0, x1 = box  # padded coordinates: clip to the image the maps describe
-        composition = compose_fn(prune(region.region((y0, min(y1, height), x0, min(x1, width)))))
+        composition = compose_fn(_tile_region(region, box))
         if composition is None:  # nothing for this tile in this pass
             return tile_image.float().cpu()
         if photo_measurement is None:  # once per photo; nothing is measured when no LoRA of the bank asks

@@ -58,16 +58,14 @@ def run_tiled(
     height, width = image.shape[-2:]
     padded, _, _ = pad_to_multiple(image, multiple)
     full_h, full_w = padded.shape[-2:]
-    tile = max(multiple, tile - tile % multiple)
-    ys, xs = tile_starts(full_h, tile, overlap), tile_starts(full_w, tile, overlap)
-    if len(ys) == 1 and len(xs) == 1:
+    boxes = tile_boxes(height, width, tile, overlap, multiple)
+    if len(boxes) == 1:
         out = step(padded, (0, full_h, 0, full_w))
         if on_tile:
             on_tile()
         return out[..., :height, :width]
     out = torch.zeros_like(padded, dtype=torch.float32)
     norm = torch.zeros((1, 1, full_h, full_w), dtype=torch.float32, device=padded.device)
-    boxes = [(y, min(y + tile, full_h), x, min(x + tile, full_w)) for y in ys for x in xs]
     images_per_tile = padded.shape[0]
     for first in range(0, len(boxes), batch):
         group = boxes[first : first + batch]
@@ -84,7 +82,14 @@ def run_tiled(
     return (out / norm.clamp_min(1e-8)).to(image.dtype)[..., :height, :width]
 
 
-def count_tiles(height: int, width: int, tile: int, overlap: int, multiple: int = 1) -> int:
+def tile_boxes(height: int, width: int, tile: int, overlap: int, multiple: int = 1) -> list[tuple[int, int, int, int]]:
+    """The (y0, y1, x0, x1) tiles ``run_tiled`` cuts an image of ``height`` x ``width`` into, in the coordinates of
+    the image padded to ``multiple``."""
     full_h, full_w = height + (-height) % multiple, width + (-width) % multiple
     tile = max(multiple, tile - tile % multiple)
-    return len(tile_starts(full_h, tile, overlap)) * len(tile_starts(full_w, tile, overlap))
+    return [(y, min(y + tile, full_h), x, min(x + tile, full_w))
+            for y in tile_starts(full_h, tile, overlap) for x in tile_starts(full_w, tile, overlap)]
+
+
+def count_tiles(height: int, width: int, tile: int, overlap: int, multiple: int = 1) -> int:
+    return len(tile_boxes(height, width, tile, overlap, multiple))
