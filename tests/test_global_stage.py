@@ -144,13 +144,15 @@ def test_the_order_changes_only_beside_the_global_stages_a_kind_is_restored_befo
     assert written["noise"]["restored_before"] == ["haze"] and "restored_before" not in written["jpeg"]
 
 
-def reread_bank(root, floor: float | None):
-    """The random bank with noise restored before two global stages (haze, jpeg), and ``router.reread_floor``."""
+def reread_bank(root, floor: float | None, full_from: float | None = None):
+    """The random bank with noise restored before two global stages (haze, jpeg), ``router.reread_floor`` and
+    ``router.full_stage_from``."""
     with_global_adapter(root, "haze", random_adapter(12))
     with_global_adapter(root, "jpeg", random_adapter(13))
     restored_before(root, "noise", ["haze", "jpeg"])
     manifest = json.loads((root / "manifest.json").read_text())
     manifest["router"]["reread_floor"] = floor
+    manifest["router"]["full_stage_from"] = full_from
     (root / "manifest.json").write_text(json.dumps(manifest))
     return open_bank(root)
 
@@ -171,6 +173,21 @@ def test_a_second_reading_only_raises_a_global_kind_already_kept_at_the_floor(ra
     assert dict(raised.severities) == {"haze": 0.7, "jpeg": 0.1}
     lower = Composition(bank, {"haze": 0.4}, severities={"haze": 0.9})
     assert raise_global_weights(first, lower, 0.5) == first  # never lowered
+
+
+def test_a_global_kind_the_second_reading_leaves_sure_runs_its_stage_in_full(random_bank):
+    bank = reread_bank(random_bank.root, None)
+    first = Composition(bank, {"noise": 0.9, "haze": 0.6, "jpeg": 0.3}, severities={"haze": 0.2, "jpeg": 0.1})
+    again = Composition(bank, {"noise": 1.0, "haze": 0.95, "jpeg": 0.9}, severities={"haze": 0.7, "jpeg": 0.8})
+    # haze, raised to 0.95, reaches 0.9: its stage runs at 1 with the raising reading's severity; jpeg, kept below
+    # the floor, stays doubted however sure the second reading is; noise has no global stage
+    full = raise_global_weights(first, again, 0.5, 0.9)
+    assert dict(full.weights) == {"noise": 0.9, "haze": 1.0, "jpeg": 0.3}
+    assert dict(full.severities) == {"haze": 0.7, "jpeg": 0.1}
+    lower = Composition(bank, {"haze": 0.4}, severities={"haze": 0.9})
+    assert raise_global_weights(first, lower, 0.5, 0.9) == first  # 0.6 after both readings: short of 0.9
+    kept = raise_global_weights(first, lower, 0.5, 0.6)  # the first reading alone reaches 0.6
+    assert dict(kept.weights) == {"noise": 0.9, "haze": 1.0, "jpeg": 0.3} and kept.severities == first.severities
 
 
 def test_a_routed_composition_reads_the_image_again_after_the_first_pass(random_bank, photo, monkeypatch):
@@ -195,6 +212,9 @@ def test_a_routed_composition_reads_the_image_again_after_the_first_pass(random_
         assert pipeline.compose(bank, routing, manual).reread is None
     unset = reread_bank(random_bank.root, None)
     assert pipeline.compose(unset, presence_reading({"noise": 0.9, "haze": 0.6})).reread is None
+    in_full = pipeline.compose(reread_bank(random_bank.root, 0.5, 0.9), presence_reading({"noise": 0.9, "haze": 0.6}))
+    assert "takes the larger of the two weights, and runs its stage at 1 from 0.9" in in_full.notes[-1]
+    assert dict(in_full.reread(photo).weights) == {"noise": 0.9, "haze": 1.0}  # the second reading's 0.95
 
 
 def test_the_sampler_runs_the_global_stage_with_the_second_readings_weights(random_bank, own_backbone, photo, caplog):

@@ -176,12 +176,13 @@ def test_a_weak_second_kind_is_left_out_unless_the_first_hides_it(tmp_path, embe
 def test_the_follower_and_reread_floors_are_checked_and_written_only_when_set(tmp_path, embedded_backbone,
                                                                               encoder_dim):
     bank = make_random_bank(tmp_path, embedded_backbone, dim=encoder_dim)
-    assert not {"follower_floor", "confidence_floor", "reread_floor"} & set(
+    assert not {"follower_floor", "confidence_floor", "reread_floor", "full_stage_from"} & set(
         json.loads((bank / "manifest.json").read_text())["router"])
     for field_name, value, message in (("follower_floor", 1.5, "follower_floor must be null or a number in"),
                                        ("follower_floor", True, "follower_floor must be null or a number in"),
                                        ("reread_floor", 0, "reread_floor must be null or a number in"),
                                        ("reread_floor", "½", "reread_floor must be null or a number in"),
+                                       ("full_stage_from", 0.9, "full_stage_from must be null or a number from"),
                                        ("masking_kinds", "noise", "masking_kinds must be a list of LoRA names"),
                                        ("confidence_floor", 0.5, "confidence_floor must be null or a number from"),
                                        ("confidence_floor", -0.1, "confidence_floor must be null or a number from")):
@@ -197,6 +198,15 @@ def test_the_follower_and_reread_floors_are_checked_and_written_only_when_set(tm
     write_manifest(manifest, bank)
     assert read_manifest(bank).router.follower_floor == 0.5 and read_manifest(bank).router.masking_kinds == ["noise"]
     assert read_manifest(bank).router.reread_floor == 0.5
+    data = json.loads((bank / "manifest.json").read_text())
+    for value in (0.4, 1.5, True):  # below the reread floor, above 1, not a number
+        data["router"]["full_stage_from"] = value
+        (bank / "manifest.json").write_text(json.dumps(data))
+        with pytest.raises(BankError, match="full_stage_from must be null or a number from router.reread_floor"):
+            read_manifest(bank)
+    manifest.router.full_stage_from = 0.6
+    write_manifest(manifest, bank)
+    assert read_manifest(bank).router.full_stage_from == 0.6
 
 
 def test_a_logit_manifest_needs_the_bias_in_each_embedding(tmp_path, embedded_backbone, encoder_dim):

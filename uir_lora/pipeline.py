@@ -203,21 +203,24 @@ def compose(
     note = (f"{', '.join(order[0].weights)} restored first, then the global stage of "
             f"{', '.join(composition.staged_kinds())} "
             f"(whose LoRA sits this composition out)")
-    floor = bank.manifest.router.reread_floor
+    floor, full_from = bank.manifest.router.reread_floor, bank.manifest.router.full_stage_from
     raised = [name for name in composition.staged_kinds() if floor is not None and composition.weights[name] >= floor]
     if source != "router" or routing.normalisation != "sigmoid" or not raised:
         return replace(composition, notes=notes + (note,))
+    in_full = f", and runs its stage at 1 from {full_from:g}" if full_from is not None else ""
     composition = replace(composition, notes=notes + (
         f"{note}; the image is read again after that pass, and {', '.join(raised)} takes the larger of the two "
-        f"weights",))
-    return replace(composition, reread=partial(_read_again, composition, routing, floor))
+        f"weights{in_full}",))
+    return replace(composition, reread=partial(_read_again, composition, routing, floor, full_from))
 
 
-def _read_again(composition: Composition, routing: RoutingResult, floor: float, image: torch.Tensor) -> Composition:
+def _read_again(composition: Composition, routing: RoutingResult, floor: float, full_from: float | None,
+                image: torch.Tensor) -> Composition:
     """``Composition.reread`` of a routed composition: the image after its first pass routed as the first was, and
-    each global kind kept at ``floor`` or more raised to the second reading's weight where that is larger."""
+    each global kind kept at ``floor`` or more raised to the second reading's weight where that is larger, and to 1
+    where it reaches ``full_from`` (``raise_global_weights``)."""
     again = router_for(composition.bank).route(image, routing.top_k, routing.temperature, routing.normalisation)[0]
-    return raise_global_weights(composition, compose(composition.bank, again), floor)
+    return raise_global_weights(composition, compose(composition.bank, again), floor, full_from)
 
 
 def restore_notes(bank: LoraBank, routing: RoutingResult, composition: Composition | None = None) -> list[str]:

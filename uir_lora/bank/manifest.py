@@ -142,6 +142,11 @@ class RouterDefaults:
     the larger of its two weights, with the severity of the reading that gave it: the haze or dark that noise hid
     from the encoder shows once the noise is gone. A global kind kept below it stays as it was, since a second
     reading of a denoised photo also makes sure of a weak false haze (docs/engine.md). None: off."""
+    full_stage_from: float | None = None
+    """Presence routers, with ``reread_floor``: a global kind that the second reading leaves at this weight or more
+    runs its stage at weight 1. A presence is how sure the router is, not how much of the damage there is, and
+    noise lowers it: a dehazing blended at 0.6 leaves 40 % of a haze that the router is sure of (docs/engine.md,
+    *A sure global kind runs in full after noise's pass*). None: off."""
     masking_kinds: list[str] = field(default_factory=list)
     """Presence routers: beside one of these as the strongest kind, a weak second kind is kept all the same: damage
     that hides other damage from the encoder (noise lowers the presence of haze and low light under it)."""
@@ -262,7 +267,7 @@ class Manifest:
             del data["router"]["similarity"]
         for optional in ("examples", "alternatives", "follower_floor", "masking_kinds", "confidence_floor",
                          "whole_view_kinds", "doubt_temperature", "exposure_kinds", "doubted_beside",
-                         "night_sky_kinds", "whole_photo_kinds", "reread_floor"):
+                         "night_sky_kinds", "whole_photo_kinds", "reread_floor", "full_stage_from"):
             if not data["router"][optional]:  # empty: manifests written before them keep their bytes
                 del data["router"][optional]
         if data["router"]["whole_view_side"] == WHOLE_VIEW_SIDE:
@@ -426,6 +431,11 @@ def _check_trained(encoder: EncoderSpec, router: RouterDefaults, where: str) -> 
     if reread is not None:
         _check_number(reread, isinstance(reread, (int, float)) and 0 < reread <= 1,
                       "router.reread_floor must be null or a number in (0, 1]", where)
+    in_full = router.full_stage_from
+    if in_full is not None:
+        _check_number(in_full, isinstance(in_full, (int, float)) and reread is not None and reread <= in_full <= 1,
+                      "router.full_stage_from must be null or a number from router.reread_floor (which must be "
+                      "set) to 1", where)
     _names(router.masking_kinds, "router.masking_kinds", where)
     doubt = router.doubt_temperature
     if doubt is not None:

@@ -93,16 +93,21 @@ class Composition:
         return sum(weight * severity for weight, severity in read) / total if read else None
 
 
-def raise_global_weights(composition: Composition, again: Composition, floor: float) -> Composition:
+def raise_global_weights(composition: Composition, again: Composition, floor: float,
+                         full_from: float | None = None) -> Composition:
     """``composition`` with each global kind it keeps at ``floor`` or more at the larger of its weight and the one
     ``again`` (a second reading, of the image after the first pass) gives, with the severity of the reading that gave
-    it; every other weight as it was."""
+    it, and at 1 where that weight reaches ``full_from``; every other weight as it was."""
     weights, severities = dict(composition.weights), dict(composition.severities)
     for name in composition.staged_kinds():
-        if floor <= weights[name] < again.weights.get(name, 0.0):
+        if weights[name] < floor:
+            continue
+        if weights[name] < again.weights.get(name, 0.0):
             weights[name] = again.weights[name]
             if name in again.severities:
                 severities[name] = again.severities[name]
+        if full_from is not None and weights[name] >= full_from:
+            weights[name] = 1.0
     return replace(composition, weights=weights, severities=severities)
 
 

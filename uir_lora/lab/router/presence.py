@@ -333,6 +333,7 @@ def fit_bank_presence(bank_dir: Path, config: PresenceData, seeds: Sequence[int]
         unknown_strength=manifest.router.unknown_strength, confidence_full=confidence_full, calibration=record,
         confidence_floor=manifest.router.confidence_floor,
         follower_floor=manifest.router.follower_floor, reread_floor=manifest.router.reread_floor,
+        full_stage_from=manifest.router.full_stage_from,
         masking_kinds=list(manifest.router.masking_kinds),
         examples=examples, alternatives=[list(group) for group in SAME_DAMAGE if set(group) <= set(classes)])
     for entry in manifest.loras:
