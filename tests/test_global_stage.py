@@ -16,7 +16,7 @@ from uir_lora.compose.composer import Composition, raise_global_weights
 from uir_lora.errors import BankError
 from uir_lora.global_stage import GlobalAdapter, GlobalParams, apply_global, thumbnail
 from uir_lora.global_stage import adapter as adapter_module
-from uir_lora.lab.testing.banks import random_adapter, with_global_adapter
+from uir_lora.lab.testing.banks import random_adapter, reread_bank, restored_before, with_global_adapter
 from uir_lora.router.router import Router, RoutingResult
 from uir_lora.sampler.restore import SamplerOptions
 
@@ -100,15 +100,6 @@ def test_the_sampler_runs_the_global_stage_before_the_backbone(random_bank, own_
                                                          manual={"haze": 0.6, "noise": 0.4})[0], atol=1e-3)
 
 
-def restored_before(root, name: str, staged: list[str]) -> None:
-    """Mark the bank's LoRA ``name`` as restored before the global stages of ``staged`` (``restored_before``)."""
-    manifest = json.loads((root / "manifest.json").read_text())
-    for entry in manifest["loras"]:
-        if entry["name"] == name:
-            entry["restored_before"] = staged
-    (root / "manifest.json").write_text(json.dumps(manifest))
-
-
 def test_a_kind_restored_before_a_global_stage_runs_first_and_the_global_kinds_lora_is_left_out(
         random_bank, own_backbone, photo):
     adapter = random_adapter(9)
@@ -142,19 +133,6 @@ def test_the_order_changes_only_beside_the_global_stages_a_kind_is_restored_befo
     assert bank.manifest.lora("noise").restored_before == ["haze"] and not bank.manifest.lora("jpeg").restored_before
     written = {entry["name"]: entry for entry in bank.manifest.to_json()["loras"]}
     assert written["noise"]["restored_before"] == ["haze"] and "restored_before" not in written["jpeg"]
-
-
-def reread_bank(root, floor: float | None, full_from: float | None = None):
-    """The random bank with noise restored before two global stages (haze, jpeg), ``router.reread_floor`` and
-    ``router.full_stage_from``."""
-    with_global_adapter(root, "haze", random_adapter(12))
-    with_global_adapter(root, "jpeg", random_adapter(13))
-    restored_before(root, "noise", ["haze", "jpeg"])
-    manifest = json.loads((root / "manifest.json").read_text())
-    manifest["router"]["reread_floor"] = floor
-    manifest["router"]["full_stage_from"] = full_from
-    (root / "manifest.json").write_text(json.dumps(manifest))
-    return open_bank(root)
 
 
 def presence_reading(weights: dict[str, float], severities: dict[str, float] | None = None) -> RoutingResult:

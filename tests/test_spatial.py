@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 
 import numpy as np
 import pytest
@@ -14,12 +15,12 @@ from hypothesis import strategies as st
 from uir_lora.bank.store import open_bank
 from uir_lora.compose.composer import Composition
 from uir_lora.global_stage import GlobalAdapter, apply_global, thumbnail
-from uir_lora.lab.testing.banks import random_adapter, with_global_adapter
+from uir_lora.lab.testing.banks import random_adapter, reread_bank, with_global_adapter
 from uir_lora.pipeline import DEFAULT_BANK, compose, estimate_spatial, load_bank, restore, router_for
 from uir_lora.router.router import Scores
 from uir_lora.router.spatial import estimate_regions, region_map_picture, spread, window_starts
 from uir_lora.sampler.restore import SamplerOptions, restore_batch
-from uir_lora.sampler.spatial import regional_global_stage, restore_regions
+from uir_lora.sampler.spatial import global_stage_maps, regional_global_stage, restore_regions
 
 
 def split_image(height: int = 64, width: int = 512) -> torch.Tensor:
@@ -392,3 +393,107 @@ def test_the_strength_map_follows_each_windows_own_damage(brightness_router):
     regions.weights[0] = 0.35
     torch.testing.assert_close(regions.strength_map(full=0.5, floor=0.2), torch.full((64, 512), 0.5))
     torch.testing.assert_close(regions.strength_map(full=None, floor=None), torch.ones(64, 512))
+
+
+def presence_regions(bank, image: torch.Tensor, weights: dict[str, float]):
+    """The per-region routing of ``image`` with uniform presence maps of ``weights`` (a presence router's)."""
+    regions = estimate_regions(router_for(bank), image, 64, None, None)
+    regions.normalisation = "sigmoid"
+    regions.maps = torch.zeros_like(regions.maps)
+    for name, weight in weights.items():
+        regions.maps[regions.names.index(name)] = weight
+    return regions
+
+
+def test_the_per_region_stage_reads_the_first_pass_output_again_as_the_whole_image_restore_does(random_bank,
+                                                                                                  photo):
+    bank = reread_bank(random_bank.root, 0.5, 0.9)
+    regions = presence_regions(bank, photo, {"noise": 0.9, "haze": 0.6})
+    seen = []
+
+    def read_again(image: torch.Tensor):
+        seen.append(image)
+        return presence_regions(bank, image, {"noise": 0.2, "haze": 0.95})
+
+    def compose_fn(result):
+        return compose(bank, result)
+
+    # every window keeps haze at 0.6 after noise's pass: the second reading raises it to 0.95, which reaches the
+    # bank's 0.9, so the stage runs at 1 everywhere, as the whole-image restore runs it; read once for all windows
+    raised = regional_global_stage(photo, regions, compose_fn, read_again)
+    assert len(seen) == 1 and seen[0] is photo
+    in_full = regional_global_stage(photo, presence_regions(bank, photo, {"noise": 0.9, "haze": 1.0}), compose_fn)
+    torch.testing.assert_close(raised, in_full, atol=1e-6, rtol=0)
+    as_read = regional_global_stage(photo, regions, compose_fn)
+    assert (raised - as_read).abs().max() > 1e-3
+    # haze doubted below the floor, or no kind restored before its stage: nothing to read again
+    for weights in ({"noise": 0.9, "haze": 0.3}, {"haze": 0.6, "jpeg": 0.3}):
+        doubted = presence_regions(bank, photo, weights)
+        assert torch.equal(regional_global_stage(photo, doubted, compose_fn, read_again),
+                           regional_global_stage(photo, doubted, compose_fn))
+    assert len(seen) == 1
+
+
+def test_the_per_region_restore_reads_the_output_of_its_first_pass_again(random_bank, embedded_backbone, photo):
+    bank = reread_bank(random_bank.root, 0.5, 0.9)
+    regions = presence_regions(bank, photo, {"noise": 0.9, "haze": 0.6})
+    seen = []
+
+    def read_again(image: torch.Tensor):
+        seen.append(image)
+        return presence_regions(bank, image, {"noise": 0.2, "haze": 0.95})
+
+    options = SamplerOptions(tile=64)
+    restored = restore_regions(embedded_backbone, photo, [regions], lambda r: compose(bank, r), options,
+                               read_again=read_again)
+    denoised = restore_batch(embedded_backbone, photo, [compose(bank, None, {"noise": 0.9})], options)
+    assert len(seen) == 1
+    torch.testing.assert_close(seen[0], denoised, atol=1e-5, rtol=0)
+    full = presence_regions(bank, photo, {"noise": 0.9, "haze": 1.0})
+    torch.testing.assert_close(restored, regional_global_stage(denoised, full, lambda r: compose(bank, r)),
+                               atol=1e-5, rtol=0)
+
+
+def test_the_per_region_restore_routes_the_denoised_image_for_its_second_reading(random_bank, own_backbone, photo,
+                                                                                 monkeypatch):
+    from uir_lora import pipeline
+
+    bank = reread_bank(random_bank.root, 0.5, 0.9)
+    readings = [{"noise": 0.9, "haze": 0.6}, {"noise": 0.2, "haze": 0.95}]
+    routed = []
+
+    def route_regions(bank_, images, window, top_k, temperature):
+        routed.append(images)
+        return [presence_regions(bank, images, readings[len(routed) - 1])]
+
+    monkeypatch.setattr(pipeline, "_route_regions", route_regions)
+    restored, _ = restore(photo, own_backbone, bank, spatial=True, window=64)
+    assert len(routed) == 2 and routed[0] is photo  # the photo, then noise's pass over it
+    assert (routed[1] - photo).abs().max() > 1e-3
+    assert restored.shape == photo.shape
+
+
+def test_a_window_takes_its_second_reading_only_inside_the_region_its_kind_covers(random_bank, caplog):
+    caplog.set_level(logging.INFO, logger="uir_lora.sampler.spatial")
+    bank = reread_bank(random_bank.root, 0.5, 0.9)
+    image = torch.rand(1, 3, 64, 320, generator=torch.Generator().manual_seed(0))
+    regions = presence_regions(bank, image, {"noise": 0.9})
+    regions.maps[regions.names.index("haze"), :, : 192 // 8] = 0.6  # haze on the left 192 px of 320 (maps at 1/8)
+    regions.spread_full = lambda values: values  # read each window's weight from the maps the stage is given
+    assert (len(regions.maps[0]), regions.window) == (64 // 8, 64)
+
+    def read_again():
+        return presence_regions(bank, image, {"noise": 0.2, "haze": 0.95})
+
+    def compose_fn(result):
+        return compose(bank, result)
+
+    haze = global_stage_maps(regions, compose_fn, read_again)["haze"][0][0]
+    first = global_stage_maps(regions, compose_fn)["haze"][0][0]
+    # windows start every 32 px: those from 0 to 96 px lie inside the hazy part with every neighbour keeping haze,
+    # and run in full; the window at 128 px keeps 0.6 but borders one half hazy (0.3, under the floor): there the
+    # presence is also how much of the window the haze covers, and it keeps its first reading
+    torch.testing.assert_close(first[:5], torch.full((5,), 0.6), atol=1e-5, rtol=0)
+    torch.testing.assert_close(haze[:4], torch.ones(4))
+    torch.testing.assert_close(haze[4:], first[4:])
+    assert "haze raised in 4 of 9 windows (0.60 -> 1.00 on average)" in caplog.text  # what the stage ran with

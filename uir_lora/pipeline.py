@@ -275,11 +275,14 @@ class RestorePlan:
         def compose_region(result: RoutingResult) -> Composition:
             return compose(self.bank, result, self.manual, self.mode, self.fused)
 
+        def read_again(image: torch.Tensor) -> RegionWeights:
+            return _route_regions(self.bank, image, self.window, self.top_k, self.temperature)[0]
+
         # each global adapter on the part of the image its windows keep it for; the LoRAs follow the regions, in the
-        # whole-image order (noise before the global stage it precedes)
+        # whole-image order (noise before the global stage it precedes, which the denoised image is read again for)
         restored = restore_regions(self.backbone, images, regions, compose_region, self.options, progress=progress,
                                    check_interrupt=check_interrupt,
-                                   skip=[summary.confidence == 0 for summary in summaries])
+                                   skip=[summary.confidence == 0 for summary in summaries], read_again=read_again)
         return torch.cat([_blend(image[None], out[None], self.strength * self._region_strength(region, summary))
                           for image, out, region, summary in zip(images, restored, regions, summaries)]), summaries
 

@@ -13,17 +13,20 @@ smooth.
 from __future__ import annotations
 
 import dataclasses
+import logging
 from collections.abc import Callable, Sequence
 
 import torch
 
 from ..backbones.base import Backbone
-from ..compose.composer import Composition, composed, measure
+from ..compose.composer import Composition, composed, measure, raise_global_weights
 from ..global_stage import GlobalAdapter, apply_global, thumbnail
 from ..router.router import RoutingResult
 from ..router.spatial import RegionWeights, window_starts
 from .restore import InterruptFn, ProgressFn, SamplerOptions, tile_counter, unchanged
 from .tiling import run_tiled, tile_boxes
+
+log = logging.getLogger(__name__)
 
 SPATIAL_TILE = 192
 """Small enough to follow a half-image split within ~1/3 tile; big enough that the 32 px overlap
@@ -35,6 +38,8 @@ touches a tile is not worth a merge, and this keeps compositions short."""
 ComposeFn = Callable[[RoutingResult], Composition]
 PassFn = Callable[[RoutingResult], Composition | None]
 """A tile's composition in one pass of the per-region restore; None: the tile is left as it is in that pass."""
+ReadFn = Callable[[torch.Tensor], RegionWeights]
+"""The per-region routing of an image [1,3,H,W]: how the restore reads the image again after its first pass."""
 
 
 def prune(result: RoutingResult, floor: float = MIN_WEIGHT) -> RoutingResult:
@@ -46,35 +51,66 @@ def prune(result: RoutingResult, floor: float = MIN_WEIGHT) -> RoutingResult:
     return result
 
 
-def global_stage_maps(region: RegionWeights, compose_fn: ComposeFn) -> dict[str, tuple[torch.Tensor, GlobalAdapter]]:
+def global_stage_maps(region: RegionWeights, compose_fn: ComposeFn,
+                      read_again: Callable[[], RegionWeights] | None = None
+                      ) -> dict[str, tuple[torch.Tensor, GlobalAdapter]]:
     """Each kind with a global adapter that some window keeps: its [H, W] weight map and its adapter. The weights
     are every window's composition (the bank's rules applied as for a tile: a weak second kind left out, unknown
-    damage scaled), spread over the image like the router's maps."""
+    damage scaled), spread over the image like the router's maps. ``read_again``: the routing of the image after
+    the first pass; a window whose composition asks for a second reading (``Composition.reread``, set by
+    ``pipeline.compose``) takes the same window of it as the whole-image restore takes its second reading
+    (``raise_global_weights``: the larger weight, and 1 from the bank's ``full_stage_from``), where every window
+    around it kept the kind at the bank's ``reread_floor``. Read once, and only when some window asks."""
     height, width = region.size
     ys, xs, _ = window_starts(height, width, region.window)
     win_h, win_w = min(region.window, height), min(region.window, width)
     grids: dict[str, torch.Tensor] = {}
+    raised: dict[str, torch.Tensor] = {}
     adapters: dict[str, GlobalAdapter | None] = {}
+    again: RegionWeights | None = None
+    floor = None
     for i, y in enumerate(ys):
         for j, x in enumerate(xs):
-            composition = compose_fn(prune(region.region((y, y + win_h, x, x + win_w))))
+            box = (y, y + win_h, x, x + win_w)
+            composition = compose_fn(prune(region.region(box)))
             for name, weight in composition.weights.items():
                 if name not in adapters:
                     adapters[name] = composition.bank.global_adapter(name)
                 if adapters[name] is not None:
                     grids.setdefault(name, torch.zeros(len(ys), len(xs)))[i, j] = weight
+            if composition.reread is not None and read_again is not None:
+                again = again or read_again()
+                policy = composition.bank.manifest.router
+                floor = policy.reread_floor
+                second = raise_global_weights(composition, compose_fn(prune(again.region(box))), floor,
+                                              policy.full_stage_from)
+                for name in composition.staged_kinds():
+                    raised.setdefault(name, torch.full((len(ys), len(xs)), float("nan")))[i, j] = second.weights[name]
+    for name, grid in raised.items():
+        # a window takes its second reading only inside a region the kind covers: every window around it kept the
+        # kind at the floor; at a region's edge the presence is also how much of the window the damage covers
+        around = -torch.nn.functional.max_pool2d(-grids[name][None, None], 3, stride=1, padding=1)[0, 0]
+        inside = ~grid.isnan() & (around >= floor)
+        changed = inside & (grid != grids[name])
+        if changed.any():  # the summary keeps the first reading's weights: say what the stage ran with
+            log.info("read again after the first pass: %s raised in %d of %d windows (%.2f -> %.2f on average)", name,
+                     int(changed.sum()), grid.numel(), float(grids[name][changed].mean()), float(grid[changed].mean()))
+        grids[name] = torch.where(inside, grid, grids[name])
     return {name: (region.spread_full(grid[None])[0], adapters[name]) for name, grid in grids.items()}
 
 
-def regional_global_stage(image: torch.Tensor, region: RegionWeights, compose_fn: ComposeFn) -> torch.Tensor:
+def regional_global_stage(image: torch.Tensor, region: RegionWeights, compose_fn: ComposeFn,
+                          read_again: ReadFn | None = None) -> torch.Tensor:
     """The global stage of a per-region restore, for one image [1,3,H,W]: each kind's adapter reads the part of
     the image where its windows keep it (the box where its map is at least half its peak) and corrects the box
     where it has any weight, blended pixel by pixel by its map. A whole-image adapter fed the image's mean
     weight would read a dark half's exposure from the bright half, and spread one window's weak haze over the
-    whole photo; over a uniformly damaged image this is the whole-image stage at the map's weight."""
+    whole photo; over a uniformly damaged image this is the whole-image stage at the map's weight. ``image``: the
+    first pass's output where there was one, which ``read_again`` routes when a window asks (``global_stage_maps``)."""
     out = image.float().clone()
+    again = None if read_again is None else (lambda: read_again(image))
     with torch.inference_mode():
-        for name, (weight, adapter) in global_stage_maps(region, compose_fn).items():
+        for name, (weight, adapter) in global_stage_maps(region, compose_fn, again).items():
             peak = float(weight.max())
             if peak < MIN_WEIGHT:
                 continue
@@ -108,12 +144,15 @@ def restore_regions(
     check_interrupt: InterruptFn | None = None,
     skip: Sequence[bool] = (),
     passes_only: bool = False,
+    read_again: ReadFn | None = None,
 ) -> torch.Tensor:
     """The per-region restore of each image of [B,3,H,W], ordered as the whole-image sampler orders a composition
     (``Composition.in_order``), tile by tile: the pass of the kinds a tile restores before a global stage (noise
     before low light; a tile with none is left as it is), the regional global stage on its output, then each tile's
     pass after the stage (its whole composition where nothing went first); an image where no tile has a kind to
-    restore first takes no first pass, and only the last pass counts towards the progress. ``passes_only``: one
+    restore first takes no first pass, and only the last pass counts towards the progress. ``read_again``: the
+    per-region routing, run on the first pass's output where a window's composition asks for a second reading
+    (``regional_global_stage``). ``passes_only``: one
     tiled pass, each tile with ``compose_fn(its region)``, no global stage. An image whose ``skip`` is true is
     returned as it is, without a pass. Trusts its inputs."""
     options = options or SamplerOptions()
@@ -128,7 +167,8 @@ def restore_regions(
                 outputs.append(restore_regions(backbone, image, [region], compose_fn, own, progress=shown,
                                                skip=[True], passes_only=True))
                 continue
-            outputs.append(_restore_in_order(backbone, image, region, compose_fn, own, shown, check_interrupt))
+            outputs.append(_restore_in_order(backbone, image, region, compose_fn, own, shown, check_interrupt,
+                                             read_again))
         return torch.cat(outputs)
     tile = _spatial_tile(options)
     on_tile = tile_counter(images, tile, backbone, progress)
@@ -154,7 +194,7 @@ def _spatial_tile(options: SamplerOptions) -> int:
 
 def _restore_in_order(backbone: Backbone, image: torch.Tensor, region: RegionWeights, compose_fn: ComposeFn,
                       options: SamplerOptions, progress: ProgressFn | None,
-                      check_interrupt: InterruptFn | None) -> torch.Tensor:
+                      check_interrupt: InterruptFn | None, read_again: ReadFn | None = None) -> torch.Tensor:
     """``restore_regions`` for one image [1,3,H,W]."""
     def before_stage(result: RoutingResult) -> Composition | None:
         order = compose_fn(result).in_order()
@@ -171,8 +211,9 @@ def _restore_in_order(backbone: Backbone, image: torch.Tensor, region: RegionWei
                                options, progress=progress, check_interrupt=check_interrupt, passes_only=True)
     first = restore_regions(backbone, image, [region], before_stage, options, check_interrupt=check_interrupt,
                             passes_only=True)
-    return restore_regions(backbone, regional_global_stage(first, region, compose_fn), [region], after_stage,
-                           options, progress=progress, check_interrupt=check_interrupt, passes_only=True)
+    staged = regional_global_stage(first, region, compose_fn, read_again)
+    return restore_regions(backbone, staged, [region], after_stage, options, progress=progress,
+                           check_interrupt=check_interrupt, passes_only=True)
 
 
 def _tile_region(region: RegionWeights, box: tuple[int, int, int, int]) -> RoutingResult:

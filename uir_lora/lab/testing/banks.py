@@ -11,7 +11,7 @@ from safetensors.torch import save_file
 
 from ...backbones.base import Backbone
 from ...bank.manifest import EncoderSpec, LoraEntry
-from ...bank.store import lora_config
+from ...bank.store import LoraBank, lora_config, open_bank
 from ...bank.writer import add_lora, create_bank
 from ...global_stage import GlobalAdapter
 
@@ -79,3 +79,25 @@ def with_global_adapter(bank_dir: Path, kind: str, adapter: GlobalAdapter) -> No
         if entry["name"] == kind:
             entry["global_stage"] = f"{kind}.global.safetensors"
     (bank_dir / "manifest.json").write_text(json.dumps(manifest))
+
+
+def restored_before(root: Path, name: str, staged: list[str]) -> None:
+    """Mark the bank's LoRA ``name`` as restored before the global stages of ``staged`` (``restored_before``)."""
+    manifest = json.loads((root / "manifest.json").read_text())
+    for entry in manifest["loras"]:
+        if entry["name"] == name:
+            entry["restored_before"] = staged
+    (root / "manifest.json").write_text(json.dumps(manifest))
+
+
+def reread_bank(root: Path, floor: float | None, full_from: float | None = None) -> LoraBank:
+    """The random bank in ``root`` (noise, haze, jpeg) with noise restored before two global stages (haze, jpeg),
+    ``router.reread_floor`` and ``router.full_stage_from``."""
+    with_global_adapter(root, "haze", random_adapter(12))
+    with_global_adapter(root, "jpeg", random_adapter(13))
+    restored_before(root, "noise", ["haze", "jpeg"])
+    manifest = json.loads((root / "manifest.json").read_text())
+    manifest["router"]["reread_floor"] = floor
+    manifest["router"]["full_stage_from"] = full_from
+    (root / "manifest.json").write_text(json.dumps(manifest))
+    return open_bank(root)
