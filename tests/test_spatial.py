@@ -405,15 +405,22 @@ def presence_regions(bank, image: torch.Tensor, weights: dict[str, float]):
     return regions
 
 
-def test_the_per_region_stage_reads_the_first_pass_output_again_as_the_whole_image_restore_does(random_bank,
-                                                                                                  photo):
-    bank = reread_bank(random_bank.root, 0.5, 0.9)
-    regions = presence_regions(bank, photo, {"noise": 0.9, "haze": 0.6})
-    seen = []
+def sure_haze_after_noise(root, photo: torch.Tensor):
+    """A bank that reads the image again after noise's pass, the photo's per-region routing (noise 0.9, haze 0.6
+    everywhere), and a second reading that finds haze at 0.95, recording the images it is given."""
+    bank = reread_bank(root, 0.5, 0.9)
+    seen: list[torch.Tensor] = []
 
     def read_again(image: torch.Tensor):
         seen.append(image)
         return presence_regions(bank, image, {"noise": 0.2, "haze": 0.95})
+
+    return bank, presence_regions(bank, photo, {"noise": 0.9, "haze": 0.6}), read_again, seen
+
+
+def test_the_per_region_stage_reads_the_first_pass_output_again_as_the_whole_image_restore_does(random_bank,
+                                                                                                  photo):
+    bank, regions, read_again, seen = sure_haze_after_noise(random_bank.root, photo)
 
     def compose_fn(result):
         return compose(bank, result)
@@ -435,14 +442,7 @@ def test_the_per_region_stage_reads_the_first_pass_output_again_as_the_whole_ima
 
 
 def test_the_per_region_restore_reads_the_output_of_its_first_pass_again(random_bank, embedded_backbone, photo):
-    bank = reread_bank(random_bank.root, 0.5, 0.9)
-    regions = presence_regions(bank, photo, {"noise": 0.9, "haze": 0.6})
-    seen = []
-
-    def read_again(image: torch.Tensor):
-        seen.append(image)
-        return presence_regions(bank, image, {"noise": 0.2, "haze": 0.95})
-
+    bank, regions, read_again, seen = sure_haze_after_noise(random_bank.root, photo)
     options = SamplerOptions(tile=64)
     restored = restore_regions(embedded_backbone, photo, [regions], lambda r: compose(bank, r), options,
                                read_again=read_again)
