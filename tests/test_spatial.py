@@ -90,6 +90,60 @@ def test_where_the_photo_doubts_a_whole_photo_kind_no_window_reads_more_of_it(br
         assert ruled.notes == ()
 
 
+
+@pytest.mark.parametrize(("dark", "shift", "floored"), [(96, 0.1, True), (96, -0.1, False), (224, 0.1, False)])
+def test_where_the_photo_and_most_windows_read_a_photo_wide_kind_every_window_reads_it(brightness_router,
+                                                                                      monkeypatch, dark, shift,
+                                                                                      floored):
+    """Haze's s_o is brightness - 0.6 + shift on an image bright (0.8) but for its left ``dark`` px (0.2): with a dark
+    fifth the whole photo reads it (+0.19) or doubts it (-0.01), and 13 or 12 of the 15 windows read it; with a dark
+    left 44 % the photo reads it (+0.04) but only 9 windows do (haze on part of the photo)."""
+    scores = brightness_router.scores
+
+    def shifted(crops: torch.Tensor) -> Scores:
+        read = scores(crops)
+        return read._replace(similarities=read.similarities + torch.tensor([0.0, shift - 0.6, 0.0]))
+
+    monkeypatch.setattr(brightness_router, "scores", shifted)
+    monkeypatch.setattr(brightness_router, "scores_and_severities", lambda crops: (shifted(crops), None))
+    image = torch.full((1, 3, 64, 512), 0.8)
+    image[..., :dark] = 0.2
+    free = estimate_regions(brightness_router, image, window=64, top_k=2, temperature=1.0)
+    brightness_router.photo_wide_index = [1]
+    ruled = estimate_regions(brightness_router, image, window=64, top_k=2, temperature=1.0)
+    photo = float(shifted(image).similarities[0, 1])
+    read = int((free.similarities[1] >= 0).sum())
+    assert (photo >= 0, read) == {(96, 0.1): (True, 13), (96, -0.1): (False, 12), (224, 0.1): (True, 9)}[dark, shift]
+    torch.testing.assert_close(ruled.similarities[[0, 2]], free.similarities[[0, 2]])  # other kinds untouched
+    if floored:
+        torch.testing.assert_close(ruled.similarities[1], free.similarities[1].clamp(min=photo))
+        assert ruled.weights[1].sum() > free.weights[1].sum()
+        assert ruled.notes == (f"haze given to 2 of 15 windows that did not read it: the whole photo reads it at "
+                               f"{float(torch.sigmoid(torch.tensor(photo))):.2f} and 87% of the windows do (the "
+                               f"bank's rule: a kind that covers the photo)",)
+    else:  # the photo doubts it, or too few windows read it: each window keeps its own reading
+        torch.testing.assert_close(ruled.similarities, free.similarities)
+        assert ruled.notes == ()
+
+
+def test_photo_wide_kinds_are_a_list_of_names_and_left_out_of_the_file_when_empty(random_bank):
+    from uir_lora.bank.manifest import read_manifest, write_manifest
+    from uir_lora.errors import BankError
+
+    manifest = read_manifest(random_bank.root)
+    assert "photo_wide_kinds" not in manifest.to_json()["router"]
+    manifest.router.photo_wide_kinds = ["haze"]
+    write_manifest(manifest, random_bank.root)
+    assert read_manifest(random_bank.root).router.photo_wide_kinds == ["haze"]
+    assert router_for(open_bank(random_bank.root)).photo_wide_index == []  # a cosine router's s_o has no ½
+    shipped = router_for(load_bank(DEFAULT_BANK))
+    assert [shipped.names[i] for i in shipped.photo_wide_index] == ["haze"]
+    data = read_manifest(random_bank.root).to_json()
+    data["router"]["photo_wide_kinds"] = "haze"
+    (random_bank.root / "manifest.json").write_text(json.dumps(data))
+    with pytest.raises(BankError, match="photo_wide_kinds must be a list of LoRA names"):
+        read_manifest(random_bank.root)
+
 def test_whole_photo_kinds_are_a_list_of_names_and_left_out_of_the_file_when_empty(random_bank):
     from uir_lora.bank.manifest import read_manifest, write_manifest
     from uir_lora.errors import BankError

@@ -188,6 +188,12 @@ class RouterDefaults:
     white point). Where the whole photo reads such a kind below ½, no window's s_o for it is above the photo's: a
     region's own colours (blue water, a green meadow) read as a cast at window scale that the photo does not show.
     Where the photo reads it, each window keeps its own reading. Names not in the bank are ignored; empty: off."""
+    photo_wide_kinds: list[str] = field(default_factory=list)
+    """Presence routers, per-region routing: kinds of damage that cover the photo once they are there (haze: the air
+    between the camera and the scene). Where the whole photo reads such a kind at ½ or more and so do at least
+    ``router.spatial.PHOTO_WIDE_SHARE`` of the windows, no window's s_o for it is below the photo's: a flat wall or a
+    dark corner under the same haze shows it too faintly at window scale. Where fewer windows read it (haze on part
+    of the photo), each window keeps its own reading. Names not in the bank are ignored; empty: off."""
     doubted_beside: dict[str, dict[str, Any]] = field(default_factory=dict)
     """Presence routers: ``{kind: {"kinds": [...], "presence": [from, full]}}``, a kind whose reading other kinds'
     readings put in doubt: its presence is multiplied by 1 minus a ramp of the strongest of those kinds' presence,
@@ -267,7 +273,8 @@ class Manifest:
             del data["router"]["similarity"]
         for optional in ("examples", "alternatives", "follower_floor", "masking_kinds", "confidence_floor",
                          "whole_view_kinds", "doubt_temperature", "exposure_kinds", "doubted_beside",
-                         "night_sky_kinds", "whole_photo_kinds", "reread_floor", "full_stage_from"):
+                         "night_sky_kinds", "whole_photo_kinds", "photo_wide_kinds", "reread_floor",
+                         "full_stage_from"):
             if not data["router"][optional]:  # empty: manifests written before them keep their bytes
                 del data["router"][optional]
         if data["router"]["whole_view_side"] == WHOLE_VIEW_SIDE:
@@ -455,6 +462,7 @@ def _check_trained(encoder: EncoderSpec, router: RouterDefaults, where: str) -> 
                         f"below the second (default {list(EXPOSURE_STOPS)}), got {stops!r}")
     _names(router.night_sky_kinds, "router.night_sky_kinds", where)
     _names(router.whole_photo_kinds, "router.whole_photo_kinds", where)
+    _names(router.photo_wide_kinds, "router.photo_wide_kinds", where)
     for ends, default in (("night_sky_void", NIGHT_SKY_VOID), ("night_sky_points", NIGHT_SKY_POINTS)):
         if not _is_ramp(getattr(router, ends), 0, 1):
             raise BankError(f"{where}: router.{ends} must be two numbers in [0, 1], the first below the second "

@@ -286,6 +286,10 @@ class Router:
                                   if n in self.names] if self.logit else []
         """The LoRAs that a region reads no more of than the whole photo where the photo doubts them
         (``RouterDefaults.whole_photo_kinds``, router/spatial.py)."""
+        self.photo_wide_index = [self.names.index(n) for n in manifest.router.photo_wide_kinds
+                                 if n in self.names] if self.logit else []
+        """The LoRAs that a region reads no less of than the whole photo where the photo and most regions read them
+        (``RouterDefaults.photo_wide_kinds``, router/spatial.py)."""
         rules = ((name, [self.names.index(n) for n in rule["kinds"] if n in self.names], rule["presence"])
                  for name, rule in manifest.router.doubted_beside.items())
         self.doubts = [(self.names.index(name), others, ramp) for name, others, ramp in rules

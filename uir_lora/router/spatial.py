@@ -29,6 +29,9 @@ MAP_SCALE = 8
 """Weight maps are kept at 1/8 resolution: they are smooth, and 12 full-size maps of a 4K photo
 would take ~400 MB."""
 ENCODER_BATCH = 16
+PHOTO_WIDE_SHARE = 0.75
+"""The share of windows that must read a photo-wide kind (``RouterDefaults.photo_wide_kinds``) for the others to
+take the whole photo's reading: most of the photo, so damage on one part of it (a hazy half) stays where it is."""
 
 
 @dataclass
@@ -210,7 +213,7 @@ def estimate_regions(
             for i in range(0, crops.shape[0], ENCODER_BATCH)]
     scored = [scores for scores, _ in read]
     sims = torch.cat([s.similarities for s in scored])
-    notes = whole_photo_limit(router, image, sims)
+    notes = whole_photo_rules(router, image, sims)
     unknown = None if router.unknown_embedding is None else torch.cat([s.unknown for s in scored])
     residual = None if router.subspace is None else torch.cat([s.residual for s in scored])
     severities = None if read[0][1] is None else torch.cat([reading for _, reading in read])
@@ -233,13 +236,42 @@ def estimate_regions(
     )
 
 
-def whole_photo_limit(router: Router, image: torch.Tensor, sims: torch.Tensor) -> tuple[str, ...]:
-    """Cap in place the windows' s_o [windows, N] of the bank's whole-photo kinds where the whole ``image`` reads
-    them below ½ (``RouterDefaults.whole_photo_kinds``); a note for each kind so taken from a window that read it."""
+def whole_photo_rules(router: Router, image: torch.Tensor, sims: torch.Tensor) -> tuple[str, ...]:
+    """The bank's rules that weigh the windows' s_o [windows, N] (changed in place) against the whole ``image``'s:
+    ``whole_photo_limit`` and ``photo_wide_floor``; their notes. The photo is read once, and only for such a rule."""
+    if not (router.whole_photo_index or router.photo_wide_index):
+        return ()
+    photo = router.scores(image).similarities[0]
+    return whole_photo_limit(router, photo, sims) + photo_wide_floor(router, photo, sims)
+
+
+def photo_wide_floor(router: Router, photo: torch.Tensor, sims: torch.Tensor) -> tuple[str, ...]:
+    """Raise in place the windows' s_o of the bank's photo-wide kinds to the whole photo's ``photo`` [N] where the
+    photo reads them at ½ or more and so do at least ``PHOTO_WIDE_SHARE`` of the windows
+    (``RouterDefaults.photo_wide_kinds``); a note for each kind so given to a window that did not read it."""
+    notes = []
+    for kind in router.photo_wide_index:
+        read = sims[:, kind] >= 0
+        share = float(read.float().mean())
+        if photo[kind] < 0 or share < PHOTO_WIDE_SHARE:
+            continue
+        given = ~read & (sims[:, kind] < photo[kind])
+        sims[:, kind] = torch.maximum(sims[:, kind], photo[kind])
+        if given.any():
+            notes.append(f"{router.names[kind]} given to {int(given.sum())} of {len(sims)} windows that did not read "
+                         f"it: the whole photo reads it at {float(torch.sigmoid(photo[kind])):.2f} and {share:.0%} of "
+                         f"the windows do (the bank's rule: a kind that covers the photo)")
+    return tuple(notes)
+
+
+def whole_photo_limit(router: Router, photo: torch.Tensor, sims: torch.Tensor) -> tuple[str, ...]:
+    """Cap in place the windows' s_o [windows, N] of the bank's whole-photo kinds where the whole photo's ``photo``
+    [N] reads them below ½ (``RouterDefaults.whole_photo_kinds``); a note for each kind so taken from a window that
+    read it."""
     if not router.whole_photo_index:
         return ()
     index = router.whole_photo_index
-    photo = router.scores(image).similarities[0, index]
+    photo = photo[index]
     limit = photo.where(photo < 0, torch.inf)
     read = sims[:, index] >= 0
     sims[:, index] = torch.minimum(sims[:, index], limit)
