@@ -87,16 +87,21 @@ def global_stage_maps(region: RegionWeights, compose_fn: ComposeFn,
                 for name in composition.staged_kinds():
                     raised.setdefault(name, torch.full((len(ys), len(xs)), float("nan")))[i, j] = second.weights[name]
     for name, grid in raised.items():
-        # a window takes its second reading only inside a region the kind covers: every window around it kept the
-        # kind at the floor; at a region's edge the presence is also how much of the window the damage covers
-        around = -torch.nn.functional.max_pool2d(-grids[name][None, None], 3, stride=1, padding=1)[0, 0]
-        inside = ~grid.isnan() & (around >= floor)
-        changed = inside & (grid != grids[name])
-        if changed.any():  # the summary keeps the first reading's weights: say what the stage ran with
-            log.info("read again after the first pass: %s raised in %d of %d windows (%.2f -> %.2f on average)", name,
-                     int(changed.sum()), grid.numel(), float(grids[name][changed].mean()), float(grid[changed].mean()))
-        grids[name] = torch.where(inside, grid, grids[name])
+        grids[name] = raised_inside(name, grids[name], grid, floor)
     return {name: (region.spread_full(grid[None])[0], adapters[name]) for name, grid in grids.items()}
+
+
+def raised_inside(name: str, first: torch.Tensor, raised: torch.Tensor, floor: float) -> torch.Tensor:
+    """A kind's window weights [rows, cols]: the ``raised`` ones (the second reading's; NaN where a window did not ask)
+    inside the region the kind covers, where every window around kept it at ``floor`` in its ``first`` reading, and
+    the first reading elsewhere. At a region's edge the presence also says how much of the window the damage covers."""
+    around = -torch.nn.functional.max_pool2d(-first[None, None], 3, stride=1, padding=1)[0, 0]
+    inside = ~raised.isnan() & (around >= floor)
+    changed = inside & (raised != first)
+    if changed.any():  # the summary keeps the first reading's weights: say what the stage ran with
+        log.info("read again after the first pass: %s raised in %d of %d windows (%.2f -> %.2f on average)", name,
+                 int(changed.sum()), raised.numel(), float(first[changed].mean()), float(raised[changed].mean()))
+    return torch.where(inside, raised, first)
 
 
 def regional_global_stage(image: torch.Tensor, region: RegionWeights, compose_fn: ComposeFn,
