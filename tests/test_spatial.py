@@ -126,40 +126,26 @@ def test_where_the_photo_and_most_windows_read_a_photo_wide_kind_every_window_re
         assert ruled.notes == ()
 
 
-def test_photo_wide_kinds_are_a_list_of_names_and_left_out_of_the_file_when_empty(random_bank):
+@pytest.mark.parametrize(("field", "index", "shipped_kinds"),
+                         [("whole_photo_kinds", "whole_photo_index", ["color_cast"]),
+                          ("photo_wide_kinds", "photo_wide_index", ["haze"])])
+def test_whole_photo_rules_are_lists_of_names_and_left_out_of_the_file_when_empty(random_bank, field, index,
+                                                                                 shipped_kinds):
     from uir_lora.bank.manifest import read_manifest, write_manifest
     from uir_lora.errors import BankError
 
     manifest = read_manifest(random_bank.root)
-    assert "photo_wide_kinds" not in manifest.to_json()["router"]
-    manifest.router.photo_wide_kinds = ["haze"]
+    assert field not in manifest.to_json()["router"]
+    setattr(manifest.router, field, ["haze"])
     write_manifest(manifest, random_bank.root)
-    assert read_manifest(random_bank.root).router.photo_wide_kinds == ["haze"]
-    assert router_for(open_bank(random_bank.root)).photo_wide_index == []  # a cosine router's s_o has no ½
+    assert getattr(read_manifest(random_bank.root).router, field) == ["haze"]
+    assert getattr(router_for(open_bank(random_bank.root)), index) == []  # a cosine router's s_o has no ½
     shipped = router_for(load_bank(DEFAULT_BANK))
-    assert [shipped.names[i] for i in shipped.photo_wide_index] == ["haze"]
+    assert [shipped.names[i] for i in getattr(shipped, index)] == shipped_kinds
     data = read_manifest(random_bank.root).to_json()
-    data["router"]["photo_wide_kinds"] = "haze"
+    data["router"][field] = "haze"
     (random_bank.root / "manifest.json").write_text(json.dumps(data))
-    with pytest.raises(BankError, match="photo_wide_kinds must be a list of LoRA names"):
-        read_manifest(random_bank.root)
-
-def test_whole_photo_kinds_are_a_list_of_names_and_left_out_of_the_file_when_empty(random_bank):
-    from uir_lora.bank.manifest import read_manifest, write_manifest
-    from uir_lora.errors import BankError
-
-    manifest = read_manifest(random_bank.root)
-    assert "whole_photo_kinds" not in manifest.to_json()["router"]
-    manifest.router.whole_photo_kinds = ["haze"]
-    write_manifest(manifest, random_bank.root)
-    assert read_manifest(random_bank.root).router.whole_photo_kinds == ["haze"]
-    assert router_for(open_bank(random_bank.root)).whole_photo_index == []  # a cosine router's s_o has no ½
-    shipped = router_for(load_bank(DEFAULT_BANK))
-    assert [shipped.names[i] for i in shipped.whole_photo_index] == ["color_cast"]
-    data = read_manifest(random_bank.root).to_json()
-    data["router"]["whole_photo_kinds"] = "haze"
-    (random_bank.root / "manifest.json").write_text(json.dumps(data))
-    with pytest.raises(BankError, match="whole_photo_kinds must be a list of LoRA names"):
+    with pytest.raises(BankError, match=f"{field} must be a list of LoRA names"):
         read_manifest(random_bank.root)
 
 
