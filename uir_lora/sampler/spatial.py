@@ -79,7 +79,8 @@ def global_stage_maps(region: RegionWeights, compose_fn: ComposeFn,
                 if adapters[name] is not None:
                     grids.setdefault(name, torch.zeros(len(ys), len(xs)))[i, j] = weight
             if composition.reread is not None and read_again is not None:
-                again = again or read_again()
+                if again is None:
+                    again = read_again()
                 policy = composition.bank.manifest.router
                 floor = policy.reread_floor
                 second = raise_global_weights(composition, compose_fn(prune(again.region(box))), floor,
