@@ -88,13 +88,13 @@ def test_the_shipped_bank_reads_a_denoised_photo_again_for_a_global_kind_it_kept
                          top_k=2, temperature=1.0, normalisation="sigmoid")
     assert compose(bank, kept).reread is not None
     assert compose(bank, replace(kept, weights={"noise": 0.9, "haze": 0.4})).reread is None
+    assert compose(bank, manual={"noise": 0.9, "haze": 0.6}).reread is None  # manual weights are never read again
 
 
 def test_the_shipped_bank_runs_a_sure_global_kind_in_full_after_noises_pass(bank):
     # a presence says how sure the router is, not how much haze there is: from 0.6 the stage runs at 1
     # (docs/engine.md, *A sure global kind runs in full after noise's pass*)
     assert bank.manifest.router.full_stage_from == 0.6
-    assert compose(bank, manual={"noise": 0.9, "haze": 0.6}).reread is None
 
 
 def test_the_shipped_noise_loras_are_told_each_photos_own_noise_level(bank, embedded_backbone, photo_256):
