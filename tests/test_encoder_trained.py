@@ -14,7 +14,7 @@ from uir_lora import pipeline
 from uir_lora.bank.manifest import read_manifest, write_manifest
 from uir_lora.bank.store import open_bank
 from uir_lora.degrade import degrade
-from uir_lora.errors import BankError
+from uir_lora.errors import BankError, UIRError
 from uir_lora.lab.router import fit
 from uir_lora.lab.testing.banks import make_random_bank
 from uir_lora.router.encoder import DegradationEncoder
@@ -22,6 +22,7 @@ from uir_lora.router.router import Router, normalise_top_k
 from uir_lora.router.trained import (
     ENCODER_FILE,
     FEATURE_DIM,
+    POOLED_DIM,
     TrainedEncoder,
     install_encoder,
     lda_row,
@@ -373,12 +374,64 @@ def test_bank_add_with_negatives_fits_a_presence_row_and_a_route_margin(trained_
     assert {e["name"]: json.dumps(e) for e in after["loras"] if e["name"] != "haze"} == \
         {name: text for name, text in before.items() if name != "haze"}
     haze = next(e for e in after["loras"] if e["name"] == "haze")
-    router = Router.of_folder(trained_bank)
-    d = torch.cat([router.encoder.features(image) for image in examples])
-    closed_form = lda_row(d[:, :-1], router.encoder.lda["lda.clean_mean"], router.encoder.lda["lda.precision"])
-    assert not torch.allclose(torch.tensor(haze["embedding"]), closed_form, atol=1e-3)  # fitted, not the closed form
+    # fitted on the pooled statistics under d, not the closed form on d
+    assert haze["embedding_of"] == "pooled" and len(haze["embedding"]) == POOLED_DIM + 1
     assert report["refined"] and report["negatives"] == len(negatives) and report["route_margin"] >= 0
     assert report["routed_to_new"] >= 5 and report["negatives_taken"] <= 1
+    router = Router.of_folder(trained_bank)
+    assert router.unseen_index == [router.names.index("haze")]  # the tiny encoder learned noise and low light only
+    raw = torch.cat([router.encoder.features(image, pooled=True) for image in examples])
+    row = torch.tensor(haze["embedding"])
+    statistics = torch.cat([raw[:, FEATURE_DIM + 1 :], torch.ones(len(raw), 1)], dim=1)
+    expected = statistics @ row - haze.get("route_margin", 0.0)
+    sims = router.feature_scores(raw).similarities
+    assert torch.allclose(sims[:, router.names.index("haze")], expected, atol=1e-4)
+    # the router reads the pooled statistics itself: the same scores from the images
+    assert torch.allclose(torch.cat([router.similarities(image) for image in examples]), sims, atol=1e-4)
+    # clean reads at most the absence of a kind its head never saw
+    clean = router.names.index("clean")
+    assert (sims[:, clean] <= -sims[:, router.names.index("haze")] + 1e-6).all()
+    with pytest.raises(BankError, match="pooled"):  # features without the statistics cannot score the row
+        router.feature_scores(raw[:, : FEATURE_DIM + 1])
+    # the closed form (no negatives) places the kind on d again
+    fit.add_embedding(trained_bank, "haze", examples)
+    again = read_manifest(trained_bank).lora("haze")
+    assert again.embedding_of == "d" and len(again.embedding) == FEATURE_DIM + 1 and again.route_margin == 0
+
+
+def test_pooled_features_extend_d_from_the_same_pass(trained_bank):
+    router = Router.of_folder(trained_bank)
+    image = as_image(scene(70, 160))
+    plain, extended = router.encoder.features(image), router.encoder.features(image, pooled=True)
+    assert extended.shape == (1, FEATURE_DIM + 1 + POOLED_DIM)
+    assert torch.allclose(extended[:, : FEATURE_DIM + 1], plain, atol=1e-5)
+    net, _ = load_encoder(trained_bank / ENCODER_FILE)
+    boxes = router.encoder.boxes(*image.shape[-2:])
+    size = router.encoder.spec.crop
+    crops = torch.cat([image[..., y : y + size, x : x + size] for y, x in boxes])
+    with torch.no_grad():
+        assert torch.allclose(extended[0, FEATURE_DIM + 1 :], net.pooled(crops).mean(0), atol=1e-3)
+    clean = router.names.index("clean")  # haze has no row yet (presence ~0): clean as its own head reads it
+    assert torch.allclose(router.feature_scores(plain).similarities[0, clean], (plain @ router.embeddings.T)[0, clean])
+
+
+def test_a_pooled_row_needs_its_length(trained_bank):
+    data = json.loads((trained_bank / "manifest.json").read_text())
+    entry = next(e for e in data["loras"] if e["name"] == "haze")
+    entry.update(embedding_of="pooled", embedding=[0.0] * FEATURE_DIM + [-20.0])  # a d-sized row
+    (trained_bank / "manifest.json").write_text(json.dumps(data))
+    with pytest.raises(BankError, match="embedding"):
+        read_manifest(trained_bank)
+
+
+def test_a_pooled_row_needs_the_trained_encoder(random_bank):
+    frozen = json.loads((random_bank.root / "manifest.json").read_text())
+    frozen["loras"][0]["embedding_of"] = "pooled"
+    (random_bank.root / "manifest.json").write_text(json.dumps(frozen))
+    with pytest.raises(BankError, match="embedding_of"):
+        read_manifest(random_bank.root)
+    with pytest.raises(UIRError, match="pooled"):
+        DegradationEncoder().features(torch.rand(1, 3, 96, 96), pooled=True)
 
 
 def test_a_manifest_without_an_encoder_file_loads_the_imagenet_encoder(random_bank):

@@ -61,9 +61,10 @@ def main() -> int:
             image = damaged(photo, case, 1000 * index + number)
             raws: dict[str, torch.Tensor | None] = {}
             for name, router in routers.items():
-                key = repr(router.manifest.encoder)  # the spec names the weights and the feature
+                pooled = bool(router.pooled_index)  # a kind placed by `bank add` reads the pooled statistics too
+                key = f"{router.manifest.encoder!r} {pooled}"  # the spec names the weights and the feature
                 if key not in raws:
-                    raws[key] = router.encoder.features(image)
+                    raws[key] = router.encoder.features(image, pooled=pooled)
                 view = f"{key} {router.manifest.router.whole_view_side}" if router.whole_view_index else None
                 if view and view not in raws:
                     raws[view] = router.whole_view_features(image)

@@ -59,6 +59,9 @@ a black photo starts to count as a night sky rather than an under-exposed one, a
 EXPOSURE_RANGE = (0.0, 5.0)
 """The stops that ``router.exposure_stops`` accepts, inclusive (the exposure anchor lifts by at most five)."""
 TRAINED_ENCODER = "da-efficientnet-lite0"
+TRAINED_POOLED_DIM = 512
+"""Length of the trained encoder's pooled block statistics, the features under its d (router/trained.py)."""
+EMBEDDING_SPACES = ("d", "pooled")
 """The degradation-aware encoder trained here (router/trained.py); its weights ship in the bank folder."""
 
 
@@ -231,6 +234,12 @@ class LoraEntry:
     exposure): in a composition beside one of them, this LoRA restores the image before their global stage runs
     (``Composition.in_order``), since brightening multiplies noise left in front of it. Names not in the bank or
     without a global stage are ignored. Written only when set."""
+    embedding_of: str = "d"
+    """What B is a row over: "d", the encoder's feature (every kind that train-router or the trained encoder's
+    presence head placed); "pooled", the trained encoder's pooled block statistics under d, then 1 (their
+    standardisation folded into the row): how `bank add` places a kind the encoder was not trained on, whose d
+    the neck, trained on the bank's kinds, often maps near clean or a colour cast (docs/your_own_kind.md).
+    Written only when not "d"."""
     measured: list[str] = field(default_factory=list)
     """Conditioning values taken from each photo (``Backbone.measure_conditioning``: FFDNet's sigma, the photo's
     own noise level) instead of fixed; the recorded ``conditioning`` value is their ceiling. The LoRA was trained
@@ -269,6 +278,8 @@ class Manifest:
                 del entry["restored_before"]
             if not entry["measured"]:
                 del entry["measured"]
+            if entry["embedding_of"] == "d":
+                del entry["embedding_of"]
         if data["router"]["similarity"] == "cosine":  # the default: manifests written before it keep their bytes
             del data["router"]["similarity"]
         for optional in ("examples", "alternatives", "follower_floor", "masking_kinds", "confidence_floor",
@@ -490,7 +501,7 @@ def _check_doubts(doubts: Any, where: str) -> None:
             raise BankError(f"{where}: {expected}; {name!r} has {rule!r}")
 
 
-def _parse_lora(data: Any, index: int, dim: int, margin_limit: float) -> LoraEntry:
+def _parse_lora(data: Any, index: int, dim: int, margin_limit: float, trained: bool) -> LoraEntry:
     where = f"loras[{index}]"
     if not isinstance(data, dict):
         raise BankError(f"{where}: must be an object")
@@ -511,9 +522,15 @@ def _parse_lora(data: Any, index: int, dim: int, margin_limit: float) -> LoraEnt
     conditioning = data.get("conditioning", {})
     if not isinstance(conditioning, dict) or not all(NAME_PATTERN.fullmatch(key) for key in conditioning):
         raise BankError(f"{where}: conditioning must be an object of numbers keyed by plain lowercase names")
+    space = data.get("embedding_of", "d")
+    if space not in EMBEDDING_SPACES or (space == "pooled" and not trained):
+        raise BankError(f"{where}: embedding_of must be \"d\" or, with the {TRAINED_ENCODER!r} encoder, \"pooled\"; "
+                        f"got {space!r}: place the kind again with `uir-lora bank add`")
     return LoraEntry(
         name=name, file=file, rank=rank, alpha=float(alpha), target_modules=list(targets),
-        embedding=_finite_vector(_require(data, "embedding", list, where), f"{where} embedding", dim),
+        embedding=_finite_vector(_require(data, "embedding", list, where), f"{where} embedding",
+                                 TRAINED_POOLED_DIM + 1 if space == "pooled" else dim),
+        embedding_of=space,
         description=_description(data, where),
         conditioning=dict(zip(conditioning, _finite_vector(list(conditioning.values()), f"{where} conditioning"))),
         provenance=_object(data, "provenance", where), validation=_object(data, "validation", where),
@@ -596,7 +613,8 @@ def parse_manifest(data: Any, source: str = "manifest") -> Manifest:
         raise BankError(f"{source}: encoder.feature_std must be >= 1e-12; re-run `uir-lora train-router`")
     loras_data = _require(data, "loras", list, source)
     margin_limit = LOGIT_MARGIN_LIMIT if presence_logit(encoder, router) else COSINE_MARGIN_LIMIT
-    loras = [_parse_lora(item, i, embedding_dim(encoder, router), margin_limit) for i, item in enumerate(loras_data)]
+    loras = [_parse_lora(item, i, embedding_dim(encoder, router), margin_limit, encoder.trained)
+             for i, item in enumerate(loras_data)]
     if len({entry.name for entry in loras}) != len(loras):
         raise BankError(f"{source}: LoRA names must be unique")
     return Manifest(

@@ -215,8 +215,16 @@ class DegradationEncoder:
             return grid_boxes(height, width, size, self.spec.crops, self.spec.grid_crops)
         return crop_boxes(height, width, size, self.spec.crops)
 
-    def features(self, images: torch.Tensor, boxes: Sequence[tuple[int, int]] | None = None) -> torch.Tensor:
-        """Average of the block features over native-resolution crops; [B,3,H,W] -> [B, dim]."""
+    pooled_dim = 0
+    """Length of the pooled statistics ``features(..., pooled=True)`` appends (only the trained encoder has them)."""
+
+    def features(self, images: torch.Tensor, boxes: Sequence[tuple[int, int]] | None = None,
+                 pooled: bool = False) -> torch.Tensor:
+        """Average of the block features over native-resolution crops; [B,3,H,W] -> [B, dim], or with ``pooled``
+        [B, dim + pooled_dim]: the trained encoder's pooled statistics under d appended (``embedding_of: pooled``)."""
+        if pooled and not self.pooled_dim:
+            raise UIRError(f"the {self.spec.name!r} router encoder has no pooled statistics; a LoRA placed on them "
+                           f"(embedding_of: pooled) needs the trained encoder")
         height, width = images.shape[-2:]
         if min(height, width) < MIN_SIDE:  # the encoder downsamples 16x by block 8
             pad_h, pad_w = max(0, MIN_SIDE - height), max(0, MIN_SIDE - width)
@@ -227,6 +235,6 @@ class DegradationEncoder:
         crops = torch.cat([images[..., y : y + size, x : x + size] for y, x in boxes])  # [n*B,3,s,s]
         # Batches of CROP_BATCH crops: up to 12 crops of every image of a ComfyUI batch at once would
         # hold the activations of hundreds of crops.
-        features = torch.cat([self.crop_features(crops[i : i + CROP_BATCH])
-                              for i in range(0, len(crops), CROP_BATCH)])
+        read = self.crop_features if not pooled else lambda chunk: self.crop_features(chunk, pooled=True)
+        features = torch.cat([read(crops[i : i + CROP_BATCH]) for i in range(0, len(crops), CROP_BATCH)])
         return features.unflatten(0, (len(boxes), len(images))).mean(dim=0)

@@ -263,7 +263,11 @@ class Router:
         """Per group, the measurement of the image that picks its member (``noise_model.ARBITERS``), or None."""
         self.margins = torch.tensor([entry.route_margin for entry in manifest.loras])
         spec = manifest.encoder
-        embeddings = torch.tensor([entry.embedding for entry in manifest.loras]).reshape(len(self.names), -1)
+        self.pooled_index = [i for i, entry in enumerate(manifest.loras) if entry.embedding_of == "pooled"]
+        """The LoRAs whose B is a row over the trained encoder's pooled statistics (kinds `bank add` placed)."""
+        self.pooled_rows = torch.tensor([manifest.loras[i].embedding for i in self.pooled_index])
+        embeddings = torch.tensor([[0.0] * spec.dim if entry.embedding_of == "pooled" else entry.embedding
+                                   for entry in manifest.loras]).reshape(len(self.names), -1)
         if self.trained:  # d is used as it is
             self.mean, self.std = torch.zeros(spec.dim), torch.ones(spec.dim)
         else:
@@ -296,6 +300,11 @@ class Router:
                        if name in self.names and others and self.logit]
         """(kind, the kinds whose presence puts it in doubt, the ramp) per ``RouterDefaults.doubted_beside`` rule
         whose kinds the bank has."""
+        known = set(getattr(self.encoder, "kinds", ()))
+        self.unseen_index = [i for i, name in enumerate(self.names) if name not in known and name != CLEAN] \
+            if self.trained and CLEAN in self.names else []
+        """Kinds the trained encoder was not trained on (placed by `bank add`): clean's head never saw them, so where
+        one reads present, clean reads at most its absence (``feature_scores``)."""
 
     def similarities(self, images: torch.Tensor) -> torch.Tensor:
         """s_o = d·B: [B, N]."""
@@ -320,7 +329,7 @@ class Router:
                                                      torch.Tensor | None]:
         """``scores`` with what they came from: the crops' features, the whole view's, the under-exposure and how
         far the images are a night sky."""
-        raw, whole = self.encoder.features(images), self.whole_view_features(images)
+        raw, whole = self.encoder.features(images, pooled=bool(self.pooled_index)), self.whole_view_features(images)
         stops = underexposure_stops(images) if self.exposure_index else None
         exposure = None if stops is None else self.exposure_ramp(stops)
         sky = self.night_sky(images)
@@ -339,7 +348,8 @@ class Router:
         no LoRA of the bank needs them or the image is no larger (the view would be the image itself)."""
         if not self.whole_view_index or min(images.shape[-2:]) <= self.manifest.router.whole_view_side:
             return None
-        return self.encoder.features(whole_view(images, self.manifest.router.whole_view_side))
+        return self.encoder.features(whole_view(images, self.manifest.router.whole_view_side),
+                                     pooled=bool(self.pooled_index))
 
     def exposure_factors(self, images: torch.Tensor) -> torch.Tensor | None:
         """[B] in [0, 1]: how far each image's highlights confirm under-exposure, a ramp of
@@ -360,8 +370,10 @@ class Router:
         ``whole``: features of the whole view (``whole_view_features``); the kinds it must confirm get the lower
         of the two s_o, so the small view can veto such a kind and never raise it. ``exposure``: the images'
         ``exposure_factors``; the exposure kinds' presence is multiplied by them (a logit of presence × factor).
-        ``doubt``: apply the bank's ``doubted_beside`` rules (``doubted``) last. ``sky``: the images' ``night_sky``;
-        the presence of the kinds a night sky imitates is multiplied by 1 minus it."""
+        ``doubt``: apply the bank's ``doubted_beside`` rules (``doubted``). ``sky``: the images' ``night_sky``;
+        the presence of the kinds a night sky imitates is multiplied by 1 minus it. Last, clean's presence is at
+        most 1 minus that of each kind the encoder was not trained on (``unseen_index``): clean's head says "none
+        of the kinds I learned", which a kind it never saw does not contradict."""
         scores = self._feature_scores(raw)
         confirmed = scores.similarities
         if whole is not None and self.whole_view_index:
@@ -377,6 +389,10 @@ class Router:
                 confirmed[:, index] = scaled_presence_logit(confirmed[:, index], factor[:, None])
         if doubt and self.doubts:
             confirmed = self.doubted(confirmed)
+        if self.unseen_index:
+            clean = self.names.index(CLEAN)
+            confirmed = confirmed.clone()
+            confirmed[:, clean] = torch.minimum(confirmed[:, clean], -confirmed[:, self.unseen_index].amax(dim=1))
         return scores._replace(similarities=confirmed)
 
     def doubted(self, similarities: torch.Tensor) -> torch.Tensor:
@@ -390,7 +406,16 @@ class Router:
 
     def _feature_scores(self, raw: torch.Tensor) -> Scores:
         if self.trained:
-            return Scores(raw.float() @ self.embeddings.T - self.margins, None, None)
+            dim = self.manifest.encoder.dim
+            sims = raw[:, :dim].float() @ self.embeddings.T - self.margins
+            if self.pooled_index:
+                if raw.shape[1] < dim + self.encoder.pooled_dim:
+                    raise BankError(f"bank {self.manifest.name!r} places {self.names[self.pooled_index[0]]!r} on the "
+                                    f"encoder's pooled statistics, and these features carry none: encode with "
+                                    f"features(images, pooled=True)")
+                pooled = with_constant(raw[:, dim : dim + self.encoder.pooled_dim].float()) @ self.pooled_rows.T
+                sims[:, self.pooled_index] = pooled - self.margins[self.pooled_index]
+            return Scores(sims, None, None)
         z = (raw - self.mean) / self.std
         if self.logit:
             return Scores(with_constant(z).float() @ self.embeddings.T - self.margins, None, None)

@@ -29,7 +29,14 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
 
-from ..bank.manifest import TRAINED_ENCODER, UNSET_BIAS, EncoderSpec, RouterDefaults, read_manifest, write_manifest
+from ..bank.manifest import (
+    TRAINED_ENCODER,
+    UNSET_BIAS,
+    EncoderSpec,
+    RouterDefaults,
+    read_manifest,
+    write_manifest,
+)
 from ..errors import BankError
 from ..paths import give_default_mode
 from .encoder import DegradationEncoder, EncoderUnavailable, efficientnet_lite0, fold_conv_bn, folded_block
@@ -40,6 +47,8 @@ LAST_BLOCK = 10
 POOL_BLOCKS = (2, 4, 7, 10)
 """Blocks whose activations are pooled (24, 40, 80, 112 channels: pixel- to object-scale damage)."""
 POOL_CHANNELS = {2: 24, 4: 40, 7: 80, 10: 112}
+POOLED_DIM = 2 * sum(POOL_CHANNELS[b] for b in POOL_BLOCKS)
+"""The pooled statistics under d (a mean and a log std per channel): what a kind the encoder never saw is placed on."""
 FEATURE_DIM = 256
 CLEAN = "clean"
 RECORD_FIELDS = ("steps", "images", "seconds", "final_loss", "data", "date", "average")
@@ -73,13 +82,12 @@ class DegradationNet(nn.Module):
         self.kinds = list(kinds)
         self.stem = nn.Sequential(net._conv_stem, net._bn0, net._swish)
         self.blocks = nn.ModuleList(net._blocks[: LAST_BLOCK + 1])
-        pooled = 2 * sum(POOL_CHANNELS[b] for b in POOL_BLOCKS)
-        self.neck = nn.Sequential(nn.Linear(pooled, FEATURE_DIM), nn.SiLU())
+        self.neck = nn.Sequential(nn.Linear(POOLED_DIM, FEATURE_DIM), nn.SiLU())
         self.presence = nn.Linear(FEATURE_DIM, len(self.kinds) + 1)  # the kinds, then "clean" (no damage)
         self.severity = nn.Linear(FEATURE_DIM, len(self.kinds))
 
-    def feature(self, images: torch.Tensor) -> torch.Tensor:
-        """[B,3,H,W] in 0..1 -> d without the constant: [B, FEATURE_DIM]."""
+    def pooled(self, images: torch.Tensor) -> torch.Tensor:
+        """[B,3,H,W] in 0..1 -> the pooled block statistics the neck reads: [B, POOLED_DIM]."""
         x = self.stem((images - 0.5) / 0.5)  # the TF-style normalisation of these weights
         stats = []
         for index, block in enumerate(self.blocks):
@@ -87,7 +95,11 @@ class DegradationNet(nn.Module):
             if index in POOL_BLOCKS:
                 std, mean = torch.std_mean(x.float(), dim=(2, 3), correction=0)
                 stats += [mean, std.clamp_min(1e-4).log()]  # damage scales activations multiplicatively
-        return self.neck(torch.cat(stats, dim=1))
+        return torch.cat(stats, dim=1)
+
+    def feature(self, images: torch.Tensor) -> torch.Tensor:
+        """[B,3,H,W] in 0..1 -> d without the constant: [B, FEATURE_DIM]."""
+        return self.neck(self.pooled(images))
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Presence logits [B, kinds + 1] and severity logits [B, kinds]."""
@@ -190,6 +202,7 @@ class _InferenceNet(nn.Module):
         self.blocks = nn.ModuleList(folded_block(block) for block in net.blocks)
         self.neck = copy.deepcopy(net.neck)
 
+    pooled = DegradationNet.pooled
     feature = DegradationNet.feature
 
 
@@ -206,14 +219,19 @@ class TrainedEncoder(DegradationEncoder):
         with torch.inference_mode(False):
             self.inference = _InferenceNet(net).eval().requires_grad_(False).to(memory_format=torch.channels_last)
 
+    pooled_dim = POOLED_DIM
+
     @property
     def dim(self) -> int:
         return FEATURE_DIM + 1
 
     @torch.inference_mode()
-    def crop_features(self, crops: torch.Tensor) -> torch.Tensor:
+    def crop_features(self, crops: torch.Tensor, pooled: bool = False) -> torch.Tensor:
+        """[d, 1] per crop, or with ``pooled`` [d, 1, the pooled statistics under d] from the same pass."""
         x = crops.float().clamp(0, 1).contiguous(memory_format=torch.channels_last)
-        return with_constant(self.inference.feature(x))
+        statistics = self.inference.pooled(x)
+        d = with_constant(self.inference.neck(statistics))
+        return torch.cat([d, statistics], dim=1) if pooled else d
 
     def severities(self, d: torch.Tensor) -> dict[str, torch.Tensor]:
         """Predicted severity (0 mild .. 1 strong) of each trained kind, for features d [B, dim]."""
@@ -251,6 +269,7 @@ def install_encoder(bank_dir: Path, encoder_file: Path, confidence_full: float =
         os.replace(tmp.name, target)
     unset = []
     for entry in manifest.loras:
+        entry.embedding_of = "d"  # a row over another encoder's statistics means nothing to this one
         if entry.name in rows:
             entry.embedding = rows[entry.name].tolist()
         else:

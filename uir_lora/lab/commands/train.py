@@ -386,6 +386,7 @@ def run_train(args: argparse.Namespace) -> int:
             old = manifest.lora(name)  # (its global stage is not kept: this trainer does not train through it)
             entry.embedding, entry.route_margin, entry.restored_before = (old.embedding, old.route_margin,
                                                                           old.restored_before)
+            entry.embedding_of = old.embedding_of
         add_lora(bank_dir, entry, backbone.adapter_state(name), replace=args.replace or args.resume)
     log.info("added %s to %s", name, bank_dir)
     say(f"wrote {bank_dir / entry.file} and its manifest entry")

@@ -23,6 +23,7 @@ from ...bank.manifest import (
     RouterDefaults,
     decode_matrix,
     encode_matrix,
+    placeholder_embedding,
     presence_logit,
     read_manifest,
     write_manifest,
@@ -31,7 +32,7 @@ from ...errors import BankError, InputError
 from ...images import array_to_tensor
 from ...router.encoder import DegradationEncoder
 from ...router.router import outside_subspace, subspace_residual, unknown_mask
-from ...router.trained import TrainedEncoder, lda_row, make_encoder, with_constant
+from ...router.trained import CLEAN, TrainedEncoder, lda_row, make_encoder, with_constant
 from .data import FRAME_SIDES, PHOTO_WIDTHS, Standardisation, at_photo_scale, photo_split
 
 
@@ -400,7 +401,7 @@ def train_router(bank_dir: Path, config: RouterFitConfig | None = None, cache_di
     design.dim, design.feature_mean, design.feature_std = encoder.dim, standard.mean.tolist(), standard.std.tolist()
     manifest.encoder = design
     for entry, row in zip(manifest.loras, embeddings):
-        entry.embedding = row.tolist()
+        entry.embedding, entry.embedding_of = row.tolist(), "d"
     manifest.router = RouterDefaults(
         top_k=min(config.top_k, len(names)), temperature=round(temperature, 5), normalisation="softmax",
         unknown_threshold=round(threshold, 5), unknown_strength=config.unknown_strength,
@@ -559,8 +560,8 @@ def add_embedding(bank_dir: Path, name: str, images: Sequence[torch.Tensor], *, 
     A presence router (``router.similarity: logit``, lab/router/presence.py, or the trained encoder): a presence
     head for the new kind alone, by logistic regression of the examples against ``negatives`` and the heads' own
     training examples kept in the bank (``router.examples``); at least one of the two is required, except with
-    the trained encoder, which without negatives places the kind in closed form (``_add_trained_embedding``,
-    no route margin). A cosine router: the
+    the trained encoder, which places the kind on its pooled statistics (``_add_pooled_embedding``), or without
+    negatives in closed form on d (``_add_trained_embedding``, no route margin). A cosine router: the
     centroid of the examples in the bank's standardised feature space, then (``refine``) a few
     cross-entropy steps that move only this embedding away from the other, frozen embeddings. The
     residual unknown test's subspace grows by the examples' main directions (``extend_subspace``).
@@ -579,15 +580,13 @@ def add_embedding(bank_dir: Path, name: str, images: Sequence[torch.Tensor], *, 
     if not images:
         raise InputError(f"no example images for {name!r}; give a handful of images showing its degradation")
     encoder = make_encoder(manifest.encoder, bank_dir)
+    if manifest.encoder.trained and negatives:
+        return _add_pooled_embedding(bank_dir, manifest, name, images, negatives, encoder, false_alarm)
     raw = torch.cat([encoder.features(image) for image in images])
     check_dim(raw, manifest.encoder.dim)
-    if manifest.encoder.trained:
-        if not negatives:  # nothing to fit a head against: the closed form from the encoder's own statistics
-            return _add_trained_embedding(bank_dir, manifest, name, raw, encoder)
-        standard = _trained_feature
-    else:
-        standard = Standardisation(torch.tensor(manifest.encoder.feature_mean),
-                                   torch.tensor(manifest.encoder.feature_std))
+    if manifest.encoder.trained:  # nothing to fit a head against: the closed form from the encoder's own statistics
+        return _add_trained_embedding(bank_dir, manifest, name, raw, encoder)
+    standard = Standardisation(torch.tensor(manifest.encoder.feature_mean), torch.tensor(manifest.encoder.feature_std))
     z = standard(raw)
     logit = presence_logit(manifest.encoder, manifest.router)
     index = manifest.names.index(name)
@@ -625,7 +624,7 @@ def add_embedding(bank_dir: Path, name: str, images: Sequence[torch.Tensor], *, 
             trial[index] = place(table, z_negative=z_negative[fold != k], labels_negative=labels_negative[fold != k])
             gaps[fold == k] = route_gaps(z_negative[fold == k], trial, index, logit)
     margin = calibrate_route_margin(gaps, false_alarm) if others else 0.0
-    manifest.loras[index].embedding = table[index].tolist()
+    manifest.loras[index].embedding, manifest.loras[index].embedding_of = table[index].tolist(), "d"
     manifest.loras[index].route_margin = round(margin, 5)
     offsets = torch.tensor([entry.route_margin for entry in manifest.loras])
 
@@ -645,9 +644,74 @@ def add_embedding(bank_dir: Path, name: str, images: Sequence[torch.Tensor], *, 
     return manifest, report
 
 
-def _trained_feature(raw: torch.Tensor) -> torch.Tensor:
-    """The trained encoder's d without its constant: the space its presence heads, and a new kind's, are linear in."""
-    return raw[:, :-1]
+POOLED_WEIGHT_DECAY = 1e-2
+"""L2 on a row placed on the trained encoder's standardised pooled statistics (chosen on the validation interiors and
+on the TRAIN scenes left out of the reference photos, docs/your_own_kind.md)."""
+
+
+def clean_capped_gaps(new: torch.Tensor, others: torch.Tensor, clean: int | None) -> torch.Tensor:
+    """How far a new kind's s_o (``new`` [n]) is from being chosen first over the other kinds' (``others`` [n, N],
+    as the router scores them): it must beat every kind but clean, and beat clean or read present (``Router.
+    feature_scores`` caps clean's presence at 1 minus an unseen kind's). Chosen exactly when this exceeds the
+    kind's route margin."""
+    if clean is None:
+        return new - others.amax(dim=1)
+    rest = torch.cat([others[:, :clean], others[:, clean + 1 :]], dim=1)
+    return torch.minimum(new - rest.amax(dim=1), torch.maximum(new - others[:, clean], new))
+
+
+def _add_pooled_embedding(bank_dir: Path, manifest: Manifest, name: str, images: Sequence[torch.Tensor],
+                          negatives: Sequence[tuple[str, torch.Tensor]], encoder: TrainedEncoder,
+                          false_alarm: float) -> tuple[Manifest, dict]:
+    """``add_embedding`` with the trained encoder and examples of the other kinds: a presence row over the encoder's
+    pooled statistics under d (``embedding_of: pooled``). Its neck learned the bank's kinds, and maps one it never
+    saw near clean or a colour cast; the statistics it reads keep what it drops. Logistic regression of the
+    examples against the negatives (both sides weighted alike) on statistics standardised by the negatives, the
+    standardisation folded into the row; the route margin from out-of-fold gaps (``clean_capped_gaps``)."""
+    from ...router.router import Router
+    from .presence import fit_presence
+
+    index = manifest.names.index(name)
+    manifest.loras[index].embedding = placeholder_embedding(manifest.encoder, manifest.router)
+    manifest.loras[index].embedding_of, manifest.loras[index].route_margin = "d", 0.0
+    before = Router(manifest, encoder)  # the other kinds as the router scores them, this one not yet placed
+    others = [n for n in manifest.names if n != name]
+    kept = [image for kind, image in negatives if kind in others]
+    if not kept:
+        raise InputError(f"no examples of the bank's other kinds to place {name!r} against; give clean photos "
+                         f"with --clean-images")
+    dim = manifest.encoder.dim
+    positive = torch.cat([encoder.features(image, pooled=True) for image in images])
+    negative = torch.cat([encoder.features(image, pooled=True) for image in kept])
+    mean, std = negative[:, dim:].mean(0), negative[:, dim:].std(0).clamp_min(1e-3)
+    z, z_negative = (positive[:, dim:] - mean) / std, (negative[:, dim:] - mean) / std
+    scored = before.feature_scores(negative).similarities
+    scored = torch.cat([scored[:, :index], scored[:, index + 1 :]], dim=1)
+    # the router caps clean by the presence of a kind its encoder never saw (``Router.unseen_index``) only
+    clean = others.index(CLEAN) if CLEAN in others and name not in encoder.kinds else None
+
+    def place(negatives_z: torch.Tensor) -> torch.Tensor:
+        targets = torch.cat([torch.ones(len(z), 1), torch.zeros(len(negatives_z), 1)])
+        return fit_presence(torch.cat([z, negatives_z]), targets, POOLED_WEIGHT_DECAY,
+                            positive_weight=len(negatives_z) / len(z))[0].float()
+
+    row = place(z_negative)
+    gaps = clean_capped_gaps(with_constant(z_negative) @ row, scored, clean)
+    if len(z_negative) >= 2 * ROUTE_FOLDS:  # out-of-fold: each negative against a placement without it
+        fold = torch.arange(len(z_negative)) % ROUTE_FOLDS
+        for k in range(ROUTE_FOLDS):
+            trial = place(z_negative[fold != k])
+            gaps[fold == k] = clean_capped_gaps(with_constant(z_negative[fold == k]) @ trial, scored[fold == k], clean)
+    weights = row[:-1] / std  # standardisation folded in: B·[s, 1] on the raw statistics
+    entry = manifest.loras[index]
+    entry.embedding = [*weights.tolist(), float(row[-1] - weights @ mean)]
+    entry.embedding_of, entry.route_margin = "pooled", round(calibrate_route_margin(gaps, false_alarm), 5)
+    after = Router(manifest, encoder)
+    report = {"examples": len(images), "refined": True, "negatives": len(kept), "route_margin": entry.route_margin,
+              "routed_to_new": int((after.feature_scores(positive).similarities.argmax(dim=-1) == index).sum()),
+              "negatives_taken": int((after.feature_scores(negative).similarities.argmax(dim=-1) == index).sum())}
+    write_manifest(manifest, bank_dir)
+    return manifest, report
 
 
 def _add_trained_embedding(bank_dir: Path, manifest: Manifest, name: str, raw: torch.Tensor,
@@ -658,10 +722,12 @@ def _add_trained_embedding(bank_dir: Path, manifest: Manifest, name: str, raw: t
     if "lda.clean_mean" not in lda or "lda.precision" not in lda:
         raise BankError(f"the bank's router encoder {manifest.encoder.file} has no clean statistics for "
                         f"`bank add`; install an encoder trained by `uir-lora encoder train`")
+    from ...router.router import Router
+
     row = lda_row(raw[:, :-1], lda["lda.clean_mean"], lda["lda.precision"])
     index = manifest.names.index(name)
-    manifest.loras[index].embedding = row.tolist()
-    table = torch.tensor([entry.embedding for entry in manifest.loras])
-    routed = (raw @ table.T).argmax(dim=-1)
+    entry = manifest.loras[index]
+    entry.embedding, entry.embedding_of, entry.route_margin = row.tolist(), "d", 0.0
+    routed = Router(manifest, encoder).feature_scores(raw).similarities.argmax(dim=-1)
     write_manifest(manifest, bank_dir)
     return manifest, {"examples": len(raw), "routed_to_new": int((routed == index).sum()), "refined": False}

@@ -339,6 +339,6 @@ def fit_bank_presence(bank_dir: Path, config: PresenceData, seeds: Sequence[int]
     for entry in manifest.loras:
         entry.embedding = (by_class[entry.name].tolist() if entry.name in by_class
                            else placeholder_embedding(manifest.encoder, manifest.router))
-        entry.route_margin = 0.0
+        entry.route_margin, entry.embedding_of = 0.0, "d"
     write_manifest(manifest, bank_dir)
     return {**record, "unset": unset}

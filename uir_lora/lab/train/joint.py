@@ -473,6 +473,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         entry = LoraEntry(name=name, file=f"{name}.safetensors", rank=cfg.rank, alpha=float(cfg.rank),
                           target_modules=list(backbone.default_lora_targets),
                           embedding=list(old.embedding) if old else placeholder_embedding(encoder, manifest.router),
+                          embedding_of=old.embedding_of if old else "d",
                           description=old.description if old else name, conditioning=conditioning[name],
                           provenance=provenance, restored_before=list(order.get(name, [])),
                           measured=list(measured.get(name, [])))
