@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from uir_lora import pipeline
-from uir_lora.bank.manifest import read_manifest, write_manifest
+from uir_lora.bank.manifest import TRAINED_POOLED_DIM, read_manifest, write_manifest
 from uir_lora.bank.store import open_bank
 from uir_lora.degrade import degrade
 from uir_lora.errors import BankError, UIRError
@@ -403,7 +403,7 @@ def test_pooled_features_extend_d_from_the_same_pass(trained_bank):
     router = Router.of_folder(trained_bank)
     image = as_image(scene(70, 160))
     plain, extended = router.encoder.features(image), router.encoder.features(image, pooled=True)
-    assert extended.shape == (1, FEATURE_DIM + 1 + POOLED_DIM)
+    assert extended.shape == (1, FEATURE_DIM + 1 + POOLED_DIM) and POOLED_DIM == TRAINED_POOLED_DIM  # the manifest's
     assert torch.allclose(extended[:, : FEATURE_DIM + 1], plain, atol=1e-5)
     net, _ = load_encoder(trained_bank / ENCODER_FILE)
     boxes = router.encoder.boxes(*image.shape[-2:])

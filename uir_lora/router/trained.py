@@ -29,14 +29,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
 
-from ..bank.manifest import (
-    TRAINED_ENCODER,
-    UNSET_BIAS,
-    EncoderSpec,
-    RouterDefaults,
-    read_manifest,
-    write_manifest,
-)
+from ..bank.manifest import TRAINED_ENCODER, UNSET_BIAS, EncoderSpec, RouterDefaults, read_manifest, write_manifest
 from ..errors import BankError
 from ..paths import give_default_mode
 from .encoder import DegradationEncoder, EncoderUnavailable, efficientnet_lite0, fold_conv_bn, folded_block
