@@ -391,6 +391,10 @@ def test_bank_add_with_negatives_fits_a_presence_row_and_a_route_margin(trained_
     # clean reads at most the absence of a kind its head never saw
     clean = router.names.index("clean")
     assert (sims[:, clean] <= -sims[:, router.names.index("haze")] + 1e-6).all()
+    read = router._feature_scores(raw).similarities[:, clean]
+    held = [image for image, (before, after) in enumerate(zip(read, sims[:, clean])) if before >= 0 > after]
+    notes = [router.route(examples[image])[0].notes for image in range(len(examples))]
+    assert held and [image for image, said in enumerate(notes) if any("held at" in note for note in said)] == held
     with pytest.raises(BankError, match="pooled"):  # features without the statistics cannot score the row
         router.feature_scores(raw[:, : FEATURE_DIM + 1])
     # the closed form (no negatives) places the kind on d again

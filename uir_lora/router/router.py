@@ -508,6 +508,8 @@ class Router:
         if self.doubts:
             self._note_doubts(results, self.feature_scores(raw, whole, exposure, doubt=False, sky=sky).similarities,
                               sims)
+        if self.unseen_index:
+            self._note_clean_held(results, self._feature_scores(raw).similarities, sims)
         if self.logit:
             merged = merge_alternatives(sims, self.alternatives, temperature, "sigmoid", chosen)
             for result, row in zip(results, torch.sigmoid(merged / temperature)):
@@ -544,6 +546,18 @@ class Router:
                         f"{self.names[kind]} doubted: read at {float(torch.sigmoid(row_read[kind])):.2f}, but beside "
                         f"{self.names[strongest]} at {float(torch.sigmoid(row_read[strongest])):.2f} (the bank's rule: "
                         f"kept whole below {low:g}, none from {high:g})")
+
+    def _note_clean_held(self, results: list[RoutingResult], read: torch.Tensor, held: torch.Tensor) -> None:
+        """Say so where clean's head read the image as clean and a kind the encoder never saw held it below."""
+        clean = self.names.index(CLEAN)
+        for result, row_read, row_held in zip(results, read, held):
+            if row_read[clean] >= 0 > row_held[clean]:
+                kind = max(self.unseen_index, key=lambda index: float(row_held[index]))
+                result.notes.append(
+                    f"clean read at {float(torch.sigmoid(row_read[clean])):.2f}, held at "
+                    f"{float(torch.sigmoid(row_held[clean])):.2f} below {self.names[kind]} "
+                    f"({float(torch.sigmoid(row_held[kind])):.2f}): the encoder's clean head was trained before "
+                    f"{self.names[kind]} was added and cannot speak against it")
 
     def _judge_presence(self, result: RoutingResult, presence: dict[str, float]) -> None:
         """A presence router's own uncertainty: unknown when damage is likely but no kind is confident; when the
