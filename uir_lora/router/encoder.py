@@ -235,6 +235,6 @@ class DegradationEncoder:
         crops = torch.cat([images[..., y : y + size, x : x + size] for y, x in boxes])  # [n*B,3,s,s]
         # Batches of CROP_BATCH crops: up to 12 crops of every image of a ComfyUI batch at once would
         # hold the activations of hundreds of crops.
-        read = self.crop_features if not pooled else lambda chunk: self.crop_features(chunk, pooled=True)
+        read = functools.partial(self.crop_features, pooled=True) if pooled else self.crop_features
         features = torch.cat([read(crops[i : i + CROP_BATCH]) for i in range(0, len(crops), CROP_BATCH)])
         return features.unflatten(0, (len(boxes), len(images))).mean(dim=0)

@@ -31,7 +31,7 @@ from ...bank.manifest import (
 from ...errors import BankError, InputError
 from ...images import array_to_tensor
 from ...router.encoder import DegradationEncoder
-from ...router.router import outside_subspace, subspace_residual, unknown_mask
+from ...router.router import Router, outside_subspace, subspace_residual, unknown_mask
 from ...router.trained import CLEAN, TrainedEncoder, lda_row, make_encoder, with_constant
 from .data import FRAME_SIDES, PHOTO_WIDTHS, Standardisation, at_photo_scale, photo_split
 
@@ -522,6 +522,17 @@ def calibrate_route_margin(gaps: torch.Tensor, false_alarm: float = ROUTE_FALSE_
     return max(0.0, float(torch.quantile(gaps.double(), 1.0 - false_alarm)))
 
 
+def out_of_fold_gaps(gaps: torch.Tensor, held_out: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+    """``gaps`` of the negatives (changed in place) recomputed fold by fold: ``held_out(mask)`` gives the gaps of the
+    negatives in ``mask`` under a placement fitted without them, so the route margin sees examples the placement
+    did not fit. Too few negatives for ``ROUTE_FOLDS`` folds keep their in-sample gaps."""
+    if len(gaps) >= 2 * ROUTE_FOLDS:
+        fold = torch.arange(len(gaps)) % ROUTE_FOLDS
+        for k in range(ROUTE_FOLDS):
+            gaps[fold == k] = held_out(fold == k)
+    return gaps
+
+
 def _refine(table: torch.Tensor, index: int, others: Sequence[int], unknown: list[float] | None, z: torch.Tensor,
             z_negative: torch.Tensor, labels_negative: torch.Tensor, steps: int, temperature: float) -> torch.Tensor:
     """The new row after cross-entropy steps that move only it (every other row and T frozen); labels of the
@@ -617,12 +628,13 @@ def add_embedding(bank_dir: Path, name: str, images: Sequence[torch.Tensor], *, 
     if refined:
         table[index] = place(table, z_negative=z_negative, labels_negative=labels_negative)
     gaps = route_gaps(z_negative, table, index, logit)
-    if refined and len(z_negative) >= 2 * ROUTE_FOLDS:  # out-of-fold: each negative against a placement without it
-        fold = torch.arange(len(z_negative)) % ROUTE_FOLDS
-        for k in range(ROUTE_FOLDS):
+    if refined:
+        def held_out(mask: torch.Tensor) -> torch.Tensor:
             trial = table.clone()
-            trial[index] = place(table, z_negative=z_negative[fold != k], labels_negative=labels_negative[fold != k])
-            gaps[fold == k] = route_gaps(z_negative[fold == k], trial, index, logit)
+            trial[index] = place(table, z_negative=z_negative[~mask], labels_negative=labels_negative[~mask])
+            return route_gaps(z_negative[mask], trial, index, logit)
+
+        gaps = out_of_fold_gaps(gaps, held_out)
     margin = calibrate_route_margin(gaps, false_alarm) if others else 0.0
     manifest.loras[index].embedding, manifest.loras[index].embedding_of = table[index].tolist(), "d"
     manifest.loras[index].route_margin = round(margin, 5)
@@ -668,7 +680,6 @@ def _add_pooled_embedding(bank_dir: Path, manifest: Manifest, name: str, images:
     saw near clean or a colour cast; the statistics it reads keep what it drops. Logistic regression of the
     examples against the negatives (both sides weighted alike) on statistics standardised by the negatives, the
     standardisation folded into the row; the route margin from out-of-fold gaps (``clean_capped_gaps``)."""
-    from ...router.router import Router
     from .presence import fit_presence
 
     index = manifest.names.index(name)
@@ -695,13 +706,12 @@ def _add_pooled_embedding(bank_dir: Path, manifest: Manifest, name: str, images:
         return fit_presence(torch.cat([z, negatives_z]), targets, POOLED_WEIGHT_DECAY,
                             positive_weight=len(negatives_z) / len(z))[0].float()
 
+    def gaps_under(row: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return clean_capped_gaps(with_constant(z_negative[mask]) @ row, scored[mask], clean)
+
     row = place(z_negative)
-    gaps = clean_capped_gaps(with_constant(z_negative) @ row, scored, clean)
-    if len(z_negative) >= 2 * ROUTE_FOLDS:  # out-of-fold: each negative against a placement without it
-        fold = torch.arange(len(z_negative)) % ROUTE_FOLDS
-        for k in range(ROUTE_FOLDS):
-            trial = place(z_negative[fold != k])
-            gaps[fold == k] = clean_capped_gaps(with_constant(z_negative[fold == k]) @ trial, scored[fold == k], clean)
+    everything = torch.ones(len(z_negative), dtype=torch.bool)
+    gaps = out_of_fold_gaps(gaps_under(row, everything), lambda mask: gaps_under(place(z_negative[~mask]), mask))
     weights = row[:-1] / std  # standardisation folded in: B·[s, 1] on the raw statistics
     entry = manifest.loras[index]
     entry.embedding = [*weights.tolist(), float(row[-1] - weights @ mean)]
@@ -722,8 +732,6 @@ def _add_trained_embedding(bank_dir: Path, manifest: Manifest, name: str, raw: t
     if "lda.clean_mean" not in lda or "lda.precision" not in lda:
         raise BankError(f"the bank's router encoder {manifest.encoder.file} has no clean statistics for "
                         f"`bank add`; install an encoder trained by `uir-lora encoder train`")
-    from ...router.router import Router
-
     row = lda_row(raw[:, :-1], lda["lda.clean_mean"], lda["lda.precision"])
     index = manifest.names.index(name)
     entry = manifest.loras[index]
