@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from uir_lora import pipeline
-from uir_lora.bank.manifest import TRAINED_POOLED_DIM, read_manifest, write_manifest
+from uir_lora.bank.manifest import TRAINED_POOLED_DIM, TRAINED_POOLED_DIM_BEFORE_PEAKS, read_manifest, write_manifest
 from uir_lora.bank.store import open_bank
 from uir_lora.degrade import degrade
 from uir_lora.errors import BankError, UIRError
@@ -23,7 +23,9 @@ from uir_lora.router.trained import (
     ENCODER_FILE,
     FEATURE_DIM,
     POOLED_DIM,
+    STATISTICS_DIM,
     TrainedEncoder,
+    channel_peaks,
     install_encoder,
     lda_row,
     load_encoder,
@@ -374,8 +376,8 @@ def test_bank_add_with_negatives_fits_a_presence_row_and_a_route_margin(trained_
     assert {e["name"]: json.dumps(e) for e in after["loras"] if e["name"] != "haze"} == \
         {name: text for name, text in before.items() if name != "haze"}
     haze = next(e for e in after["loras"] if e["name"] == "haze")
-    # fitted on the pooled statistics under d, not the closed form on d
-    assert haze["embedding_of"] == "pooled" and len(haze["embedding"]) == POOLED_DIM + 1
+    # fitted on the pooled statistics under d and the channel peaks, not the closed form on d
+    assert haze["embedding_of"] == "pooled" and len(haze["embedding"]) == STATISTICS_DIM + 1
     assert report["refined"] and report["negatives"] == len(negatives) and report["route_margin"] >= 0
     assert report["routed_to_new"] >= 5 and report["negatives_taken"] <= 1
     router = Router.of_folder(trained_bank)
@@ -407,14 +409,21 @@ def test_pooled_features_extend_d_from_the_same_pass(trained_bank):
     router = Router.of_folder(trained_bank)
     image = as_image(scene(70, 160))
     plain, extended = router.encoder.features(image), router.encoder.features(image, pooled=True)
-    assert extended.shape == (1, FEATURE_DIM + 1 + POOLED_DIM) and POOLED_DIM == TRAINED_POOLED_DIM  # the manifest's
+    assert extended.shape == (1, FEATURE_DIM + 1 + STATISTICS_DIM)
+    assert STATISTICS_DIM == TRAINED_POOLED_DIM  # the manifest's
     assert torch.allclose(extended[:, : FEATURE_DIM + 1], plain, atol=1e-5)
     net, _ = load_encoder(trained_bank / ENCODER_FILE)
     boxes = router.encoder.boxes(*image.shape[-2:])
     size = router.encoder.spec.crop
     crops = torch.cat([image[..., y : y + size, x : x + size] for y, x in boxes])
     with torch.no_grad():
-        assert torch.allclose(extended[0, FEATURE_DIM + 1 :], net.pooled(crops).mean(0), atol=1e-3)
+        statistics = net.pooled(crops, peaks=True)
+        assert torch.allclose(statistics[:, :POOLED_DIM], net.pooled(crops), atol=1e-6)  # the neck's input first
+        assert torch.allclose(extended[0, FEATURE_DIM + 1 :], statistics.mean(0), atol=1e-3)
+    # what the features average: each crop's reading
+    reads = router.encoder.crop_reads(image, pooled=True)
+    assert reads.shape == (len(boxes), 1, FEATURE_DIM + 1 + STATISTICS_DIM)
+    assert torch.allclose(reads.mean(0), extended, atol=1e-6)
     clean = router.names.index("clean")  # haze has no row yet (presence ~0): clean as its own head reads it
     assert torch.allclose(router.feature_scores(plain).similarities[0, clean], (plain @ router.embeddings.T)[0, clean])
 
@@ -426,6 +435,32 @@ def test_a_pooled_row_needs_its_length(trained_bank):
     (trained_bank / "manifest.json").write_text(json.dumps(data))
     with pytest.raises(BankError, match="embedding"):
         read_manifest(trained_bank)
+
+
+def test_a_pooled_row_written_before_the_peaks_scores_as_it_did(trained_bank):
+    data = json.loads((trained_bank / "manifest.json").read_text())
+    entry = next(e for e in data["loras"] if e["name"] == "haze")
+    statistics_row = torch.randn(TRAINED_POOLED_DIM_BEFORE_PEAKS, generator=torch.Generator().manual_seed(3)) * 0.01
+    entry.update(embedding_of="pooled", embedding=[*statistics_row.tolist(), -1.5])
+    (trained_bank / "manifest.json").write_text(json.dumps(data))
+    router = Router.of_folder(trained_bank)
+    image = as_image(scene(71, 160))
+    raw = router.encoder.features(image, pooled=True)
+    haze = router.names.index("haze")
+    expected = raw[0, FEATURE_DIM + 1 : FEATURE_DIM + 1 + POOLED_DIM] @ statistics_row - 1.5
+    assert torch.allclose(router.feature_scores(raw).similarities[0, haze], expected, atol=1e-4)
+    assert len(read_manifest(trained_bank).lora("haze").embedding) == TRAINED_POOLED_DIM + 1
+
+
+def test_channel_peaks_see_a_mark_that_the_mean_dilutes():
+    flat = torch.rand(1, 2, 10_000, generator=torch.Generator().manual_seed(0))
+    marked = flat.clone()
+    marked[0, 1, :150] = 8.0  # 1.5 % of one channel's positions: a few dust specks
+    before, after = channel_peaks(flat), channel_peaks(marked)
+    assert [peak.shape for peak in after] == [(1, 2), (1, 2)]
+    assert torch.allclose(after[0][0, 0], before[0][0, 0]) and torch.allclose(after[1][0, 0], before[1][0, 0])
+    assert after[0][0, 1] > 3 * before[0][0, 1] and after[1][0, 1] > 3 * before[1][0, 1]
+    assert after[0][0, 1] >= after[1][0, 1]  # the maximum, then the lowest of the top share
 
 
 def test_a_pooled_row_needs_the_trained_encoder(random_bank):

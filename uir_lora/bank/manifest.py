@@ -59,8 +59,11 @@ a black photo starts to count as a night sky rather than an under-exposed one, a
 EXPOSURE_RANGE = (0.0, 5.0)
 """The stops that ``router.exposure_stops`` accepts, inclusive (the exposure anchor lifts by at most five)."""
 TRAINED_ENCODER = "da-efficientnet-lite0"
-TRAINED_POOLED_DIM = 512
-"""Length of the trained encoder's pooled block statistics, the features under its d (router/trained.py)."""
+TRAINED_POOLED_DIM = 1056
+"""Length of the trained encoder's statistics a new kind is placed on (router/trained.py: ``STATISTICS_DIM``)."""
+TRAINED_POOLED_DIM_BEFORE_PEAKS = 512
+"""Their length before the channel peaks joined them: such a row reads the first 512 alone, so it is read with
+zeros for the peaks and routes as it did."""
 EMBEDDING_SPACES = ("d", "pooled")
 """The degradation-aware encoder trained here (router/trained.py); its weights ship in the bank folder."""
 
@@ -236,9 +239,10 @@ class LoraEntry:
     without a global stage are ignored. Written only when set."""
     embedding_of: str = "d"
     """What B is a row over: "d", the encoder's feature (every kind that train-router or the trained encoder's
-    presence head placed); "pooled", the trained encoder's pooled block statistics under d, then 1 (their
-    standardisation folded into the row): how `bank add` places a kind the encoder was not trained on, whose d
-    the neck, trained on the bank's kinds, often maps near clean or a colour cast (docs/your_own_kind.md).
+    presence head placed); "pooled", the trained encoder's pooled block statistics under d and its channel
+    peaks, then 1 (their standardisation folded into the row): how `bank add` places a kind the encoder was not
+    trained on, whose d the neck, trained on the bank's kinds, often maps near clean or a colour cast
+    (docs/your_own_kind.md).
     Written only when not "d"."""
     measured: list[str] = field(default_factory=list)
     """Conditioning values taken from each photo (``Backbone.measure_conditioning``: FFDNet's sigma, the photo's
@@ -342,6 +346,14 @@ def _check_nesting(data: Any, where: str) -> None:
             if depth > MAX_NESTING:
                 raise BankError(f"{where}: JSON nested more than {MAX_NESTING} levels deep; the manifest is damaged")
             stack.extend((item, depth + 1) for item in (value.values() if isinstance(value, dict) else value))
+
+
+def _pooled_row(values: Any, where: str) -> list[float]:
+    """A row over the trained encoder's statistics and 1; one written before the channel peaks joined them gets
+    zeros for the peaks (``TRAINED_POOLED_DIM_BEFORE_PEAKS``), so it scores as it did."""
+    if isinstance(values, list) and len(values) == TRAINED_POOLED_DIM_BEFORE_PEAKS + 1:
+        values = values[:-1] + [0.0] * (TRAINED_POOLED_DIM - TRAINED_POOLED_DIM_BEFORE_PEAKS) + values[-1:]
+    return _finite_vector(values, where, TRAINED_POOLED_DIM + 1)
 
 
 def _finite_vector(values: Any, where: str, dim: int | None = None) -> list[float]:
@@ -528,8 +540,8 @@ def _parse_lora(data: Any, index: int, dim: int, margin_limit: float, trained: b
                         f"got {space!r}: place the kind again with `uir-lora bank add`")
     return LoraEntry(
         name=name, file=file, rank=rank, alpha=float(alpha), target_modules=list(targets),
-        embedding=_finite_vector(_require(data, "embedding", list, where), f"{where} embedding",
-                                 TRAINED_POOLED_DIM + 1 if space == "pooled" else dim),
+        embedding=_pooled_row(_require(data, "embedding", list, where), f"{where} embedding") if space == "pooled"
+        else _finite_vector(_require(data, "embedding", list, where), f"{where} embedding", dim),
         embedding_of=space,
         description=_description(data, where),
         conditioning=dict(zip(conditioning, _finite_vector(list(conditioning.values()), f"{where} conditioning"))),

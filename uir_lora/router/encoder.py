@@ -222,6 +222,11 @@ class DegradationEncoder:
                  pooled: bool = False) -> torch.Tensor:
         """Average of the block features over native-resolution crops; [B,3,H,W] -> [B, dim], or with ``pooled``
         [B, dim + pooled_dim]: the trained encoder's pooled statistics under d appended (``embedding_of: pooled``)."""
+        return self.crop_reads(images, boxes, pooled).mean(dim=0)
+
+    def crop_reads(self, images: torch.Tensor, boxes: Sequence[tuple[int, int]] | None = None,
+                   pooled: bool = False) -> torch.Tensor:
+        """What ``features`` averages: each crop's features, [crops, B, dim (+ pooled_dim)]."""
         if pooled and not self.pooled_dim:
             raise UIRError(f"the {self.spec.name!r} router encoder has no pooled statistics; a LoRA placed on them "
                            f"(embedding_of: pooled) needs the trained encoder")
@@ -237,4 +242,4 @@ class DegradationEncoder:
         # hold the activations of hundreds of crops.
         read = functools.partial(self.crop_features, pooled=True) if pooled else self.crop_features
         features = torch.cat([read(crops[i : i + CROP_BATCH]) for i in range(0, len(crops), CROP_BATCH)])
-        return features.unflatten(0, (len(boxes), len(images))).mean(dim=0)
+        return features.unflatten(0, (len(boxes), len(images)))

@@ -41,7 +41,16 @@ POOL_BLOCKS = (2, 4, 7, 10)
 """Blocks whose activations are pooled (24, 40, 80, 112 channels: pixel- to object-scale damage)."""
 POOL_CHANNELS = {2: 24, 4: 40, 7: 80, 10: 112}
 POOLED_DIM = 2 * sum(POOL_CHANNELS[b] for b in POOL_BLOCKS)
-"""The pooled statistics under d (a mean and a log std per channel): what a kind the encoder never saw is placed on."""
+"""The pooled statistics under d (a mean and a log std per channel), what the neck reads."""
+PEAK_BLOCKS = (0, 2, 4, 7, 10)
+"""Blocks whose channel peaks are read for a kind the encoder never saw (block 0: 16 channels at half resolution)."""
+PEAK_CHANNELS = {0: 16, **POOL_CHANNELS}
+PEAK_SHARE = 0.01
+"""The upper share of a channel's positions whose lowest value is its second peak statistic."""
+STATISTICS_DIM = POOLED_DIM + 2 * sum(PEAK_CHANNELS[b] for b in PEAK_BLOCKS)
+"""The pooled statistics and, per channel of ``PEAK_BLOCKS``, how far its maximum and its top ``PEAK_SHARE`` stand
+above its mean in standard deviations: what a kind the encoder never saw is placed on (``embedding_of: pooled``).
+Means and deviations dilute damage that covers a small part of a crop (scratches, dust); the peaks keep it."""
 FEATURE_DIM = 256
 CLEAN = "clean"
 RECORD_FIELDS = ("steps", "images", "seconds", "final_loss", "data", "date", "average")
@@ -66,6 +75,15 @@ def _architecture() -> nn.Module:
     return EfficientNet.from_name("efficientnet-lite0")
 
 
+def channel_peaks(values: torch.Tensor) -> list[torch.Tensor]:
+    """[B, C, N] activations -> how far each channel's maximum and the lowest of its top ``PEAK_SHARE`` stand above
+    its mean, in its standard deviations: two [B, C]."""
+    std, mean = torch.std_mean(values, dim=2, correction=0)
+    top = values.topk(max(1, round(PEAK_SHARE * values.shape[2])), dim=2).values
+    spread = std.clamp_min(1e-4)
+    return [(top[..., 0] - mean) / spread, (top[..., -1] - mean) / spread]
+
+
 class DegradationNet(nn.Module):
     """Trunk (stem + blocks 0..LAST_BLOCK), pooled channel statistics, neck -> d, presence and severity heads."""
 
@@ -79,16 +97,19 @@ class DegradationNet(nn.Module):
         self.presence = nn.Linear(FEATURE_DIM, len(self.kinds) + 1)  # the kinds, then "clean" (no damage)
         self.severity = nn.Linear(FEATURE_DIM, len(self.kinds))
 
-    def pooled(self, images: torch.Tensor) -> torch.Tensor:
-        """[B,3,H,W] in 0..1 -> the pooled block statistics the neck reads: [B, POOLED_DIM]."""
+    def pooled(self, images: torch.Tensor, peaks: bool = False) -> torch.Tensor:
+        """[B,3,H,W] in 0..1 -> the pooled block statistics the neck reads: [B, POOLED_DIM]; with ``peaks`` the
+        channel peaks of ``PEAK_BLOCKS`` after them, from the same pass: [B, STATISTICS_DIM]."""
         x = self.stem((images - 0.5) / 0.5)  # the TF-style normalisation of these weights
-        stats = []
+        stats, peak_stats = [], []
         for index, block in enumerate(self.blocks):
             x = block(x)
             if index in POOL_BLOCKS:
                 std, mean = torch.std_mean(x.float(), dim=(2, 3), correction=0)
                 stats += [mean, std.clamp_min(1e-4).log()]  # damage scales activations multiplicatively
-        return torch.cat(stats, dim=1)
+            if peaks and index in PEAK_BLOCKS:
+                peak_stats += channel_peaks(x.float().flatten(2))
+        return torch.cat(stats + peak_stats, dim=1)
 
     def feature(self, images: torch.Tensor) -> torch.Tensor:
         """[B,3,H,W] in 0..1 -> d without the constant: [B, FEATURE_DIM]."""
@@ -212,7 +233,7 @@ class TrainedEncoder(DegradationEncoder):
         with torch.inference_mode(False):
             self.inference = _InferenceNet(net).eval().requires_grad_(False).to(memory_format=torch.channels_last)
 
-    pooled_dim = POOLED_DIM
+    pooled_dim = STATISTICS_DIM
 
     @property
     def dim(self) -> int:
@@ -220,10 +241,11 @@ class TrainedEncoder(DegradationEncoder):
 
     @torch.inference_mode()
     def crop_features(self, crops: torch.Tensor, pooled: bool = False) -> torch.Tensor:
-        """[d, 1] per crop, or with ``pooled`` [d, 1, the pooled statistics under d] from the same pass."""
+        """[d, 1] per crop, or with ``pooled`` [d, 1, the statistics a new kind is placed on (``STATISTICS_DIM``)]
+        from the same pass."""
         x = crops.float().clamp(0, 1).contiguous(memory_format=torch.channels_last)
-        statistics = self.inference.pooled(x)
-        d = with_constant(self.inference.neck(statistics))
+        statistics = self.inference.pooled(x, peaks=pooled)
+        d = with_constant(self.inference.neck(statistics[:, :POOLED_DIM]))
         return torch.cat([d, statistics], dim=1) if pooled else d
 
     def severities(self, d: torch.Tensor) -> dict[str, torch.Tensor]:

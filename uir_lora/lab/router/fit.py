@@ -657,8 +657,8 @@ def add_embedding(bank_dir: Path, name: str, images: Sequence[torch.Tensor], *, 
 
 
 POOLED_WEIGHT_DECAY = 1e-2
-"""L2 on a row placed on the trained encoder's standardised pooled statistics (chosen on the validation interiors and
-on the TRAIN scenes left out of the reference photos, docs/your_own_kind.md)."""
+"""L2 on a row placed on the trained encoder's standardised statistics (chosen on the validation interiors, the TRAIN
+scenes left out of the reference photos and the template renders that are not among them, docs/your_own_kind.md)."""
 
 
 def clean_capped_gaps(new: torch.Tensor, others: torch.Tensor, clean: int | None) -> torch.Tensor:
@@ -676,10 +676,13 @@ def _add_pooled_embedding(bank_dir: Path, manifest: Manifest, name: str, images:
                           negatives: Sequence[tuple[str, torch.Tensor]], encoder: TrainedEncoder,
                           false_alarm: float) -> tuple[Manifest, dict]:
     """``add_embedding`` with the trained encoder and examples of the other kinds: a presence row over the encoder's
-    pooled statistics under d (``embedding_of: pooled``). Its neck learned the bank's kinds, and maps one it never
-    saw near clean or a colour cast; the statistics it reads keep what it drops. Logistic regression of the
-    examples against the negatives (both sides weighted alike) on statistics standardised by the negatives, the
-    standardisation folded into the row; the route margin from out-of-fold gaps (``clean_capped_gaps``)."""
+    pooled statistics and channel peaks (``embedding_of: pooled``). Its neck learned the bank's kinds, and maps one
+    it never saw near clean or a colour cast; the statistics it reads keep what it drops, and the peaks what a
+    mean dilutes. Logistic regression of the examples' crops against the negatives' (both sides weighted alike;
+    damage that marks some crops of a photo and not others is learned where it shows) on statistics standardised
+    by the negatives' crops, the standardisation folded into the row. The router scores the mean of the crops'
+    statistics, which is the mean of their logits; the route margin from out-of-fold gaps of whole images
+    (``clean_capped_gaps``)."""
     from .presence import fit_presence
 
     index = manifest.names.index(name)
@@ -692,16 +695,22 @@ def _add_pooled_embedding(bank_dir: Path, manifest: Manifest, name: str, images:
         raise InputError(f"no examples of the bank's other kinds to place {name!r} against; give clean photos "
                          f"with --clean-images")
     dim = manifest.encoder.dim
-    positive = torch.cat([encoder.features(image, pooled=True) for image in images])
-    negative = torch.cat([encoder.features(image, pooled=True) for image in kept])
-    mean, std = negative[:, dim:].mean(0), negative[:, dim:].std(0).clamp_min(1e-3)
-    z, z_negative = (positive[:, dim:] - mean) / std, (negative[:, dim:] - mean) / std
+    positive_reads = [encoder.crop_reads(image, pooled=True)[:, 0] for image in images]
+    negative_reads = [encoder.crop_reads(image, pooled=True)[:, 0] for image in kept]
+    positive = torch.stack([reads.mean(dim=0) for reads in positive_reads])  # each image's features, as routed
+    negative = torch.stack([reads.mean(dim=0) for reads in negative_reads])
+    negative_crops = torch.cat(negative_reads)[:, dim:]
+    mean, std = negative_crops.mean(0), negative_crops.std(0).clamp_min(1e-3)
+    z = (torch.cat(positive_reads)[:, dim:] - mean) / std
+    crops_z = [(reads[:, dim:] - mean) / std for reads in negative_reads]
+    z_negative = (negative[:, dim:] - mean) / std
     scored = before.feature_scores(negative).similarities
     scored = torch.cat([scored[:, :index], scored[:, index + 1 :]], dim=1)
     # the router caps clean by the presence of a kind its encoder never saw (``Router.unseen_index``) only
     clean = others.index(CLEAN) if CLEAN in others and name not in encoder.kinds else None
 
-    def place(negatives_z: torch.Tensor) -> torch.Tensor:
+    def place(mask: torch.Tensor) -> torch.Tensor:
+        negatives_z = torch.cat([crops for crops, keep in zip(crops_z, mask.tolist()) if keep])
         targets = torch.cat([torch.ones(len(z), 1), torch.zeros(len(negatives_z), 1)])
         return fit_presence(torch.cat([z, negatives_z]), targets, POOLED_WEIGHT_DECAY,
                             positive_weight=len(negatives_z) / len(z))[0].float()
@@ -709,9 +718,9 @@ def _add_pooled_embedding(bank_dir: Path, manifest: Manifest, name: str, images:
     def gaps_under(row: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         return clean_capped_gaps(with_constant(z_negative[mask]) @ row, scored[mask], clean)
 
-    row = place(z_negative)
     everything = torch.ones(len(z_negative), dtype=torch.bool)
-    gaps = out_of_fold_gaps(gaps_under(row, everything), lambda mask: gaps_under(place(z_negative[~mask]), mask))
+    row = place(everything)
+    gaps = out_of_fold_gaps(gaps_under(row, everything), lambda mask: gaps_under(place(~mask), mask))
     weights = row[:-1] / std  # standardisation folded in: B·[s, 1] on the raw statistics
     entry = manifest.loras[index]
     entry.embedding = [*weights.tolist(), float(row[-1] - weights @ mean)]
