@@ -405,6 +405,30 @@ def test_bank_add_with_negatives_fits_a_presence_row_and_a_route_margin(trained_
     assert again.embedding_of == "d" and len(again.embedding) == FEATURE_DIM + 1 and again.route_margin == 0
 
 
+def test_bank_add_fits_the_row_on_every_crop(trained_bank, monkeypatch):
+    from uir_lora.lab.router import presence
+
+    fitted = []
+    real = presence.fit_presence
+
+    def spy(z, targets, *args, **kwargs):
+        fitted.append((len(z), float(targets.sum())))
+        return real(z, targets, *args, **kwargs)
+
+    monkeypatch.setattr(presence, "fit_presence", spy)
+    gen = torch.Generator().manual_seed(8)
+    examples = [degrade(as_image(scene(s, 300)), "haze", generator=gen, severity=0.9) for s in range(30, 33)]
+    negatives = [(kind, degrade(as_image(scene(s, 160)), kind, generator=gen, severity=0.6))
+                 for s in range(50, 53) for kind in KINDS] + [("clean", as_image(scene(s, 160))) for s in range(56, 59)]
+    fit.add_embedding(trained_bank, "haze", examples, negatives=negatives)
+    encoder = Router.of_folder(trained_bank).encoder
+    crops = [len(encoder.boxes(*image.shape[-2:])) for image in examples]
+    negative_crops = sum(len(encoder.boxes(*image.shape[-2:])) for _, image in negatives)
+    assert min(crops) > 1  # a photo larger than a crop is read in several
+    # the first fit sees every crop of every example and of every example of the other kinds
+    assert fitted[0] == (sum(crops) + negative_crops, sum(crops))
+
+
 def test_pooled_features_extend_d_from_the_same_pass(trained_bank):
     router = Router.of_folder(trained_bank)
     image = as_image(scene(70, 160))
