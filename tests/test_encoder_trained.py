@@ -477,14 +477,17 @@ def test_a_pooled_row_written_before_the_peaks_scores_as_it_did(trained_bank):
 
 
 def test_channel_peaks_see_a_mark_that_the_mean_dilutes():
-    flat = torch.rand(1, 2, 10_000, generator=torch.Generator().manual_seed(0))
+    flat = torch.rand(1, 3, 10_000, generator=torch.Generator().manual_seed(0))
     marked = flat.clone()
-    marked[0, 1, :150] = 8.0  # 1.5 % of one channel's positions: a few dust specks
+    marked[0, 1, :150] = 8.0  # 1.5 % of one channel's positions: a few bright specks
+    marked[0, 2, :150] = -7.0  # and of another: dark ones
     before, after = channel_peaks(flat), channel_peaks(marked)
-    assert [peak.shape for peak in after] == [(1, 2), (1, 2)]
-    assert torch.allclose(after[0][0, 0], before[0][0, 0]) and torch.allclose(after[1][0, 0], before[1][0, 0])
-    assert after[0][0, 1] > 3 * before[0][0, 1] and after[1][0, 1] > 3 * before[1][0, 1]
-    assert after[0][0, 1] >= after[1][0, 1]  # the maximum, then the lowest of the top share
+    assert [peak.shape for peak in after] == [(1, 3)] * 4
+    assert all(torch.allclose(a[0, 0], b[0, 0]) for a, b in zip(after, before))  # an unmarked channel as it was
+    assert after[0][0, 1] > 3 * before[0][0, 1] and after[1][0, 1] > 3 * before[1][0, 1]  # bright: the top end
+    assert after[2][0, 2] > 3 * before[2][0, 2] and after[3][0, 2] > 3 * before[3][0, 2]  # dark: the bottom end
+    assert after[2][0, 1] < before[2][0, 1] and after[0][0, 2] < before[0][0, 2]  # each mark at its own end only
+    assert after[0][0, 1] >= after[1][0, 1] and after[2][0, 2] >= after[3][0, 2]  # the extreme, then the share
 
 
 def test_a_pooled_row_needs_the_trained_encoder(random_bank):

@@ -59,7 +59,7 @@ a black photo starts to count as a night sky rather than an under-exposed one, a
 EXPOSURE_RANGE = (0.0, 5.0)
 """The stops that ``router.exposure_stops`` accepts, inclusive (the exposure anchor lifts by at most five)."""
 TRAINED_ENCODER = "da-efficientnet-lite0"
-TRAINED_POOLED_DIM = 1056
+TRAINED_POOLED_DIM = 1600
 """Length of the trained encoder's statistics a new kind is placed on (router/trained.py: ``STATISTICS_DIM``)."""
 TRAINED_POOLED_DIM_BEFORE_PEAKS = 512
 """Their length before the channel peaks joined them: such a row reads the first 512 alone, so it is read with

@@ -46,11 +46,14 @@ PEAK_BLOCKS = (0, 2, 4, 7, 10)
 """Blocks whose channel peaks are read for a kind the encoder never saw (block 0: 16 channels at half resolution)."""
 PEAK_CHANNELS = {0: 16, **POOL_CHANNELS}
 PEAK_SHARE = 0.01
-"""The upper share of a channel's positions whose lowest value is its second peak statistic."""
-STATISTICS_DIM = POOLED_DIM + 2 * sum(PEAK_CHANNELS[b] for b in PEAK_BLOCKS)
-"""The pooled statistics and, per channel of ``PEAK_BLOCKS``, how far its maximum and its top ``PEAK_SHARE`` stand
-above its mean in standard deviations: what a kind the encoder never saw is placed on (``embedding_of: pooled``).
-Means and deviations dilute damage that covers a small part of a crop (scratches, dust); the peaks keep it."""
+"""The share of a channel's positions at each end whose innermost value is its second statistic at that end."""
+PEAK_STATISTICS = 4
+"""Per channel: its maximum, its top ``PEAK_SHARE``, its minimum and its bottom ``PEAK_SHARE``."""
+STATISTICS_DIM = POOLED_DIM + PEAK_STATISTICS * sum(PEAK_CHANNELS[b] for b in PEAK_BLOCKS)
+"""The pooled statistics and, per channel of ``PEAK_BLOCKS``, how far its extremes stand from its mean in standard
+deviations (``channel_peaks``): what a kind the encoder never saw is placed on (``embedding_of: pooled``). Means and
+deviations dilute damage that covers a small part of a crop (scratches, dust); the extremes keep it, bright marks
+at the top and dark ones at the bottom."""
 FEATURE_DIM = 256
 CLEAN = "clean"
 RECORD_FIELDS = ("steps", "images", "seconds", "final_loss", "data", "date", "average")
@@ -77,11 +80,14 @@ def _architecture() -> nn.Module:
 
 def channel_peaks(values: torch.Tensor) -> list[torch.Tensor]:
     """[B, C, N] activations -> how far each channel's maximum and the lowest of its top ``PEAK_SHARE`` stand above
-    its mean, in its standard deviations: two [B, C]."""
+    its mean, and its minimum and the highest of its bottom ``PEAK_SHARE`` below it, in its standard deviations:
+    ``PEAK_STATISTICS`` [B, C]."""
     std, mean = torch.std_mean(values, dim=2, correction=0)
-    top = values.topk(max(1, round(PEAK_SHARE * values.shape[2])), dim=2).values
+    count = max(1, round(PEAK_SHARE * values.shape[2]))
+    top, bottom = values.topk(count, dim=2).values, (-values).topk(count, dim=2).values
     spread = std.clamp_min(1e-4)
-    return [(top[..., 0] - mean) / spread, (top[..., -1] - mean) / spread]
+    return [(top[..., 0] - mean) / spread, (top[..., -1] - mean) / spread,
+            (bottom[..., 0] + mean) / spread, (bottom[..., -1] + mean) / spread]
 
 
 class DegradationNet(nn.Module):
