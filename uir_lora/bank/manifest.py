@@ -62,8 +62,8 @@ TRAINED_ENCODER = "da-efficientnet-lite0"
 TRAINED_POOLED_DIM = 1600
 """Length of the trained encoder's statistics a new kind is placed on (router/trained.py: ``STATISTICS_DIM``)."""
 TRAINED_POOLED_DIM_BEFORE_PEAKS = 512
-"""Their length before the channel peaks joined them: such a row reads the first 512 alone, so it is read with
-zeros for the peaks and routes as it did."""
+"""Their length before the channel extremes joined them: such a row reads the first 512 alone, so it is read with
+zeros for the extremes and routes as it did."""
 EMBEDDING_SPACES = ("d", "pooled")
 """The degradation-aware encoder trained here (router/trained.py); its weights ship in the bank folder."""
 
@@ -240,7 +240,7 @@ class LoraEntry:
     embedding_of: str = "d"
     """What B is a row over: "d", the encoder's feature (every kind that train-router or the trained encoder's
     presence head placed); "pooled", the trained encoder's pooled block statistics under d and its channel
-    peaks, then 1 (their standardisation folded into the row): how `bank add` places a kind the encoder was not
+    extremes, then 1 (their standardisation folded into the row): how `bank add` places a kind the encoder was not
     trained on, whose d the neck, trained on the bank's kinds, often maps near clean or a colour cast
     (docs/your_own_kind.md).
     Written only when not "d"."""
@@ -349,8 +349,8 @@ def _check_nesting(data: Any, where: str) -> None:
 
 
 def _pooled_row(values: Any, where: str) -> list[float]:
-    """A row over the trained encoder's statistics and 1; one written before the channel peaks joined them gets
-    zeros for the peaks (``TRAINED_POOLED_DIM_BEFORE_PEAKS``), so it scores as it did."""
+    """A row over the trained encoder's statistics and 1; one written before the channel extremes joined them gets
+    zeros for them (``TRAINED_POOLED_DIM_BEFORE_PEAKS``), so it scores as it did."""
     if isinstance(values, list) and len(values) == TRAINED_POOLED_DIM_BEFORE_PEAKS + 1:
         values = values[:-1] + [0.0] * (TRAINED_POOLED_DIM - TRAINED_POOLED_DIM_BEFORE_PEAKS) + values[-1:]
     return _finite_vector(values, where, TRAINED_POOLED_DIM + 1)

@@ -676,9 +676,9 @@ def _add_pooled_embedding(bank_dir: Path, manifest: Manifest, name: str, images:
                           negatives: Sequence[tuple[str, torch.Tensor]], encoder: TrainedEncoder,
                           false_alarm: float) -> tuple[Manifest, dict]:
     """``add_embedding`` with the trained encoder and examples of the other kinds: a presence row over the encoder's
-    pooled statistics and channel peaks (``embedding_of: pooled``). Its neck learned the bank's kinds, and maps one
-    it never saw near clean or a colour cast; the statistics it reads keep what it drops, and the peaks what a
-    mean dilutes. Logistic regression of the examples' crops against the negatives' (both sides weighted alike;
+    pooled statistics and channel extremes (``embedding_of: pooled``). Its neck learned the bank's kinds, and maps
+    one it never saw near clean or a colour cast; the statistics it reads keep what it drops, and the extremes what
+    a mean dilutes. Logistic regression of the examples' crops against the negatives' (both sides weighted alike;
     damage that marks some crops of a photo and not others is learned where it shows) on statistics standardised
     by the negatives' crops, the standardisation folded into the row. The router scores the mean of the crops'
     statistics, which is the mean of their logits; the route margin from out-of-fold gaps of whole images
