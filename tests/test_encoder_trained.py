@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from uir_lora import pipeline
-from uir_lora.bank.manifest import TRAINED_POOLED_DIM, TRAINED_POOLED_DIM_BEFORE_PEAKS, read_manifest, write_manifest
+from uir_lora.bank.manifest import TRAINED_POOLED_DIM, TRAINED_POOLED_DIM_BEFORE_EXTREMES, read_manifest, write_manifest
 from uir_lora.bank.store import open_bank
 from uir_lora.degrade import degrade
 from uir_lora.errors import BankError, UIRError
@@ -25,7 +25,7 @@ from uir_lora.router.trained import (
     POOLED_DIM,
     STATISTICS_DIM,
     TrainedEncoder,
-    channel_peaks,
+    channel_extremes,
     install_encoder,
     lda_row,
     load_encoder,
@@ -441,7 +441,7 @@ def test_pooled_features_extend_d_from_the_same_pass(trained_bank):
     size = router.encoder.spec.crop
     crops = torch.cat([image[..., y : y + size, x : x + size] for y, x in boxes])
     with torch.no_grad():
-        statistics = net.pooled(crops, peaks=True)
+        statistics = net.pooled(crops, extremes=True)
         assert torch.allclose(statistics[:, :POOLED_DIM], net.pooled(crops), atol=1e-6)  # the neck's input first
         assert torch.allclose(extended[0, FEATURE_DIM + 1 :], statistics.mean(0), atol=1e-3)
     # what the features average: each crop's reading
@@ -464,7 +464,7 @@ def test_a_pooled_row_needs_its_length(trained_bank):
 def test_a_pooled_row_written_before_the_peaks_scores_as_it_did(trained_bank):
     data = json.loads((trained_bank / "manifest.json").read_text())
     entry = next(e for e in data["loras"] if e["name"] == "haze")
-    statistics_row = torch.randn(TRAINED_POOLED_DIM_BEFORE_PEAKS, generator=torch.Generator().manual_seed(3)) * 0.01
+    statistics_row = torch.randn(TRAINED_POOLED_DIM_BEFORE_EXTREMES, generator=torch.Generator().manual_seed(3)) * 0.01
     entry.update(embedding_of="pooled", embedding=[*statistics_row.tolist(), -1.5])
     (trained_bank / "manifest.json").write_text(json.dumps(data))
     router = Router.of_folder(trained_bank)
@@ -476,12 +476,12 @@ def test_a_pooled_row_written_before_the_peaks_scores_as_it_did(trained_bank):
     assert len(read_manifest(trained_bank).lora("haze").embedding) == TRAINED_POOLED_DIM + 1
 
 
-def test_channel_peaks_see_a_mark_that_the_mean_dilutes():
+def test_channel_extremes_see_a_mark_that_the_mean_dilutes():
     flat = torch.rand(1, 3, 10_000, generator=torch.Generator().manual_seed(0))
     marked = flat.clone()
     marked[0, 1, :150] = 8.0  # 1.5 % of one channel's positions: a few bright specks
     marked[0, 2, :150] = -7.0  # and of another: dark ones
-    before, after = channel_peaks(flat), channel_peaks(marked)
+    before, after = channel_extremes(flat), channel_extremes(marked)
     assert [peak.shape for peak in after] == [(1, 3)] * 4
     assert all(torch.allclose(a[0, 0], b[0, 0]) for a, b in zip(after, before))  # an unmarked channel as it was
     assert after[0][0, 1] > 3 * before[0][0, 1] and after[1][0, 1] > 3 * before[1][0, 1]  # bright: the top end

@@ -61,7 +61,7 @@ EXPOSURE_RANGE = (0.0, 5.0)
 TRAINED_ENCODER = "da-efficientnet-lite0"
 TRAINED_POOLED_DIM = 1600
 """Length of the trained encoder's statistics a new kind is placed on (router/trained.py: ``STATISTICS_DIM``)."""
-TRAINED_POOLED_DIM_BEFORE_PEAKS = 512
+TRAINED_POOLED_DIM_BEFORE_EXTREMES = 512
 """Their length before the channel extremes joined them: such a row reads the first 512 alone, so it is read with
 zeros for the extremes and routes as it did."""
 EMBEDDING_SPACES = ("d", "pooled")
@@ -350,9 +350,9 @@ def _check_nesting(data: Any, where: str) -> None:
 
 def _pooled_row(values: Any, where: str) -> list[float]:
     """A row over the trained encoder's statistics and 1; one written before the channel extremes joined them gets
-    zeros for them (``TRAINED_POOLED_DIM_BEFORE_PEAKS``), so it scores as it did."""
-    if isinstance(values, list) and len(values) == TRAINED_POOLED_DIM_BEFORE_PEAKS + 1:
-        values = values[:-1] + [0.0] * (TRAINED_POOLED_DIM - TRAINED_POOLED_DIM_BEFORE_PEAKS) + values[-1:]
+    zeros for them (``TRAINED_POOLED_DIM_BEFORE_EXTREMES``), so it scores as it did."""
+    if isinstance(values, list) and len(values) == TRAINED_POOLED_DIM_BEFORE_EXTREMES + 1:
+        values = values[:-1] + [0.0] * (TRAINED_POOLED_DIM - TRAINED_POOLED_DIM_BEFORE_EXTREMES) + values[-1:]
     return _finite_vector(values, where, TRAINED_POOLED_DIM + 1)
 
 

@@ -42,16 +42,17 @@ POOL_BLOCKS = (2, 4, 7, 10)
 POOL_CHANNELS = {2: 24, 4: 40, 7: 80, 10: 112}
 POOLED_DIM = 2 * sum(POOL_CHANNELS[b] for b in POOL_BLOCKS)
 """The pooled statistics under d (a mean and a log std per channel), what the neck reads."""
-PEAK_BLOCKS = (0, 2, 4, 7, 10)
-"""Blocks whose channel peaks are read for a kind the encoder never saw (block 0: 16 channels at half resolution)."""
-PEAK_CHANNELS = {0: 16, **POOL_CHANNELS}
-PEAK_SHARE = 0.01
+EXTREME_BLOCKS = (0, 2, 4, 7, 10)
+"""Blocks whose channel extremes are read for a kind the encoder never saw (block 0: 16 channels at half
+resolution)."""
+EXTREME_CHANNELS = {0: 16, **POOL_CHANNELS}
+EXTREME_SHARE = 0.01
 """The share of a channel's positions at each end whose innermost value is its second statistic at that end."""
-PEAK_STATISTICS = 4
-"""Per channel: its maximum, its top ``PEAK_SHARE``, its minimum and its bottom ``PEAK_SHARE``."""
-STATISTICS_DIM = POOLED_DIM + PEAK_STATISTICS * sum(PEAK_CHANNELS[b] for b in PEAK_BLOCKS)
-"""The pooled statistics and, per channel of ``PEAK_BLOCKS``, how far its extremes stand from its mean in standard
-deviations (``channel_peaks``): what a kind the encoder never saw is placed on (``embedding_of: pooled``). Means and
+EXTREME_STATISTICS = 4
+"""Per channel: its maximum, its top ``EXTREME_SHARE``, its minimum and its bottom ``EXTREME_SHARE``."""
+STATISTICS_DIM = POOLED_DIM + EXTREME_STATISTICS * sum(EXTREME_CHANNELS[b] for b in EXTREME_BLOCKS)
+"""The pooled statistics and, per channel of ``EXTREME_BLOCKS``, how far its extremes stand from its mean in standard
+deviations (``channel_extremes``): what a kind the encoder never saw is placed on (``embedding_of: pooled``). Means and
 deviations dilute damage that covers a small part of a crop (scratches, dust); the extremes keep it, bright marks
 at the top and dark ones at the bottom."""
 FEATURE_DIM = 256
@@ -78,12 +79,12 @@ def _architecture() -> nn.Module:
     return EfficientNet.from_name("efficientnet-lite0")
 
 
-def channel_peaks(values: torch.Tensor) -> list[torch.Tensor]:
-    """[B, C, N] activations -> how far each channel's maximum and the lowest of its top ``PEAK_SHARE`` stand above
-    its mean, and its minimum and the highest of its bottom ``PEAK_SHARE`` below it, in its standard deviations:
-    ``PEAK_STATISTICS`` [B, C]."""
+def channel_extremes(values: torch.Tensor) -> list[torch.Tensor]:
+    """[B, C, N] activations -> how far each channel's maximum and the lowest of its top ``EXTREME_SHARE`` stand above
+    its mean, and its minimum and the highest of its bottom ``EXTREME_SHARE`` below it, in its standard deviations:
+    ``EXTREME_STATISTICS`` [B, C]."""
     std, mean = torch.std_mean(values, dim=2, correction=0)
-    count = max(1, round(PEAK_SHARE * values.shape[2]))
+    count = max(1, round(EXTREME_SHARE * values.shape[2]))
     top, bottom = values.topk(count, dim=2).values, (-values).topk(count, dim=2).values
     spread = std.clamp_min(1e-4)
     return [(top[..., 0] - mean) / spread, (top[..., -1] - mean) / spread,
@@ -103,19 +104,19 @@ class DegradationNet(nn.Module):
         self.presence = nn.Linear(FEATURE_DIM, len(self.kinds) + 1)  # the kinds, then "clean" (no damage)
         self.severity = nn.Linear(FEATURE_DIM, len(self.kinds))
 
-    def pooled(self, images: torch.Tensor, peaks: bool = False) -> torch.Tensor:
-        """[B,3,H,W] in 0..1 -> the pooled block statistics the neck reads: [B, POOLED_DIM]; with ``peaks`` the
-        channel peaks of ``PEAK_BLOCKS`` after them, from the same pass: [B, STATISTICS_DIM]."""
+    def pooled(self, images: torch.Tensor, extremes: bool = False) -> torch.Tensor:
+        """[B,3,H,W] in 0..1 -> the pooled block statistics the neck reads: [B, POOLED_DIM]; with ``extremes`` the
+        channel extremes of ``EXTREME_BLOCKS`` after them, from the same pass: [B, STATISTICS_DIM]."""
         x = self.stem((images - 0.5) / 0.5)  # the TF-style normalisation of these weights
-        stats, peak_stats = [], []
+        stats, extreme_stats = [], []
         for index, block in enumerate(self.blocks):
             x = block(x)
             if index in POOL_BLOCKS:
                 std, mean = torch.std_mean(x.float(), dim=(2, 3), correction=0)
                 stats += [mean, std.clamp_min(1e-4).log()]  # damage scales activations multiplicatively
-            if peaks and index in PEAK_BLOCKS:
-                peak_stats += channel_peaks(x.float().flatten(2))
-        return torch.cat(stats + peak_stats, dim=1)
+            if extremes and index in EXTREME_BLOCKS:
+                extreme_stats += channel_extremes(x.float().flatten(2))
+        return torch.cat(stats + extreme_stats, dim=1)
 
     def feature(self, images: torch.Tensor) -> torch.Tensor:
         """[B,3,H,W] in 0..1 -> d without the constant: [B, FEATURE_DIM]."""
@@ -250,7 +251,7 @@ class TrainedEncoder(DegradationEncoder):
         """[d, 1] per crop, or with ``pooled`` [d, 1, the statistics a new kind is placed on (``STATISTICS_DIM``)]
         from the same pass."""
         x = crops.float().clamp(0, 1).contiguous(memory_format=torch.channels_last)
-        statistics = self.inference.pooled(x, peaks=pooled)
+        statistics = self.inference.pooled(x, extremes=pooled)
         d = with_constant(self.inference.neck(statistics[:, :POOLED_DIM]))
         return torch.cat([d, statistics], dim=1) if pooled else d
 
