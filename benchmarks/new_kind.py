@@ -130,22 +130,18 @@ def new_kind_share(bank: Path, images: list[torch.Tensor]) -> dict:
             "first_choices": {n: firsts.count(n) for n in sorted(set(firsts))}}
 
 
-def existing_kinds(before: Path, after: Path, photos: list[torch.Tensor]) -> dict:
+def existing_kinds(before: Path, after: Path, set_name: str, photos: list[torch.Tensor]) -> dict:
     """Top-1 on the existing kinds (uir_lora.lab.degrade_alt on the held-out photos) with both banks' routers."""
     from uir_lora.lab.degrade_alt import degrade as degrade_alt
-    from uir_lora.lab.router.data import CLEAN, class_seed
+    from uir_lora.lab.router.data import encode_photos
     from uir_lora.lab.router.evaluate import EVAL_SEED
 
     old = Router.of_folder(before)
-    rows = []
-    for name in old.names:
-        generator = torch.Generator().manual_seed(class_seed(EVAL_SEED + 50, name))
-        for photo in photos:
-            for _ in range(EXISTING_DRAWS):
-                image = photo if name == CLEAN else degrade_alt(photo, name, generator=generator)
-                rows.append(features(old, image.clamp(0, 1)))
+    key = {"implementation": "degrade_alt", "benchmark": "new_kind", "set": set_name}
+    raw = torch.cat([encode_photos(old.encoder, photos, name, degrade_alt, EVAL_SEED + 50, EXISTING_DRAWS,
+                                   cache_key=key, pooled=True) for name in old.names])
     labels = torch.arange(len(old.names)).repeat_interleave(len(photos) * EXISTING_DRAWS)
-    return top1_change(before, after, torch.cat(rows), labels)
+    return top1_change(before, after, raw, labels)
 
 
 def features(router: Router, image: torch.Tensor) -> torch.Tensor:
@@ -229,7 +225,7 @@ def main() -> int:
     for set_name, photos in held_out_sets().items():
         results["new_kind"][set_name] = new_kind_routing(bank, photos, args.restore_photos)
         print(set_name, "new kind", json.dumps(results["new_kind"][set_name]), flush=True)
-        results["existing_kinds"][set_name] = existing_kinds(shipped, bank, photos)
+        results["existing_kinds"][set_name] = existing_kinds(shipped, bank, set_name, photos)
         print(set_name, "existing kinds", json.dumps(results["existing_kinds"][set_name]), flush=True)
     (args.out / "results.json").write_text(json.dumps(results, indent=1) + "\n")
     return 0

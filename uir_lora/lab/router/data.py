@@ -132,10 +132,11 @@ def whole_split_photos(split: str) -> tuple[list[str], list[torch.Tensor], dict]
 
 
 def encode_photos(encoder: DegradationEncoder, photos: Sequence[torch.Tensor], name: str, degrade: DegradeFn,
-                  seed: int, draws: int, *, cache_key: dict, cache_dir: Path | None = None) -> torch.Tensor:
+                  seed: int, draws: int, *, cache_key: dict, cache_dir: Path | None = None,
+                  pooled: bool = False) -> torch.Tensor:
     """Features [len(photos) * draws, dim] of whole photos degraded as class ``name`` (``draws`` independent
     draws each; a clean photo repeats), encoded as the router encodes a user's image: its crops at
-    native resolution, averaged."""
+    native resolution, averaged; with ``pooled`` the trained encoder's statistics appended (``features``)."""
 
     def compute() -> torch.Tensor:
         generator = torch.Generator().manual_seed(class_seed(seed, name))
@@ -143,11 +144,11 @@ def encode_photos(encoder: DegradationEncoder, photos: Sequence[torch.Tensor], n
         for photo in photos:
             for _ in range(draws):
                 image = photo if name == CLEAN else degrade(photo, name, generator=generator)
-                rows.append(encoder.features(image.clamp(0, 1)))
+                rows.append(encoder.features(image.clamp(0, 1), pooled=pooled))
         return torch.cat(rows)
 
     key = {**cache_key, "whole_photos": True, "name": name, "seed": seed, "draws": draws,
-           "encoder": encoder.spec_key()}
+           "encoder": encoder.spec_key(), **({"pooled": True} if pooled else {})}  # earlier keys stay valid
     return cached_features(key, compute, cache_dir)
 
 
