@@ -7,6 +7,7 @@ input that changes them, because encoding is the slow part.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -138,13 +139,15 @@ def encode_photos(encoder: DegradationEncoder, photos: Sequence[torch.Tensor], n
     draws each; a clean photo repeats), encoded as the router encodes a user's image: its crops at
     native resolution, averaged; with ``pooled`` the trained encoder's statistics appended (``features``)."""
 
+    read = functools.partial(encoder.features, pooled=True) if pooled else encoder.features
+
     def compute() -> torch.Tensor:
         generator = torch.Generator().manual_seed(class_seed(seed, name))
         rows = []
         for photo in photos:
             for _ in range(draws):
                 image = photo if name == CLEAN else degrade(photo, name, generator=generator)
-                rows.append(encoder.features(image.clamp(0, 1), pooled=pooled))
+                rows.append(read(image.clamp(0, 1)))
         return torch.cat(rows)
 
     key = {**cache_key, "whole_photos": True, "name": name, "seed": seed, "draws": draws,
