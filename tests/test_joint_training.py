@@ -293,3 +293,52 @@ def test_a_precipitation_share_outside_0_1_is_refused_before_any_work(tmp_path, 
         main(["--out", str(tmp_path / "bank"), "--precipitation-share", "-0.1"])
     assert "--precipitation-share must be a share in [0, 1], got -0.1" in capsys.readouterr().err
     assert not (tmp_path / "bank").exists()
+
+
+def test_a_framed_batch_is_damaged_whole_and_cut_to_one_aligned_window_per_image() -> None:
+    from uir_lora.lab.train.joint import same_window
+
+    frames = torch.rand(4, 3, 40, 40, generator=torch.Generator().manual_seed(0))
+    shifted = frames + 1.0  # a second tensor whose windows must match the first's
+    windows, others = same_window([frames, shifted], 16, np.random.default_rng(0))
+    assert windows.shape == others.shape == (4, 3, 16, 16)
+    assert torch.equal(others, windows + 1.0)
+    tops, lefts = set(), set()
+    for index, window in enumerate(windows):
+        found = [(top, left) for top in range(25) for left in range(25)
+                 if torch.equal(frames[index, :, top:top + 16, left:left + 16], window)]
+        assert len(found) == 1
+        tops.add(found[0][0])
+        lefts.add(found[0][1])
+    assert len(tops) > 1 or len(lefts) > 1  # each image its own window
+
+
+def test_a_framed_trainer_learns_on_crop_sized_windows(monkeypatch) -> None:
+    from uir_lora.lab.train import joint
+
+    shapes = []
+    mse = joint.LOSSES["mse"]
+    monkeypatch.setitem(joint.LOSSES, "mse", lambda out, target: shapes.append((out.shape, target.shape))
+                        or mse(out, target))
+    damaged_sides = []
+    degrade_case = joint.degrade_case
+    monkeypatch.setattr(joint, "degrade_case", lambda clean, *args, **kwargs: damaged_sides.append(clean.shape[-1])
+                        or degrade_case(clean, *args, **kwargs))
+    backbone = FAMILIES["embedded-ffdnet"](None)
+    photos = [np.asarray(torch.rand(80, 80, 3).mul(255).byte()) for _ in range(2)]
+    cfg = JointConfig(steps=2, batch=2, crop=24, frame_side=48, rank=2, bf16=False, kinds=("raindrop", "noise"),
+                      loss="mse", seed=0)
+    joint.train_bank(backbone, photos, cfg, {name: {"sigma": 0.0} for name in (*cfg.kinds, "clean")},
+                     log=lambda _: None)
+    assert damaged_sides and set(damaged_sides) == {48}
+    assert shapes == [(torch.Size([2, 3, 24, 24]),) * 2] * 2
+
+
+def test_a_frame_smaller_than_the_crop_is_refused_before_any_work(tmp_path, capsys) -> None:
+    from uir_lora.lab.train.joint import build_parser, main
+
+    assert build_parser().parse_args(["--out", "x"]).frame_side == 0
+    with pytest.raises(SystemExit):
+        main(["--out", str(tmp_path / "bank"), "--crop", "128", "--frame-side", "96"])
+    assert "--frame-side 96 is smaller than --crop 128" in capsys.readouterr().err
+    assert not (tmp_path / "bank").exists()

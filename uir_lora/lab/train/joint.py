@@ -77,6 +77,10 @@ class JointConfig(TrainConfig):
     precipitation_share: float = 0.0
     """Share of the images whose rain, snow or raindrops come from the third synthesis (``lab.precipitation``,
     other physical models than the two implementations); the case's other kinds by the wide profile."""
+    frame_side: int = 0
+    """0: each crop is damaged as a whole photo of its own size. Else each batch is damaged on frames of this
+    side and a ``crop`` window of each is trained on, so damage sized to the photo (drops, flakes, a haze's
+    depth) appears as on a photo of that side; the three syntheses draw on the whole image they are given."""
 
 
 def all_pairs(kinds: Sequence[str]) -> list[tuple[str, str]]:
@@ -119,6 +123,16 @@ def photo_crops(photos: Sequence[np.ndarray], count: int, side: int, rng: np.ran
         crop = torch.rot90(crop, int(rng.integers(4)), (1, 2))
         crops.append(crop.flip(-1) if rng.random() < 0.5 else crop)
     return torch.stack(crops)
+
+
+def same_window(images: Sequence[torch.Tensor], side: int, rng: np.random.Generator) -> list[torch.Tensor]:
+    """One random ``side`` px window per image of a batch, the same in every tensor of ``images`` (damaged and
+    target frames must stay aligned)."""
+    height, width = images[0].shape[-2:]
+    tops = rng.integers(height - side + 1, size=images[0].shape[0])
+    lefts = rng.integers(width - side + 1, size=images[0].shape[0])
+    return [torch.stack([image[i, :, top:top + side, left:left + side] for i, (top, left) in
+                         enumerate(zip(tops.tolist(), lefts.tolist()))]) for image in images]
 
 
 def degrade_case(clean: torch.Tensor, case: Sequence[str], gen: torch.Generator,
@@ -260,7 +274,7 @@ def train_bank(backbone: Backbone, photos: Sequence[np.ndarray], cfg: JointConfi
 
     while (lr := next_lr(step, start, cfg, accelerator, optimizer)) is not None:
         case = draw_case(rng, cfg)
-        clean = photo_crops(photos, cfg.batch, cfg.crop, np_rng)
+        clean = photo_crops(photos, cfg.batch, max(cfg.crop, cfg.frame_side), np_rng)
         if cfg.train_kinds and rng.random() < cfg.identity_share:
             # an identity example: this kind's LoRA (and global adapter) on a clean photo or another kind's damage
             case = case[:1]
@@ -270,6 +284,8 @@ def train_bank(backbone: Backbone, photos: Sequence[np.ndarray], cfg: JointConfi
         else:
             damaged = degrade_case(clean, case, gen, cfg.solo_synthesis, cfg.precipitation_share)
             target = damaged if case == (CLEAN,) else clean
+        if cfg.frame_side > cfg.crop:
+            damaged, target = same_window([damaged, target], cfg.crop, np_rng)
         x = damaged.to(accelerator.device).contiguous(memory_format=torch.channels_last)
         with torch.autocast(accelerator.device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
             out = case_output(backbone, x, case, conditioning, cfg.multiscale_coarsest, global_stage,
@@ -372,6 +388,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--crop", type=int, default=256)
     parser.add_argument("--lr", type=float, default=5e-4)
+    parser.add_argument("--frame-side", type=int, default=0,
+                        help="damage each batch on frames of this side and train on a --crop window of each "
+                             "(0: damage the crop itself); sizes drops, flakes and haze as on a photo that large")
     parser.add_argument("--multiscale", type=int, default=0, help="coarsest pyramid side (0: flat)")
     parser.add_argument("--mixture-share", type=float, default=JointConfig.mixture_share,
                         help="share of batches that hold two kinds at once (default %(default)s)")
@@ -413,6 +432,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     for flag, share in (("--mixture-share", args.mixture_share), ("--precipitation-share", args.precipitation_share)):
         if not 0 <= share <= 1:
             parser.error(f"{flag} must be a share in [0, 1], got {share}")
+    if args.frame_side and args.frame_side < args.crop:
+        parser.error(f"--frame-side {args.frame_side} is smaller than --crop {args.crop}: give 0 or at least the crop")
     if (args.out / "manifest.json").exists():
         parser.error(f"{args.out} already holds a bank; choose a new folder")
     backbone = FAMILIES["embedded-ffdnet"](None)
@@ -431,7 +452,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                       multiscale_coarsest=args.multiscale, bf16=args.bf16, seed=args.seed,
                       train_kinds=tuple(args.train_kinds), mixture_share=args.mixture_share,
                       solo_synthesis=args.solo_synthesis, precipitation_share=args.precipitation_share,
-                      loss=args.loss)
+                      loss=args.loss, frame_side=args.frame_side)
     if cfg.train_kinds and not init:
         parser.error("--train-kinds keeps the other LoRAs as they are: give the bank they come from with --init")
     global_stage = load_global_stage(args.global_stage) if args.global_stage else {}
@@ -463,7 +484,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         manifest.router = init_manifest.router
         write_manifest(manifest, args.out)
     provenance = {"recipe": "joint", "steps": stats["steps"], "seconds": stats["seconds"], "batch": cfg.batch,
-                  "crop": cfg.crop, "multiscale_coarsest": cfg.multiscale_coarsest, "photos": len(photos),
+                  "crop": cfg.crop, "frame_side": cfg.frame_side, "multiscale_coarsest": cfg.multiscale_coarsest,
+                  "photos": len(photos),
                   "implementations": [*IMPLEMENTATIONS, *(["precipitation"] if cfg.precipitation_share else [])],
                   "solo_synthesis": cfg.solo_synthesis, "precipitation_share": cfg.precipitation_share,
                   "init": str(args.init) if args.init else None,
