@@ -342,3 +342,13 @@ def test_a_frame_smaller_than_the_crop_is_refused_before_any_work(tmp_path, caps
         main(["--out", str(tmp_path / "bank"), "--crop", "128", "--frame-side", "96"])
     assert "--frame-side 96 is smaller than --crop 128" in capsys.readouterr().err
     assert not (tmp_path / "bank").exists()
+
+
+def test_photo_crops_pass_over_photos_smaller_than_the_crop() -> None:
+    small = np.full((20, 30, 3), 7, dtype=np.uint8)
+    large = np.full((40, 50, 3), 200, dtype=np.uint8)
+    crops = photo_crops([small, large, small], 16, 32, np.random.default_rng(0))
+    assert crops.shape == (16, 3, 32, 32)
+    assert torch.allclose(crops, torch.full_like(crops, 200 / 255))
+    with pytest.raises(ValueError, match="no photo is at least 64 px on its shorter side"):
+        photo_crops([small, large], 1, 64, np.random.default_rng(0))

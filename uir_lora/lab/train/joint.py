@@ -103,10 +103,16 @@ def draw_case(rng: random.Random, cfg: JointConfig) -> tuple[str, ...]:
 
 
 def photo_crops(photos: Sequence[np.ndarray], count: int, side: int, rng: np.random.Generator) -> torch.Tensor:
-    """``count`` random ``side`` px crops, each from a random photo at a random scale, as float [N,3,s,s]."""
+    """``count`` random ``side`` px crops, each from a random photo at a random scale, as float [N,3,s,s].
+
+    Photos smaller than ``side`` are passed over: enlarged, they would teach a blurred photo as the clean one."""
+    eligible = [photo for photo in photos if min(photo.shape[:2]) >= side]
+    if not eligible:
+        raise ValueError(f"no photo is at least {side} px on its shorter side; give larger photos or a smaller "
+                         "--crop / --frame-side")
     crops = []
     for _ in range(count):
-        photo = photos[int(rng.integers(len(photos)))]
+        photo = eligible[int(rng.integers(len(eligible)))]
         height, width = photo.shape[:2]
         scale = float(rng.uniform(side / min(height, width), 1.0)) if min(height, width) > side else 1.0
         if scale < 1.0:
