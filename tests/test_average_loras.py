@@ -83,6 +83,9 @@ def test_the_command_writes_a_new_bank_and_leaves_its_sources_alone(tmp_path, em
     manifest = read_manifest(out)
     entry = manifest.lora("haze")
     assert entry.provenance["recipe"] == "average" and entry.provenance["share_of_a"] == 0.25
+    sources = read_manifest(bank_a).lora("haze").provenance, read_manifest(bank_b).lora("haze").provenance
+    assert entry.provenance["steps"] == sum(int(p.get("steps", 0)) for p in sources)
+    assert entry.provenance["a"]["provenance"] == sources[0] and entry.provenance["b"]["provenance"] == sources[1]
     written = read_lora_file(out / entry.file)
     expected, _ = _tool().average_lora_states(read_lora_file(bank_a / entry.file),
                                               read_lora_file(bank_b / entry.file), 0.25)

@@ -88,7 +88,10 @@ def main(argv: list[str] | None = None) -> int:
     shutil.copytree(args.bank_b, args.out)
     manifest = read_manifest(args.out)
     entry = manifest.lora(args.kind)
-    entry.provenance = {"recipe": "average", "share_of_a": args.share_of_a, "energy_kept": round(kept, 6),
+    # the training behind the average: both sources' steps (a bank's record of how a LoRA was made)
+    steps = int(entry_a.provenance.get("steps", 0)) + int(entry_b.provenance.get("steps", 0))
+    entry.provenance = {"recipe": "average", "steps": steps, "share_of_a": args.share_of_a,
+                        "energy_kept": round(kept, 6),
                         "a": {"bank": str(args.bank_a), "provenance": entry_a.provenance},
                         "b": {"bank": str(args.bank_b), "provenance": entry_b.provenance},
                         "command": " ".join(["python tools/average_loras.py", *(argv or sys.argv[1:])])}
