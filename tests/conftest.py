@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import importlib.util
 import json
 import shutil
 import types
@@ -99,6 +100,20 @@ def tree_digest() -> Callable[[Path], dict[str, str]]:
     """{relative path: sha256} of every file under a folder: equal before and after means nothing was
     written, edited or left behind there."""
     return _tree_digest
+
+
+def _tool_module(name: str) -> types.ModuleType:
+    path = Path(__file__).resolve().parents[1] / "tools" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="session")
+def tool() -> Callable[[str], types.ModuleType]:
+    """A script of tools/ by name, imported as a module (tools/ is not a package)."""
+    return _tool_module
 
 
 # -- the pack against fakes of ComfyUI ----------------------------------------------------------

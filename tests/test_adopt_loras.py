@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -11,15 +10,6 @@ import torch
 from uir_lora.bank.manifest import read_manifest, write_manifest
 from uir_lora.bank.store import read_lora_file
 from uir_lora.lab.testing.banks import make_random_bank
-
-TOOL = Path(__file__).resolve().parents[1] / "tools" / "adopt_loras.py"
-
-
-def _tool():
-    spec = importlib.util.spec_from_file_location("adopt_loras", TOOL)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _set_psnr(bank: Path, values: dict[str, float], note: str) -> None:
@@ -30,13 +20,13 @@ def _set_psnr(bank: Path, values: dict[str, float], note: str) -> None:
     write_manifest(manifest, bank)
 
 
-def test_adopts_only_improved_loras(tmp_path, embedded_backbone):
+def test_adopts_only_improved_loras(tmp_path, embedded_backbone, tool):
     target = make_random_bank(tmp_path / "shipped", embedded_backbone, seed=0)
     source = make_random_bank(tmp_path / "retrained", embedded_backbone, seed=1)
     _set_psnr(target, {"noise": 30.0, "haze": 20.0, "jpeg": 40.0}, "shipped")
     _set_psnr(source, {"noise": 31.0, "haze": 19.0, "jpeg": 40.5}, "retrained")
     before = json.loads((target / "manifest.json").read_text())
-    assert _tool().adopt(source, target, ["noise", "haze"]) == ["noise"]
+    assert tool("adopt_loras").adopt(source, target, ["noise", "haze"]) == ["noise"]
     after = json.loads((target / "manifest.json").read_text())
     assert [e["name"] for e in after["loras"]] == [e["name"] for e in before["loras"]]
     assert after["router"] == before["router"] and after["encoder"] == before["encoder"]
@@ -48,7 +38,7 @@ def test_adopts_only_improved_loras(tmp_path, embedded_backbone):
     assert not all(torch.equal(kept[k], v) for k, v in read_lora_file(source / "haze.safetensors").items())
 
 
-def test_force_adopts_a_lora_with_its_global_adapter(tmp_path, embedded_backbone, tree_digest):
+def test_force_adopts_a_lora_with_its_global_adapter(tmp_path, embedded_backbone, tree_digest, tool):
     from safetensors.torch import save_file
 
     from uir_lora.global_stage import GlobalAdapter
@@ -63,8 +53,8 @@ def test_force_adopts_a_lora_with_its_global_adapter(tmp_path, embedded_backbone
     write_manifest(manifest, source)
     untouched = {name: digest for name, digest in tree_digest(target).items()
                  if not name.startswith(("haze", "manifest"))}
-    assert _tool().adopt(source, target, ["haze"]) == []  # no validation score: kept without --force
-    assert _tool().adopt(source, target, ["haze"], force=True) == ["haze"]
+    assert tool("adopt_loras").adopt(source, target, ["haze"]) == []  # no validation score: kept without --force
+    assert tool("adopt_loras").adopt(source, target, ["haze"], force=True) == ["haze"]
     assert read_manifest(target).lora("haze").global_stage == "haze.global.safetensors"
     assert read_manifest(target).lora("noise").global_stage == ""
     assert (target / "haze.global.safetensors").is_file()
