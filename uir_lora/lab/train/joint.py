@@ -491,7 +491,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         write_manifest(manifest, args.out)
     provenance = {"recipe": "joint", "steps": stats["steps"], "seconds": stats["seconds"], "batch": cfg.batch,
                   "crop": cfg.crop, "frame_side": cfg.frame_side, "multiscale_coarsest": cfg.multiscale_coarsest,
-                  "photos": len(photos),
+                  "photos": len(photos),  # those at least a frame's side large are the ones trained on
+                  "photos_used": sum(min(p.shape[:2]) >= max(cfg.crop, cfg.frame_side) for p in photos),
                   "implementations": [*IMPLEMENTATIONS, *(["precipitation"] if cfg.precipitation_share else [])],
                   "solo_synthesis": cfg.solo_synthesis, "precipitation_share": cfg.precipitation_share,
                   "init": str(args.init) if args.init else None,
