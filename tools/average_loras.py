@@ -16,16 +16,15 @@ lines of the merge are written here.
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import sys
 from pathlib import Path
 
 import torch
 
-from uir_lora.bank.manifest import read_manifest, write_manifest
+from uir_lora.bank.manifest import read_manifest
 from uir_lora.bank.store import read_lora_file
-from uir_lora.bank.writer import save_lora_file
+from uir_lora.bank.writer import add_lora
 
 
 def _layer_change(state: dict[str, torch.Tensor], up_key: str, down_key: str) -> torch.Tensor:
@@ -96,11 +95,7 @@ def main(argv: list[str] | None = None) -> int:
                         "b": {"bank": str(args.bank_b), "provenance": entry_b.provenance},
                         "command": " ".join(["python tools/average_loras.py", *(argv or sys.argv[1:])])}
     entry.validation = {}
-    metadata = {"name": args.kind, "rank": entry.rank, "alpha": entry.alpha, "bank": manifest.name,
-                "backbone_fingerprint": manifest.backbone_fingerprint,
-                "target_modules": json.dumps(entry.target_modules)}
-    save_lora_file(state, args.out / entry.file, metadata)
-    write_manifest(manifest, args.out)
+    add_lora(args.out, entry, state, replace=True)
     print(f"{args.kind}: {args.share_of_a:g} of {args.bank_a} + {1 - args.share_of_a:g} of {args.bank_b} -> "
           f"{args.out} (least energy kept {kept:.4f})")
     return 0
