@@ -107,6 +107,18 @@ def worst_case(backbone, bank: LoraBank, x: torch.Tensor, options: SamplerOption
     return pipeline.restore(x, backbone, bank, manual=weights, mode="manual", options=options)[0]
 
 
+def coarse_kinds(bank: LoraBank) -> list[str]:
+    """The bank's kinds that run coarse-to-fine (``LoraEntry.coarsest_side``)."""
+    return [entry.name for entry in bank.manifest.loras if entry.coarsest_side]
+
+
+def coarse_case(backbone, bank: LoraBank, x: torch.Tensor, options: SamplerOptions | None = None) -> torch.Tensor:
+    """Route, then restore with the bank's coarse-to-fine kinds at 1: a pass on the pyramid."""
+    pipeline.estimate(bank, x)
+    weights = {kind: 1.0 for kind in coarse_kinds(bank)}
+    return pipeline.restore(x, backbone, bank, manual=weights, mode="manual", options=options)[0]
+
+
 def small_image_timings(backbone, bank, repeats: int, sync) -> dict:
     """512² timings: bare backbone, router, composition, full pipeline, fused vs unfused, switching."""
     x = photo((512, 512))
@@ -135,6 +147,8 @@ def small_image_timings(backbone, bank, repeats: int, sync) -> dict:
         every_adapter = pipeline.compose(bank, None, {kind: 0.5 for kind in global_kinds(bank)}, "manual")
         functions["global_s"] = lambda: global_stage(x, every_adapter)
         functions["worst_s"] = lambda: worst_case(backbone, bank, x)
+    if coarse_kinds(bank):
+        functions["coarse_s"] = lambda: coarse_case(backbone, bank, x)
     load_before = os.getloadavg()
     times = interleaved(functions, repeats, sync)
     times["switch_per_image_s"] = [t / 4 for t in times["switch_per_image_s"]]
@@ -153,6 +167,10 @@ def small_image_timings(backbone, bank, repeats: int, sync) -> dict:
     if "worst_s" in times:
         worst = [w / b for w, b in zip(times["worst_s"], times["bare_s"])]
         results.update(worst_ratio=statistics.median(worst), worst_ratio_spread=[min(worst), max(worst)])
+    if "coarse_s" in times:
+        coarse = [c / b for c, b in zip(times["coarse_s"], times["bare_s"])]
+        results.update(coarse_ratio=statistics.median(coarse), coarse_ratio_spread=[min(coarse), max(coarse)],
+                       coarse_kinds=coarse_kinds(bank))
     adapters = list(backbone.adapter_names())
     functions["switch_per_image_s"]()
     results["switch_reloaded"] = backbone.adapter_names() != adapters
@@ -172,9 +190,9 @@ def switching(backbone, bank) -> Callable[[], None]:
     return run
 
 
-def big_image(tile: int, bank_name: str, worst: bool = False) -> dict:
+def big_image(tile: int, bank_name: str, worst: bool = False, coarse: bool = False) -> dict:
     """One 4000x3000 image through the whole pipeline with tiles (run in a child process); ``worst``: with every
-    global adapter of the bank as well."""
+    global adapter of the bank as well; ``coarse``: with the bank's coarse-to-fine kinds at 1 instead."""
     backbone = pipeline.default_backbone()
     with tempfile.TemporaryDirectory() as tmp:
         bank, _ = get_bank(bank_name, Path(tmp), backbone)
@@ -184,6 +202,8 @@ def big_image(tile: int, bank_name: str, worst: bool = False) -> dict:
         options = SamplerOptions(tile=tile)
         if worst:
             out = worst_case(backbone, bank, x, options)
+        elif coarse:
+            out = coarse_case(backbone, bank, x, options)
         else:
             out = pipeline.restore(x, backbone, bank, options=options)[0]
         seconds, cpu = time.perf_counter() - start, time.process_time() - cpu_start
@@ -230,6 +250,12 @@ def speed_markdown(result: dict) -> str:
             f"{1000 * s['worst_s']:.0f} ms | {1000 * s['spread']['worst_s'][0]:.0f}–"
             f"{1000 * s['spread']['worst_s'][1]:.0f} | **{s['worst_ratio']:.2f}×** (per repeat {low:.2f}–{high:.2f}) |",
         ]
+    if "coarse_s" in s:
+        low, high = s["coarse_ratio_spread"]
+        lines.append(f"| **coarse to fine** (route + {', '.join(s['coarse_kinds'])} at 1, a pass on the pyramid) | "
+                     f"{1000 * s['coarse_s']:.0f} ms | {1000 * s['spread']['coarse_s'][0]:.0f}–"
+                     f"{1000 * s['spread']['coarse_s'][1]:.0f} | **{s['coarse_ratio']:.2f}×** (per repeat "
+                     f"{low:.2f}–{high:.2f}) |")
     lines += [
         "",
         f"- The full pipeline's ratio is the median of the per-repeat ratios pipeline / bare. Full pipeline per "
@@ -237,7 +263,8 @@ def speed_markdown(result: dict) -> str:
         f"adapters re-loaded while switching: {s['switch_reloaded']}.",
         f"- Peak RSS of the 512² run (process, incl. torch and the encoder): {result['small_peak_rss_gb']:.2f} GB.",
     ]
-    for key, what in (("big_image", "routed"), ("big_image_worst", "worst case, every global adapter too")):
+    for key, what in (("big_image", "routed"), ("big_image_worst", "worst case, every global adapter too"),
+                      ("big_image_coarse", "coarse to fine, the bank's coarse-to-fine kinds at 1")):
         big = result.get(key)
         if big:
             lines.append(f"- **4000×3000**, {what}, through {big['tiles']} tiles of {big['tile']}²: "
@@ -261,10 +288,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip-big", action="store_true", help="skip the 4000x3000 image")
     parser.add_argument("--big-only", action="store_true", help=argparse.SUPPRESS)  # the child process
     parser.add_argument("--worst", action="store_true", help=argparse.SUPPRESS)  # the child's case
+    parser.add_argument("--coarse", action="store_true", help=argparse.SUPPRESS)  # the child's case
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     if args.big_only:
-        print(json.dumps(big_image(args.tile, args.bank, args.worst)))
+        print(json.dumps(big_image(args.tile, args.bank, args.worst, args.coarse)))
         return 0
     revision = commit()  # the code that runs, before any edit made meanwhile
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[args.dtype]
@@ -284,7 +312,10 @@ def main(argv: list[str] | None = None) -> int:
     if not args.skip_big and args.device == "cpu":
         command = [sys.executable, __file__, "--big-only", "--threads", str(args.threads), "--tile", str(args.tile),
                    "--bank", args.bank]
-        for key, extra in (("big_image", []), ("big_image_worst", ["--worst"])):
+        cases = [("big_image", []), ("big_image_worst", ["--worst"])]
+        if coarse_kinds(bank):
+            cases.append(("big_image_coarse", ["--coarse"]))
+        for key, extra in cases:
             child = subprocess.run(command + extra, capture_output=True, text=True, check=True)
             result[key] = json.loads(child.stdout.strip().splitlines()[-1])
     write_json(args.out / SPEED_JSON, result)

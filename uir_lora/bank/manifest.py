@@ -58,6 +58,8 @@ NIGHT_SKY_POINTS = (0.6, 0.8)
 a black photo starts to count as a night sky rather than an under-exposed one, and from which it counts whole."""
 EXPOSURE_RANGE = (0.0, 5.0)
 """The stops that ``router.exposure_stops`` accepts, inclusive (the exposure anchor lifts by at most five)."""
+MIN_COARSEST_SIDE = 32
+"""A coarse-to-fine LoRA's smallest allowed ``coarsest_side``: below it a level holds too little of a photo."""
 TRAINED_ENCODER = "da-efficientnet-lite0"
 TRAINED_POOLED_DIM = 1600
 """Length of the trained encoder's statistics a new kind is placed on (router/trained.py: ``STATISTICS_DIM``)."""
@@ -248,6 +250,12 @@ class LoraEntry:
     """Conditioning values taken from each photo (``Backbone.measure_conditioning``: FFDNet's sigma, the photo's
     own noise level) instead of fixed; the recorded ``conditioning`` value is their ceiling. The LoRA was trained
     on the same measurement (``train-lora --measured-sigma``). Written only when set."""
+    coarsest_side: int = 0
+    """Run this LoRA coarse-to-fine (``sampler.multiscale``): the composed backbone also on halved copies of the
+    photo, as many as keep the shorter side at or above this many pixels, each giving the band of detail its scale
+    sees best, so damage wider than the backbone's window (a raindrop 20-40 px across on a 512 px photo) is seen
+    whole. A pass runs so only when every LoRA in it asks (the largest side decides); 0: flat. Written only when
+    set."""
 
 
 @dataclass
@@ -282,6 +290,8 @@ class Manifest:
                 del entry["restored_before"]
             if not entry["measured"]:
                 del entry["measured"]
+            if not entry["coarsest_side"]:
+                del entry["coarsest_side"]
             if entry["embedding_of"] == "d":
                 del entry["embedding_of"]
         if data["router"]["similarity"] == "cosine":  # the default: manifests written before it keep their bytes
@@ -550,7 +560,16 @@ def _parse_lora(data: Any, index: int, dim: int, margin_limit: float, trained: b
         global_stage=_bank_file_name(data.get("global_stage", ""), "global_stage", where),
         restored_before=_names(data.get("restored_before", []), "restored_before", where),
         measured=_measured(data.get("measured", []), conditioning, where),
+        coarsest_side=_coarsest_side(data.get("coarsest_side", 0), where),
     )
+
+
+def _coarsest_side(value: Any, where: str) -> int:
+    """A LoRA's ``coarsest_side``: 0 (flat) or a whole number of pixels from ``MIN_COARSEST_SIDE`` up."""
+    if isinstance(value, bool) or not isinstance(value, int) or not (value == 0 or MIN_COARSEST_SIDE <= value <= 65536):
+        raise BankError(f"{where}: coarsest_side must be 0 (run flat) or a whole number of pixels from "
+                        f"{MIN_COARSEST_SIDE} to 65536, got {value!r}")
+    return value
 
 
 def _measured(value: Any, conditioning: dict, where: str) -> list[str]:

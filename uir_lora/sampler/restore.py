@@ -12,6 +12,7 @@ from ..backbones.base import Backbone
 from ..compose.composer import Composition, composed
 from ..errors import InputError, RestoreInterrupted, check_int
 from ..global_stage import run_adapters
+from .multiscale import multiscale, pyramid_levels
 from .tiling import count_tiles, run_tiled
 
 log = logging.getLogger(__name__)
@@ -171,11 +172,14 @@ def backbone_pass(
                              "backbone in float32 if it is in half precision")
         return y.float().clamp(0, 1).cpu()
 
-    with composed(backbone, composition):
+    def tiled(level: torch.Tensor) -> torch.Tensor:
+        nonlocal tile, batch
+        # the progress counts the full-scale tiles only: a coarser level costs a quarter of the one above it
+        counted = on_tile if level.shape[-2:] == image.shape[-2:] else None
         while True:
             try:
-                return run_tiled(image, step, tile=tile, overlap=backbone.tile_overlap,
-                                 multiple=backbone.size_multiple, on_tile=on_tile, batch=batch)
+                return run_tiled(level, step, tile=tile, overlap=backbone.tile_overlap,
+                                 multiple=backbone.size_multiple, on_tile=counted, batch=batch)
             except torch.OutOfMemoryError:
                 if batch > 1:
                     batch //= 2
@@ -185,6 +189,20 @@ def backbone_pass(
                     raise
                 tile //= 2
                 log.warning("out of memory: retrying with %d px tiles", tile)
+
+    with composed(backbone, composition):
+        return multiscale(tiled, image, pyramid_levels_of(composition, *image.shape[-2:]))
+
+
+def pyramid_levels_of(composition: Composition, height: int, width: int) -> int:
+    """How many halved copies of a ``height`` x ``width`` photo a pass of ``composition`` also runs on
+    (``LoraEntry.coarsest_side``): none unless every LoRA with a weight asks for it, and then as many as keep the
+    shorter side at or above the largest side asked."""
+    manifest = composition.bank.manifest
+    sides = [manifest.lora(name).coarsest_side for name, weight in composition.weights.items() if weight]
+    if not sides or not all(sides):
+        return 0
+    return pyramid_levels(height, width, max(sides))
 
 
 def global_stage(image: torch.Tensor, composition: Composition) -> torch.Tensor:
