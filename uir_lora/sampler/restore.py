@@ -190,8 +190,11 @@ def backbone_pass(
                 tile //= 2
                 log.warning("out of memory: retrying with %d px tiles", tile)
 
+    levels = pyramid_levels_of(composition, *image.shape[-2:])
+    if levels:
+        log.info("coarse to fine: %s on the photo and %d halved copies of it", ", ".join(composition.weights), levels)
     with composed(backbone, composition):
-        return multiscale(tiled, image, pyramid_levels_of(composition, *image.shape[-2:]))
+        return multiscale(tiled, image, levels)
 
 
 def pyramid_levels_of(composition: Composition, height: int, width: int) -> int:
