@@ -352,3 +352,20 @@ def test_photo_crops_pass_over_photos_smaller_than_the_crop() -> None:
     assert torch.allclose(crops, torch.full_like(crops, 200 / 255))
     with pytest.raises(ValueError, match="no photo is at least 64 px on its shorter side"):
         photo_crops([small, large], 1, 64, np.random.default_rng(0))
+
+
+def test_the_bank_records_the_pyramid_its_trained_loras_ran_on(tmp_path, capsys) -> None:
+    from uir_lora.bank.manifest import LoraEntry
+    from uir_lora.lab.train.joint import main, recorded_coarsest_side
+
+    old = LoraEntry(name="raindrop", file="raindrop.safetensors", rank=2, alpha=2.0, target_modules=["x"],
+                    embedding=[0.0], coarsest_side=256)
+    pyramid = JointConfig(multiscale_coarsest=64, train_kinds=("noise",))
+    assert recorded_coarsest_side("noise", pyramid, None) == 64  # trained through the pyramid: run so
+    assert recorded_coarsest_side("raindrop", pyramid, old) == 256  # frozen: its own, whatever this run did
+    assert recorded_coarsest_side("raindrop", JointConfig(multiscale_coarsest=0), old) == 0  # retrained flat
+    assert recorded_coarsest_side("jpeg", pyramid, None) == 0
+    with pytest.raises(SystemExit):
+        main(["--out", str(tmp_path / "bank"), "--multiscale", "16"])
+    assert "--multiscale 16: give 0 (flat) or a coarsest side of at least 32 px" in capsys.readouterr().err
+    assert not (tmp_path / "bank").exists()

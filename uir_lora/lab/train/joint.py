@@ -33,6 +33,7 @@ from peft import LoraConfig
 from PIL import Image
 
 from ...backbones.base import Backbone
+from ...bank.manifest import MIN_COARSEST_SIDE, LoraEntry
 from ...compose.composer import blend_conditioning, restore_order
 from ...degrade import KINDS, canonical_kinds, compatible, degrade
 from ...global_stage import GlobalAdapter, run_adapters
@@ -362,6 +363,14 @@ def training_photos(extra_folders: Sequence[Path] = (), max_side: int = 1024) ->
     return photos + _load_photos(extra_folders, max_side)
 
 
+def recorded_coarsest_side(name: str, cfg: JointConfig, old: LoraEntry | None) -> int:
+    """The ``coarsest_side`` the bank records for ``name``: a LoRA trained here runs at inference as it was trained
+    (through the pyramid of ``cfg.multiscale_coarsest``, or flat); a frozen one keeps its ``--init`` entry's."""
+    if not cfg.train_kinds or name in cfg.train_kinds:
+        return cfg.multiscale_coarsest
+    return old.coarsest_side if old is not None else 0
+
+
 def global_stage_provenance(path: Path) -> dict:
     """How a global adapter was trained: the config its trainer wrote into the file's metadata."""
     from safetensors import safe_open
@@ -429,7 +438,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from safetensors.torch import load_file
 
     from ...backbones.registry import FAMILIES
-    from ...bank.manifest import LoraEntry, placeholder_embedding, read_manifest, write_manifest
+    from ...bank.manifest import placeholder_embedding, read_manifest, write_manifest
     from ...bank.writer import add_lora, create_bank
     from .data import DEFAULT_DATA_DIR, load_validation_images
 
@@ -440,6 +449,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.error(f"{flag} must be a share in [0, 1], got {share}")
     if args.frame_side and args.frame_side < args.crop:
         parser.error(f"--frame-side {args.frame_side} is smaller than --crop {args.crop}: give 0 or at least the crop")
+    if 0 < args.multiscale < MIN_COARSEST_SIDE or args.multiscale < 0:
+        parser.error(f"--multiscale {args.multiscale}: give 0 (flat) or a coarsest side of at least "
+                     f"{MIN_COARSEST_SIDE} px, which the bank records for the sampler (LoraEntry.coarsest_side)")
     if (args.out / "manifest.json").exists():
         parser.error(f"{args.out} already holds a bank; choose a new folder")
     backbone = FAMILIES["embedded-ffdnet"](None)
@@ -505,7 +517,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                           embedding_of=old.embedding_of if old else "d",
                           description=old.description if old else name, conditioning=conditioning[name],
                           provenance=provenance, restored_before=list(order.get(name, [])),
-                          measured=list(measured.get(name, [])))
+                          measured=list(measured.get(name, [])), coarsest_side=recorded_coarsest_side(name, cfg, old))
         if name in global_stage:
             entry.global_stage = f"{name}.global.safetensors"
             source = args.global_stage / f"{name}.safetensors"
