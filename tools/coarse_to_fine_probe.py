@@ -97,7 +97,8 @@ def main() -> int:
     for row in rows:
         groups[f"{row['synthesis']} at {row['severity']}"].append(row)
     groups["every image"] = rows
-    print(f"| {args.kind} at weight 1 (mean dB gained) | " + " | ".join(f"{count} levels" for count in levels)
+    names = ["flat" if count == 0 else f"{count} halved cop{'y' if count == 1 else 'ies'}" for count in levels]
+    print(f"| {args.kind} at weight 1 (mean dB gained) | " + " | ".join(names)
           + " |\n|---|" + "---:|" * len(levels))
     for name, members in groups.items():
         print(f"| {name} | " + " | ".join(f"{np.mean([r[f'levels {count}'] for r in members]):+.2f}"
