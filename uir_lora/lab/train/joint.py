@@ -449,7 +449,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.error(f"{flag} must be a share in [0, 1], got {share}")
     if args.frame_side and args.frame_side < args.crop:
         parser.error(f"--frame-side {args.frame_side} is smaller than --crop {args.crop}: give 0 or at least the crop")
-    if 0 < args.multiscale < MIN_COARSEST_SIDE or args.multiscale < 0:
+    if args.multiscale != 0 and args.multiscale < MIN_COARSEST_SIDE:
         parser.error(f"--multiscale {args.multiscale}: give 0 (flat) or a coarsest side of at least "
                      f"{MIN_COARSEST_SIDE} px, which the bank records for the sampler (LoraEntry.coarsest_side)")
     if (args.out / "manifest.json").exists():
