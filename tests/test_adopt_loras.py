@@ -60,3 +60,19 @@ def test_force_adopts_a_lora_with_its_global_adapter(tmp_path, embedded_backbone
     assert (target / "haze.global.safetensors").is_file()
     assert {k: v for k, v in tree_digest(target).items() if k in untouched} == untouched
     assert '"global_stage"' not in json.dumps(json.loads((target / "manifest.json").read_text())["loras"][0])
+
+
+def test_a_lora_adopted_runs_as_it_was_trained_flat_or_coarse_to_fine(tmp_path, embedded_backbone, tool):
+    target = make_random_bank(tmp_path / "shipped", embedded_backbone, seed=0)
+    source = make_random_bank(tmp_path / "retrained", embedded_backbone, seed=1)
+    manifest = read_manifest(source)
+    manifest.lora("noise").coarsest_side = 256  # trained through the pyramid
+    write_manifest(manifest, source)
+    assert tool("adopt_loras").adopt(source, target, ["noise", "haze"], force=True) == ["noise", "haze"]
+    assert read_manifest(target).lora("noise").coarsest_side == 256
+    assert "coarsest_side" not in json.loads((target / "manifest.json").read_text())["loras"][1]
+    manifest.lora("noise").coarsest_side = 0  # retrained flat
+    write_manifest(manifest, source)
+    assert tool("adopt_loras").adopt(source, target, ["noise"], force=True) == ["noise"]
+    assert read_manifest(target).lora("noise").coarsest_side == 0
+    assert "coarsest_side" not in (target / "manifest.json").read_text()

@@ -3,7 +3,7 @@
     python tools/adopt_loras.py SOURCE_BANK TARGET_BANK NAME [NAME ...] [--dry-run] [--force]
 
 For each NAME: if SOURCE's validation psnr_out beats TARGET's, its .safetensors file, its global adapter
-(if it has one) and its entry's provenance / validation / conditioning / global_stage replace TARGET's
+(if it has one) and its entry's provenance / validation / conditioning / global_stage / coarsest_side replace TARGET's
 (atomic writes, under the bank's lock). The entry's embedding, its position in the list and the
 manifest's router section stay as they are. ``--force`` adopts without that comparison: for LoRAs whose
 task changed (trained through a global stage), whose validation no longer compares with the old one;
@@ -22,7 +22,11 @@ from uir_lora.bank.store import read_lora_file
 from uir_lora.bank.writer import save_lora_file
 from uir_lora.lab.commands.train import bank_lock
 
-FIELDS = ("provenance", "validation", "conditioning", "global_stage")
+FIELDS = ("provenance", "validation", "conditioning", "global_stage", "coarsest_side")
+"""What travels with a LoRA's file: how it was made and how the sampler runs it (a LoRA trained through the pyramid
+runs through it)."""
+WRITTEN_WHEN_SET = ("global_stage", "coarsest_side")
+"""Fields the manifest leaves out when empty, so adopting an empty one removes the key."""
 
 
 def _added_nulls(raw: object, written: object, path: str = "") -> list[str] | None:
@@ -68,8 +72,8 @@ def adopt(source: Path, target: Path, names: list[str], dry_run: bool = False, f
             for key in FIELDS:
                 setattr(old_entry, key, getattr(new_entry, key))
                 raw_entry[key] = getattr(new_entry, key)
-                if key == "global_stage" and not raw_entry[key]:
-                    del raw_entry[key]  # written only when set
+                if key in WRITTEN_WHEN_SET and not raw_entry[key]:
+                    del raw_entry[key]
             adopted.append(name)
         # only the adopted fields may change (and fields this engine version adds as null): anything else
         # would mean this code drops or rewrites manifest fields
