@@ -76,3 +76,21 @@ def test_a_lora_adopted_runs_as_it_was_trained_flat_or_coarse_to_fine(tmp_path, 
     assert tool("adopt_loras").adopt(source, target, ["noise"], force=True) == ["noise"]
     assert read_manifest(target).lora("noise").coarsest_side == 0
     assert "coarsest_side" not in (target / "manifest.json").read_text()
+
+
+def test_a_lora_adopted_reads_its_measured_conditioning_as_it_was_trained(tmp_path, embedded_backbone, tool):
+    target = make_random_bank(tmp_path / "shipped", embedded_backbone, seed=0)
+    source = make_random_bank(tmp_path / "retrained", embedded_backbone, seed=1, conditioning={"sigma": 0.2})
+    manifest = read_manifest(source)
+    manifest.lora("noise").measured = ["sigma"]  # trained on each photo's measured noise level
+    write_manifest(manifest, source)
+    assert tool("adopt_loras").adopt(source, target, ["noise", "haze"], force=True) == ["noise", "haze"]
+    adopted = read_manifest(target)
+    assert adopted.lora("noise").measured == ["sigma"]
+    assert adopted.lora("noise").conditioning == {"sigma": 0.2}
+    assert adopted.lora("haze").measured == []
+    manifest.lora("noise").measured = []  # retrained on a fixed level
+    write_manifest(manifest, source)
+    assert tool("adopt_loras").adopt(source, target, ["noise"], force=True) == ["noise"]
+    assert read_manifest(target).lora("noise").measured == []
+    assert '"measured"' not in (target / "manifest.json").read_text()

@@ -3,8 +3,8 @@
     python tools/adopt_loras.py SOURCE_BANK TARGET_BANK NAME [NAME ...] [--dry-run] [--force]
 
 For each NAME: if SOURCE's validation psnr_out beats TARGET's, its .safetensors file, its global adapter
-(if it has one) and its entry's provenance / validation / conditioning / global_stage / coarsest_side replace TARGET's
-(atomic writes, under the bank's lock). The entry's embedding, its position in the list and the
+(if it has one) and its entry's provenance / validation / conditioning / measured / global_stage / coarsest_side
+replace TARGET's (atomic writes, under the bank's lock). The entry's embedding, its position in the list and the
 manifest's router section stay as they are. ``--force`` adopts without that comparison: for LoRAs whose
 task changed (trained through a global stage), whose validation no longer compares with the old one;
 measure them on the check set instead (benchmarks/wild.py).
@@ -22,10 +22,10 @@ from uir_lora.bank.store import read_lora_file
 from uir_lora.bank.writer import save_lora_file
 from uir_lora.lab.commands.train import bank_lock
 
-FIELDS = ("provenance", "validation", "conditioning", "global_stage", "coarsest_side")
+FIELDS = ("provenance", "validation", "conditioning", "measured", "global_stage", "coarsest_side")
 """What travels with a LoRA's file: how it was made and how the sampler runs it (a LoRA trained through the pyramid
-runs through it)."""
-WRITTEN_WHEN_SET = ("global_stage", "coarsest_side")
+runs through it; one trained on a conditioning value read from each photo reads it at inference too)."""
+WRITTEN_WHEN_SET = ("measured", "global_stage", "coarsest_side")
 """Fields the manifest leaves out when empty, so adopting an empty one removes the key."""
 
 
