@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 from peft import LoraConfig
+from PIL import Image
 
 from uir_lora.backbones.registry import FAMILIES
 from uir_lora.bank.manifest import read_manifest, write_manifest
@@ -24,9 +25,12 @@ from uir_lora.lab.train.joint import (
     case_output,
     degrade_case,
     draw_case,
+    main,
     photo_crops,
     train_bank,
 )
+from uir_lora.pipeline import load_bank
+from uir_lora.router.trained import load_encoder
 from uir_lora.sampler.multiscale import multiscale, pyramid_levels
 
 
@@ -235,7 +239,6 @@ def test_standard_solo_synthesis_damages_one_kind_as_the_single_kind_trainer_doe
 
 
 def test_a_mixture_share_outside_0_1_is_refused_before_any_work(tmp_path, capsys) -> None:
-    from uir_lora.lab.train.joint import main
 
     with pytest.raises(SystemExit):
         main(["--out", str(tmp_path / "bank"), "--mixture-share", "1.5"])
@@ -286,7 +289,7 @@ def test_the_third_synthesis_damages_its_share_of_precipitation_and_nothing_else
 
 
 def test_a_precipitation_share_outside_0_1_is_refused_before_any_work(tmp_path, capsys) -> None:
-    from uir_lora.lab.train.joint import build_parser, main
+    from uir_lora.lab.train.joint import build_parser
 
     assert build_parser().parse_args(["--out", "x"]).precipitation_share == 0.0
     with pytest.raises(SystemExit):
@@ -335,7 +338,7 @@ def test_a_framed_trainer_learns_on_crop_sized_windows(monkeypatch) -> None:
 
 
 def test_a_frame_smaller_than_the_crop_is_refused_before_any_work(tmp_path, capsys) -> None:
-    from uir_lora.lab.train.joint import build_parser, main
+    from uir_lora.lab.train.joint import build_parser
 
     assert build_parser().parse_args(["--out", "x"]).frame_side == 0
     with pytest.raises(SystemExit):
@@ -356,7 +359,7 @@ def test_photo_crops_pass_over_photos_smaller_than_the_crop() -> None:
 
 def test_the_bank_records_the_pyramid_its_trained_loras_ran_on(tmp_path, capsys) -> None:
     from uir_lora.bank.manifest import LoraEntry
-    from uir_lora.lab.train.joint import main, recorded_coarsest_side
+    from uir_lora.lab.train.joint import recorded_coarsest_side
 
     old = LoraEntry(name="raindrop", file="raindrop.safetensors", rank=2, alpha=2.0, target_modules=["x"],
                     embedding=[0.0], coarsest_side=256)
@@ -369,3 +372,26 @@ def test_the_bank_records_the_pyramid_its_trained_loras_ran_on(tmp_path, capsys)
         main(["--out", str(tmp_path / "bank"), "--multiscale", "16"])
     assert "--multiscale 16: give 0 (flat) or a coarsest side of at least 32 px" in capsys.readouterr().err
     assert not (tmp_path / "bank").exists()
+
+
+def test_a_bank_trained_from_a_routed_bank_routes_as_it(tmp_path) -> None:
+    # the trainer's bank takes --init's encoder spec and router settings; without the files they name it
+    # could not route at all ("router encoder file ... is missing")
+    shipped = load_bank().root
+    source = read_manifest(shipped)
+    assert source.encoder.file, "the shipped bank routes with a trained encoder"
+    photos, data = tmp_path / "photos", tmp_path / "data"
+    photos.mkdir()
+    data.mkdir()
+    rng = np.random.default_rng(0)
+    for index in range(2):
+        Image.fromarray(rng.integers(0, 256, (96, 96, 3), dtype=np.uint8)).save(photos / f"{index}.png")
+    torch.save(torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(0)), data / "validation.pt")
+    target = tmp_path / "trained"
+    assert main(["--out", str(target), "--init", str(shipped), "--photos", str(photos), "--data-dir", str(data),
+                 "--steps", "1", "--batch", "1", "--crop", "64", "--eval-images", "1",
+                 "--train-kinds", "jpeg"]) == 0
+    written = read_manifest(target)
+    net, _ = load_encoder(target / written.encoder.file, written.encoder.sha256)  # refuses a missing or other file
+    theirs = load_encoder(shipped / source.encoder.file)[0].state_dict()
+    assert all(torch.equal(value, theirs[key]) for key, value in net.state_dict().items())

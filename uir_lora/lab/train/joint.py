@@ -33,7 +33,7 @@ from peft import LoraConfig
 from PIL import Image
 
 from ...backbones.base import Backbone
-from ...bank.manifest import MIN_COARSEST_SIDE, LoraEntry
+from ...bank.manifest import MIN_COARSEST_SIDE, LoraEntry, Manifest
 from ...compose.composer import blend_conditioning, restore_order
 from ...degrade import KINDS, canonical_kinds, compatible, degrade
 from ...global_stage import GlobalAdapter, run_adapters
@@ -203,6 +203,14 @@ def blended_conditioning(backbone: Backbone, conditioning: Mapping[str, Mapping[
 def restore(backbone: Backbone, image: torch.Tensor, cond: Mapping[str, float], coarsest: int) -> torch.Tensor:
     levels = pyramid_levels(*image.shape[-2:], coarsest) if coarsest else 0
     return multiscale(lambda x: backbone.restore_step(x, cond), image, levels)
+
+
+def copy_router_files(manifest: Manifest, source: Path, target: Path) -> None:
+    """The files ``manifest``'s router reads (the trained encoder, the kept examples), copied from the bank in
+    ``source`` so the bank written in ``target`` routes as the one it started from."""
+    for name in (manifest.encoder.file, manifest.router.examples):
+        if name:
+            shutil.copyfile(source / name, target / name)
 
 
 def through_global_stage(images: torch.Tensor, case: Sequence[str],
@@ -501,6 +509,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if init_manifest is not None:  # the router's settings come with the embeddings they were fitted with
         manifest.router = init_manifest.router
         write_manifest(manifest, args.out)
+        copy_router_files(init_manifest, args.init, args.out)
     provenance = {"recipe": "joint", "steps": stats["steps"], "seconds": stats["seconds"], "batch": cfg.batch,
                   "crop": cfg.crop, "frame_side": cfg.frame_side, "multiscale_coarsest": cfg.multiscale_coarsest,
                   "photos": len(photos),  # those at least a frame's side large are the ones trained on
