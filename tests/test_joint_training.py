@@ -239,7 +239,6 @@ def test_standard_solo_synthesis_damages_one_kind_as_the_single_kind_trainer_doe
 
 
 def test_a_mixture_share_outside_0_1_is_refused_before_any_work(tmp_path, capsys) -> None:
-
     with pytest.raises(SystemExit):
         main(["--out", str(tmp_path / "bank"), "--mixture-share", "1.5"])
     assert "--mixture-share must be a share in [0, 1], got 1.5" in capsys.readouterr().err

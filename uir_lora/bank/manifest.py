@@ -60,6 +60,8 @@ EXPOSURE_RANGE = (0.0, 5.0)
 """The stops that ``router.exposure_stops`` accepts, inclusive (the exposure anchor lifts by at most five)."""
 MIN_COARSEST_SIDE = 32
 """A coarse-to-fine LoRA's smallest allowed ``coarsest_side``: below it a level holds too little of a photo."""
+MAX_COARSEST_SIDE = 65536
+"""Its largest: no photo's shorter side reaches it, so a larger value could only be a mistake."""
 TRAINED_ENCODER = "da-efficientnet-lite0"
 TRAINED_POOLED_DIM = 1600
 """Length of the trained encoder's statistics a new kind is placed on (router/trained.py: ``STATISTICS_DIM``)."""
@@ -566,9 +568,10 @@ def _parse_lora(data: Any, index: int, dim: int, margin_limit: float, trained: b
 
 def _coarsest_side(value: Any, where: str) -> int:
     """A LoRA's ``coarsest_side``: 0 (flat) or a whole number of pixels from ``MIN_COARSEST_SIDE`` up."""
-    if isinstance(value, bool) or not isinstance(value, int) or not (value == 0 or MIN_COARSEST_SIDE <= value <= 65536):
+    whole = isinstance(value, int) and not isinstance(value, bool)
+    if not (whole and (value == 0 or MIN_COARSEST_SIDE <= value <= MAX_COARSEST_SIDE)):
         raise BankError(f"{where}: coarsest_side must be 0 (run flat) or a whole number of pixels from "
-                        f"{MIN_COARSEST_SIDE} to 65536, got {value!r}")
+                        f"{MIN_COARSEST_SIDE} to {MAX_COARSEST_SIDE}, got {value!r}")
     return value
 
 
