@@ -394,3 +394,29 @@ def test_a_bank_trained_from_a_routed_bank_routes_as_it(tmp_path) -> None:
     net, _ = load_encoder(target / written.encoder.file, written.encoder.sha256)  # refuses a missing or other file
     theirs = load_encoder(shipped / source.encoder.file)[0].state_dict()
     assert all(torch.equal(value, theirs[key]) for key, value in net.state_dict().items())
+
+
+def test_a_framed_case_meets_the_global_stage_on_its_whole_frame_as_the_sampler_runs_it(monkeypatch) -> None:
+    from uir_lora.global_stage import GlobalAdapter
+    from uir_lora.lab.train import joint
+
+    staged_sides = []
+    run_adapters = joint.run_adapters
+    monkeypatch.setattr(joint, "run_adapters", lambda images, weighted, *args: (
+        weighted and staged_sides.append(images.shape[-1])) or run_adapters(images, weighted, *args))
+    backbone = FAMILIES["embedded-ffdnet"](None)
+    photos = [np.asarray(torch.rand(80, 80, 3).mul(255).byte()) for _ in range(2)]
+    stage = GlobalAdapter()
+    torch.nn.init.normal_(stage.local_head.bias, std=0.2)
+    cfg = JointConfig(steps=6, batch=1, crop=24, frame_side=48, rank=2, bf16=False, kinds=("haze", "noise"),
+                      mixture_share=0.5, clean_share=0.0, seed=3)
+    conditioning = {name: {"sigma": 0.0} for name in (*cfg.kinds, "clean")}
+    rng = random.Random(cfg.seed)  # the cases the trainer draws (same seed, same config)
+    cases = [draw_case(rng, cfg) for _ in range(cfg.steps)]
+    assert ("haze",) in cases and ("noise",) in cases and len(set(cases)) == 3
+    joint.train_bank(backbone, photos, cfg, conditioning, log=lambda _: None, global_stage={"haze": stage},
+                     restored_before={"noise": ["haze"]})
+    # haze alone: the stage on the 48 px frame; noise alone has no stage; haze + noise (noise restored before the
+    # haze's stage) runs the stage on the 24 px window, after the noise pass
+    expected = [48 if case == ("haze",) else 24 for case in cases if "haze" in case]
+    assert staged_sides == expected

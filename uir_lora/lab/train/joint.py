@@ -81,7 +81,10 @@ class JointConfig(TrainConfig):
     frame_side: int = 0
     """0: each crop is damaged as a whole photo of its own size. Else each batch is damaged on frames of this
     side and a ``crop`` window of each is trained on, so damage sized to the photo (drops, flakes, a haze's
-    depth) appears as on a photo of that side; the three syntheses draw on the whole image they are given."""
+    depth) appears as on a photo of that side; the three syntheses draw on the whole image they are given. A case
+    that starts with the global stage has it on the whole frame, as the sampler runs it on the whole photo; a case
+    with a kind restored before the stage runs both on the window (a first pass on the frame would cost the
+    frame's pixels in gradients)."""
 
 
 def all_pairs(kinds: Sequence[str]) -> list[tuple[str, str]]:
@@ -220,6 +223,14 @@ def through_global_stage(images: torch.Tensor, case: Sequence[str],
         return run_adapters(images, [(1.0, adapters[k]) for k in case if adapters and k in adapters])
 
 
+def stage_runs_first(case: Sequence[str], global_stage: Mapping[str, GlobalAdapter] | None,
+                     restored_before: Mapping[str, Sequence[str]] | None = None) -> bool:
+    """Whether ``case`` starts with the global stage (a kind of it has an adapter and none is restored before it),
+    which can then run apart from the passes after it (``case_output``)."""
+    staged = [name for name in case if global_stage and name in global_stage]
+    return bool(staged) and restore_order(case, staged, lambda name: (restored_before or {}).get(name, ())) is None
+
+
 def case_output(backbone: Backbone, images: torch.Tensor, names: Sequence[str],
                 conditioning: Mapping[str, Mapping[str, float]], coarsest: int,
                 global_stage: Mapping[str, GlobalAdapter] | None = None,
@@ -299,11 +310,15 @@ def train_bank(backbone: Backbone, photos: Sequence[np.ndarray], cfg: JointConfi
         else:
             damaged = degrade_case(clean, case, gen, cfg.solo_synthesis, cfg.precipitation_share)
             target = damaged if case == (CLEAN,) else clean
+        stage = global_stage
         if cfg.frame_side > cfg.crop:
+            if stage_runs_first(case, global_stage, restored_before):
+                # the sampler runs the global stage on the whole photo: here on the whole frame, then the window
+                damaged, stage = through_global_stage(damaged.float(), case, global_stage), None
             damaged, target = same_window([damaged, target], cfg.crop, np_rng)
         x = damaged.to(accelerator.device).contiguous(memory_format=torch.channels_last)
         with torch.autocast(accelerator.device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
-            out = case_output(backbone, x, case, conditioning, cfg.multiscale_coarsest, global_stage,
+            out = case_output(backbone, x, case, conditioning, cfg.multiscale_coarsest, stage,
                               restored_before, trainable, measured)
         loss = LOSSES[cfg.loss](out.float(), target.to(accelerator.device))
         step = optimise(loss, optimizer, accelerator, losses, step, lr, start, cfg, log)
