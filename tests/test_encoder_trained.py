@@ -130,6 +130,7 @@ def test_the_camera_finish_adds_faint_noise_and_keeps_the_labels():
 @pytest.mark.parametrize(("share", "redrawn", "every_one"), [
     ("wide_share", "motion_blur", False),  # the wide profile is an option of the standard synthesis: half the draws
     ("precipitation_share", "raindrop", True),  # the third synthesis replaces either implementation
+    ("camera_share", "motion_blur", True),  # so does the third synthesis of blur
 ])
 def test_a_share_redraws_its_kinds_from_another_model_and_leaves_noise_alone(share, redrawn, every_one):
     from uir_lora.lab.router.train_encoder import DamageDataset, EncoderTrainConfig
@@ -152,7 +153,7 @@ def test_a_share_redraws_its_kinds_from_another_model_and_leaves_noise_alone(sha
 
 @pytest.mark.parametrize(("flag", "value"), [("--finish-share", "-0.1"), ("--finish-share", "1.5"),
                                              ("--wide-share", "2"),
-                                             ("--precipitation-share", "1.1")])
+                                             ("--precipitation-share", "1.1"), ("--camera-share", "-1")])
 def test_a_bad_share_is_refused_before_any_work(tmp_path, flag, value, capsys):
     from uir_lora.lab.cli import main
 
@@ -541,3 +542,18 @@ def test_the_cli_restore_prints_the_routing_notes(trained_bank, photo, tmp_path,
     assert main(["restore", str(tmp_path / "in.png"), "-o", str(tmp_path / "out.png"), "--bank", trained_bank.name,
                  "--bank-dir", str(trained_bank.parent)]) == 0
     assert "note: unsure of any damage" in capsys.readouterr().out
+
+
+def test_the_camera_share_takes_clean_examples_through_the_camera_in_focus_and_keeps_them_clean():
+    from uir_lora.lab.router.train_encoder import DamageDataset, EncoderTrainConfig
+
+    groups = [[scene(s) for s in range(4)]]
+
+    def examples(share: float) -> list:
+        config = EncoderTrainConfig(crop=64, clean_share=1.0, mixture_share=0.0, camera_share=share)
+        return [DamageDataset(groups, config, 8, ("motion_blur",))[index] for index in range(8)]
+
+    plain, taken = examples(0.0), examples(1.0)
+    for (image, presence, _, _), (other, other_presence, _, _) in zip(plain, taken):
+        assert torch.equal(presence, other_presence) and presence[-1] == 1 and presence[0] == 0  # still "clean"
+        assert not torch.equal(image, other)

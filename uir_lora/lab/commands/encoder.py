@@ -47,6 +47,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     train.add_argument("--precipitation-share", type=float, default=defaults.precipitation_share,
                        help="share of rain, snow and raindrops drawn from the third synthesis of them "
                             "(uir_lora.lab.precipitation)")
+    train.add_argument("--camera-share", type=float, default=defaults.camera_share,
+                       help="share of motion and defocus blur drawn from the third synthesis of them, through a "
+                            "camera's pipeline (uir_lora.lab.camera_blur), and of clean examples through it in focus")
     train.set_defaults(run=run_train)
     average = actions.add_parser("average", help="average two encoders of one lineage parameter by parameter")
     average.add_argument("first", type=existing_path)
@@ -79,7 +82,7 @@ def run_train(args: argparse.Namespace) -> int:
         raise InputError(f"--mixture-share must be in [0, 1 - --clean-share], got {args.mixture_share} beside "
                          f"--clean-share {args.clean_share}")
     for flag, share in (("--wide-share", args.wide_share), ("--finish-share", args.finish_share),
-                        ("--precipitation-share", args.precipitation_share)):
+                        ("--precipitation-share", args.precipitation_share), ("--camera-share", args.camera_share)):
         if not 0 <= share <= 1:
             raise InputError(f"{flag} must be in [0, 1], got {share}")
     if args.out.suffix != ".safetensors":
@@ -92,7 +95,7 @@ def run_train(args: argparse.Namespace) -> int:
                                 init=str(args.init or ""), clean_share=args.clean_share,
                                 mixture_share=args.mixture_share,
                                 wide_share=args.wide_share, finish_share=args.finish_share,
-                                precipitation_share=args.precipitation_share)
+                                precipitation_share=args.precipitation_share, camera_share=args.camera_share)
     train_encoder(config, args.out)
     return 0
 

@@ -3,10 +3,10 @@
 Every example is a native-resolution crop of a photo or render at a random scale (photos of many
 sizes), left clean or degraded by one kind or a mixture of 2-3 compatible kinds, each with its own
 severity, by ``uir_lora.degrade`` or ``uir_lora.lab.degrade_alt`` (two implementations, so the encoder
-learns the damage rather than one synthesis; rain, snow and raindrops also by ``uir_lora.lab.precipitation``
-when asked). Targets: presence per kind plus "clean" (sigmoid, binary cross-entropy) and severity per present
-kind (regression). Runs through ``accelerate``: ``python -m uir_lora.lab encoder train`` on a CPU, the same
-under ``accelerate launch`` on GPUs.
+learns the damage rather than one synthesis; rain, snow and raindrops also by ``uir_lora.lab.precipitation``,
+motion and defocus blur also by ``uir_lora.lab.camera_blur``, when asked). Targets: presence per kind plus
+"clean" (sigmoid, binary cross-entropy) and severity per present kind (regression). Runs through
+``accelerate``: ``python -m uir_lora.lab encoder train`` on a CPU, the same under ``accelerate launch`` on GPUs.
 """
 
 from __future__ import annotations
@@ -37,6 +37,8 @@ from ...router.trained import (
     load_encoder,
     save_encoder,
 )
+from ..camera_blur import KINDS as CAMERA_KINDS
+from ..camera_blur import camera_sharp, degrade_camera_blur
 from ..precipitation import KINDS as PRECIPITATION_KINDS
 from ..precipitation import degrade_precipitation
 from ..train.trainer import TrainConfig, next_lr, optimise
@@ -75,6 +77,10 @@ class EncoderTrainConfig(TrainConfig):
     """Share of the rain, snow and raindrops drawn from the third synthesis of them (``lab.precipitation``:
     scene-lit streaks in depth layers, refracting drops with dark rims) instead of the example's implementation:
     the two others both draw bright streaks and white flakes."""
+    camera_share: float = 0.0
+    """Share of the motion and defocus blur drawn from the third synthesis of them (``lab.camera_blur``: blurred in
+    linear light, with a shake trajectory, the sensor's noise and the camera's sharpening after it), and the same
+    share of the clean examples through that camera in focus (its noise and sharpening alone are no blur)."""
 
 
 def _rescaled(image: Image.Image, short_side: int) -> np.ndarray:
@@ -120,7 +126,8 @@ def photo_views(photo_dirs: Sequence[str | Path], crop: int, seed: int, renders:
 
 def used_implementations(config: EncoderTrainConfig) -> list[str]:
     """The syntheses that drew the examples, as the encoder file records them."""
-    return [*IMPLEMENTATIONS, *(["precipitation"] if config.precipitation_share else [])]
+    return [*IMPLEMENTATIONS, *(["precipitation"] if config.precipitation_share else []),
+            *(["camera_blur"] if config.camera_share else [])]
 
 
 def asked(share: float, gen: torch.Generator) -> bool:
@@ -184,10 +191,14 @@ class DamageDataset(Dataset):
                 options.update(profile="wide", finish=False)
             if kind in PRECIPITATION_KINDS and asked(self.config.precipitation_share, gen):
                 x = degrade_precipitation(x, kind, gen, severities=[level])
+            elif kind in CAMERA_KINDS and asked(self.config.camera_share, gen):
+                x = degrade_camera_blur(x, kind, gen, severities=[level])
             else:
                 x = degrade(x, kind, generator=gen, severity=level, **options).clamp(0, 1)
             row = self.kinds.index(kind)
             presence[row], severity[row], mask[row] = 1.0, level, 1.0
+        if not kinds and asked(self.config.camera_share, gen):
+            x = camera_sharp(x, gen)
         if asked(self.config.finish_share, gen):
             x = camera_finish(x, gen).clamp(0, 1)
         if not kinds:
