@@ -271,7 +271,8 @@ def test_the_joint_trainer_minimises_the_loss_it_is_given(monkeypatch) -> None:
 
 
 def test_the_third_synthesis_damages_its_share_of_precipitation_and_nothing_else() -> None:
-    from uir_lora.lab.train.joint import with_precipitation
+    from uir_lora.lab.precipitation import degrade_precipitation
+    from uir_lora.lab.train.joint import with_third_synthesis
 
     clean = torch.rand(3, 3, 48, 48, generator=torch.Generator().manual_seed(0))
     # Off by default: the training stream of earlier runs is unchanged.
@@ -282,9 +283,39 @@ def test_the_third_synthesis_damages_its_share_of_precipitation_and_nothing_else
                        degrade_case(clean, ("haze", "jpeg"), torch.Generator().manual_seed(4), "standard"))
     gen = torch.Generator().manual_seed(6)
     torch.rand((3,), generator=gen)  # the draw of which images take the third synthesis
-    expected = with_precipitation(clean, ("haze", "rain"), gen)
+    expected = with_third_synthesis(clean, ("haze", "rain"), gen, {"rain": degrade_precipitation})
     assert torch.equal(degrade_case(clean, ("haze", "rain"), torch.Generator().manual_seed(6), "standard", 1.0),
                        expected)
+
+
+def test_the_third_synthesis_of_blur_damages_its_share_of_blur_beside_the_others() -> None:
+    from uir_lora.lab.camera_blur import degrade_camera_blur
+    from uir_lora.lab.precipitation import degrade_precipitation
+    from uir_lora.lab.train.joint import with_third_synthesis
+
+    clean = torch.rand(4, 3, 48, 48, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(degrade_case(clean, ("motion_blur",), torch.Generator().manual_seed(4)),
+                       degrade_case(clean, ("motion_blur",), torch.Generator().manual_seed(4), camera_share=0.0))
+    assert torch.equal(degrade_case(clean, ("rain",), torch.Generator().manual_seed(4), camera_share=1.0),
+                       degrade_case(clean, ("rain",), torch.Generator().manual_seed(4)))
+    gen = torch.Generator().manual_seed(6)
+    torch.rand((4,), generator=gen)  # which images take the blur's third synthesis
+    expected = with_third_synthesis(clean, ("jpeg", "motion_blur"), gen, {"motion_blur": degrade_camera_blur})
+    assert torch.equal(degrade_case(clean, ("jpeg", "motion_blur"), torch.Generator().manual_seed(6),
+                                    camera_share=1.0), expected)
+    # rain beside motion blur, both third syntheses at once: each kind by its own
+    gen = torch.Generator().manual_seed(8)
+    torch.rand((4,), generator=gen)
+    torch.rand((4,), generator=gen)
+    expected = with_third_synthesis(clean, ("rain", "motion_blur"), gen,
+                                    {"rain": degrade_precipitation, "motion_blur": degrade_camera_blur})
+    assert torch.equal(degrade_case(clean, ("rain", "motion_blur"), torch.Generator().manual_seed(8),
+                                    precipitation_share=1.0, camera_share=1.0), expected)
+    # shares in between: each image by one mix of syntheses, every one of them damaged
+    mixed = degrade_case(clean, ("rain", "motion_blur"), torch.Generator().manual_seed(9), precipitation_share=0.5,
+                         camera_share=0.5)
+    assert mixed.shape == clean.shape and 0 <= float(mixed.min()) and float(mixed.max()) <= 1
+    assert all(float((image - original).abs().mean()) > 0.01 for image, original in zip(mixed, clean))
 
 
 def test_a_precipitation_share_outside_0_1_is_refused_before_any_work(tmp_path, capsys) -> None:

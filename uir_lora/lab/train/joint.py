@@ -5,7 +5,8 @@ Each LoRA is still one kind's adapter on the frozen backbone, but the bank learn
 weight 1 (``x_out = f0(x) + sum_i f_i(x)``), so a mixture is not restored by half-strength LoRAs.
 A batch holds one case (one kind, a compatible pair, or a clean photo for the clean LoRA) on
 photo-sized images, degraded by the wide profile of ``uir_lora.degrade`` or by the independent
-``uir_lora.lab.degrade_alt`` (rain, snow and raindrops also by ``uir_lora.lab.precipitation`` when asked), and
+``uir_lora.lab.degrade_alt`` (rain, snow and raindrops also by ``uir_lora.lab.precipitation``, motion and defocus
+blur also by ``uir_lora.lab.camera_blur``, when asked), and
 optionally run coarse-to-fine (``sampler.multiscale``).
 
 A new kind joins such a bank as it joins any bank: its LoRA trains alone (on its own kind and on mixtures
@@ -38,6 +39,8 @@ from ...compose.composer import blend_conditioning, restore_order
 from ...degrade import KINDS, canonical_kinds, compatible, degrade
 from ...global_stage import GlobalAdapter, run_adapters
 from ...sampler.multiscale import multiscale, pyramid_levels
+from ..camera_blur import KINDS as CAMERA_KINDS
+from ..camera_blur import degrade_camera_blur
 from ..degrade_alt import degrade as degrade_alt
 from ..precipitation import KINDS as PRECIPITATION_KINDS
 from ..precipitation import degrade_precipitation
@@ -46,6 +49,8 @@ from .trainer import CLEAN, LOSSES, TrainConfig, conditioning_of, next_lr, optim
 IMPLEMENTATIONS = ("wide", "alt")
 """The two independent syntheses that feed training: degrade's wide profile and degrade_alt."""
 SOLO_SYNTHESES = ("wide-alt", "standard")
+THIRD_SYNTHESES = ((PRECIPITATION_KINDS, degrade_precipitation), (CAMERA_KINDS, degrade_camera_blur))
+"""(kinds, synthesis) of the third syntheses, in the order of their shares (``degrade_case``)."""
 
 
 @dataclass
@@ -78,6 +83,9 @@ class JointConfig(TrainConfig):
     precipitation_share: float = 0.0
     """Share of the images whose rain, snow or raindrops come from the third synthesis (``lab.precipitation``,
     other physical models than the two implementations); the case's other kinds by the wide profile."""
+    camera_share: float = 0.0
+    """Share of the images whose motion or defocus blur comes from the third synthesis of blur
+    (``lab.camera_blur``: blurred in linear light, then the sensor's noise and the camera's sharpening)."""
     frame_side: int = 0
     """0: each crop is damaged as a whole photo of its own size. Else each batch is damaged on frames of this
     side and a ``crop`` window of each is trained on, so damage sized to the photo (drops, flakes, a haze's
@@ -146,23 +154,32 @@ def same_window(images: Sequence[torch.Tensor], side: int, rng: np.random.Genera
 
 
 def degrade_case(clean: torch.Tensor, case: Sequence[str], gen: torch.Generator,
-                 solo_synthesis: str = "wide-alt", precipitation_share: float = 0.0) -> torch.Tensor:
+                 solo_synthesis: str = "wide-alt", precipitation_share: float = 0.0,
+                 camera_share: float = 0.0) -> torch.Tensor:
     """Each image by one of the two implementations, chosen per image; one kind by the standard synthesis when
-    ``solo_synthesis`` is "standard"; rain, snow and raindrops by the third synthesis on ``precipitation_share``
-    of the images."""
+    ``solo_synthesis`` is "standard"; rain, snow and raindrops by their third synthesis on ``precipitation_share``
+    of the images, motion and defocus blur by theirs (``lab.camera_blur``) on ``camera_share``."""
     if solo_synthesis not in SOLO_SYNTHESES:
         raise ValueError(f"solo_synthesis must be one of {SOLO_SYNTHESES}, got {solo_synthesis!r}")
     if tuple(case) == (CLEAN,):
         # Undamaged photos still carry a camera's faint noise and compression sometimes.
         return degrade(clean, [], generator=gen, profile="wide")
-    if precipitation_share > 0 and set(case) & set(PRECIPITATION_KINDS):
-        chosen = torch.rand((clean.shape[0],), generator=gen) < precipitation_share
-        if bool(chosen.any()):
-            out = clean.clone()
-            if not bool(chosen.all()):
-                out[~chosen] = degrade_case(clean[~chosen], case, gen, solo_synthesis)
-            out[chosen] = with_precipitation(clean[chosen], case, gen)
-            return out
+    # which images each third synthesis draws (a draw only for a share above 0: earlier runs' streams stay)
+    drawn = [(torch.rand((clean.shape[0],), generator=gen) < share, model)
+             for share, model in zip((precipitation_share, camera_share), THIRD_SYNTHESES)
+             if share > 0 and set(case) & set(model[0])]
+    chosen = torch.stack([mask for mask, _ in drawn]).any(dim=0) if drawn else None
+    if chosen is not None and bool(chosen.any()):
+        out = clean.clone()
+        if not bool(chosen.all()):
+            out[~chosen] = degrade_case(clean[~chosen], case, gen, solo_synthesis)
+        signatures = torch.stack([mask for mask, _ in drawn], dim=1)
+        for signature in torch.unique(signatures[chosen], dim=0):
+            images = (signatures == signature).all(dim=1) & chosen
+            models = {kind: synthesis for taken, (_, (kinds, synthesis)) in zip(signature.tolist(), drawn) if taken
+                      for kind in kinds}
+            out[images] = with_third_synthesis(clean[images], case, gen, models)
+        return out
     if len(case) == 1 and solo_synthesis == "standard":
         return degrade(clean, list(case), generator=gen)
     out = []
@@ -173,12 +190,14 @@ def degrade_case(clean: torch.Tensor, case: Sequence[str], gen: torch.Generator,
     return torch.cat(out)
 
 
-def with_precipitation(clean: torch.Tensor, case: Sequence[str], gen: torch.Generator) -> torch.Tensor:
-    """``case`` in physical order, its precipitation kind by the third synthesis, the others by the wide profile;
+def with_third_synthesis(clean: torch.Tensor, case: Sequence[str], gen: torch.Generator,
+                         models: Mapping[str, Callable[[torch.Tensor, str, torch.Generator], torch.Tensor]]
+                         ) -> torch.Tensor:
+    """``case`` in physical order, each kind of ``models`` by that third synthesis, the others by the wide profile;
     the camera's finish once, at the end."""
     out = clean
     for name in canonical_kinds(list(case)):
-        out = (degrade_precipitation(out, name, gen) if name in PRECIPITATION_KINDS
+        out = (models[name](out, name, gen) if name in models
                else degrade(out, [name], generator=gen, profile="wide", finish=False))
     return degrade(out, [], generator=gen, profile="wide")
 
@@ -308,7 +327,8 @@ def train_bank(backbone: Backbone, photos: Sequence[np.ndarray], cfg: JointConfi
             damaged = degrade_case(clean, (other,), gen)
             target = damaged
         else:
-            damaged = degrade_case(clean, case, gen, cfg.solo_synthesis, cfg.precipitation_share)
+            damaged = degrade_case(clean, case, gen, cfg.solo_synthesis, cfg.precipitation_share,
+                                   cfg.camera_share)
             target = damaged if case == (CLEAN,) else clean
         stage = global_stage
         if cfg.frame_side > cfg.crop:
@@ -438,6 +458,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--precipitation-share", type=float, default=JointConfig.precipitation_share,
                         help="share of the images whose rain, snow or raindrops come from the third synthesis "
                         "(uir_lora.lab.precipitation; default %(default)s)")
+    parser.add_argument("--camera-share", type=float, default=JointConfig.camera_share,
+                        help="share of the images whose motion or defocus blur comes from the third synthesis of "
+                        "blur, through a camera's pipeline (uir_lora.lab.camera_blur; default %(default)s)")
     parser.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=False,
                         help="bf16 autocast (faster where the CPU has bfloat16 instructions; float32 by default): an "
                         "FFDNet LoRA trained under it learns bf16's rounding, then hurts in float32")
@@ -467,7 +490,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     parser = build_parser()
     args = parser.parse_args(argv)
-    for flag, share in (("--mixture-share", args.mixture_share), ("--precipitation-share", args.precipitation_share)):
+    for flag, share in (("--mixture-share", args.mixture_share), ("--precipitation-share", args.precipitation_share),
+                        ("--camera-share", args.camera_share)):
         if not 0 <= share <= 1:
             parser.error(f"{flag} must be a share in [0, 1], got {share}")
     if args.frame_side and args.frame_side < args.crop:
@@ -493,6 +517,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                       multiscale_coarsest=args.multiscale, bf16=args.bf16, seed=args.seed,
                       train_kinds=tuple(args.train_kinds), mixture_share=args.mixture_share,
                       solo_synthesis=args.solo_synthesis, precipitation_share=args.precipitation_share,
+                      camera_share=args.camera_share,
                       loss=args.loss, frame_side=args.frame_side)
     if cfg.train_kinds and not init:
         parser.error("--train-kinds keeps the other LoRAs as they are: give the bank they come from with --init")
@@ -529,8 +554,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                   "crop": cfg.crop, "frame_side": cfg.frame_side, "multiscale_coarsest": cfg.multiscale_coarsest,
                   "photos": len(photos),  # those at least a frame's side large are the ones trained on
                   "photos_used": sum(min(p.shape[:2]) >= max(cfg.crop, cfg.frame_side) for p in photos),
-                  "implementations": [*IMPLEMENTATIONS, *(["precipitation"] if cfg.precipitation_share else [])],
+                  "implementations": [*IMPLEMENTATIONS, *(["precipitation"] if cfg.precipitation_share else []),
+                                      *(["camera_blur"] if cfg.camera_share else [])],
                   "solo_synthesis": cfg.solo_synthesis, "precipitation_share": cfg.precipitation_share,
+                  "camera_share": cfg.camera_share,
                   "init": str(args.init) if args.init else None,
                   "command": " ".join(["python -m uir_lora.lab.train.joint", *(argv or sys.argv[1:])])}
     for name in (*KINDS, CLEAN):
