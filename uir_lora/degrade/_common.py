@@ -9,7 +9,7 @@ so the same seed gives the same parameters whatever device the image lives on.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -114,3 +114,14 @@ def frame_window(image: torch.Tensor, frame_side: int | None, gen: torch.Generat
         return height, width, 0, 0
     frame_h, frame_w = round(height * scale), round(width * scale)
     return frame_h, frame_w, randint(gen, 0, frame_h - height), randint(gen, 0, frame_w - width)
+
+
+def each_image(image: torch.Tensor, gen: torch.Generator, severities: Sequence[float] | None,
+               damage: Callable[[torch.Tensor, float, torch.Generator], torch.Tensor]) -> torch.Tensor:
+    """``damage(single, severity, gen)`` on every image of a [N,3,H,W] batch in [0, 1], each with its own severity
+    (drawn from ``gen`` when ``severities`` is None); non-finite values zeroed, the result clipped to [0, 1]."""
+    outputs = []
+    for index, single in enumerate(image.float().split(1)):
+        severity = float(rand((1,), gen, single)) if severities is None else float(severities[index])
+        outputs.append(torch.nan_to_num(damage(single, severity, gen)).clamp(0.0, 1.0))
+    return torch.cat(outputs).to(image.dtype)

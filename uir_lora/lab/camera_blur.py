@@ -26,7 +26,7 @@ import torch
 from kornia.color import linear_rgb_to_rgb, rgb_to_linear_rgb
 from kornia.filters import unsharp_mask
 
-from ..degrade._common import coin, convolve, lerp, rand, randn, uniform
+from ..degrade._common import coin, convolve, each_image, lerp, rand, randn, uniform
 
 KINDS: tuple[str, ...] = ("motion_blur", "defocus_blur")
 
@@ -138,11 +138,13 @@ def _sharpen(image: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
 
 
 def camera_motion_blur(image: torch.Tensor, severity: float, gen: torch.Generator) -> torch.Tensor:
+    """Camera shake of 2-28 px through the camera, [1,3,H,W] in [0, 1]."""
     length = lerp(2.0, 28.0, severity) * uniform(gen, 0.85, 1.15)
     return _through_camera(image, shake_kernel(length, gen), gen)
 
 
 def camera_defocus_blur(image: torch.Tensor, severity: float, gen: torch.Generator) -> torch.Tensor:
+    """A lens's disc of radius 1-6.5 px through the camera, [1,3,H,W] in [0, 1]."""
     radius = lerp(1.0, 6.5, severity) * uniform(gen, 0.9, 1.1)
     return _through_camera(image, lens_kernel(radius, gen), gen)
 
@@ -168,8 +170,4 @@ def degrade_camera_blur(image: torch.Tensor, kind: str, gen: torch.Generator,
     """``kind`` on every image of a [N,3,H,W] batch in [0, 1], each with its own severity (drawn when None)."""
     if kind not in _MODELS:
         raise ValueError(f"the camera blur synthesis draws {KINDS}, not {kind!r}")
-    outputs = []
-    for index, single in enumerate(image.float().split(1)):
-        severity = float(rand((1,), gen, single)) if severities is None else float(severities[index])
-        outputs.append(torch.nan_to_num(_MODELS[kind](single, severity, gen)).clamp(0.0, 1.0))
-    return torch.cat(outputs).to(image.dtype)
+    return each_image(image, gen, severities, _MODELS[kind])

@@ -23,7 +23,17 @@ import torch
 import torch.nn.functional as F
 from kornia.filters import spatial_gradient
 
-from ..degrade._common import coin, gaussian_blur, lerp, luminance, rand, randint, smooth_random_field, uniform
+from ..degrade._common import (
+    coin,
+    each_image,
+    gaussian_blur,
+    lerp,
+    luminance,
+    rand,
+    randint,
+    smooth_random_field,
+    uniform,
+)
 from ..degrade.blur import disk_kernel
 
 KINDS: tuple[str, ...] = ("rain", "snow", "raindrop")
@@ -177,8 +187,4 @@ def degrade_precipitation(image: torch.Tensor, kind: str, gen: torch.Generator,
     """``kind`` on every image of a [N,3,H,W] batch in [0, 1], each with its own severity (drawn when None)."""
     if kind not in _MODELS:
         raise ValueError(f"the precipitation synthesis draws {KINDS}, not {kind!r}")
-    outputs = []
-    for index, single in enumerate(image.float().split(1)):
-        severity = float(rand((1,), gen, single)) if severities is None else float(severities[index])
-        outputs.append(torch.nan_to_num(_MODELS[kind](single, severity, gen)).clamp(0.0, 1.0))
-    return torch.cat(outputs).to(image.dtype)
+    return each_image(image, gen, severities, _MODELS[kind])
