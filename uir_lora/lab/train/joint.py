@@ -242,12 +242,20 @@ def through_global_stage(images: torch.Tensor, case: Sequence[str],
         return run_adapters(images, [(1.0, adapters[k]) for k in case if adapters and k in adapters])
 
 
+def case_order(names: Sequence[str], global_stage: Mapping[str, GlobalAdapter] | None,
+               restored_before: Mapping[str, Sequence[str]] | None = None
+               ) -> tuple[list[str], tuple[list[str], list[str]] | None]:
+    """(the kinds of ``names`` with a global stage, ``restore_order``'s passes for them): how the sampler runs them."""
+    staged = [name for name in names if global_stage and name in global_stage]
+    return staged, restore_order(names, staged, lambda name: (restored_before or {}).get(name, ()))
+
+
 def stage_runs_first(case: Sequence[str], global_stage: Mapping[str, GlobalAdapter] | None,
                      restored_before: Mapping[str, Sequence[str]] | None = None) -> bool:
     """Whether ``case`` starts with the global stage (a kind of it has an adapter and none is restored before it),
     which can then run apart from the passes after it (``case_output``)."""
-    staged = [name for name in case if global_stage and name in global_stage]
-    return bool(staged) and restore_order(case, staged, lambda name: (restored_before or {}).get(name, ())) is None
+    staged, order = case_order(case, global_stage, restored_before)
+    return bool(staged) and order is None
 
 
 def case_output(backbone: Backbone, images: torch.Tensor, names: Sequence[str],
@@ -267,8 +275,7 @@ def case_output(backbone: Backbone, images: torch.Tensor, names: Sequence[str],
             on_activate()
         return restore(backbone, x, blended_conditioning(backbone, conditioning, kinds, x, measured), coarsest)
 
-    staged = [name for name in names if global_stage and name in global_stage]
-    order = restore_order(names, staged, lambda name: (restored_before or {}).get(name, ()))
+    staged, order = case_order(names, global_stage, restored_before)
     # the frozen adapters run on the CPU in float32, as the sampler runs them, whatever autocast the passes use
     if order is None:
         with torch.autocast("cpu", enabled=False):
