@@ -82,3 +82,15 @@ def test_sinc_and_random_kernels_sum_to_one() -> None:
     for severity in (0.0, 0.5, 1.0):
         kernel = wide_blur_kernel(severity, gen)
         assert kernel.shape[0] % 2 == 1 and abs(float(kernel.sum()) - 1.0) < 1e-4
+
+
+def test_wide_motion_blur_draws_the_faint_shake_of_a_short_exposure_that_the_standard_profile_never_does() -> None:
+    """At the lowest severity, some wide draws stay far closer to the photo than any standard draw (5 px and up)."""
+    image = _photo(3, side=96)
+
+    def closest(profile: str) -> float:
+        errors = [float((degrade(image, "motion_blur", generator=torch.Generator().manual_seed(s), severity=0.0,
+                                 profile=profile, finish=False) - image).abs().mean()) for s in range(12)]
+        return min(errors)
+
+    assert closest("wide") < 0.5 * closest("standard")

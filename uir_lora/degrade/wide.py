@@ -18,7 +18,7 @@ import math
 import torch
 
 from ._common import choice, coin, convolve, lerp, randint, randn, uniform
-from .blur import defocus_blur, motion_blur
+from .blur import defocus_blur, motion_blur, shake_trajectory_kernel
 from .compression import _jpeg_roundtrip
 from .light import low_light
 from .noise import gaussian_noise
@@ -86,9 +86,23 @@ def defocus_blur_wide(image: torch.Tensor, severity: float, gen: torch.Generator
     return convolve(image, wide_blur_kernel(severity, gen))
 
 
+SHORTEST_SHAKE, LONGEST_SHAKE = 2.0, 28.0
+"""The wide profile's shake lengths in px: from a steady hand's short exposure, a faint softness that the standard
+profile (5 px and up) never draws, to a long one."""
+
+
+def exposure_shake_length(severity: float, gen: torch.Generator) -> float:
+    """A shake length spaced as exposure times are (geometrically), so that faint shake is drawn as often as long."""
+    return math.exp(lerp(math.log(SHORTEST_SHAKE), math.log(LONGEST_SHAKE), severity)) * uniform(gen, 0.85, 1.15)
+
+
 def motion_blur_wide(image: torch.Tensor, severity: float, gen: torch.Generator) -> torch.Tensor:
-    # Longer exposures than the standard profile, and a slight defocus under the shake as lenses add.
-    blurred = motion_blur(image, min(1.0, severity * uniform(gen, 0.8, 1.4)), gen)
+    # Exposures from short to longer than the standard profile's, and a slight defocus under the shake as lenses add.
+    if coin(gen, WIDE_SHARE):
+        # the trajectory kernel, whose length is continuous (the straight kernel's is a whole odd number of px)
+        blurred = convolve(image, shake_trajectory_kernel(exposure_shake_length(severity, gen), gen))
+    else:
+        blurred = motion_blur(image, min(1.0, severity * uniform(gen, 0.8, 1.4)), gen)
     if coin(gen, WIDE_SHARE):
         blurred = convolve(blurred, anisotropic_kernel(*(uniform(gen, 0.4, 1.0),) * 2, 0.0))
     return blurred
