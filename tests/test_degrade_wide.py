@@ -85,7 +85,7 @@ def test_sinc_and_random_kernels_sum_to_one() -> None:
 
 
 def test_wide_motion_blur_draws_the_faint_shake_of_a_short_exposure_that_the_standard_profile_never_does() -> None:
-    """At the lowest severity, some wide draws stay far closer to the photo than any standard draw (5 px and up)."""
+    """At the lowest severity, some wide draws stay far closer to the photo than any standard draw (4 px and up)."""
     image = _photo(3, side=96)
 
     def closest(profile: str) -> float:

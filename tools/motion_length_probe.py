@@ -1,5 +1,5 @@
 """Motion blur by its length in px, from a short exposure's faint shake to a long one: the routed restore, and the
-motion blur LoRA set to 1 over the router's weights, bank beside bank.
+motion blur LoRA alone at weight 1, bank beside bank.
 
     python tools/motion_length_probe.py shipped=lora_bank/embedded-ffdnet candidate=BANK [--photos train-scenes]
 
@@ -7,7 +7,7 @@ The 9 validation interiors as 512² views (``--photos validation-512``, the defa
 photo at 512², each blurred at the lengths below (a camera-shake trajectory on even photos, a straight line on odd
 ones), with and without a faint sensor noise of 2/255 and 8-bit rounding, one seeded draw per photo and case.
 Prints the mean PSNR gain over the input per case, length and bank, and each bank's top-1 routed kind per length.
-The standard synthesis draws no shake under 5 px; the wide profile draws it from 2 px, so a LoRA or encoder
+The standard synthesis draws no shake under about 4 px; the wide profile draws it from 2 px, so a LoRA or encoder
 trained on it has seen the short end.
 """
 
@@ -64,8 +64,7 @@ def main() -> int:
                 before = psnr(damaged, clean)
                 case = f"{length:g} px, noise {noise:g}"
                 for name, bank in banks.items():
-                    # set to 1 over the router's other weights, as the node's default blend (override) does
-                    at_one = pipeline.restore(damaged, backbone, bank, manual={"motion_blur": 1.0})[0]
+                    at_one = pipeline.restore(damaged, backbone, bank, manual={"motion_blur": 1.0}, mode="manual")[0]
                     gains[f"{case}: LoRA at 1"][name].append(psnr(at_one, clean) - before)
                     auto, compositions = pipeline.restore(damaged, backbone, bank)
                     gains[f"{case}: automatic"][name].append(psnr(auto, clean) - before)

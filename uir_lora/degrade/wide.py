@@ -88,7 +88,7 @@ def defocus_blur_wide(image: torch.Tensor, severity: float, gen: torch.Generator
 
 SHORTEST_SHAKE, LONGEST_SHAKE = 2.0, 28.0
 """The wide profile's shake lengths in px: from a steady hand's short exposure, a faint softness that the standard
-profile (5 px and up) never draws, to a long one."""
+profile (from about 4 px) never draws, to a long one."""
 
 
 def exposure_shake_length(severity: float, gen: torch.Generator) -> float:
