@@ -153,13 +153,58 @@ def test_a_share_redraws_its_kinds_from_another_model_and_leaves_noise_alone(sha
 
 @pytest.mark.parametrize(("flag", "value"), [("--finish-share", "-0.1"), ("--finish-share", "1.5"),
                                              ("--wide-share", "2"),
-                                             ("--precipitation-share", "1.1"), ("--camera-share", "-1")])
+                                             ("--precipitation-share", "1.1"), ("--camera-share", "-1"),
+                                             ("--short-shake-share", "1.2")])
 def test_a_bad_share_is_refused_before_any_work(tmp_path, flag, value, capsys):
     from uir_lora.lab.cli import main
 
     code = main(["encoder", "train", "--out", str(tmp_path / "e.safetensors"), flag, value])
     assert code != 0 and f"{flag} must be in [0, 1]" in capsys.readouterr().err
     assert not list(tmp_path.iterdir())
+
+
+def test_the_short_shake_share_blurs_motion_examples_faintly_at_the_lowest_severity():
+    from uir_lora.lab.router.train_encoder import DamageDataset, EncoderTrainConfig
+
+    def textured(seed: int) -> np.ndarray:  # detail a few px across, so a blur's change grows with its length
+        grid = torch.rand(1, 3, 24, 24, generator=torch.Generator().manual_seed(seed))
+        image = torch.nn.functional.interpolate(grid, size=128, mode="bicubic", align_corners=False).clamp(0, 1)
+        return (image[0].permute(1, 2, 0).numpy() * 255).astype(np.uint8)
+
+    groups = [[textured(s) for s in range(4)]]
+
+    def examples(share: float, clean_share: float = 0.0) -> list:
+        config = EncoderTrainConfig(crop=96, clean_share=clean_share, mixture_share=0.0, short_shake_share=share)
+        return [DamageDataset(groups, config, 16, ("motion_blur", "noise"))[index] for index in range(16)]
+
+    plain, short, clean = examples(0.0), examples(1.0), examples(0.0, clean_share=1.0)  # the crop is drawn first
+    motion = [index for index, (_, presence, _, _) in enumerate(plain) if presence[0] == 1]
+    assert len(motion) >= 4 and all(torch.equal(plain[i][1], short[i][1]) for i in range(16))  # the kind's labels
+    for index in set(range(16)) - set(motion):  # noise is drawn as before
+        assert torch.equal(short[index][0], plain[index][0])
+
+    def change(examples: list) -> float:
+        return float(torch.stack([(examples[i][0] - clean[i][0]).abs().mean() for i in motion]).mean())
+
+    assert all(short[i][2][0] == 0.0 and short[i][3][0] == 1 for i in motion)  # the lowest severity, trained on
+    assert 0 < change(short) < 0.6 * change(plain)  # shorter than the standard syntheses' shakes
+
+
+def test_a_frozen_trunk_trains_the_neck_and_heads_only(tiny_encoder, tmp_path):
+    from uir_lora.errors import InputError
+    from uir_lora.lab.router.train_encoder import EncoderTrainConfig, train_encoder
+
+    groups = [[scene(s) for s in range(4)]]
+    config = EncoderTrainConfig(steps=2, batch=4, crop=64, workers=0, lr=1e-2, log_every=100, init=str(tiny_encoder),
+                                freeze_trunk=True)
+    out = tmp_path / "refit.safetensors"
+    train_encoder(config, out, log=lambda *_: None, groups=groups, kinds=KINDS)
+    start, refit = (load_encoder(path)[0].state_dict() for path in (tiny_encoder, out))
+    changed = {key.split(".")[0] for key in start if not torch.equal(start[key], refit[key])}
+    assert changed == {"neck", "presence", "severity"}  # the trunk's weights and batch-norm statistics are kept
+    with pytest.raises(InputError, match="--init"):
+        train_encoder(EncoderTrainConfig(steps=1, batch=4, crop=64, workers=0, freeze_trunk=True),
+                      tmp_path / "fresh.safetensors", log=lambda *_: None, groups=groups, kinds=KINDS)
 
 
 @pytest.mark.parametrize(("args", "message"), [

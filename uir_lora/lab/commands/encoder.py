@@ -50,6 +50,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     train.add_argument("--camera-share", type=float, default=defaults.camera_share,
                        help="share of motion and defocus blur drawn from the third synthesis of them, through a "
                             "camera's pipeline (uir_lora.lab.camera_blur), and of clean examples through it in focus")
+    train.add_argument("--short-shake-share", type=float, default=defaults.short_shake_share,
+                       help="share of motion blur drawn as a short exposure's faint shake (2-5 px)")
+    train.add_argument("--freeze-trunk", action="store_true",
+                       help="train the neck and heads of --init only, its trunk as it is")
     train.set_defaults(run=run_train)
     average = actions.add_parser("average", help="average two encoders of one lineage parameter by parameter")
     average.add_argument("first", type=existing_path)
@@ -82,7 +86,8 @@ def run_train(args: argparse.Namespace) -> int:
         raise InputError(f"--mixture-share must be in [0, 1 - --clean-share], got {args.mixture_share} beside "
                          f"--clean-share {args.clean_share}")
     for flag, share in (("--wide-share", args.wide_share), ("--finish-share", args.finish_share),
-                        ("--precipitation-share", args.precipitation_share), ("--camera-share", args.camera_share)):
+                        ("--precipitation-share", args.precipitation_share), ("--camera-share", args.camera_share),
+                        ("--short-shake-share", args.short_shake_share)):
         if not 0 <= share <= 1:
             raise InputError(f"{flag} must be in [0, 1], got {share}")
     if args.out.suffix != ".safetensors":
@@ -95,7 +100,8 @@ def run_train(args: argparse.Namespace) -> int:
                                 init=str(args.init or ""), clean_share=args.clean_share,
                                 mixture_share=args.mixture_share,
                                 wide_share=args.wide_share, finish_share=args.finish_share,
-                                precipitation_share=args.precipitation_share, camera_share=args.camera_share)
+                                precipitation_share=args.precipitation_share, camera_share=args.camera_share,
+                                short_shake_share=args.short_shake_share, freeze_trunk=args.freeze_trunk)
     train_encoder(config, args.out)
     return 0
 

@@ -12,6 +12,7 @@ motion and defocus blur also by ``uir_lora.lab.camera_blur``, when asked). Targe
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -24,6 +25,8 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from ...degrade import KINDS, canonical_kinds
+from ...degrade._common import convolve
+from ...degrade.blur import shake_trajectory_kernel
 from ...degrade.wide import camera_finish
 from ...errors import InputError
 from ...images import IMAGE_SUFFIXES
@@ -49,6 +52,8 @@ WIDE_KINDS = ("motion_blur", "defocus_blur", "low_light", "haze")
 """Kinds that ``wide_share`` may draw from the wide profile's models. Its noise and JPEG are left out: their mild
 ends (noise from 3/255, JPEG up to quality 95) are what the camera finish leaves on a clean photo."""
 LDA_EXAMPLES_PER_CLASS = 24
+SHORT_SHAKE = (2.0, 5.0)
+"""The lengths in px of ``short_shake_share``'s shakes, spaced geometrically as exposure times are."""
 
 
 @dataclass
@@ -81,6 +86,13 @@ class EncoderTrainConfig(TrainConfig):
     """Share of the motion and defocus blur drawn from the third synthesis of them (``lab.camera_blur``: blurred in
     linear light, with a shake trajectory, the sensor's noise and the camera's sharpening after it), and the same
     share of the clean examples through that camera in focus (its noise and sharpening alone are no blur)."""
+    short_shake_share: float = 0.0
+    """Share of the motion blur examples drawn as a short exposure's faint shake (a trajectory of ``SHORT_SHAKE``
+    px, labelled at the kind's lowest severity): the standard syntheses start at about 4 px, and at the wide
+    profile's share a shorter one is a few in a hundred motion examples, too few to tell it from a soft photo."""
+    freeze_trunk: bool = False
+    """Train the neck and heads only, the trunk and its batch-norm statistics as ``init`` has them: how d reads the
+    trunk's pooled statistics is refitted, at a third of a full step's cost and with the trunk's features kept."""
 
 
 def _rescaled(image: Image.Image, short_side: int) -> np.ndarray:
@@ -189,7 +201,9 @@ class DamageDataset(Dataset):
             options = {"frame_side": max(frame_side, self.config.crop)} if implementation == "degrade" else {}
             if implementation == "degrade" and kind in WIDE_KINDS and asked(self.config.wide_share, gen):
                 options.update(profile="wide", finish=False)
-            if kind in PRECIPITATION_KINDS and asked(self.config.precipitation_share, gen):
+            if kind == "motion_blur" and asked(self.config.short_shake_share, gen):
+                x, level = short_shake(x, gen), 0.0
+            elif kind in PRECIPITATION_KINDS and asked(self.config.precipitation_share, gen):
                 x = degrade_precipitation(x, kind, gen, severities=[level])
             elif kind in CAMERA_KINDS and asked(self.config.camera_share, gen):
                 x = degrade_camera_blur(x, kind, gen, severities=[level])
@@ -204,6 +218,13 @@ class DamageDataset(Dataset):
         if not kinds:
             presence[-1] = 1.0  # "clean": no damage at all
         return x[0].float(), presence, severity, mask
+
+
+def short_shake(image: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """[1,3,H,W] shaken along a trajectory of ``SHORT_SHAKE`` px (log-uniform), as a steady hand's short exposure."""
+    low, high = (math.log(side) for side in SHORT_SHAKE)
+    length = math.exp(low + (high - low) * float(torch.rand((), generator=gen)))
+    return convolve(image, shake_trajectory_kernel(length, gen)).clamp(0, 1)
 
 
 def damage_loss(presence_logits: torch.Tensor, severity_logits: torch.Tensor, presence: torch.Tensor,
@@ -269,11 +290,20 @@ def train_encoder(config: EncoderTrainConfig, out: Path, log: Callable[[str], No
     net = initial_net(config, kinds)
     if accelerator.device.type == "cpu":
         net = net.to(memory_format=torch.channels_last)
-    optimizer = torch.optim.AdamW(net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    if config.freeze_trunk:
+        if not config.init:
+            raise InputError("--freeze-trunk refits the neck and heads of a trained encoder: give --init FILE")
+        for part in (net.stem, net.blocks):
+            part.requires_grad_(False)
+    trained = [parameter for parameter in net.parameters() if parameter.requires_grad]
+    optimizer = torch.optim.AdamW(trained, lr=config.lr, weight_decay=config.weight_decay)
     loader = DataLoader(dataset, batch_size=config.batch, drop_last=True, num_workers=config.workers,
                         persistent_workers=config.workers > 0)
     model, optimizer, loader = accelerator.prepare(net, optimizer, loader)
     model.train()
+    if config.freeze_trunk:  # the trunk's batch norms keep the statistics its features were trained with
+        accelerator.unwrap_model(model).stem.eval()
+        accelerator.unwrap_model(model).blocks.eval()
     losses: list[float] = []
     start, step = time.perf_counter(), 0
     for images, presence, severity, mask in loader:
