@@ -154,7 +154,7 @@ def test_a_share_redraws_its_kinds_from_another_model_and_leaves_noise_alone(sha
 @pytest.mark.parametrize(("flag", "value"), [("--finish-share", "-0.1"), ("--finish-share", "1.5"),
                                              ("--wide-share", "2"),
                                              ("--precipitation-share", "1.1"), ("--camera-share", "-1"),
-                                             ("--short-shake-share", "1.2")])
+                                             ("--short-shake-share", "1.2"), ("--anchor-weight", "-0.5")])
 def test_a_bad_share_is_refused_before_any_work(tmp_path, flag, value, capsys):
     from uir_lora.lab.cli import main
 
@@ -205,6 +205,31 @@ def test_a_frozen_trunk_trains_the_neck_and_heads_only(tiny_encoder, tmp_path):
     with pytest.raises(InputError, match="--init"):
         train_encoder(EncoderTrainConfig(steps=1, batch=4, crop=64, workers=0, freeze_trunk=True),
                       tmp_path / "fresh.safetensors", log=lambda *_: None, groups=groups, kinds=KINDS)
+
+
+def test_an_anchored_refit_moves_the_presences_less_than_a_free_one(tiny_encoder, tmp_path):
+    from uir_lora.errors import InputError
+    from uir_lora.lab.router.train_encoder import EncoderTrainConfig, train_encoder
+
+    groups = [[scene(s) for s in range(4)]]
+    images = torch.cat([as_image(scene(s, size=64)) for s in range(10, 16)])
+
+    def refit(weight: float, **options) -> torch.nn.Module:
+        config = EncoderTrainConfig(steps=4, batch=4, crop=64, workers=0, lr=3e-2, lr_min=3e-2, log_every=100,
+                                    init=str(tiny_encoder), anchor_weight=weight, **{"freeze_trunk": True, **options})
+        out = tmp_path / f"anchored-{weight}.safetensors"
+        train_encoder(config, out, log=lambda *_: None, groups=groups, kinds=KINDS)
+        return load_encoder(out)[0]
+
+    start = load_encoder(tiny_encoder)[0]
+
+    def drift(net: torch.nn.Module) -> float:
+        with torch.no_grad():
+            return float((torch.sigmoid(net(images)[0]) - torch.sigmoid(start(images)[0])).abs().mean())
+
+    assert drift(refit(1.0)) < 0.5 * drift(refit(0.0))  # the targets are the init's own presences
+    with pytest.raises(InputError, match="--freeze-trunk"):
+        refit(0.5, freeze_trunk=False)
 
 
 @pytest.mark.parametrize(("args", "message"), [

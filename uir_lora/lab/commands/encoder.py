@@ -54,6 +54,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                        help="share of motion blur drawn as a short exposure's faint shake (2-5 px)")
     train.add_argument("--freeze-trunk", action="store_true",
                        help="train the neck and heads of --init only, its trunk as it is")
+    train.add_argument("--anchor-weight", type=float, default=defaults.anchor_weight,
+                       help="with --freeze-trunk: share of each presence target taken from --init's own presence")
     train.set_defaults(run=run_train)
     average = actions.add_parser("average", help="average two encoders of one lineage parameter by parameter")
     average.add_argument("first", type=existing_path)
@@ -87,7 +89,7 @@ def run_train(args: argparse.Namespace) -> int:
                          f"--clean-share {args.clean_share}")
     for flag, share in (("--wide-share", args.wide_share), ("--finish-share", args.finish_share),
                         ("--precipitation-share", args.precipitation_share), ("--camera-share", args.camera_share),
-                        ("--short-shake-share", args.short_shake_share)):
+                        ("--short-shake-share", args.short_shake_share), ("--anchor-weight", args.anchor_weight)):
         if not 0 <= share <= 1:
             raise InputError(f"{flag} must be in [0, 1], got {share}")
     if args.out.suffix != ".safetensors":
@@ -101,7 +103,8 @@ def run_train(args: argparse.Namespace) -> int:
                                 mixture_share=args.mixture_share,
                                 wide_share=args.wide_share, finish_share=args.finish_share,
                                 precipitation_share=args.precipitation_share, camera_share=args.camera_share,
-                                short_shake_share=args.short_shake_share, freeze_trunk=args.freeze_trunk)
+                                short_shake_share=args.short_shake_share, freeze_trunk=args.freeze_trunk,
+                                anchor_weight=args.anchor_weight)
     train_encoder(config, args.out)
     return 0
 

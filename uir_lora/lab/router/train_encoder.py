@@ -22,6 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
+from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from ...degrade import KINDS, canonical_kinds
@@ -93,6 +94,10 @@ class EncoderTrainConfig(TrainConfig):
     freeze_trunk: bool = False
     """Train the neck and heads only, the trunk and its batch-norm statistics as ``init`` has them: how d reads the
     trunk's pooled statistics is refitted, at a third of a full step's cost and with the trunk's features kept."""
+    anchor_weight: float = 0.0
+    """With ``freeze_trunk``: the share of each presence target taken from ``init``'s own presence on that example, so
+    a refit moves the presences only as far as the labels ask and keeps, elsewhere, the calibration the router's
+    policies were chosen on."""
 
 
 def _rescaled(image: Image.Image, short_side: int) -> np.ndarray:
@@ -295,6 +300,14 @@ def train_encoder(config: EncoderTrainConfig, out: Path, log: Callable[[str], No
             raise InputError("--freeze-trunk refits the neck and heads of a trained encoder: give --init FILE")
         for part in (net.stem, net.blocks):
             part.requires_grad_(False)
+    anchor, held = None, {}
+    if config.anchor_weight:
+        if not config.freeze_trunk:
+            raise InputError("--anchor-weight keeps the presences of --init on its own trunk: give --freeze-trunk")
+        start = initial_net(config, kinds)
+        anchor = nn.Sequential(start.neck, start.presence).requires_grad_(False).eval().to(accelerator.device)
+        # the pooled statistics the neck reads, caught on the model's own pass (the trunk is the init's)
+        net.neck.register_forward_hook(lambda module, inputs, output: held.__setitem__("pooled", inputs[0]))
     trained = [parameter for parameter in net.parameters() if parameter.requires_grad]
     optimizer = torch.optim.AdamW(trained, lr=config.lr, weight_decay=config.weight_decay)
     loader = DataLoader(dataset, batch_size=config.batch, drop_last=True, num_workers=config.workers,
@@ -315,6 +328,9 @@ def train_encoder(config: EncoderTrainConfig, out: Path, log: Callable[[str], No
         images = images.contiguous(memory_format=torch.channels_last)
         with torch.autocast(accelerator.device.type, dtype=torch.bfloat16, enabled=config.bf16):
             presence_logits, severity_logits = model(images)
+        if anchor is not None:
+            with torch.no_grad():
+                presence = torch.lerp(presence, torch.sigmoid(anchor(held["pooled"].float())), config.anchor_weight)
         loss = damage_loss(presence_logits, severity_logits, presence, severity, mask, config.severity_weight)
         step = optimise(loss, optimizer, accelerator, losses, step, lr, start, config, say)
     seconds = round(time.perf_counter() - start, 1)
