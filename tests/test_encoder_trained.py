@@ -215,8 +215,10 @@ def test_an_anchored_refit_moves_the_presences_less_than_a_free_one(tiny_encoder
     images = torch.cat([as_image(scene(s, size=64)) for s in range(10, 16)])
 
     def refit(weight: float, **options) -> torch.nn.Module:
+        # no severity loss and no weight decay: the presence targets alone move the neck and heads
         config = EncoderTrainConfig(steps=4, batch=4, crop=64, workers=0, lr=3e-2, lr_min=3e-2, log_every=100,
-                                    init=str(tiny_encoder), anchor_weight=weight, **{"freeze_trunk": True, **options})
+                                    weight_decay=0.0, severity_weight=0.0, init=str(tiny_encoder),
+                                    anchor_weight=weight, **{"freeze_trunk": True, **options})
         out = tmp_path / f"anchored-{weight}.safetensors"
         train_encoder(config, out, log=lambda *_: None, groups=groups, kinds=KINDS)
         return load_encoder(out)[0]
@@ -227,7 +229,8 @@ def test_an_anchored_refit_moves_the_presences_less_than_a_free_one(tiny_encoder
         with torch.no_grad():
             return float((torch.sigmoid(net(images)[0]) - torch.sigmoid(start(images)[0])).abs().mean())
 
-    assert drift(refit(1.0)) < 0.5 * drift(refit(0.0))  # the targets are the init's own presences
+    # at weight 1 the targets are the init's own presences, where the loss has no gradient: nothing moves
+    assert drift(refit(1.0)) < 1e-6 < 1e-4 < drift(refit(0.0))
     with pytest.raises(InputError, match="--freeze-trunk"):
         refit(0.5, freeze_trunk=False)
 
