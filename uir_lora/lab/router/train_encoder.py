@@ -11,6 +11,7 @@ motion and defocus blur also by ``uir_lora.lab.camera_blur``, when asked). Targe
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import time
@@ -28,7 +29,7 @@ from torch.utils.data import DataLoader, Dataset
 from ...degrade import KINDS, canonical_kinds
 from ...degrade._common import convolve
 from ...degrade.blur import shake_trajectory_kernel
-from ...degrade.wide import camera_finish
+from ...degrade.wide import SHORTEST_SHAKE, camera_finish
 from ...errors import InputError
 from ...images import IMAGE_SUFFIXES
 from ...router.trained import (
@@ -53,7 +54,7 @@ WIDE_KINDS = ("motion_blur", "defocus_blur", "low_light", "haze")
 """Kinds that ``wide_share`` may draw from the wide profile's models. Its noise and JPEG are left out: their mild
 ends (noise from 3/255, JPEG up to quality 95) are what the camera finish leaves on a clean photo."""
 LDA_EXAMPLES_PER_CLASS = 24
-SHORT_SHAKE = (2.0, 5.0)
+SHORT_SHAKE = (SHORTEST_SHAKE, 5.0)
 """The lengths in px of ``short_shake_share``'s shakes, spaced geometrically as exposure times are."""
 
 
@@ -93,7 +94,7 @@ class EncoderTrainConfig(TrainConfig):
     profile's share a shorter one is a few in a hundred motion examples, too few to tell it from a soft photo."""
     freeze_trunk: bool = False
     """Train the neck and heads only, the trunk and its batch-norm statistics as ``init`` has them: how d reads the
-    trunk's pooled statistics is refitted, at a third of a full step's cost and with the trunk's features kept."""
+    trunk's pooled statistics is refitted, without the trunk's backward pass and with the trunk's features kept."""
     anchor_weight: float = 0.0
     """With ``freeze_trunk``: the share of each presence target taken from ``init``'s own presence on that example, so
     a refit moves the presences only as far as the labels ask and keeps, elsewhere, the calibration the router's
@@ -281,6 +282,10 @@ def train_encoder(config: EncoderTrainConfig, out: Path, log: Callable[[str], No
     ``kinds``: the kinds it learns (every kind of the synthesis by default)."""
     from accelerate import Accelerator
 
+    if config.freeze_trunk and not config.init:
+        raise InputError("--freeze-trunk refits the neck and heads of a trained encoder: give --init FILE")
+    if config.anchor_weight and not config.freeze_trunk:
+        raise InputError("--anchor-weight keeps the presences of --init on its own trunk: give --freeze-trunk")
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
     say = log if accelerator.is_main_process else (lambda *_: None)
     torch.manual_seed(config.seed)
@@ -296,16 +301,12 @@ def train_encoder(config: EncoderTrainConfig, out: Path, log: Callable[[str], No
     if accelerator.device.type == "cpu":
         net = net.to(memory_format=torch.channels_last)
     if config.freeze_trunk:
-        if not config.init:
-            raise InputError("--freeze-trunk refits the neck and heads of a trained encoder: give --init FILE")
         for part in (net.stem, net.blocks):
             part.requires_grad_(False)
     anchor, held = None, {}
-    if config.anchor_weight:
-        if not config.freeze_trunk:
-            raise InputError("--anchor-weight keeps the presences of --init on its own trunk: give --freeze-trunk")
-        start = initial_net(config, kinds)
-        anchor = nn.Sequential(start.neck, start.presence).requires_grad_(False).eval().to(accelerator.device)
+    if config.anchor_weight:  # the init's own neck and presence head, as loaded, before any step
+        anchor = nn.Sequential(copy.deepcopy(net.neck), copy.deepcopy(net.presence))
+        anchor = anchor.requires_grad_(False).eval().to(accelerator.device)
         # the pooled statistics the neck reads, caught on the model's own pass (the trunk is the init's)
         net.neck.register_forward_hook(lambda module, inputs, output: held.__setitem__("pooled", inputs[0]))
     trained = [parameter for parameter in net.parameters() if parameter.requires_grad]
