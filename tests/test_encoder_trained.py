@@ -219,20 +219,27 @@ def test_an_anchored_refit_moves_the_presences_less_than_a_free_one(tiny_encoder
         config = EncoderTrainConfig(steps=4, batch=4, crop=64, workers=0, lr=3e-2, lr_min=3e-2, log_every=100,
                                     weight_decay=0.0, severity_weight=0.0, init=str(tiny_encoder),
                                     anchor_weight=weight, **{"freeze_trunk": True, **options})
-        out = tmp_path / f"anchored-{weight}.safetensors"
+        out = tmp_path / f"anchored-{weight}-{len(options.get('anchor_free', []))}.safetensors"
         train_encoder(config, out, log=lambda *_: None, groups=groups, kinds=KINDS)
         return load_encoder(out)[0]
 
     start = load_encoder(tiny_encoder)[0]
 
-    def drift(net: torch.nn.Module) -> float:
+    def drift(net: torch.nn.Module, column: int | None = None) -> float:
         with torch.no_grad():
-            return float((torch.sigmoid(net(images)[0]) - torch.sigmoid(start(images)[0])).abs().mean())
+            change = torch.sigmoid(net(images)[0]) - torch.sigmoid(start(images)[0])
+        return float(change.abs().mean() if column is None else change[:, column].abs().mean())
 
     # at weight 1 the targets are the init's own presences, where the loss has no gradient: nothing moves
     assert drift(refit(1.0)) < 1e-6 < 1e-4 < drift(refit(0.0))
+    # a kind left out of the anchor follows its labels (the scenes are clean: its presence is taught towards 0)
+    assert drift(refit(1.0, anchor_free=[KINDS[0]]), column=0) > 1e-4
     with pytest.raises(InputError, match="--freeze-trunk"):
         refit(0.5, freeze_trunk=False)
+    with pytest.raises(InputError, match="not among the kinds trained"):
+        refit(1.0, anchor_free=["smudge"])
+    with pytest.raises(InputError, match="give --anchor-weight too"):
+        refit(0.0, anchor_free=[KINDS[0]])
 
 
 @pytest.mark.parametrize(("args", "message"), [

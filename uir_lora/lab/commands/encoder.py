@@ -56,6 +56,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                        help="train the neck and heads of --init only, its trunk as it is")
     train.add_argument("--anchor-weight", type=float, default=defaults.anchor_weight,
                        help="with --freeze-trunk: share of each presence target taken from --init's own presence")
+    train.add_argument("--anchor-free", type=lambda text: [kind.strip() for kind in text.split(",") if kind.strip()],
+                       default=[], metavar="KIND[,KIND...]",
+                       help="with --anchor-weight: kinds (or clean) whose presence follows the labels alone")
     train.set_defaults(run=run_train)
     average = actions.add_parser("average", help="average two encoders of one lineage parameter by parameter")
     average.add_argument("first", type=existing_path)
@@ -104,7 +107,7 @@ def run_train(args: argparse.Namespace) -> int:
                                 wide_share=args.wide_share, finish_share=args.finish_share,
                                 precipitation_share=args.precipitation_share, camera_share=args.camera_share,
                                 short_shake_share=args.short_shake_share, freeze_trunk=args.freeze_trunk,
-                                anchor_weight=args.anchor_weight)
+                                anchor_weight=args.anchor_weight, anchor_free=args.anchor_free)
     train_encoder(config, args.out)
     return 0
 

@@ -99,6 +99,10 @@ class EncoderTrainConfig(TrainConfig):
     """With ``freeze_trunk``: the share of each presence target taken from ``init``'s own presence on that example, so
     a refit moves the presences only as far as the labels ask and keeps, elsewhere, the calibration the router's
     policies were chosen on."""
+    anchor_free: list[str] = field(default_factory=list)
+    """With ``anchor_weight``: the kinds (or ``clean``) whose presence follows the labels alone, as in a free refit:
+    the refit learns what they read and keeps what every other kind reads (a distillation of ``init`` beside the
+    labels of the kinds it is meant to change)."""
 
 
 def _rescaled(image: Image.Image, short_side: int) -> np.ndarray:
@@ -286,6 +290,12 @@ def train_encoder(config: EncoderTrainConfig, out: Path, log: Callable[[str], No
         raise InputError("--freeze-trunk refits the neck and heads of a trained encoder: give --init FILE")
     if config.anchor_weight and not config.freeze_trunk:
         raise InputError("--anchor-weight keeps the presences of --init on its own trunk: give --freeze-trunk")
+    columns = [*kinds, CLEAN]  # the presence head's outputs, in order
+    if config.anchor_free and not config.anchor_weight:
+        raise InputError("--anchor-free names the kinds left out of the anchor: give --anchor-weight too")
+    if unknown := sorted(set(config.anchor_free) - set(columns)):
+        raise InputError(f"--anchor-free names {', '.join(unknown)}, not among the kinds trained: choose from "
+                         f"{', '.join(columns)}")
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
     say = log if accelerator.is_main_process else (lambda *_: None)
     torch.manual_seed(config.seed)
@@ -307,6 +317,8 @@ def train_encoder(config: EncoderTrainConfig, out: Path, log: Callable[[str], No
     if config.anchor_weight:  # the init's own neck and presence head, as loaded, before any step
         anchor = nn.Sequential(copy.deepcopy(net.neck), copy.deepcopy(net.presence))
         anchor = anchor.requires_grad_(False).eval().to(accelerator.device)
+        anchor_share = torch.tensor([0.0 if column in config.anchor_free else config.anchor_weight
+                                     for column in columns], device=accelerator.device)
         # the pooled statistics the neck reads, caught on the model's own pass (the trunk is the init's)
         net.neck.register_forward_hook(lambda module, inputs, output: held.__setitem__("pooled", inputs[0]))
     trained = [parameter for parameter in net.parameters() if parameter.requires_grad]
@@ -331,7 +343,7 @@ def train_encoder(config: EncoderTrainConfig, out: Path, log: Callable[[str], No
             presence_logits, severity_logits = model(images)
         if anchor is not None:
             with torch.no_grad():
-                presence = torch.lerp(presence, torch.sigmoid(anchor(held["pooled"].float())), config.anchor_weight)
+                presence = torch.lerp(presence, torch.sigmoid(anchor(held["pooled"].float())), anchor_share)
         loss = damage_loss(presence_logits, severity_logits, presence, severity, mask, config.severity_weight)
         step = optimise(loss, optimizer, accelerator, losses, step, lr, start, config, say)
     seconds = round(time.perf_counter() - start, 1)
