@@ -486,6 +486,25 @@ def test_bank_add_with_negatives_fits_a_presence_row_and_a_route_margin(trained_
     assert again.embedding_of == "d" and len(again.embedding) == FEATURE_DIM + 1 and again.route_margin == 0
 
 
+def test_a_trained_kind_can_be_placed_on_the_pooled_statistics_with_a_given_margin(trained_bank):
+    before = {e["name"]: json.dumps(e) for e in json.loads((trained_bank / "manifest.json").read_text())["loras"]}
+    gen = torch.Generator().manual_seed(7)
+    examples = [degrade(as_image(scene(s, 80)), "noise", generator=gen, severity=0.2) for s in range(30, 36)]
+    negatives = [("low_light", degrade(as_image(scene(s, 80)), "low_light", generator=gen, severity=0.6))
+                 for s in range(50, 56)] + [("clean", as_image(scene(s, 80))) for s in range(56, 62)]
+    _, report = fit.place_pooled_row(trained_bank, "noise", examples, negatives, route_margin=0.25)
+    after = json.loads((trained_bank / "manifest.json").read_text())
+    assert {e["name"]: json.dumps(e) for e in after["loras"] if e["name"] != "noise"} == \
+        {name: text for name, text in before.items() if name != "noise"}
+    noise = next(e for e in after["loras"] if e["name"] == "noise")
+    assert noise["embedding_of"] == "pooled" and noise["route_margin"] == 0.25
+    assert report["routed_to_new"] >= 4 and report["negatives_taken"] <= 1
+    router = Router.of_folder(trained_bank)
+    assert router.names.index("noise") not in router.unseen_index  # learned: clean is not held below it
+    with pytest.raises(BankError, match="no LoRA 'smudge'"):
+        fit.place_pooled_row(trained_bank, "smudge", examples, negatives)
+
+
 def test_bank_add_fits_the_row_on_every_crop(trained_bank, monkeypatch):
     from uir_lora.lab.router import presence
 

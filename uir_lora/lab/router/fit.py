@@ -672,9 +672,25 @@ def clean_capped_gaps(new: torch.Tensor, others: torch.Tensor, clean: int | None
     return torch.minimum(new - rest.amax(dim=1), torch.maximum(new - others[:, clean], new))
 
 
+def place_pooled_row(bank_dir: Path, name: str, images: Sequence[torch.Tensor],
+                     negatives: Sequence[tuple[str, torch.Tensor]], route_margin: float | None = None,
+                     false_alarm: float = ROUTE_FALSE_ALARM) -> tuple[Manifest, dict]:
+    """LoRA ``name``'s presence row placed on the trained encoder's pooled statistics from ``images`` against
+    ``negatives``, as `bank add` places a new kind (``_add_pooled_embedding``), for any kind of the bank, one the
+    encoder was trained on included (its row from the presence head is replaced); ``route_margin``: that margin
+    instead of the one calibrated at ``false_alarm``."""
+    manifest = read_manifest(bank_dir)
+    if name not in manifest.names:
+        raise BankError(f"bank {manifest.name!r} has no LoRA {name!r}")
+    if not manifest.encoder.trained:
+        raise BankError(f"bank {manifest.name!r} has no trained encoder, whose pooled statistics the row reads")
+    encoder = make_encoder(manifest.encoder, bank_dir)
+    return _add_pooled_embedding(bank_dir, manifest, name, images, negatives, encoder, false_alarm, route_margin)
+
+
 def _add_pooled_embedding(bank_dir: Path, manifest: Manifest, name: str, images: Sequence[torch.Tensor],
                           negatives: Sequence[tuple[str, torch.Tensor]], encoder: TrainedEncoder,
-                          false_alarm: float) -> tuple[Manifest, dict]:
+                          false_alarm: float, route_margin: float | None = None) -> tuple[Manifest, dict]:
     """``add_embedding`` with the trained encoder and examples of the other kinds: a presence row over the encoder's
     pooled statistics and channel extremes (``embedding_of: pooled``). Its neck learned the bank's kinds, and maps
     one it never saw near clean or a colour cast; the statistics it reads keep what it drops, and the extremes what
@@ -720,11 +736,13 @@ def _add_pooled_embedding(bank_dir: Path, manifest: Manifest, name: str, images:
 
     everything = torch.ones(len(z_negative), dtype=torch.bool)
     row = place(everything)
-    gaps = out_of_fold_gaps(gaps_under(row, everything), lambda mask: gaps_under(place(~mask), mask))
+    if route_margin is None:
+        gaps = out_of_fold_gaps(gaps_under(row, everything), lambda mask: gaps_under(place(~mask), mask))
+        route_margin = calibrate_route_margin(gaps, false_alarm)
     weights = row[:-1] / std  # standardisation folded in: B·[s, 1] on the raw statistics
     entry = manifest.loras[index]
     entry.embedding = [*weights.tolist(), float(row[-1] - weights @ mean)]
-    entry.embedding_of, entry.route_margin = "pooled", round(calibrate_route_margin(gaps, false_alarm), 5)
+    entry.embedding_of, entry.route_margin = "pooled", round(route_margin, 5)
     after = Router(manifest, encoder)
     report = {"examples": len(images), "refined": True, "negatives": len(kept), "route_margin": entry.route_margin,
               "routed_to_new": int((after.feature_scores(positive).similarities.argmax(dim=-1) == index).sum()),
