@@ -14,7 +14,7 @@ from uir_lora import pipeline
 from uir_lora.bank.manifest import TRAINED_POOLED_DIM, TRAINED_POOLED_DIM_BEFORE_EXTREMES, read_manifest, write_manifest
 from uir_lora.bank.store import open_bank
 from uir_lora.degrade import degrade
-from uir_lora.errors import BankError, UIRError
+from uir_lora.errors import BankError, InputError, UIRError
 from uir_lora.lab.router import fit
 from uir_lora.lab.testing.banks import make_random_bank
 from uir_lora.router.encoder import DegradationEncoder
@@ -503,6 +503,8 @@ def test_a_trained_kind_can_be_placed_on_the_pooled_statistics_with_a_given_marg
     assert router.names.index("noise") not in router.unseen_index  # learned: clean is not held below it
     with pytest.raises(BankError, match="no LoRA 'smudge'"):
         fit.place_pooled_row(trained_bank, "smudge", examples, negatives)
+    with pytest.raises(InputError, match="no example images"):
+        fit.place_pooled_row(trained_bank, "noise", [], negatives)
 
 
 def test_bank_add_fits_the_row_on_every_crop(trained_bank, monkeypatch):

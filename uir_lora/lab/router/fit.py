@@ -681,7 +681,9 @@ def place_pooled_row(bank_dir: Path, name: str, images: Sequence[torch.Tensor],
     instead of the one calibrated at ``false_alarm``."""
     manifest = read_manifest(bank_dir)
     if name not in manifest.names:
-        raise BankError(f"bank {manifest.name!r} has no LoRA {name!r}")
+        raise BankError(f"bank {manifest.name!r} has no LoRA {name!r}; name one of {', '.join(manifest.names)}")
+    if not images:
+        raise InputError(f"no example images for {name!r}; give images that show its degradation")
     if not manifest.encoder.trained:
         raise BankError(f"bank {manifest.name!r} has no trained encoder, whose pooled statistics the row reads")
     encoder = make_encoder(manifest.encoder, bank_dir)
@@ -698,7 +700,7 @@ def _add_pooled_embedding(bank_dir: Path, manifest: Manifest, name: str, images:
     damage that marks some crops of a photo and not others is learned where it shows) on statistics standardised
     by the negatives' crops, the standardisation folded into the row. The router scores the mean of the crops'
     statistics, which is the mean of their logits; the route margin from out-of-fold gaps of whole images
-    (``clean_capped_gaps``)."""
+    (``clean_capped_gaps``), unless ``route_margin`` gives it."""
     from .presence import fit_presence
 
     index = manifest.names.index(name)
