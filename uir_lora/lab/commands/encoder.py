@@ -14,6 +14,8 @@ from ...errors import InputError
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    from ...degrade import KINDS
+    from ...router.trained import CLEAN
     from ..router.train_encoder import EncoderTrainConfig
 
     encoder = subparsers.add_parser("encoder", help="train the degradation-aware router encoder, or put one "
@@ -56,8 +58,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                        help="train the neck and heads of --init only, its trunk as it is")
     train.add_argument("--anchor-weight", type=float, default=defaults.anchor_weight,
                        help="with --freeze-trunk: share of each presence target taken from --init's own presence")
-    train.add_argument("--anchor-free", type=lambda text: [kind.strip() for kind in text.split(",") if kind.strip()],
-                       default=[], metavar="KIND[,KIND...]",
+    train.add_argument("--anchor-free", nargs="+", choices=[*KINDS, CLEAN], default=[], metavar="KIND",
                        help="with --anchor-weight: kinds (or clean) whose presence follows the labels alone")
     train.set_defaults(run=run_train)
     average = actions.add_parser("average", help="average two encoders of one lineage parameter by parameter")
